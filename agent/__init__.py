@@ -1,0 +1,1 @@
+"""The bodycam agent: recorder, evidence format, store, sync, console."""

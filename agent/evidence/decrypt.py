@@ -1,0 +1,118 @@
+"""Opening a segment with headquarters' private key: content key, chunks, sealed metadata."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agent.evidence import canonical
+from agent.evidence.keys import HqPrivateKey, fingerprint, public_der
+from agent.evidence.manifest import SignedManifest
+from agent.evidence.sealing import SealError, open_sealed
+from agent.evidence.segment import Scan, key_info, scan, sealed_info
+from agent.evidence.stream import StreamDecryptor, StreamError
+
+
+class DecryptError(Exception):
+    """A segment that cannot be opened with the given key, with the reason."""
+
+
+@dataclass
+class Opened:
+    plaintext_sha256: str
+    plaintext_length: int
+    chunks: int
+    problems: list[str] = field(default_factory=list)
+
+
+def unwrap_content_key(header: dict[str, Any], hq_key: HqPrivateKey) -> tuple[bytes, bytes]:
+    """Return (content key, nonce prefix) from a segment header."""
+    want = fingerprint(public_der(hq_key.public_key()))
+    if header.get("hq_key") != want:
+        raise DecryptError(
+            f"segment is sealed to headquarters key {str(header.get('hq_key'))[:16]}..., not {want[:16]}..."
+        )
+    try:
+        wrapped = base64.b64decode(str(header["enc"]), validate=True)
+        prefix = bytes.fromhex(str(header["nonce_prefix"]))
+    except (KeyError, binascii.Error, ValueError) as exc:
+        raise DecryptError(f"malformed header: {exc}") from exc
+    bare = {k: v for k, v in header.items() if k != "enc"}
+    try:
+        key = open_sealed(wrapped, hq_key, key_info(bare), suite=str(header.get("suite")))
+    except SealError as exc:
+        raise DecryptError(f"content key: {exc}") from exc
+    return key, prefix
+
+
+def open_segment(
+    path: Path, hq_key: HqPrivateKey, sink: Callable[[bytes], None], recovered: bool = False
+) -> Opened:
+    """Decrypt every chunk of ``path`` in one pass into ``sink``; authentication failures are reported.
+
+    A chunk is decrypted once the next record shows whether it was the last one. A segment
+    salvaged after a power cut (``recovered``) ends at its last complete chunk, which was
+    never flagged final: its end is attested by the signed manifest instead.
+    """
+    result = Opened("", 0, 0)
+    digest = hashlib.sha256()
+    state: dict[str, Any] = {"dec": None, "held": None}
+
+    def on_header(header: dict[str, Any], body: bytes) -> None:
+        key, prefix = unwrap_content_key(header, hq_key)
+        state["dec"] = StreamDecryptor(key, prefix, hashlib.sha256(body).digest())
+
+    def emit(body: bytes, last: bool) -> None:
+        if result.problems:
+            return
+        try:
+            pt = state["dec"].decrypt(body, last=last)
+        except StreamError as exc:
+            result.problems.append(str(exc))
+            return
+        digest.update(pt)
+        result.plaintext_length += len(pt)
+        result.chunks += 1
+        sink(pt)
+
+    def on_chunk(_: int, body: bytes) -> None:
+        if state["held"] is not None:
+            emit(state["held"], last=False)
+        state["held"] = body
+
+    with path.open("rb") as fh:
+        structure = scan(fh, on_chunk, on_header)
+    if structure.header is None:
+        raise DecryptError("no segment header (an event entry, or a broken file)")
+    if state["held"] is not None:
+        emit(state["held"], last=structure.manifest_record is not None and not recovered)
+    if not result.problems and not recovered and not state["dec"].finished:
+        result.problems.append("stream ends without its final chunk (truncated)")
+    result.plaintext_sha256 = digest.hexdigest()
+    return result
+
+
+def open_metadata(signed: SignedManifest, hq_key: HqPrivateKey) -> dict[str, Any] | None:
+    """Open the manifest's sealed metadata (GNSS fixes, notes), or None when it has none."""
+    sealed = signed.manifest.get("sealed")
+    if not sealed:
+        return None
+    info = sealed_info(str(signed.manifest["device_id"]), signed.seq)
+    try:
+        raw = open_sealed(base64.b64decode(str(sealed), validate=True), hq_key, info)
+        value = canonical.loads(raw)
+    except (SealError, binascii.Error, canonical.CanonicalError) as exc:
+        raise DecryptError(f"sealed metadata: {exc}") from exc
+    if not isinstance(value, dict):
+        raise DecryptError("sealed metadata is not an object")
+    return value
+
+
+def scan_path(path: Path) -> Scan:
+    with path.open("rb") as fh:
+        return scan(fh)

@@ -1,0 +1,183 @@
+"""Manifests: build, sign, check the shape of, and hash the signed record of each chain entry."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from agent.evidence import canonical
+from agent.evidence.format import (
+    CTX_MANIFEST,
+    EVENT_TYPES,
+    FLAGS,
+    FORMAT_VERSION,
+    GENESIS_PREV,
+    SIGNATURE_LEN,
+)
+from hal.keystore import KeyStore
+
+HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class ManifestError(ValueError):
+    """A manifest that is malformed: a field missing, of the wrong type, or out of range."""
+
+
+@dataclass(frozen=True, slots=True)
+class SignedManifest:
+    """A manifest as it travels: its canonical bytes and the device's signature over them."""
+
+    manifest: dict[str, Any]
+    body: bytes
+    signature: bytes
+
+    @property
+    def hash(self) -> str:
+        """The chain hash: SHA-256 of the canonical manifest bytes, hex."""
+        return hashlib.sha256(self.body).hexdigest()
+
+    @property
+    def seq(self) -> int:
+        return int(self.manifest["seq"])
+
+    def record_body(self) -> bytes:
+        return self.body + self.signature
+
+
+def sign_manifest(manifest: dict[str, Any], signer: KeyStore) -> SignedManifest:
+    check_manifest(manifest)
+    body = canonical.dumps(manifest)
+    return SignedManifest(manifest, body, signer.sign(CTX_MANIFEST + body))
+
+
+def parse_manifest_record(record: bytes) -> SignedManifest:
+    """Split a manifest record into bytes and signature, parse and shape-check it (no signature check)."""
+    if len(record) <= SIGNATURE_LEN:
+        raise ManifestError("manifest record too short")
+    body, sig = record[:-SIGNATURE_LEN], record[-SIGNATURE_LEN:]
+    try:
+        manifest = canonical.loads(body)
+    except canonical.CanonicalError as exc:
+        raise ManifestError(f"manifest is not canonical JSON: {exc}") from exc
+    if not isinstance(manifest, dict):
+        raise ManifestError("manifest is not a JSON object")
+    check_manifest(manifest)
+    return SignedManifest(manifest, body, sig)
+
+
+def _need(m: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str = "") -> Any:
+    if key not in m:
+        raise ManifestError(f"{where}{key}: missing")
+    value = m[key]
+    if isinstance(value, bool) and kind is int:
+        raise ManifestError(f"{where}{key}: expected int")
+    if not isinstance(value, kind):
+        raise ManifestError(f"{where}{key}: expected {getattr(kind, '__name__', kind)}")
+    return value
+
+
+def _nonneg(m: dict[str, Any], key: str, where: str = "") -> int:
+    value: int = _need(m, key, int, where)
+    if value < 0:
+        raise ManifestError(f"{where}{key}: negative")
+    return value
+
+
+def _hex(m: dict[str, Any], key: str, where: str = "") -> str:
+    value: str = _need(m, key, str, where)
+    if not HEX64.match(value):
+        raise ManifestError(f"{where}{key}: not a SHA-256 hex digest")
+    return value
+
+
+def check_manifest(m: dict[str, Any]) -> None:
+    """Raise ManifestError unless ``m`` has every field its type requires."""
+    if _need(m, "format", int) != FORMAT_VERSION:
+        raise ManifestError(f"format: version {m['format']} is not supported (known: {FORMAT_VERSION})")
+    kind = _need(m, "type", str)
+    _need(m, "device_id", str)
+    _nonneg(m, "seq")
+    _need(m, "boot_id", str)
+    _hex(m, "prev")
+    _need(m, "firmware", str)
+    _hex(m, "config_sha256")
+    t = _need(m, "time", dict)
+    for key in ("utc_start_ns", "utc_end_ns", "mono_start_ns", "mono_end_ns"):
+        _nonneg(t, key, "time.")
+    _need(t, "source", str, "time.")
+    _need(t, "synced", bool, "time.")
+    if t["mono_end_ns"] < t["mono_start_ns"]:
+        raise ManifestError("time.mono_end_ns: before mono_start_ns")
+    if "sealed" in m and m["sealed"] is not None:
+        _need(m, "sealed", str)
+    flags = _need(m, "flags", list)
+    unknown = [f for f in flags if f not in FLAGS]
+    if unknown:
+        raise ManifestError(f"flags: unknown flag(s) {unknown}")
+    if flags != sorted(set(flags)):
+        raise ManifestError("flags: not sorted and unique")
+    if kind == "segment":
+        _need(m, "segment_id", str)
+        _need(m, "container", str)
+        _need(m, "trigger", str)
+        c = _need(m, "ciphertext", dict)
+        _hex(c, "sha256", "ciphertext.")
+        _hex(c, "header_sha256", "ciphertext.")
+        _nonneg(c, "length", "ciphertext.")
+        _nonneg(c, "chunks", "ciphertext.")
+        p = _need(m, "plaintext", dict)
+        _hex(p, "sha256", "plaintext.")
+        _nonneg(p, "length", "plaintext.")
+        for i, track in enumerate(_need(m, "tracks", list)):
+            where = f"tracks[{i}]."
+            if not isinstance(track, dict):
+                raise ManifestError(f"tracks[{i}]: not an object")
+            _need(track, "name", str, where)
+            _need(track, "kind", str, where)
+            _need(track, "codec", str, where)
+            _nonneg(track, "frames", where)
+            _nonneg(track, "dropped", where)
+        for i, mark in enumerate(_need(m, "marks", list)):
+            if not isinstance(mark, dict):
+                raise ManifestError(f"marks[{i}]: not an object")
+            _nonneg(mark, "mono_ns", f"marks[{i}].")
+    elif kind == "event":
+        event = _need(m, "event", str)
+        if event not in EVENT_TYPES:
+            raise ManifestError(f"event: unknown event type {event!r}")
+        _need(m, "detail", dict)
+    else:
+        raise ManifestError(f"type: unknown entry type {kind!r}")
+
+
+def base_fields(
+    *,
+    kind: str,
+    device_id: str,
+    seq: int,
+    boot_id: str,
+    prev: str | None,
+    firmware: str,
+    config_sha256: str,
+    time: dict[str, Any],
+    flags: list[str] | None = None,
+    sealed: str | None = None,
+) -> dict[str, Any]:
+    """The fields every chain entry carries."""
+    m: dict[str, Any] = {
+        "format": FORMAT_VERSION,
+        "type": kind,
+        "device_id": device_id,
+        "seq": seq,
+        "boot_id": boot_id,
+        "prev": prev or GENESIS_PREV,
+        "firmware": firmware,
+        "config_sha256": config_sha256,
+        "time": time,
+        "flags": sorted(set(flags or [])),
+    }
+    if sealed is not None:
+        m["sealed"] = sealed
+    return m

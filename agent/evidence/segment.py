@@ -1,0 +1,415 @@
+"""Writing a segment as its bytes arrive, and scanning one record by record.
+
+A segment file is ``MAGIC`` then records ``type (1 byte) || length (u32 BE) || body``:
+one header ``H``, data chunks ``D`` with signed checkpoints ``C`` between them, and the
+signed manifest ``M`` last. An event entry is ``MAGIC`` then ``M`` alone.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import struct
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO, Protocol
+
+from agent.evidence import canonical
+from agent.evidence.format import (
+    CTX_CHECKPOINT,
+    CTX_SEALED,
+    CTX_SEGMENT_KEY,
+    FORMAT_VERSION,
+    KEY_LEN,
+    MAGIC,
+    MAX_CHUNK_BYTES,
+    MAX_RECORD_BODY,
+    MIN_CHUNK_BYTES,
+    NONCE_PREFIX_LEN,
+    REC_CHECKPOINT,
+    REC_DATA,
+    REC_HEADER,
+    REC_MANIFEST,
+    RECORD_HEAD_LEN,
+    SIGNATURE_LEN,
+)
+from agent.evidence.keys import HqPublicKey, fingerprint, public_der
+from agent.evidence.manifest import SignedManifest, base_fields, sign_manifest
+from agent.evidence.sealing import seal, suite_name
+from agent.evidence.stream import StreamEncryptor
+from hal.keystore import KeyStore
+
+_HEAD = struct.Struct(">BI")
+
+
+class SegmentError(Exception):
+    """A segment file whose structure is broken (bad magic, truncated record, unknown record)."""
+
+
+class Sink(Protocol):
+    def write(self, data: bytes, /) -> int: ...
+
+    def flush(self) -> None: ...
+
+
+def key_info(header_without_enc: dict[str, Any]) -> bytes:
+    """HPKE ``info`` for the content key: binds the wrapped key to its header."""
+    return CTX_SEGMENT_KEY + canonical.dumps(header_without_enc)
+
+
+def sealed_info(device_id: str, seq: int) -> bytes:
+    """HPKE ``info`` for sealed metadata: binds it to one chain entry."""
+    return CTX_SEALED + canonical.dumps({"device_id": device_id, "seq": seq})
+
+
+def seal_metadata(meta: dict[str, Any], hq_public: HqPublicKey, device_id: str, seq: int) -> str:
+    return base64.b64encode(seal(canonical.dumps(meta), hq_public, sealed_info(device_id, seq))).decode()
+
+
+@dataclass(frozen=True, slots=True)
+class SealResult:
+    signed: SignedManifest
+    bytes_total: int
+    chunks: int
+
+
+class SegmentWriter:
+    """Seals one segment while its plaintext arrives; plaintext exists only in memory.
+
+    ``write`` buffers and emits full chunks of ``chunk_bytes``; ``checkpoint`` also emits
+    the partial chunk, appends a signed checkpoint of the running ciphertext hash and makes
+    everything durable (``sync`` is called, e.g. ``os.fsync``), so a power cut loses at most
+    what arrived since. ``finish`` emits the final chunk and the signed manifest. Not
+    thread-safe: one owner calls it. Never holds the content key after ``finish``.
+    """
+
+    def __init__(
+        self,
+        sink: Sink,
+        *,
+        signer: KeyStore,
+        hq_public: HqPublicKey,
+        device_id: str,
+        boot_id: str,
+        segment_id: str,
+        chunk_bytes: int = MIN_CHUNK_BYTES,
+        sync: Callable[[], None] | None = None,
+    ) -> None:
+        if not MIN_CHUNK_BYTES <= chunk_bytes <= MAX_CHUNK_BYTES:
+            raise ValueError(f"chunk_bytes must be within {MIN_CHUNK_BYTES}..{MAX_CHUNK_BYTES}")
+        self._sink = sink
+        self._signer = signer
+        self._hq_public = hq_public
+        self._device_id = device_id
+        self._boot_id = boot_id
+        self._segment_id = segment_id
+        self._chunk_bytes = chunk_bytes
+        self._sync = sync
+        self._buf = bytearray()
+        self._pt_hash = hashlib.sha256()
+        self._pt_len = 0
+        self._ct_hash = hashlib.sha256()
+        self._offset = 0
+        self._checkpoints = 0
+        self._closed = False
+
+        content_key = os.urandom(KEY_LEN)
+        prefix = os.urandom(NONCE_PREFIX_LEN)
+        header: dict[str, Any] = {
+            "format": FORMAT_VERSION,
+            "type": "segment-header",
+            "device_id": device_id,
+            "boot_id": boot_id,
+            "segment_id": segment_id,
+            "suite": suite_name(hq_public),
+            "hq_key": fingerprint(public_der(hq_public)),
+            "aead": "AES-256-GCM-STREAM",
+            "nonce_prefix": prefix.hex(),
+            "chunk_bytes": chunk_bytes,
+        }
+        wrapped = seal(content_key, hq_public, key_info(header))
+        header["enc"] = base64.b64encode(wrapped).decode()
+        header_body = canonical.dumps(header)
+        self.header_sha256 = hashlib.sha256(header_body).hexdigest()
+        self._enc = StreamEncryptor(content_key, prefix, bytes.fromhex(self.header_sha256))
+        del content_key
+        self._raw(MAGIC)
+        self._record(REC_HEADER, header_body)
+
+    @property
+    def plaintext_bytes(self) -> int:
+        return self._pt_len
+
+    @property
+    def bytes_written(self) -> int:
+        return self._offset
+
+    def _raw(self, data: bytes) -> None:
+        self._sink.write(data)
+        self._ct_hash.update(data)
+        self._offset += len(data)
+
+    def _record(self, rtype: int, body: bytes) -> None:
+        self._raw(_HEAD.pack(rtype, len(body)))
+        self._raw(body)
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        if self._closed:
+            raise SegmentError("segment already finished")
+        self._pt_hash.update(data)
+        self._pt_len += len(data)
+        self._buf += data
+        size = self._chunk_bytes
+        if len(self._buf) >= size:
+            view = memoryview(self._buf)
+            n = len(self._buf) // size
+            for i in range(n):
+                self._record(REC_DATA, self._enc.encrypt(bytes(view[i * size : (i + 1) * size])))
+            view.release()
+            del self._buf[: n * size]
+        return len(data)
+
+    def checkpoint(self, mono_ns: int) -> None:
+        """Emit buffered plaintext, sign the running hash, and make the file durable."""
+        if self._closed:
+            raise SegmentError("segment already finished")
+        if self._buf:
+            self._record(REC_DATA, self._enc.encrypt(bytes(self._buf)))
+            self._buf.clear()
+        body = canonical.dumps(
+            {
+                "segment_id": self._segment_id,
+                "chunks": self._enc.chunks,
+                "offset": self._offset,
+                "sha256": self._ct_hash.hexdigest(),
+                "mono_ns": mono_ns,
+            }
+        )
+        self._record(REC_CHECKPOINT, body + self._signer.sign(CTX_CHECKPOINT + body))
+        self._checkpoints += 1
+        self._durable()
+
+    def _durable(self) -> None:
+        self._sink.flush()
+        if self._sync is not None:
+            self._sync()
+
+    def finish(
+        self,
+        *,
+        seq: int,
+        prev: str | None,
+        fields: dict[str, Any],
+        firmware: str,
+        config_sha256: str,
+        time: dict[str, Any],
+        flags: list[str],
+        sealed_meta: dict[str, Any] | None = None,
+    ) -> SealResult:
+        """Seal: final chunk, then the signed manifest carrying ``fields`` (tracks, trigger, marks...)."""
+        if self._closed:
+            raise SegmentError("segment already finished")
+        self._record(REC_DATA, self._enc.encrypt(bytes(self._buf), last=True))
+        self._buf.clear()
+        self._closed = True
+        manifest = base_fields(
+            kind="segment",
+            device_id=self._device_id,
+            seq=seq,
+            boot_id=self._boot_id,
+            prev=prev,
+            firmware=firmware,
+            config_sha256=config_sha256,
+            time=time,
+            flags=flags,
+            sealed=seal_metadata(sealed_meta, self._hq_public, self._device_id, seq) if sealed_meta else None,
+        )
+        manifest.update(fields)
+        manifest["segment_id"] = self._segment_id
+        manifest["ciphertext"] = {
+            "sha256": self._ct_hash.hexdigest(),
+            "length": self._offset,
+            "chunks": self._enc.chunks,
+            "checkpoints": self._checkpoints,
+            "header_sha256": self.header_sha256,
+        }
+        manifest["plaintext"] = {"sha256": self._pt_hash.hexdigest(), "length": self._pt_len}
+        signed = sign_manifest(manifest, self._signer)
+        self._record(REC_MANIFEST, signed.record_body())
+        self._durable()
+        return SealResult(signed, self._offset, self._enc.chunks)
+
+
+def write_event(
+    sink: Sink,
+    *,
+    signer: KeyStore,
+    device_id: str,
+    seq: int,
+    boot_id: str,
+    prev: str | None,
+    event: str,
+    detail: dict[str, Any],
+    firmware: str,
+    config_sha256: str,
+    time: dict[str, Any],
+    flags: list[str] | None = None,
+    sealed: str | None = None,
+) -> SignedManifest:
+    """Write an event entry (``MAGIC`` + ``M``); the caller makes it durable."""
+    manifest = base_fields(
+        kind="event",
+        device_id=device_id,
+        seq=seq,
+        boot_id=boot_id,
+        prev=prev,
+        firmware=firmware,
+        config_sha256=config_sha256,
+        time=time,
+        flags=flags,
+        sealed=sealed,
+    )
+    manifest["event"] = event
+    manifest["detail"] = detail
+    signed = sign_manifest(manifest, signer)
+    body = signed.record_body()
+    sink.write(MAGIC + _HEAD.pack(REC_MANIFEST, len(body)) + body)
+    return signed
+
+
+# -- reading -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    rtype: int
+    offset: int
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """A checkpoint as found: what it claims, its signed bytes, and what the file really holds there."""
+
+    claimed: dict[str, Any]
+    body: bytes
+    signature: bytes
+    actual_sha256: str
+    actual_offset: int
+    actual_chunks: int
+
+
+@dataclass
+class Scan:
+    """What one pass over a segment file found. ``manifest_record`` is None when absent."""
+
+    header_body: bytes | None = None
+    header: dict[str, Any] | None = None
+    manifest_record: bytes | None = None
+    manifest_offset: int | None = None
+    chunks: int = 0
+    chunk_sizes: list[int] = field(default_factory=list)
+    checkpoints: list[Checkpoint] = field(default_factory=list)
+    prefix_sha256: str = ""
+    size: int = 0
+    truncated_at: int | None = None
+    problems: list[str] = field(default_factory=list)
+
+
+def iter_records(fh: BinaryIO) -> Iterator[Record | SegmentError]:
+    """Yield records in file order; a structural fault is yielded (not raised) as the last item."""
+    magic = fh.read(len(MAGIC))
+    if magic != MAGIC:
+        yield SegmentError("not a bodycam evidence file (bad magic)")
+        return
+    offset = len(MAGIC)
+    while True:
+        head = fh.read(RECORD_HEAD_LEN)
+        if not head:
+            return
+        if len(head) < RECORD_HEAD_LEN:
+            yield SegmentError(f"truncated record head at offset {offset}")
+            return
+        rtype, length = _HEAD.unpack(head)
+        if rtype not in (REC_HEADER, REC_DATA, REC_CHECKPOINT, REC_MANIFEST):
+            yield SegmentError(f"unknown record type 0x{rtype:02x} at offset {offset}")
+            return
+        if length > MAX_RECORD_BODY:
+            yield SegmentError(f"record at offset {offset} claims {length} bytes (limit {MAX_RECORD_BODY})")
+            return
+        body = fh.read(length)
+        if len(body) < length:
+            yield SegmentError(f"truncated record at offset {offset}: {len(body)} of {length} bytes")
+            return
+        yield Record(rtype, offset, body)
+        offset += RECORD_HEAD_LEN + length
+
+
+def scan(
+    fh: BinaryIO,
+    on_chunk: Callable[[int, bytes], None] | None = None,
+    on_header: Callable[[dict[str, Any], bytes], None] | None = None,
+) -> Scan:
+    """Read a whole file once: structure, running hash up to the manifest, chunk bodies to ``on_chunk``.
+
+    ``on_header`` sees the parsed header before any chunk reaches ``on_chunk``."""
+    result = Scan()
+    running = hashlib.sha256(MAGIC)
+    pos = len(MAGIC)
+    for item in iter_records(fh):
+        if isinstance(item, SegmentError):
+            result.problems.append(str(item))
+            result.truncated_at = pos
+            break
+        if result.manifest_record is not None:
+            result.problems.append(f"record after the manifest at offset {item.offset}")
+            break
+        head = _HEAD.pack(item.rtype, len(item.body))
+        if item.rtype == REC_MANIFEST:
+            result.manifest_record = item.body
+            result.manifest_offset = item.offset
+            result.prefix_sha256 = running.hexdigest()
+        elif item.rtype == REC_HEADER:
+            if result.header_body is not None or result.chunks:
+                result.problems.append(f"misplaced header record at offset {item.offset}")
+                break
+            result.header_body = item.body
+            try:
+                header = canonical.loads(item.body)
+            except canonical.CanonicalError as exc:
+                result.problems.append(f"header is not canonical JSON: {exc}")
+                break
+            result.header = header if isinstance(header, dict) else None
+            if result.header is not None and on_header is not None:
+                on_header(result.header, item.body)
+        elif item.rtype == REC_DATA:
+            if result.header_body is None:
+                result.problems.append(f"data chunk before the header at offset {item.offset}")
+                break
+            if on_chunk is not None:
+                on_chunk(result.chunks, item.body)
+            result.chunks += 1
+            result.chunk_sizes.append(len(item.body))
+        elif item.rtype == REC_CHECKPOINT:
+            if len(item.body) <= SIGNATURE_LEN:
+                result.problems.append(f"checkpoint at offset {item.offset} too short")
+                break
+            cbody, sig = item.body[:-SIGNATURE_LEN], item.body[-SIGNATURE_LEN:]
+            try:
+                parsed = canonical.loads(cbody)
+            except canonical.CanonicalError as exc:
+                result.problems.append(f"checkpoint at offset {item.offset}: {exc}")
+                break
+            if not isinstance(parsed, dict):
+                result.problems.append(f"checkpoint at offset {item.offset} is not an object")
+                break
+            result.checkpoints.append(Checkpoint(parsed, cbody, sig, running.hexdigest(), pos, result.chunks))
+        if item.rtype != REC_MANIFEST:
+            running.update(head)
+            running.update(item.body)
+        pos = item.offset + RECORD_HEAD_LEN + len(item.body)
+    result.size = pos
+    if result.manifest_record is None and not result.prefix_sha256:
+        result.prefix_sha256 = running.hexdigest()
+    return result

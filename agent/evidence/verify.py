@@ -1,0 +1,218 @@
+"""Verifying evidence offline: every file, then the chain; with headquarters' key, the content too.
+
+Trusts only the device public key it is given. Public material alone proves signatures,
+ciphertext hashes, chunk structure, checkpoints and the chain; the content key is needed
+only to prove that the chunks decrypt and the media decodes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from agent.evidence.chain import Entry, Finding, verify_chain
+from agent.evidence.decrypt import DecryptError, open_metadata, open_segment
+from agent.evidence.format import CTX_CHECKPOINT, CTX_MANIFEST, MAGIC, SEGMENT_SUFFIX, segment_filename
+from agent.evidence.keys import HqPrivateKey, verify_signature
+from agent.evidence.manifest import ManifestError, SignedManifest, parse_manifest_record
+from agent.evidence.segment import Scan, scan
+
+Progress = Callable[[int, int, str], None]
+
+
+@dataclass
+class FileResult:
+    path: Path
+    signed: SignedManifest | None = None
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Report:
+    files: int = 0
+    segments: int = 0
+    events: int = 0
+    footage_ns: int = 0
+    first_seq: int | None = None
+    last_seq: int | None = None
+    device_id: str | None = None
+    clean_end: bool = False
+    decrypted: bool = False
+    problems: list[Finding] = field(default_factory=list)
+    warnings: list[Finding] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "device_id": self.device_id,
+            "files": self.files,
+            "segments": self.segments,
+            "events": self.events,
+            "footage_s": round(self.footage_ns / 1e9, 3),
+            "first_seq": self.first_seq,
+            "last_seq": self.last_seq,
+            "clean_end": self.clean_end,
+            "decrypted": self.decrypted,
+            "problems": [p.as_dict() for p in self.problems],
+            "warnings": [w.as_dict() for w in self.warnings],
+        }
+
+
+def find_files(path: Path) -> list[Path]:
+    """A data dir (its ``segments/``), a folder of segments, or one file."""
+    if path.is_file():
+        return [path]
+    folder = path / "segments" if (path / "segments").is_dir() else path
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix == SEGMENT_SUFFIX)
+
+
+def check_file(path: Path, device_pub: ed25519.Ed25519PublicKey) -> tuple[FileResult, Scan | None]:
+    """Everything that public material can prove about one file."""
+    result = FileResult(path)
+    try:
+        with path.open("rb") as fh:
+            structure = scan(fh)
+    except OSError as exc:
+        result.problems.append(f"cannot read: {exc.strerror}")
+        return result, None
+    result.problems.extend(structure.problems)
+    if structure.manifest_record is None:
+        if not structure.problems:
+            result.problems.append("no manifest: the segment was never sealed (or its end was cut off)")
+        return result, structure
+    try:
+        signed = parse_manifest_record(structure.manifest_record)
+    except ManifestError as exc:
+        result.problems.append(f"manifest: {exc}")
+        return result, structure
+    if not verify_signature(device_pub, signed.signature, CTX_MANIFEST + signed.body):
+        result.problems.append("manifest signature does not verify with the device key (altered, or another device)")
+        return result, structure
+    result.signed = signed
+    m = signed.manifest
+    if path.name != segment_filename(signed.seq):
+        result.warnings.append(f"file name does not match its seq {signed.seq} (renamed?)")
+    if m["type"] == "event":
+        if structure.header is not None or structure.chunks:
+            result.problems.append("event entry carries media records")
+        return result, structure
+    _check_segment_body(result, signed, structure, device_pub)
+    return result, structure
+
+
+def _check_segment_body(result: FileResult, signed: SignedManifest, s: Scan, pub: ed25519.Ed25519PublicKey) -> None:
+    m = signed.manifest
+    c = m["ciphertext"]
+    if s.header is None or s.header_body is None:
+        result.problems.append("segment has no header")
+        return
+    for key in ("device_id", "boot_id", "segment_id"):
+        if s.header.get(key) != m.get(key):
+            result.problems.append(f"header {key} differs from the manifest's")
+    if hashlib.sha256(s.header_body).hexdigest() != c["header_sha256"]:
+        result.problems.append("header hash differs from the manifest's (header altered)")
+    if s.manifest_offset != c["length"]:
+        result.problems.append(f"ciphertext is {s.manifest_offset} bytes, the manifest says {c['length']}")
+    if s.prefix_sha256 != c["sha256"]:
+        result.problems.append("ciphertext SHA-256 differs from the signed manifest (content altered)")
+    if s.chunks != c["chunks"]:
+        result.problems.append(f"{s.chunks} chunks, the manifest says {c['chunks']}")
+    if "checkpoints" in c and len(s.checkpoints) != c["checkpoints"]:
+        result.problems.append(f"{len(s.checkpoints)} checkpoints, the manifest says {c['checkpoints']}")
+    for i, cp in enumerate(s.checkpoints):
+        if not verify_signature(pub, cp.signature, CTX_CHECKPOINT + cp.body):
+            result.problems.append(f"checkpoint {i} signature does not verify")
+        elif (
+            cp.claimed.get("sha256") != cp.actual_sha256
+            or cp.claimed.get("offset") != cp.actual_offset
+            or cp.claimed.get("chunks") != cp.actual_chunks
+            or cp.claimed.get("segment_id") != m["segment_id"]
+        ):
+            result.problems.append(f"checkpoint {i} does not match the bytes before it")
+
+
+Decoder = Callable[[bytes, SignedManifest], list[str]]
+
+
+def _check_content(result: FileResult, hq_key: HqPrivateKey, decode: Decoder) -> None:
+    assert result.signed is not None
+    m = result.signed.manifest
+    try:
+        open_metadata(result.signed, hq_key)
+    except DecryptError as exc:
+        result.problems.append(str(exc))
+    if m["type"] != "segment":
+        return
+    parts: list[bytes] = []
+    try:
+        opened = open_segment(result.path, hq_key, parts.append, recovered="recovered" in m["flags"])
+    except DecryptError as exc:
+        result.problems.append(f"cannot decrypt: {exc}")
+        return
+    result.problems.extend(opened.problems)
+    if opened.problems:
+        return
+    if opened.plaintext_sha256 != m["plaintext"]["sha256"] or opened.plaintext_length != m["plaintext"]["length"]:
+        result.problems.append("decrypted content differs from the plaintext hash in the manifest")
+        return
+    result.problems.extend(decode(b"".join(parts), result.signed))
+
+
+def verify_path(
+    path: Path,
+    device_pub: ed25519.Ed25519PublicKey,
+    hq_key: HqPrivateKey | None = None,
+    decode: Decoder | None = None,
+    progress: Progress | None = None,
+    expected_device_id: str | None = None,
+) -> Report:
+    files = find_files(path)
+    report = Report(files=len(files), decrypted=hq_key is not None)
+    entries: list[Entry] = []
+    for i, f in enumerate(files):
+        if progress is not None:
+            progress(i, len(files), f.name)
+        result, _ = check_file(f, device_pub)
+        if result.signed is not None and hq_key is not None and not result.problems:
+            _check_content(result, hq_key, decode or (lambda _b, _m: []))
+        seq = result.signed.seq if result.signed is not None else None
+        report.problems.extend(Finding(f.name, seq, p) for p in result.problems)
+        report.warnings.extend(Finding(f.name, seq, w) for w in result.warnings)
+        if result.signed is not None:
+            entries.append(Entry(f.name, result.signed.manifest, result.signed.hash))
+    if progress is not None:
+        progress(len(files), len(files), "chain")
+    chain = verify_chain(entries, expected_device_id)
+    report.problems.extend(chain.problems)
+    report.warnings.extend(chain.warnings)
+    report.device_id = chain.device_id
+    report.clean_end = chain.clean_end
+    for e in chain.ordered:
+        if e.kind == "segment":
+            report.segments += 1
+            t = e.manifest["time"]
+            report.footage_ns += t["mono_end_ns"] - t["mono_start_ns"]
+        else:
+            report.events += 1
+    if chain.ordered:
+        report.first_seq = chain.ordered[0].seq
+        report.last_seq = chain.ordered[-1].seq
+    return report
+
+
+def looks_like_evidence(path: Path) -> bool:
+    try:
+        with path.open("rb") as fh:
+            return fh.read(len(MAGIC)) == MAGIC
+    except OSError:
+        return False

@@ -1,0 +1,1 @@
+"""The headquarters service: ingest, receipts, operations page."""
