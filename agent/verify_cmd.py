@@ -1,0 +1,120 @@
+"""``bodycam verify``: the offline check a court or a defence expert runs, with public keys only."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import TextIO
+
+from agent.evidence.keys import KeyFileError, fingerprint, load_device_public, load_hq_private, public_der
+from agent.evidence.media_check import check_media
+from agent.evidence.verify import Report, find_files, verify_path
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("verify", help="verify evidence offline (signatures, hashes, chain; content with --hq-key)")
+    p.add_argument("path", type=Path, help="a data dir, a folder of segments, or one segment file")
+    p.add_argument("--device-pub", type=Path, help="the device public key to trust (PEM)")
+    p.add_argument("--hq-key", type=Path, help="headquarters' private key: also decrypt and decode the content")
+    p.add_argument("--device-id", help="the device id the evidence must belong to")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=run)
+
+
+def _find_own_key(path: Path) -> Path | None:
+    folder = path.parent if path.is_file() else path
+    for candidate in (folder / "device.pub", folder.parent / "device.pub"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def run(args: argparse.Namespace) -> int:
+    out: TextIO = sys.stdout
+    path: Path = args.path
+    if not path.exists():
+        print(f"bodycam verify: {path} does not exist", file=sys.stderr)
+        return 2
+    if args.device_pub is not None:
+        key_path, key_note = args.device_pub, "given on the command line"
+    else:
+        found = _find_own_key(path)
+        if found is None:
+            print(
+                "bodycam verify: no --device-pub given and no device.pub beside the evidence; "
+                "pass the device public key headquarters enrolled",
+                file=sys.stderr,
+            )
+            return 2
+        key_path = found
+        key_note = (
+            "NOT given: falling back to the device.pub stored with the evidence. This proves the files "
+            "agree with that key, not that they come from the unit you expect; pass --device-pub"
+        )
+    try:
+        device_pub = load_device_public(key_path)
+        hq_key = load_hq_private(args.hq_key) if args.hq_key is not None else None
+    except KeyFileError as exc:
+        print(f"bodycam verify: {exc}", file=sys.stderr)
+        return 2
+    if not find_files(path):
+        print(f"bodycam verify: no evidence files (*.bcs) under {path}", file=sys.stderr)
+        return 1
+
+    progress = _progress if sys.stderr.isatty() and not args.json else None
+    report = verify_path(
+        path,
+        device_pub,
+        hq_key=hq_key,
+        decode=check_media,
+        progress=progress,
+        expected_device_id=args.device_id,
+    )
+    fp = fingerprint(public_der(device_pub))
+    if args.json:
+        doc = report.as_dict()
+        doc["device_key"] = {"path": str(key_path), "fingerprint": fp, "trusted_because": key_note}
+        json.dump(doc, out, indent=2)
+        out.write("\n")
+    else:
+        _print_report(out, path, report, key_path, fp, key_note, hq_key is not None)
+    return 0 if report.ok else 1
+
+
+def _progress(done: int, total: int, name: str) -> None:
+    sys.stderr.write(f"\rverifying {done}/{total} {name:<20}")
+    if done == total:
+        sys.stderr.write("\r" + " " * 48 + "\r")
+    sys.stderr.flush()
+
+
+def _print_report(
+    out: TextIO, path: Path, r: Report, key_path: Path, fp: str, key_note: str, decrypted: bool
+) -> None:
+    print(f"Evidence:    {path} ({r.files} files)", file=out)
+    print(f"Device key:  {key_path} (SHA-256 {fp[:16]}...), {key_note}", file=out)
+    print(f"Device:      {r.device_id}", file=out)
+    if r.first_seq is not None:
+        print(
+            f"Chain:       seq {r.first_seq}..{r.last_seq}: {r.segments} segments, {r.events} events, "
+            f"{r.footage_ns / 1e9:.1f} s of footage",
+            file=out,
+        )
+    content = (
+        "decrypted, plaintext hashes and decoding checked"
+        if decrypted
+        else "not decrypted (public check only; add --hq-key)"
+    )
+    print(f"Content:     {content}", file=out)
+    for p in r.problems:
+        seq = f" (seq {p.seq})" if p.seq is not None else ""
+        print(f"PROBLEM  {p.name}{seq}: {p.reason}", file=out)
+    for w in r.warnings:
+        seq = f" (seq {w.seq})" if w.seq is not None else ""
+        print(f"warning  {w.name}{seq}: {w.reason}", file=out)
+    if r.ok:
+        print("RESULT: OK - every signature, hash and link holds; the entries are complete and in order", file=out)
+    else:
+        print(f"RESULT: FAILED - {len(r.problems)} problem(s)", file=out)
