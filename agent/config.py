@@ -19,7 +19,7 @@ SENSOR_SECTIONS = ("thermal", "microphone", "gnss", "inputs", "indicators", "pow
 STANDARD_BAUDS = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600)
 MAX_BYTES = 2**62  # any real disk; keeps values inside SQLite's and TOML's 64-bit integers
 
-_DEVICE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_DEVICE_ID = re.compile(r"(?!\.+$)[A-Za-z0-9._-]{1,64}")  # not "." or "..": ids become path names
 _INSTANCE = re.compile(r"[a-z0-9_-]{1,32}")
 _DRIVER = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
@@ -141,7 +141,8 @@ _REQUIRED = _Missing.MISSING
 
 
 def _fmt(value: float) -> str:
-    return f"{value:g}"
+    """Bounds as people write them: 120 not 120.0, 50000000 not 5e+07."""
+    return str(value) if isinstance(value, int) else f"{value:g}"
 
 
 class _Section:
@@ -170,6 +171,7 @@ class _Section:
         *,
         choices: Sequence[str] | None = None,
         pattern: re.Pattern[str] | None = None,
+        described: str = "",
         nonempty: bool = False,
     ) -> str:
         value = self._pop(key, default)
@@ -178,7 +180,7 @@ class _Section:
         if choices is not None and value not in choices:
             raise self.error(key, f"{value!r} is not one of {', '.join(map(repr, choices))}")
         if pattern is not None and not pattern.fullmatch(value):
-            raise self.error(key, f"{value!r} does not match {pattern.pattern}")
+            raise self.error(key, f"{value!r} is not {described or pattern.pattern}")
         if nonempty and not value:
             raise self.error(key, "must not be empty")
         if "\0" in value:
@@ -297,7 +299,7 @@ def _url(sec: _Section, key: str) -> str:
 
 def _build(root: _Section) -> Config:
     s = root.section("device")
-    device = DeviceConfig(id=s.getstr("id", pattern=_DEVICE_ID))
+    device = DeviceConfig(id=s.getstr("id", pattern=_DEVICE_ID, described="1-64 of A-Za-z0-9._- (not all dots)"))
     s.finish()
 
     s = root.section("hq")
