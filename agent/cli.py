@@ -6,13 +6,14 @@ import argparse
 import logging
 import sys
 
-from agent import provision, verify_cmd
+from agent import daemon, provision, verify_cmd
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bodycam", description="bodycam: wearable evidence camera agent")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
+    daemon.add_parsers(sub)
     provision.add_parser(sub)
     verify_cmd.add_parser(sub)
     return parser

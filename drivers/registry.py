@@ -61,12 +61,13 @@ class Registry:
             known = ", ".join(sorted(n for k, n in self._drivers if k == kind)) or "none"
             raise DriverError(f"no {kind} driver named {name!r} (known: {known})") from None
 
-    def create(self, kind: str, name: str, **options: Any) -> Any:
-        info = self.get(kind, name)
+    def create(self, kind: str, driver: str, /, **options: Any) -> Any:
+        """Instantiate driver ``driver`` of ``kind``; options the driver does not take raise DriverError."""
+        info = self.get(kind, driver)
         try:
             return info.factory(**options)
         except TypeError as exc:
-            raise DriverError(f"{kind} driver {name!r}: {exc}") from exc
+            raise DriverError(f"{kind} driver {driver!r}: {exc}") from exc
 
     def __iter__(self) -> Iterator[DriverInfo]:
         return iter(sorted(self._drivers.values(), key=lambda d: (d.kind, d.name)))

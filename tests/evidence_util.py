@@ -42,6 +42,7 @@ def time_fields(mono_start: int, mono_end: int) -> dict[str, Any]:
         "utc_end_ns": utc0 + mono_end,
         "mono_start_ns": mono_start,
         "mono_end_ns": mono_end,
+        "signed_mono_ns": mono_end,
         "source": "ntp",
         "synced": True,
         "uncertainty_ns": 10_000_000,

@@ -159,9 +159,9 @@ def _majority_device(entries: list[Entry]) -> str:
 def _check_boot_and_time(prev: Entry, cur: Entry, report: ChainReport) -> None:
     pt, ct = prev.manifest["time"], cur.manifest["time"]
     if prev.manifest["boot_id"] == cur.manifest["boot_id"]:
-        if ct["mono_start_ns"] < pt["mono_start_ns"]:
+        if ct["signed_mono_ns"] < pt["signed_mono_ns"]:
             report.problems.append(
-                Finding(cur.name, cur.seq, f"monotonic time goes backwards from seq {prev.seq} in the same boot")
+                Finding(cur.name, cur.seq, f"signed before seq {prev.seq} in the same boot (entries out of order)")
             )
         return
     if not (prev.kind == "event" and prev.event == "shutdown"):

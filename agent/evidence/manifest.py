@@ -104,7 +104,7 @@ def check_manifest(m: dict[str, Any]) -> None:
     _need(m, "firmware", str)
     _hex(m, "config_sha256")
     t = _need(m, "time", dict)
-    for key in ("utc_start_ns", "utc_end_ns", "mono_start_ns", "mono_end_ns"):
+    for key in ("utc_start_ns", "utc_end_ns", "mono_start_ns", "mono_end_ns", "signed_mono_ns"):
         _nonneg(t, key, "time.")
     _need(t, "source", str, "time.")
     _need(t, "synced", bool, "time.")

@@ -1,0 +1,248 @@
+"""The device's hash chain on local storage: events are appended at once, segments when sealed.
+
+Files: ``segments/<uuid>.part`` while a segment is written, renamed to ``segments/<seq>.bcs``
+when sealed (after an fsync of the file), then the directory is synced and the store indexes
+the entry and moves the chain head in one transaction.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from agent.evidence.format import GENESIS_PREV, PARTIAL_SUFFIX, SEGMENT_SUFFIX, segment_filename
+from agent.evidence.keys import HqPublicKey
+from agent.evidence.manifest import ManifestError, SignedManifest, parse_manifest_record
+from agent.evidence.segment import SealResult, SegmentWriter, scan, write_event
+from agent.fsutil import atomic_write_bytes, fsync_dir
+from agent.store import Store
+from hal.clock import Clock
+from hal.keystore import KeyStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class OpenSegment:
+    """A segment being written: its partial file and the writer sealing into it."""
+
+    segment_id: str
+    path: Path
+    fh: BinaryIO
+    writer: SegmentWriter
+    mono_start_ns: int
+    utc_start_ns: int
+    last_checkpoint_ns: int
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def write(self, data: bytes) -> int:
+        return self.writer.write(data)
+
+    def flush(self) -> None:  # the muxer flushes its sink; durability is the checkpoint's job
+        pass
+
+    def seekable(self) -> bool:
+        return False
+
+
+class ChainLog:
+    """Appends entries to one device's chain. Not thread-safe: one thread (the recorder) owns it."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        signer: KeyStore,
+        hq_public: HqPublicKey,
+        device_id: str,
+        boot_id: str,
+        firmware: str,
+        config_sha256: str,
+        store: Store,
+        clock: Clock,
+        chunk_bytes: int,
+    ) -> None:
+        self.dir = data_dir / "segments"
+        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._data_dir = data_dir
+        self._signer = signer
+        self._hq_public = hq_public
+        self.device_id = device_id
+        self.boot_id = boot_id
+        self._firmware = firmware
+        self._config_sha256 = config_sha256
+        self._store = store
+        self._clock = clock
+        self._chunk_bytes = chunk_bytes
+        self.head_seq, self.head_hash = self._find_head()
+
+    # -- head ----------------------------------------------------------------------------------
+
+    def _find_head(self) -> tuple[int, str]:
+        """The chain head: the store's, unless a newer sealed file exists (a crash after rename)."""
+        stored = self._store.chain_head(self.device_id)
+        seq, head = stored if stored is not None else (-1, GENESIS_PREV)
+        newest = self._newest_file()
+        if newest is not None and newest.seq > seq:
+            log.warning("chain head from files (seq %d) is ahead of the index (seq %d)", newest.seq, seq)
+            return newest.seq, newest.hash
+        return seq, head
+
+    def _newest_file(self) -> SignedManifest | None:
+        for path in sorted(self.dir.glob(f"*{SEGMENT_SUFFIX}"), reverse=True):
+            try:
+                with path.open("rb") as fh:
+                    result = scan(fh)
+                if result.manifest_record is not None:
+                    return parse_manifest_record(result.manifest_record)
+            except (OSError, ManifestError) as exc:
+                log.error("cannot read %s while finding the chain head: %s", path.name, exc)
+        return None
+
+    @property
+    def next_seq(self) -> int:
+        return self.head_seq + 1
+
+    def time_fields(self, mono_start: int, mono_end: int, utc_start: int, utc_end: int) -> dict[str, Any]:
+        q = self._clock.quality()
+        return {
+            "mono_start_ns": mono_start,
+            "mono_end_ns": mono_end,
+            "signed_mono_ns": self._clock.monotonic_ns(),
+            "utc_start_ns": utc_start,
+            "utc_end_ns": utc_end,
+            "source": q.source.value,
+            "synced": q.synced,
+            "uncertainty_ns": q.uncertainty_ns,
+        }
+
+    # -- events --------------------------------------------------------------------------------
+
+    def event(
+        self,
+        name: str,
+        detail: dict[str, Any] | None = None,
+        *,
+        flags: list[str] | None = None,
+        recording_id: str | None = None,
+        sealed_meta: dict[str, Any] | None = None,
+    ) -> SignedManifest:
+        """Sign, write durably and index one event entry."""
+        from agent.evidence.segment import seal_metadata
+
+        seq = self.next_seq
+        mono, utc = self._clock.monotonic_ns(), self._clock.utc_ns()
+        full_detail = dict(detail or {})
+        if recording_id is not None:
+            full_detail["recording_id"] = recording_id
+        buf = io.BytesIO()
+        signed = write_event(
+            buf,
+            signer=self._signer,
+            device_id=self.device_id,
+            seq=seq,
+            boot_id=self.boot_id,
+            prev=self.head_hash,
+            event=name,
+            detail=full_detail,
+            firmware=self._firmware,
+            config_sha256=self._config_sha256,
+            time=self.time_fields(mono, mono, utc, utc),
+            flags=flags,
+            sealed=seal_metadata(sealed_meta, self._hq_public, self.device_id, seq) if sealed_meta else None,
+        )
+        name_ = segment_filename(seq)
+        atomic_write_bytes(self.dir / name_, buf.getvalue(), mode=0o600)
+        self._store.record_event_entry(
+            seq,
+            device_id=self.device_id,
+            boot_id=self.boot_id,
+            path=f"segments/{name_}",
+            recording_id=recording_id,
+            mono_ns=mono,
+            utc_ns=utc,
+            manifest_sha256=signed.hash,
+            size_bytes=len(buf.getvalue()),
+            flags=flags or [],
+            priority=1 if name in ("mark", "recovered-after-power-loss") else 0,
+        )
+        self.head_seq, self.head_hash = seq, signed.hash
+        log.info("chain: seq %d event %s %s", seq, name, full_detail or "")
+        return signed
+
+    # -- segments ------------------------------------------------------------------------------
+
+    def open_segment(self, mono_start_ns: int, utc_start_ns: int) -> OpenSegment:
+        segment_id = str(uuid.uuid4())
+        path = self.dir / f"{segment_id}{PARTIAL_SUFFIX}"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fh = os.fdopen(fd, "wb", buffering=256 * 1024)
+        fsync_dir(self.dir)
+
+        def sync() -> None:
+            os.fsync(fh.fileno())
+
+        writer = SegmentWriter(
+            fh,
+            signer=self._signer,
+            hq_public=self._hq_public,
+            device_id=self.device_id,
+            boot_id=self.boot_id,
+            segment_id=segment_id,
+            chunk_bytes=self._chunk_bytes,
+            sync=sync,
+        )
+        return OpenSegment(segment_id, path, fh, writer, mono_start_ns, utc_start_ns, mono_start_ns)
+
+    def seal(
+        self,
+        seg: OpenSegment,
+        *,
+        mono_end_ns: int,
+        utc_end_ns: int,
+        fields: dict[str, Any],
+        flags: list[str],
+        sealed_meta: dict[str, Any] | None,
+        priority: int = 0,
+    ) -> SealResult:
+        """Finish the segment as the next chain entry, rename it into place and index it."""
+        seq = self.next_seq
+        result = seg.writer.finish(
+            seq=seq,
+            prev=self.head_hash,
+            fields=fields,
+            firmware=self._firmware,
+            config_sha256=self._config_sha256,
+            time=self.time_fields(seg.mono_start_ns, mono_end_ns, seg.utc_start_ns, utc_end_ns),
+            flags=flags,
+            sealed_meta=sealed_meta,
+        )
+        seg.fh.close()
+        final = self.dir / segment_filename(seq)
+        os.replace(seg.path, final)
+        fsync_dir(self.dir)
+        self._store.record_segment_entry(
+            seq,
+            device_id=self.device_id,
+            boot_id=self.boot_id,
+            path=f"segments/{final.name}",
+            recording_id=fields.get("recording_id"),
+            mono_start_ns=seg.mono_start_ns,
+            mono_end_ns=mono_end_ns,
+            utc_start_ns=seg.utc_start_ns,
+            utc_end_ns=utc_end_ns,
+            manifest_sha256=result.signed.hash,
+            ciphertext_sha256=result.signed.manifest["ciphertext"]["sha256"],
+            size_bytes=result.bytes_total,
+            chunks=result.chunks,
+            flags=flags,
+            marks=len(fields.get("marks", [])),
+            priority=priority,
+        )
+        self.head_seq, self.head_hash = seq, result.signed.hash
+        return result

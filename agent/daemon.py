@@ -1,0 +1,300 @@
+"""``bodycam run`` and ``bodycam ctl``: the agent's life from start to clean stop, and its local client."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+import uuid
+from pathlib import Path
+from typing import Any
+
+from agent import __version__
+from agent.chainlog import ChainLog
+from agent.config import Config, ConfigError, load_config, resolve_path
+from agent.control import ControlError, ControlServer, request
+from agent.evidence.format import PARTIAL_SUFFIX
+from agent.evidence.keys import FileKeyStore, KeyFileError, generate_hq_key, load_hq_public
+from agent.provision import CONFIG_NAME, ProvisionError, provision
+from agent.recorder import CommandError, Recorder, RecorderSettings
+from agent.state import StateFile, resume_state
+from agent.store import Store
+from agent.unit import Sensors, UnitError, build_sensors, build_workers, system_clock
+from agent.workers import SensorWorker
+from hal.clock import Clock
+from hal.inputs import Action, Control, InputEvent
+
+log = logging.getLogger("bodycam")
+
+SIM_DEVICE_ID = "sim-unit-1"
+
+
+def kernel_boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return "unknown"
+
+
+def ensure_dev_provisioned(data_dir: Path, device_id: str) -> None:
+    """With --sim on a fresh data dir: a development HQ key pair and a device identity."""
+    if (data_dir / "device.key").exists():
+        return
+    dev = data_dir / "dev-hq"
+    dev.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if not (dev / "hq.key").exists():
+        generate_hq_key(dev / "hq.key", dev / "hq.pub")
+    provision(data_dir, device_id, dev / "hq.pub")
+    log.warning("=" * 78)
+    log.warning("DEVELOPMENT ONLY: created a headquarters key pair in %s", dev)
+    log.warning("Anyone holding dev-hq/hq.key can decrypt this unit's evidence. Never use it on a real unit:")
+    log.warning("provision real units with 'bodycam provision --hq-pub' and keep hq.key at headquarters.")
+    log.warning("=" * 78)
+
+
+class Agent:
+    """A running unit: store, chain, recorder, sensor workers and the control socket."""
+
+    def __init__(self, data_dir: Path, config: Config, clock: Clock, sim: bool) -> None:
+        self.data_dir = data_dir
+        self.config = config
+        self.clock = clock
+        self.boot_id = str(uuid.uuid4())
+        self.store = Store(data_dir / "index.sqlite", clock)
+        self.keystore = FileKeyStore(data_dir / "device.key")
+        hq_public = load_hq_public(resolve_path(data_dir, config.hq.public_key))
+        self.chain = ChainLog(
+            data_dir,
+            signer=self.keystore,
+            hq_public=hq_public,
+            device_id=config.device.id,
+            boot_id=self.boot_id,
+            firmware=__version__,
+            config_sha256=config.digest,
+            store=self.store,
+            clock=clock,
+            chunk_bytes=config.evidence.chunk_bytes,
+        )
+        self.sensors: Sensors = build_sensors(config, clock, sim)
+        self.state_file = StateFile(data_dir / "state.json")
+        rec = config.recording
+        self.recorder = Recorder(
+            chain=self.chain,
+            store=self.store,
+            clock=clock,
+            settings=RecorderSettings(
+                segment_ns=round(config.evidence.segment_s * 1e9),
+                pre_event_ns=round(rec.pre_event_s * 1e9),
+                pre_event_audio=rec.pre_event_audio,
+                checkpoint_ns=round(config.evidence.flush_interval_s * 1e9),
+                firmware=__version__,
+            ),
+            tracks=self.sensors.tracks,
+            anchor=self.sensors.anchor,
+            state_file=self.state_file,
+            indicators=self.sensors.indicators,
+            request_keyframes=self.sensors.request_keyframes,
+        )
+        self.workers: list[SensorWorker] = build_workers(
+            self.sensors,
+            clock,
+            self.recorder.post_packet,
+            self.recorder.post_drops,
+            self.recorder.post_fix,
+            self.on_input,
+            lambda sensor, err: self.recorder.post_command("sensor_fault", "agent", sensor=sensor, error=err),
+            lambda sensor: self.recorder.post_command("sensor_recovered", "agent", sensor=sensor),
+        )
+        self.control: ControlServer | None = None
+
+    def on_input(self, ev: InputEvent) -> None:
+        if ev.action is not Action.PRESS:
+            return
+        cmd = {
+            Control.RECORD: "toggle_record",
+            Control.MARK: "mark",
+            Control.SIGNAL: "start",
+            Control.STEALTH: "toggle_stealth",
+            Control.MUTE: "toggle_mute",
+        }[ev.control]
+        args: dict[str, Any] = {"trigger": "signal"} if ev.control is Control.SIGNAL else {}
+        if cmd == "toggle_record":
+            args["trigger"] = "button"
+        self.recorder.post_command(cmd, f"input:{ev.control.value}", **args)
+
+    def start(self) -> None:
+        loaded = self.state_file.load()
+        if loaded.problem:
+            log.error("state file ignored: %s", loaded.problem)
+        _, resume = resume_state(loaded.persisted, kernel_boot_id())
+        partial = sorted((self.data_dir / "segments").glob(f"*{PARTIAL_SUFFIX}"))
+        self.chain.event(
+            "boot",
+            {
+                "firmware": __version__,
+                "previous_state": loaded.persisted.state.value if loaded.persisted else None,
+                "unsealed_partials": len(partial),
+            },
+        )
+        for p in partial:
+            log.warning("unsealed partial segment %s kept for recovery (never deleted)", p.name)
+        self.store.audit("agent", "boot", self.config.device.id, "ok", boot_id=self.boot_id, resume=resume)
+        if self.sensors.indicators is not None:
+            self.sensors.indicators.open()
+        if self.sensors.power is not None:
+            self.sensors.power.open()
+        self.recorder.start(resume_recording=resume)
+        for w in self.workers:
+            w.start()
+        sock = resolve_path(self.data_dir, self.config.control.socket)
+        self.control = ControlServer(sock, self.handle_control)
+        self.control.start()
+        log.info(
+            "READY: %s, tracks %s, pre-event %.0f s, control socket %s",
+            self.config.device.id,
+            ", ".join(t.name for t in self.sensors.tracks),
+            self.config.recording.pre_event_s,
+            sock,
+        )
+
+    def handle_control(self, cmd: str, actor: str, args: dict[str, Any]) -> dict[str, Any]:
+        allowed = {"start", "stop", "mark", "status", "stealth", "mute"}
+        if cmd not in allowed:
+            raise ControlError("unknown-command", f"unknown command {cmd!r} (known: {', '.join(sorted(allowed))})")
+        if cmd == "status":
+            return self.status()
+        if cmd in ("stealth", "mute"):
+            if not isinstance(args.get("on"), bool):
+                raise ControlError("bad-request", f'{cmd} needs "on": true or false')
+            args = {"on": args["on"]}
+        elif cmd == "mark":
+            note = args.get("note")
+            args = {"note": str(note)[:500]} if note else {}
+        elif cmd == "start":
+            args = {"trigger": "ctl"}
+        else:
+            args = {}
+        try:
+            return self.recorder.command(cmd, actor, **args)
+        except CommandError as exc:
+            raise ControlError("refused", str(exc)) from exc
+
+    def status(self) -> dict[str, Any]:
+        st = self.recorder.status()
+        st["device_id"] = self.config.device.id
+        st["firmware"] = __version__
+        st["sensors"] = {w.sensor: w.status() for w in self.workers}
+        st["storage"] = self.store.stats()
+        try:
+            if self.sensors.power is not None:
+                p = self.sensors.power.read()
+                st["power"] = {"battery_pct": round(p.battery_pct, 1), "charging": p.charging}
+        except Exception as exc:
+            st["power"] = {"error": str(exc)}
+        return st
+
+    def stop(self) -> None:
+        log.info("stopping: sealing what is open")
+        if self.control is not None:
+            self.control.close()
+        for w in self.workers:
+            w.stop()
+        for enc in self.sensors.encoders.values():
+            try:
+                for packet in enc.flush():
+                    self.recorder.post_packet(packet)
+            except Exception as exc:
+                log.warning("flushing encoder %s: %s", enc.track, exc)
+        self.recorder.stop()
+        self.chain.event("shutdown", {"reason": "stop requested"})
+        self.store.audit("agent", "shutdown", self.config.device.id, "ok")
+        for dev in (self.sensors.indicators, self.sensors.power):
+            if dev is not None:
+                dev.close()
+        for enc in self.sensors.encoders.values():
+            enc.close()
+        self.store.close()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    data_dir: Path = args.data_dir
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        if args.sim:
+            ensure_dev_provisioned(data_dir, args.device_id or SIM_DEVICE_ID)
+        elif not (data_dir / "device.key").exists():
+            print(f"bodycam run: {data_dir} is not provisioned: run 'bodycam provision'", file=sys.stderr)
+            return 2
+        config = load_config(args.config or data_dir / CONFIG_NAME)
+        agent = Agent(data_dir, config, system_clock(), sim=args.sim)
+    except (ConfigError, KeyFileError, ProvisionError, UnitError) as exc:
+        print(f"bodycam run: {exc}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("received %s", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    agent.start()
+    try:
+        stop.wait(args.duration)
+    finally:
+        agent.stop()
+    log.info("stopped cleanly; evidence in %s", data_dir / "segments")
+    return 0
+
+
+CTL_COMMANDS = ("start", "stop", "mark", "status", "stealth", "mute")
+
+
+def cmd_ctl(args: argparse.Namespace) -> int:
+    sock = args.socket or args.data_dir / "ctl.sock"
+    payload: dict[str, Any] = {}
+    if args.command in ("stealth", "mute"):
+        if args.value not in ("on", "off"):
+            print(f"bodycam ctl: {args.command} takes on or off", file=sys.stderr)
+            return 2
+        payload["on"] = args.value == "on"
+    elif args.command == "mark" and args.value:
+        payload["note"] = args.value
+    try:
+        reply = request(sock, args.command, payload)
+    except (FileNotFoundError, ConnectionRefusedError):
+        print(f"bodycam ctl: no agent is listening on {sock} (is 'bodycam run' running?)", file=sys.stderr)
+        return 3
+    except PermissionError:
+        print(f"bodycam ctl: permission denied on {sock} (run as the agent's user)", file=sys.stderr)
+        return 3
+    if args.json or args.command == "status":
+        print(json.dumps(reply, indent=2, sort_keys=True))
+    elif reply["ok"]:
+        print(f"{args.command}: ok {json.dumps(reply['data'], sort_keys=True)}")
+    if not reply["ok"]:
+        err = reply["error"]
+        print(f"bodycam ctl: {args.command} refused: {err['message']} ({err['code']})", file=sys.stderr)
+        return 1
+    return 0
+
+
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("run", help="run the agent")
+    p.add_argument("--data-dir", type=Path, required=True)
+    p.add_argument("--config", type=Path, help=f"config file (default: <data-dir>/{CONFIG_NAME})")
+    p.add_argument("--sim", action="store_true", help="simulated sensors; provisions a development unit if needed")
+    p.add_argument("--device-id", help=f"device id when --sim provisions (default {SIM_DEVICE_ID})")
+    p.add_argument("--duration", type=float, help="stop cleanly after this many seconds")
+    p.set_defaults(func=cmd_run)
+    p = sub.add_parser("ctl", help="control a running agent through its local socket")
+    p.add_argument("--data-dir", type=Path, default=Path("."))
+    p.add_argument("--socket", type=Path, help="control socket (default <data-dir>/ctl.sock)")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("command", choices=CTL_COMMANDS)
+    p.add_argument("value", nargs="?", help="on|off for stealth and mute; a note for mark")
+    p.set_defaults(func=cmd_ctl)
+

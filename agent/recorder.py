@@ -1,0 +1,575 @@
+"""The recorder: one thread that owns the pre-event buffer, the open segments and the chain.
+
+Sensor threads encode and post packets; buttons, the control socket and the console post
+commands. Everything that touches evidence happens on this one thread, in arrival order,
+so there are no locks around the chain, the muxers or the state machine. ``status()`` is the
+only call that reads from another thread; it returns a snapshot taken under a small lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import uuid
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent.chainlog import ChainLog, OpenSegment
+from agent.media.muxer import SegmentMuxer
+from agent.media.packets import EncodedPacket, MediaError, TrackSpec
+from agent.prebuffer import PreEventBuffer
+from agent.state import Event, PersistedState, State, StateFile, transition
+from agent.store import Store
+from hal.clock import Clock
+from hal.gnss import FixMode, GnssFix
+from hal.indicators import Indicator, Indicators, Pattern
+
+log = logging.getLogger(__name__)
+
+HOLD_MAX_NS = 1_000_000_000  # a track waits at most this long for the anchor track to catch up
+
+
+class CommandError(Exception):
+    """A command that cannot be done now (stop while not recording...), with the reason."""
+
+
+@dataclass(frozen=True, slots=True)
+class RecorderSettings:
+    segment_ns: int
+    pre_event_ns: int
+    pre_event_audio: bool
+    checkpoint_ns: int
+    firmware: str
+
+
+@dataclass
+class _Segment:
+    """A segment being recorded: the muxer, the sealing writer, and what its manifest will say."""
+
+    open: OpenSegment
+    muxer: SegmentMuxer
+    recording_id: str
+    trigger: str
+    start_ns: int
+    pre_event_ns: int = 0
+    end_ns: int = 0
+    frames: dict[str, int] = field(default_factory=dict)
+    dropped: dict[str, int] = field(default_factory=dict)
+    marks: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[dict[str, Any]] = field(default_factory=list)
+    fixes: list[dict[str, Any]] = field(default_factory=list)
+    flags: set[str] = field(default_factory=set)
+    switched: set[str] = field(default_factory=set)  # tracks that moved here from the previous segment
+    started: set[str] = field(default_factory=set)  # video tracks that have had their first keyframe
+
+
+@dataclass(frozen=True, slots=True)
+class _Command:
+    name: str
+    args: dict[str, Any]
+    actor: str
+    reply: Future[dict[str, Any]]
+
+
+class Recorder:
+    """Owns the evidence path. Thread contract: ``post_*`` and ``command`` from any thread;
+    everything else runs on the recorder's own thread, started by ``start``."""
+
+    def __init__(
+        self,
+        *,
+        chain: ChainLog,
+        store: Store,
+        clock: Clock,
+        settings: RecorderSettings,
+        tracks: list[TrackSpec],
+        anchor: str | None,
+        state_file: StateFile,
+        indicators: Indicators | None = None,
+        request_keyframes: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._chain = chain
+        self._store = store
+        self._clock = clock
+        self._s = settings
+        self._tracks = tracks
+        self._track_kind = {t.name: t.kind for t in tracks}
+        self._anchor = anchor
+        self._state_file = state_file
+        self._indicators = indicators
+        self._request_keyframes = request_keyframes
+        keyed = [t.name for t in tracks if t.kind == "video"]
+        self._pre = PreEventBuffer(settings.pre_event_ns, anchor, keyed)
+        self._inbox: queue.Queue[Any] = queue.Queue()
+        self._hold: deque[EncodedPacket] = deque()
+        self._anchor_ns = 0
+        self._state = State.OFF
+        self._current: _Segment | None = None
+        self._closing: _Segment | None = None
+        self._boundary_ns: int | None = None
+        self._recording_id: str | None = None
+        self._stealth = False
+        self._muted = False
+        self._last_fix: GnssFix | None = None
+        self._drops_total: dict[str, int] = dict.fromkeys(self._track_kind, 0)
+        self._frames_total: dict[str, int] = dict.fromkeys(self._track_kind, 0)
+        self._segments_sealed = 0
+        self._last_error: str | None = None
+        self._status: dict[str, Any] = {}
+        self._status_lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="recorder", daemon=True)
+        self._stopping = threading.Event()
+
+    # -- called from other threads ---------------------------------------------------------------
+
+    def post_packet(self, packet: EncodedPacket) -> None:
+        self._inbox.put(packet)
+
+    def post_fix(self, fix: GnssFix) -> None:
+        self._inbox.put(fix)
+
+    def post_drops(self, track: str, count: int) -> None:
+        self._inbox.put(("drops", track, count))
+
+    def command(self, name: str, actor: str, timeout_s: float | None = 10.0, **args: Any) -> dict[str, Any]:
+        """Run a command on the recorder thread and wait for its answer; raises CommandError."""
+        fut: Future[dict[str, Any]] = Future()
+        self._inbox.put(_Command(name, args, actor, fut))
+        return fut.result(timeout=timeout_s)
+
+    def post_command(self, name: str, actor: str, **args: Any) -> None:
+        """Queue a command without waiting for its answer (from sensor threads and callbacks)."""
+        self._inbox.put(_Command(name, args, actor, Future()))
+
+    def status(self) -> dict[str, Any]:
+        with self._status_lock:
+            return dict(self._status)
+
+    def start(self, resume_recording: bool) -> None:
+        self._state = transition(State.OFF, Event.POWER_ON)
+        self._persist()
+        self._apply_indicators()
+        self._publish()
+        self._thread.start()
+        if resume_recording:
+            self._inbox.put(_Command("start", {"trigger": "resume"}, "agent", Future()))
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Seal what is open, write nothing more, and end the thread."""
+        self._inbox.put(("shutdown",))
+        self._thread.join(timeout_s)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    # -- the recorder thread ---------------------------------------------------------------------
+
+    def _run(self) -> None:
+        tick_s = min(0.25, self._s.checkpoint_ns / 4e9)
+        while True:
+            try:
+                msg = self._inbox.get(timeout=tick_s)
+            except queue.Empty:
+                msg = None
+            try:
+                if isinstance(msg, tuple) and msg[0] == "shutdown":
+                    self._shutdown()
+                    return
+                self._handle(msg)
+                self._release_held(force=False)
+                self._housekeeping()
+            except Exception as exc:  # the recorder never dies silently: log, count, carry on
+                self._last_error = f"{type(exc).__name__}: {exc}"
+                log.exception("recorder: %s", self._last_error)
+            self._publish()
+
+    def _handle(self, msg: Any) -> None:
+        if msg is None:
+            return
+        if isinstance(msg, EncodedPacket):
+            self._on_packet(msg)
+        elif isinstance(msg, GnssFix):
+            self._on_fix(msg)
+        elif isinstance(msg, _Command):
+            self._on_command(msg)
+        elif isinstance(msg, tuple) and msg[0] == "drops":
+            _, track, count = msg
+            self._drops_total[track] = self._drops_total.get(track, 0) + count
+            seg = self._current
+            if seg is not None:
+                seg.dropped[track] = seg.dropped.get(track, 0) + count
+
+    # -- packets -------------------------------------------------------------------------------
+
+    def _on_packet(self, p: EncodedPacket) -> None:
+        self._frames_total[p.track] = self._frames_total.get(p.track, 0) + p.frames
+        if self._muted and self._track_kind.get(p.track) == "audio":
+            return
+        if p.track == self._anchor or self._anchor is None:
+            self._anchor_ns = max(self._anchor_ns, p.pts_ns)
+            self._route(p)
+        else:
+            self._hold.append(p)
+
+    def _release_held(self, force: bool) -> None:
+        """Release held packets once the anchor track has passed them (or they waited too long)."""
+        limit = self._clock.monotonic_ns() - HOLD_MAX_NS
+        while self._hold:
+            p = self._hold[0]
+            if not force and p.pts_ns > self._anchor_ns and p.pts_ns > limit:
+                return
+            self._route(self._hold.popleft())
+
+    def _route(self, p: EncodedPacket) -> None:
+        if self._state is not State.RECORDING:
+            if self._track_kind.get(p.track) != "audio" or self._s.pre_event_audio:
+                self._pre.push(p)
+            return
+        seg = self._current
+        assert seg is not None
+        due = p.track == self._anchor and p.keyframe and p.pts_ns - seg.start_ns >= self._s.segment_ns
+        if due and self._closing is None:
+            self._rotate(p.pts_ns)
+            seg = self._current
+            assert seg is not None
+        closing = self._closing
+        if closing is not None and p.track not in seg.switched:
+            needs_key = self._track_kind.get(p.track) == "video"
+            if p.pts_ns >= seg.start_ns and (p.keyframe or not needs_key):
+                seg.switched.add(p.track)
+            else:
+                self._write(closing, p)
+                return
+        self._write(seg, p)
+        if closing is not None and seg.switched >= set(self._track_kind):
+            self._seal(closing, end_ns=seg.start_ns)
+            self._closing = None
+
+    def _write(self, seg: _Segment, p: EncodedPacket) -> None:
+        if p.pts_ns < seg.start_ns:
+            return  # before this recording's first keyframe: not decodable, never part of it
+        if p.track not in seg.started:
+            if self._track_kind.get(p.track) == "video" and not p.keyframe:
+                return  # a video track begins at a keyframe (asked for when recording starts)
+            seg.started.add(p.track)
+        seg.muxer.write(p)
+        seg.frames[p.track] = seg.frames.get(p.track, 0) + p.frames
+        seg.end_ns = max(seg.end_ns, p.end_ns)
+
+    def _rotate(self, boundary_ns: int) -> None:
+        old = self._current
+        assert old is not None and self._recording_id is not None
+        new = self._open_segment(boundary_ns, old.trigger)
+        new.switched.add(self._anchor or "")
+        if self._stealth:
+            new.flags.add("stealth")
+        if self._muted:
+            new.flags.add("muted")
+        self._closing, self._current = old, new
+
+    def _open_segment(self, start_ns: int, trigger: str) -> _Segment:
+        assert self._recording_id is not None
+        utc = self._clock.utc_ns() - (self._clock.monotonic_ns() - start_ns)
+        opened = self._chain.open_segment(start_ns, utc)
+        try:
+            muxer = SegmentMuxer(
+                opened,
+                self._tracks,
+                start_ns,
+                title=f"{self._chain.device_id} recording {self._recording_id}",
+                metadata={"device_id": self._chain.device_id, "recording_id": self._recording_id},
+            )
+        except MediaError:
+            opened.fh.close()
+            raise
+        seg = _Segment(opened, muxer, self._recording_id, trigger, start_ns)
+        if not self._clock.quality().synced:
+            seg.flags.add("clock-unsynced")
+        return seg
+
+    def _seal(self, seg: _Segment, end_ns: int | None = None) -> None:
+        seg.muxer.close()
+        end = end_ns if end_ns is not None else max(seg.end_ns, seg.start_ns)
+        utc_end = self._clock.utc_ns() - (self._clock.monotonic_ns() - end)
+        fields = {
+            "recording_id": seg.recording_id,
+            "trigger": seg.trigger,
+            "container": "matroska",
+            "tracks": [self._track_manifest(t, seg) for t in self._tracks],
+            "marks": seg.marks,
+            "pre_event_ns": seg.pre_event_ns,
+        }
+        if seg.pre_event_ns:
+            seg.flags.add("pre-event")
+        sealed = {"gnss": seg.fixes, "notes": seg.notes} if (seg.fixes or seg.notes) else None
+        result = self._chain.seal(
+            seg.open,
+            mono_end_ns=end,
+            utc_end_ns=utc_end,
+            fields=fields,
+            flags=sorted(seg.flags),
+            sealed_meta=sealed,
+            priority=1 if seg.marks or seg.flags - {"clock-unsynced"} else 0,
+        )
+        self._segments_sealed += 1
+        log.info(
+            "sealed seq %d: %.1f s, %s, %d bytes%s",
+            result.signed.seq,
+            (end - seg.start_ns) / 1e9,
+            ", ".join(f"{k} {v}" for k, v in sorted(seg.frames.items())),
+            result.bytes_total,
+            f", {len(seg.marks)} mark(s)" if seg.marks else "",
+        )
+
+    def _track_manifest(self, t: TrackSpec, seg: _Segment) -> dict[str, Any]:
+        params: dict[str, Any] = {"rate": f"{t.rate_num}/{t.rate_den}"}
+        if t.width is not None:
+            params.update(width=t.width, height=t.height, pixel_format=t.pixel_format)
+        if t.sample_rate_hz is not None:
+            params.update(sample_rate_hz=t.sample_rate_hz, channels=t.channels)
+        if t.bitrate_bps is not None:
+            params["bitrate_bps"] = t.bitrate_bps
+        return {
+            "name": t.name,
+            "kind": t.kind,
+            "codec": t.codec,
+            "params": params,
+            "frames": seg.frames.get(t.name, 0),
+            "dropped": seg.dropped.get(t.name, 0),
+        }
+
+    # -- commands ------------------------------------------------------------------------------
+
+    def _on_command(self, cmd: _Command) -> None:
+        try:
+            handler = getattr(self, f"_cmd_{cmd.name.replace('-', '_')}", None)
+            if handler is None:
+                raise CommandError(f"unknown command {cmd.name!r}")
+            answer: dict[str, Any] = handler(cmd.actor, **cmd.args)
+        except CommandError as exc:
+            self._store.audit(cmd.actor, cmd.name, "recorder", "refused", reason=str(exc))
+            cmd.reply.set_exception(exc)
+            return
+        except Exception as exc:
+            self._store.audit(cmd.actor, cmd.name, "recorder", "failed", reason=str(exc))
+            cmd.reply.set_exception(exc)
+            raise
+        self._store.audit(cmd.actor, cmd.name, "recorder", "ok", **answer)
+        cmd.reply.set_result(answer)
+
+    def _cmd_start(self, actor: str, trigger: str = "ctl") -> dict[str, Any]:
+        if self._state is State.RECORDING:
+            raise CommandError("already recording")
+        self._state = transition(self._state, Event.RECORD)
+        self._recording_id = str(uuid.uuid4())
+        self._chain.event("record-start", {"trigger": trigger, "by": actor}, recording_id=self._recording_id)
+        start = self._pre.start_ns()
+        held = self._pre.drain()
+        if start is None:
+            # no buffered footage: begin now; each video track from the next keyframe, asked for now
+            self._request_keyframes()
+            start = self._clock.monotonic_ns()
+            self._current = self._open_segment(start, trigger)
+        else:
+            self._current = self._open_segment(start, trigger)
+            self._current.pre_event_ns = max(0, self._clock.monotonic_ns() - start)
+        if self._stealth:
+            self._current.flags.add("stealth")
+        if self._muted:
+            self._current.flags.add("muted")
+        for p in held:
+            self._write(self._current, p)
+        self._persist()
+        self._apply_indicators(pulse=True)
+        log.info(
+            "RECORDING (%s by %s), pre-event %.1f s", trigger, actor, self._current.pre_event_ns / 1e9
+        )
+        return {"recording_id": self._recording_id, "pre_event_s": round(self._current.pre_event_ns / 1e9, 3)}
+
+    def _cmd_stop(self, actor: str) -> dict[str, Any]:
+        if self._state is not State.RECORDING:
+            raise CommandError("not recording")
+        rec = self._finish_recording()
+        self._chain.event("record-stop", {"by": actor}, recording_id=rec)
+        self._state = transition(self._state, Event.STOP)
+        self._persist()
+        self._apply_indicators(pulse=True)
+        log.info("READY (stopped by %s)", actor)
+        return {"recording_id": rec}
+
+    def _finish_recording(self) -> str:
+        self._release_held(force=True)
+        if self._closing is not None:
+            assert self._current is not None
+            self._seal(self._closing, end_ns=self._current.start_ns)
+            self._closing = None
+        if self._current is not None:
+            self._seal(self._current)
+            self._current = None
+        rec = self._recording_id or ""
+        self._recording_id = None
+        return rec
+
+    def _cmd_mark(self, actor: str, note: str | None = None) -> dict[str, Any]:
+        mono, utc = self._clock.monotonic_ns(), self._clock.utc_ns()
+        if self._current is None:
+            self._chain.event("mark", {"by": actor}, sealed_meta={"note": note} if note else None)
+            return {"recording": False}
+        mark_id = len(self._current.marks) + 1
+        self._current.marks.append({"id": mark_id, "mono_ns": mono, "utc_ns": utc, "by": actor})
+        if note:
+            self._current.notes.append({"id": mark_id, "note": note})
+        self._apply_indicators(pulse=True)
+        log.info("mark %d by %s", mark_id, actor)
+        return {"recording": True, "mark": mark_id}
+
+    def _cmd_stealth(self, actor: str, on: bool) -> dict[str, Any]:
+        if on == self._stealth:
+            return {"stealth": on, "changed": False}
+        self._stealth = on
+        self._chain.event("stealth-on" if on else "stealth-off", {"by": actor}, recording_id=self._recording_id)
+        if on and self._current is not None:
+            self._current.flags.add("stealth")
+        self._apply_indicators()
+        return {"stealth": on, "changed": True}
+
+    def _cmd_mute(self, actor: str, on: bool) -> dict[str, Any]:
+        if on == self._muted:
+            return {"muted": on, "changed": False}
+        self._muted = on
+        self._chain.event("mute-on" if on else "mute-off", {"by": actor}, recording_id=self._recording_id)
+        if on:
+            for t, kind in self._track_kind.items():
+                if kind == "audio":
+                    self._pre.drop_track(t)
+            if self._current is not None:
+                self._current.flags.add("muted")
+        return {"muted": on, "changed": True}
+
+    def _cmd_sensor_fault(self, actor: str, sensor: str, error: str) -> dict[str, Any]:
+        self._chain.event("sensor-fault", {"sensor": sensor, "error": error[:200]}, recording_id=self._recording_id)
+        return {"sensor": sensor}
+
+    def _cmd_sensor_recovered(self, actor: str, sensor: str) -> dict[str, Any]:
+        self._chain.event("sensor-recovered", {"sensor": sensor}, recording_id=self._recording_id)
+        return {"sensor": sensor}
+
+    def _cmd_toggle_record(self, actor: str, trigger: str = "button") -> dict[str, Any]:
+        if self._state is State.RECORDING:
+            return self._cmd_stop(actor)
+        return self._cmd_start(actor, trigger=trigger)
+
+    def _cmd_toggle_stealth(self, actor: str) -> dict[str, Any]:
+        return self._cmd_stealth(actor, on=not self._stealth)
+
+    def _cmd_toggle_mute(self, actor: str) -> dict[str, Any]:
+        return self._cmd_mute(actor, on=not self._muted)
+
+    def _cmd_status(self, actor: str) -> dict[str, Any]:
+        return self._snapshot()
+
+    # -- the rest ------------------------------------------------------------------------------
+
+    def _on_fix(self, fix: GnssFix) -> None:
+        self._last_fix = fix
+        if self._current is not None and fix.mode >= FixMode.FIX_2D and fix.lat_deg is not None:
+            self._current.fixes.append(
+                {
+                    "mono_ns": fix.mono_ns,
+                    "utc_ns": fix.utc_ns,
+                    "lat_e7": round(fix.lat_deg * 1e7),
+                    "lon_e7": round((fix.lon_deg or 0.0) * 1e7),
+                    "alt_mm": None if fix.alt_m is None else round(fix.alt_m * 1000),
+                    "h_acc_mm": None if fix.h_acc_m is None else round(fix.h_acc_m * 1000),
+                    "mode": int(fix.mode),
+                }
+            )
+
+    def _housekeeping(self) -> None:
+        now = self._clock.monotonic_ns()
+        if self._closing is not None and self._current is not None and now - self._current.start_ns > 2 * HOLD_MAX_NS:
+            # a track that never reached its keyframe after the boundary (sensor stalled): stop waiting
+            log.warning("sealing previous segment without tracks %s", set(self._track_kind) - self._current.switched)
+            self._seal(self._closing, end_ns=self._current.start_ns)
+            self._closing = None
+        for seg in (self._closing, self._current):
+            if seg is not None and now - seg.open.last_checkpoint_ns >= self._s.checkpoint_ns:
+                seg.open.writer.checkpoint(now)
+                seg.open.last_checkpoint_ns = now
+
+    def _shutdown(self) -> None:
+        try:
+            if self._state is State.RECORDING:
+                rec = self._finish_recording()
+                self._chain.event("record-stop", {"by": "shutdown"}, recording_id=rec)
+                # the state file still says RECORDING only if we never get here: a crash resumes recording
+                self._state = transition(self._state, Event.STOP)
+            self._state = transition(self._state, Event.SHUTDOWN)
+            self._persist()
+        finally:
+            self._apply_indicators()
+            self._publish()
+
+    def _persist(self) -> None:
+        self._state_file.save(
+            PersistedState(
+                state=self._state,
+                since_utc_ns=self._clock.utc_ns(),
+                since_mono_ns=self._clock.monotonic_ns(),
+                boot_id=self._chain.boot_id,
+                recording_id=self._recording_id,
+            )
+        )
+
+    def _apply_indicators(self, pulse: bool = False) -> None:
+        ind = self._indicators
+        if ind is None:
+            return
+        try:
+            if self._stealth:
+                for i in Indicator:
+                    ind.set(i, Pattern.OFF)
+                return
+            ind.set(Indicator.RECORDING_LED, Pattern.ON if self._state is State.RECORDING else Pattern.OFF)
+            ind.set(Indicator.STATUS_LED, Pattern.BLINK if self._state is State.ERROR else Pattern.ON)
+            if pulse:
+                ind.set(Indicator.HAPTIC, Pattern.PULSE)
+        except Exception as exc:  # a broken LED must never stop recording
+            log.warning("indicators: %s", exc)
+
+    def _snapshot(self) -> dict[str, Any]:
+        seg = self._current
+        fix = self._last_fix
+        return {
+            "state": self._state.value,
+            "recording_id": self._recording_id,
+            "stealth": self._stealth,
+            "muted": self._muted,
+            "segment": None
+            if seg is None
+            else {
+                "started_s_ago": round((self._clock.monotonic_ns() - seg.start_ns) / 1e9, 1),
+                "marks": len(seg.marks),
+                "bytes": seg.open.writer.bytes_written,
+            },
+            "pre_event": {"configured_s": self._s.pre_event_ns / 1e9, "buffered_packets": len(self._pre)},
+            "chain": {"head_seq": self._chain.head_seq, "head": self._chain.head_hash},
+            "segments_sealed": self._segments_sealed,
+            "frames": dict(self._frames_total),
+            "dropped": dict(self._drops_total),
+            "gnss": None
+            if fix is None
+            else {"mode": int(fix.mode), "lat_deg": fix.lat_deg, "lon_deg": fix.lon_deg, "h_acc_m": fix.h_acc_m},
+            "time": {"source": self._clock.quality().source.value, "synced": self._clock.quality().synced},
+            "last_error": self._last_error,
+        }
+
+    def _publish(self) -> None:
+        snap = self._snapshot()
+        with self._status_lock:
+            self._status = snap

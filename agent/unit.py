@@ -1,0 +1,161 @@
+"""Wiring a unit together from its config: the one module of agent/ that imports drivers/."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any
+
+from agent.config import Config, SensorConfig
+from agent.media.audio import AudioEncoder
+from agent.media.encoders import ThermalEncoder, VideoEncoder
+from agent.media.packets import EncodedPacket, TrackSpec
+from agent.workers import SensorWorker
+from drivers.registry import DriverError, Registry, load_all
+from hal.audio import AudioChunk
+from hal.camera import VideoFrame
+from hal.clock import Clock
+from hal.gnss import GnssFix
+from hal.indicators import Indicators
+from hal.inputs import InputEvent
+from hal.power import Power
+from hal.thermal import ThermalFrame
+
+log = logging.getLogger(__name__)
+
+Sink = Callable[[EncodedPacket], None]
+
+
+class UnitError(Exception):
+    """The config asks for a driver or an option this unit cannot provide."""
+
+
+@dataclass
+class Sensors:
+    """Every device of a unit, opened by the workers (or directly for indicators and power)."""
+
+    tracks: list[TrackSpec] = field(default_factory=list)
+    anchor: str | None = None
+    encoders: dict[str, VideoEncoder | ThermalEncoder | AudioEncoder] = field(default_factory=dict)
+    devices: dict[str, Any] = field(default_factory=dict)
+    indicators: Indicators | None = None
+    power: Power | None = None
+    inputs: Any = None
+    gnss: Any = None
+
+    def request_keyframes(self) -> None:
+        for enc in self.encoders.values():
+            if isinstance(enc, VideoEncoder):
+                enc.request_keyframe()
+
+
+def _create(registry: Registry, kind: str, name: str, sc: SensorConfig, clock: Clock, sim: bool) -> Any:
+    driver = "sim" if sim and kind != "clock" else sc.driver
+    try:
+        return registry.create(kind, driver, name=name, clock=clock, **dict(sc.options))
+    except (DriverError, ValueError) as exc:
+        raise UnitError(f"{kind} {name!r} (driver {driver!r}): {exc}") from exc
+
+
+def build_sensors(config: Config, clock: Clock, sim: bool, registry: Registry | None = None) -> Sensors:
+    """Create every configured device and its encoder. Nothing is opened yet."""
+    reg = registry or load_all()
+    s = Sensors()
+    rec = config.recording
+    for name, sc in config.cameras.items():
+        if not sc.enabled:
+            continue
+        cam = _create(reg, "camera", name, sc, clock, sim)
+        fmt = cam.format
+        gop = max(1, round(fmt.fps * rec.keyframe_interval_s))
+        enc = VideoEncoder(
+            name,
+            fmt.width,
+            fmt.height,
+            fmt.fps_num,
+            fmt.fps_den,
+            pixel_format=fmt.pixel_format,
+            bitrate_bps=rec.video_bitrate_bps,
+            gop_frames=gop,
+        )
+        s.devices[name], s.encoders[name] = cam, enc
+        s.tracks.append(enc.spec)
+        s.anchor = s.anchor or name
+    if config.thermal.enabled:
+        th = _create(reg, "thermal", "thermal", config.thermal, clock, sim)
+        rate = Fraction(th.rate_hz).limit_denominator(1000)
+        tenc = ThermalEncoder("thermal", th.width, th.height, rate.numerator, rate.denominator)
+        s.devices["thermal"], s.encoders["thermal"] = th, tenc
+        s.tracks.append(tenc.spec)
+        s.anchor = s.anchor or "thermal"
+    if config.microphone.enabled:
+        mic = _create(reg, "microphone", "audio", config.microphone, clock, sim)
+        codec = "libopus" if rec.audio_codec == "opus" else "aac"
+        aenc = AudioEncoder("audio", mic.sample_rate_hz, mic.channels, codec=codec, bitrate_bps=rec.audio_bitrate_bps)
+        s.devices["audio"], s.encoders["audio"] = mic, aenc
+        s.tracks.append(aenc.spec)
+        s.anchor = s.anchor or "audio"
+    if config.gnss.enabled:
+        s.gnss = _create(reg, "gnss", "gnss", config.gnss, clock, sim)
+    if config.inputs.enabled:
+        s.inputs = _create(reg, "inputs", "inputs", config.inputs, clock, sim)
+    if config.indicators.enabled:
+        s.indicators = _create(reg, "indicators", "indicators", config.indicators, clock, sim)
+    if config.power.enabled:
+        s.power = _create(reg, "power", "power", config.power, clock, sim)
+    if not s.tracks:
+        raise UnitError("no camera, thermal camera or microphone is enabled: nothing to record")
+    return s
+
+
+def media_handler(
+    encoder: VideoEncoder | ThermalEncoder | AudioEncoder,
+    post_packet: Sink,
+    post_drops: Callable[[str, int], None],
+) -> Callable[[Any], None]:
+    """The per-item work of a media sensor thread: count drops, encode, post packets."""
+    track = encoder.track
+
+    def handle(item: VideoFrame | ThermalFrame | AudioChunk) -> None:
+        if item.dropped_before:
+            post_drops(track, item.dropped_before)
+        for packet in encoder.encode(item):  # type: ignore[arg-type]
+            post_packet(packet)
+
+    return handle
+
+
+def build_workers(
+    sensors: Sensors,
+    clock: Clock,
+    post_packet: Sink,
+    post_drops: Callable[[str, int], None],
+    post_fix: Callable[[GnssFix], None],
+    on_input: Callable[[InputEvent], None],
+    on_fault: Callable[[str, str], None],
+    on_recovered: Callable[[str], None],
+) -> list[SensorWorker]:
+    workers = [
+        SensorWorker(
+            name,
+            sensors.devices[name],
+            media_handler(sensors.encoders[name], post_packet, post_drops),
+            clock,
+            on_fault,
+            on_recovered,
+        )
+        for name in sensors.encoders
+    ]
+    if sensors.gnss is not None:
+        workers.append(SensorWorker("gnss", sensors.gnss, post_fix, clock, on_fault, on_recovered))
+    if sensors.inputs is not None:
+        workers.append(SensorWorker("inputs", sensors.inputs, on_input, clock, on_fault, on_recovered))
+    return workers
+
+
+def system_clock(registry: Registry | None = None) -> Clock:
+    reg = registry or load_all()
+    clock: Clock = reg.create("clock", "system")
+    return clock

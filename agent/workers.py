@@ -1,0 +1,146 @@
+"""Sensor worker threads: read a device, hand what it gives to a handler, restart it when it fails.
+
+One thread per sensor, so a sensor that hangs or raises never holds up another. A failing
+device is closed and reopened with exponential backoff; the fault and the recovery are
+reported through callbacks (the recorder turns them into signed chain events).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from hal.clock import Clock
+
+log = logging.getLogger(__name__)
+
+READ_TIMEOUT_S = 0.25
+BACKOFF_START_S = 0.5
+BACKOFF_MAX_S = 30.0
+
+
+class Readable(Protocol):
+    name: str
+
+    def open(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def read(self, timeout_s: float) -> Any: ...
+
+    def get_status(self) -> dict[str, object]: ...
+
+
+def next_backoff(previous_s: float) -> float:
+    """Pure: the wait before the next reopen attempt."""
+    return min(BACKOFF_MAX_S, max(BACKOFF_START_S, previous_s * 2))
+
+
+class SensorWorker:
+    """Drives one device on its own thread. ``handle`` runs on that thread for every item.
+
+    ``on_fault(sensor, error)`` and ``on_recovered(sensor)`` are called on transitions only.
+    Thread contract: ``start``/``stop``/``status`` from any thread.
+    """
+
+    def __init__(
+        self,
+        sensor: str,
+        device: Readable,
+        handle: Callable[[Any], None],
+        clock: Clock,
+        on_fault: Callable[[str, str], None] = lambda s, e: None,
+        on_recovered: Callable[[str], None] = lambda s: None,
+    ) -> None:
+        self.sensor = sensor
+        self._device = device
+        self._handle = handle
+        self._clock = clock
+        self._on_fault = on_fault
+        self._on_recovered = on_recovered
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"sensor-{sensor}", daemon=True)
+        self._lock = threading.Lock()
+        self._state = "starting"
+        self._items = 0
+        self._restarts = 0
+        self._last_error: str | None = None
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout_s)
+
+    def status(self) -> dict[str, object]:
+        with self._lock:
+            own: dict[str, object] = {
+                "state": self._state,
+                "items": self._items,
+                "restarts": self._restarts,
+                "last_error": self._last_error,
+            }
+        try:
+            own["device"] = self._device.get_status()
+        except Exception as exc:  # a status getter must never break the status page
+            own["device"] = {"error": str(exc)}
+        return own
+
+    def _set(self, state: str, error: str | None = None) -> None:
+        with self._lock:
+            self._state = state
+            if error is not None:
+                self._last_error = error
+
+    def _run(self) -> None:
+        backoff = 0.0
+        faulted = False
+        while not self._stop.is_set():
+            try:
+                self._device.open()
+            except Exception as exc:
+                backoff = next_backoff(backoff)
+                msg = f"open failed: {exc}"
+                self._set("failed", msg)
+                if not faulted:
+                    faulted = True
+                    log.error("%s: %s; retrying in %.1f s", self.sensor, msg, backoff)
+                    self._on_fault(self.sensor, msg)
+                self._stop.wait(backoff)
+                continue
+            if faulted:
+                faulted = False
+                with self._lock:
+                    self._restarts += 1
+                log.info("%s: recovered", self.sensor)
+                self._on_recovered(self.sensor)
+            self._set("running")
+            backoff = 0.0
+            try:
+                self._loop()
+            except Exception as exc:
+                msg = f"{type(exc).__name__}: {exc}"
+                self._set("failed", msg)
+                faulted = True
+                log.error("%s failed: %s", self.sensor, msg)
+                self._on_fault(self.sensor, msg)
+                backoff = next_backoff(backoff)
+                self._stop.wait(backoff)
+            finally:
+                try:
+                    self._device.close()
+                except Exception as exc:
+                    log.warning("%s: close failed: %s", self.sensor, exc)
+        self._set("stopped")
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            item = self._device.read(READ_TIMEOUT_S)
+            if item is None:
+                continue
+            self._handle(item)
+            with self._lock:
+                self._items += 1
