@@ -72,7 +72,7 @@ class AudioEncoder(EncoderBase):
             channels=channels,
             rate_num=sample_rate_hz,
             rate_den=1,
-            extradata=ctx.extradata,
+            extradata=_midstream_header(ctx.extradata),
             bitrate_bps=bitrate_bps,
         )
         super().__init__(track, ctx, spec)
@@ -189,3 +189,14 @@ class AudioEncoder(EncoderBase):
         status["samples_dropped"] = self._samples_dropped
         status["samples_pending"] = len(self._pending)
         return status
+
+
+def _midstream_header(extradata: bytes | None) -> bytes | None:
+    """OpusHead with pre-skip 0: segments begin mid-stream, long after the encoder's priming.
+
+    With the encoder's own pre-skip (312 samples), every segment's decoder would drop the
+    first 6.5 ms of its audio, leaving a hole at each segment boundary.
+    """
+    if extradata is None or not extradata.startswith(b"OpusHead") or len(extradata) < 12:
+        return extradata
+    return extradata[:10] + b"\x00\x00" + extradata[12:]
