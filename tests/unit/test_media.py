@@ -246,11 +246,12 @@ def test_segment_decodes_with_pyav(recording: Recording, segment: bytes) -> None
                 else:
                     assert (frame.width, frame.height) == ((1280, 720), (160, 120))[packet.stream.index // 2]
     assert decoded == {0: DURATION_S * FPS, 1: len(recording.of("mic")), 2: len(recording.thermal_source)}
-    # The decoder drops Opus's 312 priming samples (OpusHead pre-skip); the last frame is padded.
-    # the encoder pads the final packet to a whole Opus frame; no pre-skip is signalled (segments start mid-stream)
+    # No pre-skip is signalled (real segments start mid-stream, long after the encoder's priming),
+    # so this stream-start segment also decodes the 312 priming samples; the last frame is padded.
     assert DURATION_S * RATE_HZ <= samples <= DURATION_S * RATE_HZ + 960
-    # Audio and video stay in sync: the first kept sample and the first frame were both taken at T0.
-    assert first_time_s[1] == pytest.approx(first_time_s[0], abs=0.001)
+    # Audio and video stay in sync: the first real sample and the first frame were both taken at T0,
+    # the priming samples sit just before it.
+    assert first_time_s[1] == pytest.approx(first_time_s[0] - 312 / RATE_HZ, abs=0.001)
 
 
 def test_thermal_round_trips_bit_exactly(recording: Recording, segment: bytes) -> None:
