@@ -163,6 +163,32 @@ class Recorder:
         self._inbox.put(("shutdown",))
         self._thread.join(timeout_s)
 
+    def step(self, msg: Any) -> None:
+        """Handle one message on the caller's thread, as the recorder thread would.
+
+        For tests and replay tools that drive the recorder synchronously; never call it while
+        the thread started by ``start`` is running.
+        """
+        if self._thread.is_alive():
+            raise RuntimeError("step() while the recorder thread runs")
+        if self._state is State.OFF:
+            self._state = transition(State.OFF, Event.POWER_ON)
+        self._handle(msg)
+        self._release_held(force=False)
+        self._housekeeping()
+        self._publish()
+
+    def step_command(self, name: str, actor: str = "test", **args: Any) -> dict[str, Any]:
+        """``command`` for synchronous drivers (see ``step``)."""
+        fut: Future[dict[str, Any]] = Future()
+        self.step(_Command(name, args, actor, fut))
+        return fut.result(timeout=0)
+
+    def step_shutdown(self) -> None:
+        if self._thread.is_alive():
+            raise RuntimeError("step_shutdown() while the recorder thread runs")
+        self._shutdown()
+
     @property
     def alive(self) -> bool:
         return self._thread.is_alive()

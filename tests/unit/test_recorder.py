@@ -1,0 +1,210 @@
+"""The recorder driven synchronously with a fake clock: pre-event, rotation, marks, stealth, mute.
+
+Real encoders, real muxer, real sealing and a real store; only time is fake.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+from cryptography.hazmat.primitives.asymmetric import x25519
+
+from agent.chainlog import ChainLog
+from agent.evidence.manifest import parse_manifest_record
+from agent.evidence.media_check import check_media
+from agent.evidence.segment import scan
+from agent.evidence.verify import verify_path
+from agent.media.audio import AudioEncoder
+from agent.media.encoders import VideoEncoder
+from agent.recorder import CommandError, Recorder, RecorderSettings
+from agent.state import StateFile
+from agent.store import Store
+from hal.audio import AudioChunk
+from hal.camera import VideoFrame
+from tests.evidence_util import MemorySigner
+from tests.fakes import FakeClock
+
+FPS = 10
+W, H = 64, 48
+S = 1_000_000_000
+
+
+class Rig:
+    """A recorder fed by real encoders, one frame (and 100 ms of audio) per fake-clock tick."""
+
+    def __init__(self, tmp_path: Path, pre_event_s: float = 2.0, segment_s: float = 4.0) -> None:
+        self.clock = FakeClock()
+        self.signer = MemorySigner()
+        self.hq = x25519.X25519PrivateKey.generate()
+        self.store = Store(tmp_path / "index.sqlite", self.clock)
+        self.dir = tmp_path
+        self.chain = ChainLog(
+            tmp_path,
+            signer=self.signer,
+            hq_public=self.hq.public_key(),
+            device_id="unit-r",
+            boot_id=str(uuid.uuid4()),
+            firmware="test",
+            config_sha256="cd" * 32,
+            store=self.store,
+            clock=self.clock,
+            chunk_bytes=64 * 1024,
+        )
+        self.video = VideoEncoder("chest", W, H, FPS, 1, gop_frames=FPS, bitrate_bps=200_000)
+        self.audio = AudioEncoder("audio", 48000, 1)
+        self.rec = Recorder(
+            chain=self.chain,
+            store=self.store,
+            clock=self.clock,
+            settings=RecorderSettings(
+                segment_ns=round(segment_s * S),
+                pre_event_ns=round(pre_event_s * S),
+                pre_event_audio=False,
+                checkpoint_ns=S,
+                firmware="test",
+            ),
+            tracks=[self.video.spec, self.audio.spec],
+            anchor="chest",
+            state_file=StateFile(tmp_path / "state.json"),
+            request_keyframes=self.video.request_keyframe,
+        )
+        self.chain.event("boot")
+        self.frame = 0
+        self.fed_video_ns: list[int] = []
+
+    def tick(self, n: int = 1) -> None:
+        for _ in range(n):
+            mono = self.clock.monotonic_ns()
+            img = np.full((H * 3 // 2, W), (self.frame * 7) % 255, dtype=np.uint8)
+            vf = VideoFrame("chest", self.frame, mono, mono, W, H, "yuv420p", img)
+            for p in self.video.encode(vf):
+                self.rec.step(p)
+            samples = np.zeros((4800, 1), dtype=np.int16)
+            chunk = AudioChunk(self.frame, mono, mono, 48000, 1, self.frame * 4800, samples)
+            for p in self.audio.encode(chunk):
+                self.rec.step(p)
+            self.fed_video_ns.append(mono)
+            self.frame += 1
+            self.clock.advance_ns(S // FPS)
+            self.rec.step(None)
+
+    def manifests(self) -> list[dict]:  # type: ignore[type-arg]
+        out = []
+        for path in sorted((self.dir / "segments").glob("*.bcs")):
+            with path.open("rb") as fh:
+                s = scan(fh)
+            assert s.manifest_record is not None
+            out.append(parse_manifest_record(s.manifest_record).manifest)
+        return out
+
+
+def test_incident_with_pre_event_rotation_and_marks(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.tick(50)  # 5 s of buffering
+    t_start = rig.clock.monotonic_ns()
+    answer = rig.rec.step_command("start", trigger="button")
+    assert 2.0 <= answer["pre_event_s"] < 3.0  # from the keyframe at least 2 s back
+    rig.tick(30)
+    rig.rec.step_command("mark", note="suspect left the car")
+    rig.tick(95)
+    rig.rec.step_command("stop")
+    rig.tick(5)
+    rig.rec.step_shutdown()
+    rig.chain.event("shutdown")
+
+    ms = rig.manifests()
+    segs = [m for m in ms if m["type"] == "segment"]
+    events = [m["event"] for m in ms if m["type"] == "event"]
+    assert events == ["boot", "record-start", "record-stop", "shutdown"]
+    assert len(segs) >= 3
+    # the first segment holds the pre-event footage, starting at a keyframe 2-3 s before the button
+    first = segs[0]
+    assert first["flags"] == ["pre-event"]
+    assert 2 * S <= t_start - first["time"]["mono_start_ns"] < 3 * S
+    assert (t_start - first["time"]["mono_start_ns"]) % (S // FPS * FPS) == 0  # on a GOP boundary
+    # segments abut exactly, and every frame from the first keyframe to the stop is in exactly one
+    for a, b in zip(segs, segs[1:], strict=False):
+        assert b["time"]["mono_start_ns"] == a["time"]["mono_end_ns"]
+    video_frames = sum(t["frames"] for s in segs for t in s["tracks"] if t["name"] == "chest")
+    start_ns = first["time"]["mono_start_ns"]
+    stop_index = 50 + 30 + 95  # frames fed before stop
+    expected = len([t for t in rig.fed_video_ns[:stop_index] if t >= start_ns])
+    assert video_frames == expected
+    # rotation: every segment but the last is at least segment_s long and starts on a keyframe
+    for s in segs[:-1]:
+        assert s["time"]["mono_end_ns"] - s["time"]["mono_start_ns"] >= 4 * S
+    # the mark is in the manifest of the segment recording at that moment, its note sealed
+    marked = [s for s in segs if s["marks"]]
+    assert len(marked) == 1 and marked[0]["marks"][0]["by"] == "test"
+    assert b"suspect left" not in b"".join(p.read_bytes() for p in (tmp_path / "segments").glob("*.bcs"))
+    # the whole chain verifies, decrypts and decodes to the frame counts in the manifests
+    report = verify_path(tmp_path, rig.signer.public_key(), hq_key=rig.hq, decode=check_media)
+    assert report.ok, [p.reason for p in report.problems]
+    assert report.clean_end
+
+
+def test_no_pre_event_starts_at_the_next_keyframe(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, pre_event_s=0)
+    rig.tick(15)  # mid-GOP
+    t_start = rig.clock.monotonic_ns()
+    rig.rec.step_command("start")
+    rig.tick(12)
+    rig.rec.step_command("stop")
+    segs = [m for m in rig.manifests() if m["type"] == "segment"]
+    assert len(segs) == 1 and "pre-event" not in segs[0]["flags"]
+    chest = next(t for t in segs[0]["tracks"] if t["name"] == "chest")
+    # the keyframe was asked for at once: every frame from the button on is recorded
+    assert chest["frames"] == 12
+    assert segs[0]["time"]["mono_start_ns"] == t_start
+    report = verify_path(tmp_path, rig.signer.public_key(), hq_key=rig.hq, decode=check_media)
+    assert report.ok, [p.reason for p in report.problems]
+
+
+def test_illegal_commands_are_refused_and_audited(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    with pytest.raises(CommandError, match="not recording"):
+        rig.rec.step_command("stop")
+    rig.rec.step_command("start")
+    with pytest.raises(CommandError, match="already recording"):
+        rig.rec.step_command("start")
+    with pytest.raises(CommandError, match="unknown command"):
+        rig.rec.step_command("self-destruct")
+    outcomes = [(e.action, e.outcome) for e in rig.store.audit_tail(10)]
+    assert ("stop", "refused") in outcomes and ("start", "ok") in outcomes and ("start", "refused") in outcomes
+
+
+def test_stealth_and_mute_are_signed_events_and_flags(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, pre_event_s=0)
+    rig.rec.step_command("start")
+    rig.tick(5)
+    rig.rec.step_command("stealth", on=True)
+    rig.rec.step_command("mute", on=True)
+    rig.tick(10)
+    audio_before_stop = rig.rec.status()["frames"]["audio"]
+    rig.rec.step_command("stop")
+    ms = rig.manifests()
+    assert [m["event"] for m in ms if m["type"] == "event"] == [
+        "boot",
+        "record-start",
+        "stealth-on",
+        "mute-on",
+        "record-stop",
+    ]
+    seg = next(m for m in ms if m["type"] == "segment")
+    assert seg["flags"] == ["muted", "stealth"]
+    audio = next(t for t in seg["tracks"] if t["name"] == "audio")
+    # audio after the mute is not recorded: only ~0.5 s of the 1.5 s captured is in the segment
+    assert 0 < audio["frames"] < audio_before_stop * 0.6
+
+
+def test_state_is_persisted_while_recording(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.rec.step_command("start")
+    loaded = StateFile(tmp_path / "state.json").load()
+    assert loaded.persisted is not None and loaded.persisted.state.value == "recording"
+    rig.rec.step_command("stop")
+    loaded = StateFile(tmp_path / "state.json").load()
+    assert loaded.persisted is not None and loaded.persisted.state.value == "ready"
