@@ -18,7 +18,15 @@ from typing import Any, BinaryIO
 from agent.evidence.format import GENESIS_PREV, PARTIAL_SUFFIX, SEGMENT_SUFFIX, segment_filename
 from agent.evidence.keys import HqPublicKey
 from agent.evidence.manifest import ManifestError, SignedManifest, parse_manifest_record
-from agent.evidence.segment import SealResult, SegmentWriter, scan, write_event
+from agent.evidence.segment import (
+    Salvage,
+    SealResult,
+    SegmentWriter,
+    scan,
+    seal_metadata,
+    seal_salvaged,
+    write_event,
+)
 from agent.fsutil import atomic_write_bytes, fsync_dir
 from agent.store import Store
 from hal.clock import Clock
@@ -133,8 +141,6 @@ class ChainLog:
         sealed_meta: dict[str, Any] | None = None,
     ) -> SignedManifest:
         """Sign, write durably and index one event entry."""
-        from agent.evidence.segment import seal_metadata
-
         seq = self.next_seq
         mono, utc = self._clock.monotonic_ns(), self._clock.utc_ns()
         full_detail = dict(detail or {})
@@ -177,7 +183,7 @@ class ChainLog:
 
     # -- segments ------------------------------------------------------------------------------
 
-    def open_segment(self, mono_start_ns: int, utc_start_ns: int) -> OpenSegment:
+    def open_segment(self, mono_start_ns: int, utc_start_ns: int, recording_id: str | None = None) -> OpenSegment:
         segment_id = str(uuid.uuid4())
         path = self.dir / f"{segment_id}{PARTIAL_SUFFIX}"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -196,6 +202,7 @@ class ChainLog:
             segment_id=segment_id,
             chunk_bytes=self._chunk_bytes,
             sync=sync,
+            started={"mono_ns": mono_start_ns, "utc_ns": utc_start_ns, "recording_id": recording_id},
         )
         return OpenSegment(segment_id, path, fh, writer, mono_start_ns, utc_start_ns, mono_start_ns)
 
@@ -246,3 +253,76 @@ class ChainLog:
         )
         self.head_seq, self.head_hash = seq, result.signed.hash
         return result
+
+    def seal_salvaged(self, path: Path, salvage: Salvage, header: dict[str, Any]) -> SignedManifest:
+        """Seal a partial file left by a power loss as the next chain entry, flagged ``recovered``.
+
+        The file is cut after its last complete record, the manifest is appended and synced,
+        and the file is renamed into place and indexed, like any sealed segment.
+        """
+        seq = self.next_seq
+        started = header.get("started") or {}
+        mono_start = int(started.get("mono_ns") or 0)
+        utc_start = int(started.get("utc_ns") or 0)
+        mono_end = max(mono_start, salvage.attested_mono_ns or mono_start)
+        utc_end = utc_start + (mono_end - mono_start)
+        recording_id = started.get("recording_id")
+        time = self.time_fields(mono_start, mono_end, utc_start, utc_end)
+        time["synced"] = False  # the clock's state when this was recorded is unknown now
+        fields: dict[str, Any] = {
+            "recording_id": recording_id,
+            "trigger": "recovered",
+            "container": "matroska",
+            "tracks": [],
+            "marks": [],
+        }
+        with path.open("r+b") as fh:
+            fh.truncate(salvage.keep_bytes)
+            fh.seek(salvage.keep_bytes)
+            signed = seal_salvaged(
+                fh,
+                salvage,
+                header,
+                signer=self._signer,
+                hq_public=self._hq_public,
+                seq=seq,
+                prev=self.head_hash,
+                fields=fields,
+                firmware=self._firmware,
+                config_sha256=self._config_sha256,
+                time=time,
+                flags=["recovered"],
+            )
+            fh.flush()
+            os.fsync(fh.fileno())
+        final = self.dir / segment_filename(seq)
+        os.replace(path, final)
+        fsync_dir(self.dir)
+        self._store.record_segment_entry(
+            seq,
+            device_id=self.device_id,
+            boot_id=str(header["boot_id"]),
+            path=f"segments/{final.name}",
+            recording_id=recording_id,
+            mono_start_ns=mono_start,
+            mono_end_ns=mono_end,
+            utc_start_ns=utc_start,
+            utc_end_ns=utc_end,
+            manifest_sha256=signed.hash,
+            ciphertext_sha256=salvage.prefix_sha256,
+            size_bytes=final.stat().st_size,
+            chunks=salvage.chunks,
+            flags=["recovered"],
+            marks=0,
+            priority=1,
+        )
+        self.head_seq, self.head_hash = seq, signed.hash
+        log.warning(
+            "recovered seq %d from %s: %d chunks (%d attested by checkpoint), %.1f s",
+            seq,
+            path.name,
+            salvage.chunks,
+            salvage.attested_chunks,
+            (mono_end - mono_start) / 1e9,
+        )
+        return signed

@@ -16,11 +16,11 @@ from agent import __version__
 from agent.chainlog import ChainLog
 from agent.config import Config, ConfigError, load_config, resolve_path
 from agent.control import ControlError, ControlServer, request
-from agent.evidence.format import PARTIAL_SUFFIX
 from agent.evidence.keys import FileKeyStore, KeyFileError, generate_hq_key, load_hq_public
 from agent.provision import CONFIG_NAME, ProvisionError, provision
 from agent.recorder import CommandError, Recorder, RecorderSettings
-from agent.state import StateFile, resume_state
+from agent.recovery import recover
+from agent.state import State, StateFile, resume_state
 from agent.store import Store
 from agent.unit import Sensors, UnitError, build_sensors, build_workers, system_clock
 from agent.workers import SensorWorker
@@ -130,17 +130,21 @@ class Agent:
         if loaded.problem:
             log.error("state file ignored: %s", loaded.problem)
         _, resume = resume_state(loaded.persisted, kernel_boot_id())
-        partial = sorted((self.data_dir / "segments").glob(f"*{PARTIAL_SUFFIX}"))
-        self.chain.event(
-            "boot",
-            {
-                "firmware": __version__,
-                "previous_state": loaded.persisted.state.value if loaded.persisted else None,
-                "unsealed_partials": len(partial),
-            },
-        )
-        for p in partial:
-            log.warning("unsealed partial segment %s kept for recovery (never deleted)", p.name)
+        previous = loaded.persisted.state if loaded.persisted else None
+        # recovery comes first: salvaged segments belong to the previous boot's part of the chain
+        report = recover(self.data_dir, self.chain, self.store)
+        self.chain.event("boot", {"firmware": __version__, "previous_state": previous.value if previous else None})
+        unclean = previous is not None and previous is not State.OFF
+        if unclean or report.anything:
+            detail = report.as_detail()
+            detail["previous_state"] = previous.value if previous else None
+            self.chain.event("recovered-after-power-loss", detail)
+            log.warning(
+                "the previous run did not stop cleanly (%s): recovered %d segment(s), quarantined %d file(s)",
+                previous.value if previous else "no state",
+                len(report.recovered) + len(report.completed),
+                len(report.quarantined),
+            )
         self.store.audit("agent", "boot", self.config.device.id, "ok", boot_id=self.boot_id, resume=resume)
         if self.sensors.indicators is not None:
             self.sensors.indicators.open()

@@ -301,7 +301,7 @@ class Recorder:
     def _open_segment(self, start_ns: int, trigger: str) -> _Segment:
         assert self._recording_id is not None
         utc = self._clock.utc_ns() - (self._clock.monotonic_ns() - start_ns)
-        opened = self._chain.open_segment(start_ns, utc)
+        opened = self._chain.open_segment(start_ns, utc, self._recording_id)
         try:
             muxer = SegmentMuxer(
                 opened,

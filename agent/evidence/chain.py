@@ -159,6 +159,8 @@ def _majority_device(entries: list[Entry]) -> str:
 def _check_boot_and_time(prev: Entry, cur: Entry, report: ChainReport) -> None:
     pt, ct = prev.manifest["time"], cur.manifest["time"]
     if prev.manifest["boot_id"] == cur.manifest["boot_id"]:
+        if "recovered" in cur.manifest["flags"]:
+            return  # sealed by the next boot, whose monotonic clock may have restarted
         if ct["signed_mono_ns"] < pt["signed_mono_ns"]:
             report.problems.append(
                 Finding(cur.name, cur.seq, f"signed before seq {prev.seq} in the same boot (entries out of order)")

@@ -127,9 +127,12 @@ def check_manifest(m: dict[str, Any]) -> None:
         _hex(c, "header_sha256", "ciphertext.")
         _nonneg(c, "length", "ciphertext.")
         _nonneg(c, "chunks", "ciphertext.")
-        p = _need(m, "plaintext", dict)
-        _hex(p, "sha256", "plaintext.")
-        _nonneg(p, "length", "plaintext.")
+        if m.get("plaintext") is None and "recovered" in flags:
+            _need(m, "recovery", dict)  # salvaged after a power loss: the device never knew the plaintext
+        else:
+            p = _need(m, "plaintext", dict)
+            _hex(p, "sha256", "plaintext.")
+            _nonneg(p, "length", "plaintext.")
         for i, track in enumerate(_need(m, "tracks", list)):
             where = f"tracks[{i}]."
             if not isinstance(track, dict):

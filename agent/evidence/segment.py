@@ -95,7 +95,10 @@ class SegmentWriter:
         segment_id: str,
         chunk_bytes: int = MIN_CHUNK_BYTES,
         sync: Callable[[], None] | None = None,
+        started: dict[str, Any] | None = None,
     ) -> None:
+        """``started`` goes into the header as-is (the agent puts ``mono_ns``, ``utc_ns`` and
+        ``recording_id`` there), so a segment cut short by a power loss can still be sealed."""
         if not MIN_CHUNK_BYTES <= chunk_bytes <= MAX_CHUNK_BYTES:
             raise ValueError(f"chunk_bytes must be within {MIN_CHUNK_BYTES}..{MAX_CHUNK_BYTES}")
         self._sink = sink
@@ -127,6 +130,7 @@ class SegmentWriter:
             "aead": "AES-256-GCM-STREAM",
             "nonce_prefix": prefix.hex(),
             "chunk_bytes": chunk_bytes,
+            "started": started or {},
         }
         wrapped = seal(content_key, hq_public, key_info(header))
         header["enc"] = base64.b64encode(wrapped).decode()
@@ -413,3 +417,89 @@ def scan(
     if result.manifest_record is None and not result.prefix_sha256:
         result.prefix_sha256 = running.hexdigest()
     return result
+
+
+# -- salvage after a power loss ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Salvage:
+    """What can be kept of an unsealed segment: everything up to its last complete record."""
+
+    keep_bytes: int
+    chunks: int
+    checkpoints: int
+    attested_chunks: int
+    attested_mono_ns: int | None
+    prefix_sha256: str
+    dropped_bytes: int
+
+
+def plan_salvage(s: Scan, file_size: int) -> Salvage | None:
+    """Pure: how much of a scanned partial file to keep; None when it holds no header (nothing to save).
+
+    The last complete record ends the kept prefix; a torn record after it is cut off. The
+    chunks covered by the last valid-looking checkpoint were attested while recording.
+    """
+    if s.header is None or s.manifest_record is not None:
+        return None
+    last = s.checkpoints[-1] if s.checkpoints else None
+    return Salvage(
+        keep_bytes=s.size,
+        chunks=s.chunks,
+        checkpoints=len(s.checkpoints),
+        attested_chunks=last.actual_chunks if last else 0,
+        attested_mono_ns=int(last.claimed.get("mono_ns", 0)) if last else None,
+        prefix_sha256=s.prefix_sha256,
+        dropped_bytes=file_size - s.size,
+    )
+
+
+def seal_salvaged(
+    fh: BinaryIO,
+    salvage: Salvage,
+    header: dict[str, Any],
+    *,
+    signer: KeyStore,
+    hq_public: HqPublicKey | None,
+    seq: int,
+    prev: str | None,
+    fields: dict[str, Any],
+    firmware: str,
+    config_sha256: str,
+    time: dict[str, Any],
+    flags: list[str],
+) -> SignedManifest:
+    """Append the manifest of a salvaged segment to ``fh`` (already truncated to ``keep_bytes``
+    and positioned at its end). Its plaintext is unknown to the device: ``plaintext`` is null,
+    and its final chunk carries no last flag; the signed length and hash fix its end instead."""
+    manifest = base_fields(
+        kind="segment",
+        device_id=str(header["device_id"]),
+        seq=seq,
+        boot_id=str(header["boot_id"]),
+        prev=prev,
+        firmware=firmware,
+        config_sha256=config_sha256,
+        time=time,
+        flags=sorted(set(flags) | {"recovered"}),
+    )
+    manifest.update(fields)
+    manifest["segment_id"] = header["segment_id"]
+    manifest["ciphertext"] = {
+        "sha256": salvage.prefix_sha256,
+        "length": salvage.keep_bytes,
+        "chunks": salvage.chunks,
+        "checkpoints": salvage.checkpoints,
+        "header_sha256": hashlib.sha256(canonical.dumps(header)).hexdigest(),
+    }
+    manifest["plaintext"] = None
+    manifest["recovery"] = {
+        "attested_chunks": salvage.attested_chunks,
+        "attested_mono_ns": salvage.attested_mono_ns,
+        "dropped_tail_bytes": salvage.dropped_bytes,
+    }
+    signed = sign_manifest(manifest, signer)
+    body = signed.record_body()
+    fh.write(_HEAD.pack(REC_MANIFEST, len(body)) + body)
+    return signed

@@ -162,7 +162,10 @@ def _check_content(result: FileResult, hq_key: HqPrivateKey, decode: Decoder) ->
     result.problems.extend(opened.problems)
     if opened.problems:
         return
-    if opened.plaintext_sha256 != m["plaintext"]["sha256"] or opened.plaintext_length != m["plaintext"]["length"]:
+    plain = m.get("plaintext")
+    if plain is not None and (
+        opened.plaintext_sha256 != plain["sha256"] or opened.plaintext_length != plain["length"]
+    ):
         result.problems.append("decrypted content differs from the plaintext hash in the manifest")
         return
     result.problems.extend(decode(b"".join(parts), result.signed))

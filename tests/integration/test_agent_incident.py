@@ -1,0 +1,134 @@
+"""The real agent process records a scripted incident on simulated sensors; the evidence holds."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from agent.evidence.manifest import parse_manifest_record
+from agent.evidence.segment import scan
+from agent.store import Store
+from tests.fakes import FakeClock
+from tests.integration.agent_util import (
+    AgentProcess,
+    ffprobe_streams,
+    provision_sim,
+    run_cli,
+    verify_json,
+    with_inputs_script,
+)
+
+pytestmark = pytest.mark.skipif(shutil.which("ffprobe") is None, reason="ffprobe (Debian ffmpeg) is not installed")
+
+
+def manifests(data: Path) -> list[dict]:  # type: ignore[type-arg]
+    out = []
+    for p in sorted((data / "segments").glob("*.bcs")):
+        with p.open("rb") as fh:
+            s = scan(fh)
+        assert s.manifest_record is not None, p
+        out.append(parse_manifest_record(s.manifest_record).manifest)
+    return out
+
+
+def test_scripted_incident_records_verifies_and_decodes(tmp_path: Path) -> None:
+    data = tmp_path / "unit"
+    cfg = provision_sim(data, pre_event_s=3.0, segment_s=4.0)
+    # button at 6 s (3 s of pre-event by then), a mark at 9 s, button again at 17 s
+    with_inputs_script(cfg, "6:record,9:mark,17:record")
+    agent = AgentProcess(data, cfg, duration_s=20)
+    agent.wait_ready()
+    time.sleep(11.5)
+    reply = agent.ctl("mark", note="second mark, from the control socket")
+    assert reply["ok"] and reply["data"]["recording"] is True, reply
+    status = agent.ctl("status")["data"]
+    assert status["state"] == "recording" and status["dropped"] == {"chest": 0, "thermal": 0, "audio": 0}
+    assert agent.wait(60) == 0, agent.log()
+
+    # public verification passes, and with headquarters' key every chunk decrypts and decodes
+    doc = verify_json(data, "--hq-key", str(data / "dev-hq" / "hq.key"))
+    assert doc["_exit"] == 0 and doc["ok"], json.dumps(doc["problems"], indent=1)
+    assert doc["clean_end"] and doc["decrypted"]
+
+    ms = manifests(data)
+    events = [m["event"] for m in ms if m["type"] == "event"]
+    assert events == ["boot", "record-start", "record-stop", "shutdown"]
+    segs = [m for m in ms if m["type"] == "segment"]
+    start_ev = next(m for m in ms if m.get("event") == "record-start")
+    stop_ev = next(m for m in ms if m.get("event") == "record-stop")
+    assert start_ev["detail"]["trigger"] == "button"
+    # pre-event: the first segment starts 3-4 s before the button, flagged
+    pre_ns = start_ev["time"]["mono_start_ns"] - segs[0]["time"]["mono_start_ns"]
+    assert 3e9 <= pre_ns < 4.2e9 and "pre-event" in segs[0]["flags"]
+    # segments abut; the footage covers pre-event plus the ~11 s between the presses
+    for a, b in zip(segs, segs[1:], strict=False):
+        assert b["time"]["mono_start_ns"] == a["time"]["mono_end_ns"]
+    footage_s = (segs[-1]["time"]["mono_end_ns"] - segs[0]["time"]["mono_start_ns"]) / 1e9
+    between_s = (stop_ev["time"]["mono_start_ns"] - start_ev["time"]["mono_start_ns"]) / 1e9
+    assert between_s + 3 - 0.5 <= footage_s <= between_s + 4.2
+    # both marks are in the manifests; the note is sealed, never in the clear
+    assert sum(len(s["marks"]) for s in segs) == 2
+    assert b"second mark" not in b"".join(p.read_bytes() for p in (data / "segments").glob("*.bcs"))
+    # gnss fixes were sealed into the manifests (encrypted metadata is present)
+    assert all("sealed" in s for s in segs[1:])
+
+    # decrypted media: three tracks with the frame counts the manifests claim
+    out = tmp_path / "decrypted"
+    res = run_cli("hq", "decrypt", *map(str, sorted((data / "segments").glob("*.bcs"))), "--key",
+                  str(data / "dev-hq" / "hq.key"), "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    total_video = 0
+    for seg in segs:
+        streams = ffprobe_streams(out / f"{seg['seq']:010d}.mkv")
+        assert [s["codec_name"] for s in streams] == ["h264", "ffv1", "opus"]
+        video = next(t for t in seg["tracks"] if t["name"] == "chest")
+        thermal = next(t for t in seg["tracks"] if t["name"] == "thermal")
+        assert int(streams[0]["nb_read_frames"]) == video["frames"]
+        assert int(streams[1]["nb_read_frames"]) == thermal["frames"]
+        assert streams[0]["width"] == 1280 and streams[1]["pix_fmt"] == "gray16le"
+        total_video += video["frames"]
+    assert abs(total_video - footage_s * 30) <= 2  # 30 fps, nothing lost between segments
+
+    # the audit log has every action, with who did it
+    with Store(data / "index.sqlite", FakeClock()) as store:
+        audit = [(e.actor, e.action, e.outcome) for e in store.audit_tail(50)]
+        assert store.integrity_check() == "ok"
+    assert ("input:record", "toggle_record", "ok") in audit
+    assert any(a.startswith("ctl:uid=") and act == "mark" for a, act, _ in audit)
+
+
+def test_sigterm_while_recording_seals_and_closes_the_chain(tmp_path: Path) -> None:
+    data = tmp_path / "unit"
+    cfg = provision_sim(data, pre_event_s=0.0, segment_s=4.0)
+    agent = AgentProcess(data, cfg)
+    agent.wait_ready()
+    assert agent.ctl("start")["ok"]
+    time.sleep(3)
+    agent.terminate()
+    assert agent.wait(60) == 0, agent.log()
+    doc = verify_json(data)
+    assert doc["ok"] and doc["clean_end"], doc["problems"]
+    ms = manifests(data)
+    assert [m.get("event") for m in ms if m["type"] == "event"][-2:] == ["record-stop", "shutdown"]
+    stop = next(m for m in ms if m.get("event") == "record-stop")
+    assert stop["detail"]["by"] == "shutdown"
+    assert not list((data / "segments").glob("*.part"))
+
+
+def test_bad_config_is_refused_with_the_key_name(tmp_path: Path) -> None:
+    data = tmp_path / "unit"
+    cfg = provision_sim(data)
+    cfg.write_text(cfg.read_text().replace("pre_event_s = 30.0", "pre_event_s = 300.0"))
+    res = run_cli("run", "--sim", "--data-dir", str(data), "--config", str(cfg), "--duration", "1")
+    assert res.returncode == 2
+    assert "recording.pre_event_s" in res.stderr
+    assert not (data / "segments").exists() or not list((data / "segments").iterdir())
+
+
+def test_unprovisioned_unit_refuses_to_run(tmp_path: Path) -> None:
+    res = run_cli("run", "--data-dir", str(tmp_path / "empty"), "--duration", "1")
+    assert res.returncode == 2 and "not provisioned" in res.stderr
