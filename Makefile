@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DATA ?= run-data
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test lint unit integration bench clean
+.PHONY: setup run test lint unit integration bench faults clean
 
 setup: $(STAMP)
 
@@ -33,6 +33,9 @@ integration: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python scripts/bench.py
+
+faults: $(STAMP)
+	$(BIN)/python scripts/faults.py --trials 25
 
 clean:
 	rm -rf $(VENV) $(DATA) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,32 @@
+"""`make faults`: the power-cut harness with many trials; prints JSON figures (no thresholds)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.integration.killharness import run_harness  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--trials", type=int, default=25)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    with tempfile.TemporaryDirectory(prefix="bodycam-faults-") as tmp:
+        result = run_harness(Path(tmp) / "unit", trials=args.trials, seed=args.seed)
+    doc = {"power_cut": result.figures(), "trials": [asdict(t) for t in result.trials]}
+    print(json.dumps(doc, indent=2))
+    return 0 if doc["power_cut"]["segments_lost"] == 0 and doc["power_cut"]["final_verify_ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
