@@ -11,9 +11,10 @@ import io
 import logging
 import os
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 from agent.evidence.format import GENESIS_PREV, PARTIAL_SUFFIX, SEGMENT_SUFFIX, segment_filename
 from agent.evidence.keys import HqPublicKey
@@ -22,6 +23,7 @@ from agent.evidence.segment import (
     Salvage,
     SealResult,
     SegmentWriter,
+    plan_salvage,
     scan,
     seal_metadata,
     seal_salvaged,
@@ -35,13 +37,49 @@ from hal.keystore import KeyStore
 log = logging.getLogger(__name__)
 
 
+class SegmentFile(Protocol):
+    """Where a segment's bytes go: a file that can be made durable. Tests put a faulty one here."""
+
+    def write(self, data: bytes, /) -> int: ...
+
+    def flush(self) -> None: ...
+
+    def sync(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class OsSegmentFile:
+    """A real file, buffered in user space between checkpoints; ``sync`` flushes and fsyncs."""
+
+    def __init__(self, path: Path) -> None:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        self._fh: BinaryIO = os.fdopen(fd, "wb", buffering=256 * 1024)
+
+    def write(self, data: bytes, /) -> int:
+        return self._fh.write(data)
+
+    def flush(self) -> None:
+        self._fh.flush()
+
+    def sync(self) -> None:
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+FileOpener = Callable[[Path], SegmentFile]
+
+
 @dataclass
 class OpenSegment:
     """A segment being written: its partial file and the writer sealing into it."""
 
     segment_id: str
     path: Path
-    fh: BinaryIO
+    fh: SegmentFile
     writer: SegmentWriter
     mono_start_ns: int
     utc_start_ns: int
@@ -74,8 +112,10 @@ class ChainLog:
         store: Store,
         clock: Clock,
         chunk_bytes: int,
+        opener: FileOpener = OsSegmentFile,
     ) -> None:
         self.dir = data_dir / "segments"
+        self._opener = opener
         self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._data_dir = data_dir
         self._signer = signer
@@ -186,13 +226,8 @@ class ChainLog:
     def open_segment(self, mono_start_ns: int, utc_start_ns: int, recording_id: str | None = None) -> OpenSegment:
         segment_id = str(uuid.uuid4())
         path = self.dir / f"{segment_id}{PARTIAL_SUFFIX}"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        fh = os.fdopen(fd, "wb", buffering=256 * 1024)
+        fh = self._opener(path)
         fsync_dir(self.dir)
-
-        def sync() -> None:
-            os.fsync(fh.fileno())
-
         writer = SegmentWriter(
             fh,
             signer=self._signer,
@@ -201,7 +236,7 @@ class ChainLog:
             boot_id=self.boot_id,
             segment_id=segment_id,
             chunk_bytes=self._chunk_bytes,
-            sync=sync,
+            sync=fh.sync,
             started={"mono_ns": mono_start_ns, "utc_ns": utc_start_ns, "recording_id": recording_id},
         )
         return OpenSegment(segment_id, path, fh, writer, mono_start_ns, utc_start_ns, mono_start_ns)
@@ -326,3 +361,16 @@ class ChainLog:
             (mono_end - mono_start) / 1e9,
         )
         return signed
+
+    def salvage_now(self, path: Path) -> int | None:
+        """Seal what reached the disk of a segment whose writing failed; None when nothing can be.
+
+        A file that already carries a manifest (its final fsync failed) is left for recovery at
+        the next start, which checks it against the chain; so is one without a chunk.
+        """
+        with path.open("rb") as fh:
+            found = scan(fh)
+        salvage = plan_salvage(found, path.stat().st_size)
+        if salvage is None or found.header is None or salvage.chunks == 0:
+            return None
+        return self.seal_salvaged(path, salvage, found.header).seq

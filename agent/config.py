@@ -95,10 +95,31 @@ class ConsoleConfig:
     baud: int = 115200
 
 
+STORAGE_THRESHOLD_KEYS = ("warn_free_bytes", "critical_free_bytes", "full_free_bytes", "reserve_free_bytes")
+DAY_S = 86400
+
+
 @dataclass(frozen=True, slots=True)
 class StorageConfig:
-    warn_free_bytes: int = 0  # 0: derived from the bitrates by the storage maintainer
+    """Free-space thresholds (0: derived from the recording bitrate, see ``agent.storage``) and
+    how long a copy of footage headquarters has acknowledged stays on the unit (0: delete it as
+    soon as it is acknowledged)."""
+
+    warn_free_bytes: int = 0
+    critical_free_bytes: int = 0
+    full_free_bytes: int = 0
     reserve_free_bytes: int = 0
+    keep_acknowledged_s: float = 7.0 * DAY_S
+
+    def misordered(self) -> tuple[str, str] | None:
+        """(key, higher_key) when an explicit threshold exceeds an explicit one that should be
+        larger (warn >= critical >= full >= reserve); None when the explicit ones are in order."""
+        explicit = [(k, getattr(self, k)) for k in STORAGE_THRESHOLD_KEYS if getattr(self, k)]
+        for i, (higher, higher_value) in enumerate(explicit):
+            for key, value in explicit[i + 1:]:
+                if value > higher_value:
+                    return key, higher
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -344,12 +365,13 @@ def _build(root: _Section) -> Config:
 
     s = root.section("storage")
     storage = StorageConfig(
-        warn_free_bytes=s.getint("warn_free_bytes", 0, minval=0, maxval=MAX_BYTES),
-        reserve_free_bytes=s.getint("reserve_free_bytes", 0, minval=0, maxval=MAX_BYTES),
+        **{key: s.getint(key, 0, minval=0, maxval=MAX_BYTES) for key in STORAGE_THRESHOLD_KEYS},
+        keep_acknowledged_s=s.getfloat("keep_acknowledged_s", 7.0 * DAY_S, minval=0, maxval=365 * DAY_S),
     )
-    if storage.warn_free_bytes and storage.reserve_free_bytes > storage.warn_free_bytes:
-        raise s.error("reserve_free_bytes", f"{storage.reserve_free_bytes} exceeds "
-                      f"storage.warn_free_bytes ({storage.warn_free_bytes})")
+    wrong = storage.misordered()
+    if wrong is not None:
+        key, higher = wrong
+        raise s.error(key, f"{getattr(storage, key)} exceeds storage.{higher} ({getattr(storage, higher)})")
     s.finish()
 
     root.finish()

@@ -8,6 +8,8 @@ only call that reads from another thread; it returns a snapshot taken under a sm
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
 import queue
 import threading
@@ -31,6 +33,18 @@ from hal.indicators import Indicator, Indicators, Pattern
 log = logging.getLogger(__name__)
 
 HOLD_MAX_NS = 1_000_000_000  # a track waits at most this long for the anchor track to catch up
+REOPEN_INTERVAL_NS = 1_000_000_000  # after a storage fault, try a new segment at most once a second
+
+
+def _os_error(exc: BaseException | None) -> OSError | None:
+    """The OSError behind an exception (muxers wrap the sink's errors), if any."""
+    seen = 0
+    while exc is not None and seen < 8:
+        if isinstance(exc, OSError):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return None
 
 
 class CommandError(Exception):
@@ -65,6 +79,7 @@ class _Segment:
     flags: set[str] = field(default_factory=set)
     switched: set[str] = field(default_factory=set)  # tracks that moved here from the previous segment
     started: set[str] = field(default_factory=set)  # video tracks that have had their first keyframe
+    durable_frames: dict[str, int] = field(default_factory=dict)  # frames written before the last checkpoint
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +131,8 @@ class Recorder:
         self._muted = False
         self._last_fix: GnssFix | None = None
         self._drops_total: dict[str, int] = dict.fromkeys(self._track_kind, 0)
+        self._lost_total: dict[str, int] = dict.fromkeys(self._track_kind, 0)
+        self._open_failed_ns: int | None = None
         self._frames_total: dict[str, int] = dict.fromkeys(self._track_kind, 0)
         self._segments_sealed = 0
         self._last_error: str | None = None
@@ -257,10 +274,13 @@ class Recorder:
                 self._pre.push(p)
             return
         seg = self._current
-        assert seg is not None
+        if seg is None:
+            seg = self._reopen(p)
+            if seg is None:
+                self._count_lost(p)
+                return
         due = p.track == self._anchor and p.keyframe and p.pts_ns - seg.start_ns >= self._s.segment_ns
-        if due and self._closing is None:
-            self._rotate(p.pts_ns)
+        if due and self._closing is None and self._rotate(p.pts_ns):
             seg = self._current
             assert seg is not None
         closing = self._closing
@@ -272,9 +292,9 @@ class Recorder:
                 self._write(closing, p)
                 return
         self._write(seg, p)
-        if closing is not None and seg.switched >= set(self._track_kind):
-            self._seal(closing, end_ns=seg.start_ns)
+        if closing is not None and self._closing is closing and seg.switched >= set(self._track_kind):
             self._closing = None
+            self._seal(closing, end_ns=seg.start_ns)
 
     def _write(self, seg: _Segment, p: EncodedPacket) -> None:
         if p.pts_ns < seg.start_ns:
@@ -283,20 +303,93 @@ class Recorder:
             if self._track_kind.get(p.track) == "video" and not p.keyframe:
                 return  # a video track begins at a keyframe (asked for when recording starts)
             seg.started.add(p.track)
-        seg.muxer.write(p)
+        try:
+            seg.muxer.write(p)
+        except (MediaError, OSError) as exc:
+            self._segment_failed(seg, exc)
+            self._count_lost(p)
+            return
         seg.frames[p.track] = seg.frames.get(p.track, 0) + p.frames
         seg.end_ns = max(seg.end_ns, p.end_ns)
 
-    def _rotate(self, boundary_ns: int) -> None:
+    def _count_lost(self, p: EncodedPacket) -> None:
+        """A packet recorded while no segment could take it (storage failing): counted, never silent."""
+        self._lost_total[p.track] = self._lost_total.get(p.track, 0) + p.frames
+
+    def _rotate(self, boundary_ns: int) -> bool:
+        """Start the next segment at this anchor keyframe; if it cannot be opened, keep the current one."""
         old = self._current
         assert old is not None and self._recording_id is not None
-        new = self._open_segment(boundary_ns, old.trigger)
+        new = self._try_open(boundary_ns, old.trigger)
+        if new is None:
+            return False
         new.switched.add(self._anchor or "")
-        if self._stealth:
-            new.flags.add("stealth")
-        if self._muted:
-            new.flags.add("muted")
         self._closing, self._current = old, new
+        return True
+
+    def _try_open(self, start_ns: int, trigger: str) -> _Segment | None:
+        now = self._clock.monotonic_ns()
+        if self._open_failed_ns is not None and now - self._open_failed_ns < REOPEN_INTERVAL_NS:
+            return None
+        try:
+            seg = self._open_segment(start_ns, trigger)
+        except (MediaError, OSError) as exc:
+            self._open_failed_ns = now
+            self._last_error = f"cannot open a segment: {exc}"
+            log.error("recording, but %s; retrying at the next keyframe", self._last_error)
+            return None
+        self._open_failed_ns = None
+        if self._stealth:
+            seg.flags.add("stealth")
+        if self._muted:
+            seg.flags.add("muted")
+        return seg
+
+    def _reopen(self, p: EncodedPacket) -> _Segment | None:
+        """While recording without a segment (after a storage fault), start one at an anchor keyframe."""
+        if (p.track != self._anchor and self._anchor is not None) or not p.keyframe:
+            return None
+        self._current = self._try_open(p.pts_ns, "continued")
+        if self._current is not None:
+            log.warning("recording continues in a new segment after a storage fault")
+        return self._current
+
+    def _segment_failed(self, seg: _Segment, exc: BaseException) -> None:
+        """Writing a segment failed (disk full, I/O error): keep what is durable, carry on recording.
+
+        The segment is never marked sealed on the strength of a failed write or fsync. What reached
+        the disk is salvaged now, as recovery would after a power cut; if even that fails, the
+        partial file stays for recovery at the next start. A signed event explains the gap.
+        """
+        err = _os_error(exc)
+        full = err is not None and err.errno == errno.ENOSPC
+        self._last_error = f"writing segment {seg.open.segment_id}: {exc}"
+        log.error("storage fault: %s", self._last_error)
+        if seg is self._current:
+            self._current = None
+        if seg is self._closing:
+            self._closing = None
+        for track, n in seg.frames.items():
+            # what was written after the last checkpoint may not have reached the disk: count it lost
+            self._lost_total[track] = self._lost_total.get(track, 0) + n - seg.durable_frames.get(track, 0)
+        with contextlib.suppress(Exception):
+            seg.muxer.close()
+        with contextlib.suppress(Exception):
+            seg.open.fh.close()
+        salvaged: int | None = None
+        try:
+            salvaged = self._chain.salvage_now(seg.open.path)
+        except Exception as salvage_exc:
+            log.error("could not salvage %s now (%s): left for recovery at the next start", seg.open.path.name,
+                      salvage_exc)
+        try:
+            self._chain.event(
+                "storage-full" if full else "storage-error",
+                {"error": str(exc)[:200], "salvaged_seq": salvaged},
+                recording_id=self._recording_id,
+            )
+        except Exception as event_exc:
+            log.error("could not record the storage fault in the chain: %s", event_exc)
 
     def _open_segment(self, start_ns: int, trigger: str) -> _Segment:
         assert self._recording_id is not None
@@ -319,6 +412,12 @@ class Recorder:
         return seg
 
     def _seal(self, seg: _Segment, end_ns: int | None = None) -> None:
+        try:
+            self._seal_or_raise(seg, end_ns)
+        except (MediaError, OSError) as exc:
+            self._segment_failed(seg, exc)
+
+    def _seal_or_raise(self, seg: _Segment, end_ns: int | None) -> None:
         seg.muxer.close()
         end = end_ns if end_ns is not None else max(seg.end_ns, seg.start_ns)
         utc_end = self._clock.utc_ns() - (self._clock.monotonic_ns() - end)
@@ -400,22 +499,21 @@ class Recorder:
             # no buffered footage: begin now; each video track from the next keyframe, asked for now
             self._request_keyframes()
             start = self._clock.monotonic_ns()
-            self._current = self._open_segment(start, trigger)
+        self._open_failed_ns = None
+        seg = self._current = self._try_open(start, trigger)
+        pre_event_ns = max(0, self._clock.monotonic_ns() - start) if held else 0
+        if seg is not None:
+            seg.pre_event_ns = pre_event_ns
+            for p in held:
+                if self._current is seg:
+                    self._write(seg, p)
         else:
-            self._current = self._open_segment(start, trigger)
-            self._current.pre_event_ns = max(0, self._clock.monotonic_ns() - start)
-        if self._stealth:
-            self._current.flags.add("stealth")
-        if self._muted:
-            self._current.flags.add("muted")
-        for p in held:
-            self._write(self._current, p)
+            for p in held:
+                self._count_lost(p)
         self._persist()
         self._apply_indicators(pulse=True)
-        log.info(
-            "RECORDING (%s by %s), pre-event %.1f s", trigger, actor, self._current.pre_event_ns / 1e9
-        )
-        return {"recording_id": self._recording_id, "pre_event_s": round(self._current.pre_event_ns / 1e9, 3)}
+        log.info("RECORDING (%s by %s), pre-event %.1f s", trigger, actor, pre_event_ns / 1e9)
+        return {"recording_id": self._recording_id, "pre_event_s": round(pre_event_ns / 1e9, 3)}
 
     def _cmd_stop(self, actor: str) -> dict[str, Any]:
         if self._state is not State.RECORDING:
@@ -431,12 +529,12 @@ class Recorder:
     def _finish_recording(self) -> str:
         self._release_held(force=True)
         if self._closing is not None:
-            assert self._current is not None
-            self._seal(self._closing, end_ns=self._current.start_ns)
-            self._closing = None
+            closing, self._closing = self._closing, None
+            end = self._current.start_ns if self._current is not None else None
+            self._seal(closing, end_ns=end)
         if self._current is not None:
-            self._seal(self._current)
-            self._current = None
+            current, self._current = self._current, None
+            self._seal(current)
         rec = self._recording_id or ""
         self._recording_id = None
         return rec
@@ -521,12 +619,17 @@ class Recorder:
         if self._closing is not None and self._current is not None and now - self._current.start_ns > 2 * HOLD_MAX_NS:
             # a track that never reached its keyframe after the boundary (sensor stalled): stop waiting
             log.warning("sealing previous segment without tracks %s", set(self._track_kind) - self._current.switched)
-            self._seal(self._closing, end_ns=self._current.start_ns)
-            self._closing = None
+            closing, self._closing = self._closing, None
+            self._seal(closing, end_ns=self._current.start_ns)
         for seg in (self._closing, self._current):
             if seg is not None and now - seg.open.last_checkpoint_ns >= self._s.checkpoint_ns:
-                seg.open.writer.checkpoint(now)
+                try:
+                    seg.open.writer.checkpoint(now)
+                except (MediaError, OSError) as exc:
+                    self._segment_failed(seg, exc)
+                    continue
                 seg.open.last_checkpoint_ns = now
+                seg.durable_frames = dict(seg.frames)
 
     def _shutdown(self) -> None:
         try:
@@ -588,6 +691,7 @@ class Recorder:
             "segments_sealed": self._segments_sealed,
             "frames": dict(self._frames_total),
             "dropped": dict(self._drops_total),
+            "lost_to_storage": dict(self._lost_total),
             "gnss": None
             if fix is None
             else {"mode": int(fix.mode), "lat_deg": fix.lat_deg, "lon_deg": fix.lon_deg, "h_acc_m": fix.h_acc_m},

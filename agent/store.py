@@ -40,7 +40,7 @@ Migration = Callable[[Database], None]
 _SEGMENT_COLUMNS = (
     "seq", "kind", "path", "state", "recording_id", "mono_start_ns", "mono_end_ns", "utc_start_ns",
     "utc_end_ns", "bytes", "chunks", "ciphertext_sha256", "manifest_sha256", "flags", "marks", "priority",
-    "upload_offset", "receipt", "created_utc_ns", "updated_utc_ns",
+    "upload_offset", "receipt", "created_utc_ns", "updated_utc_ns", "local_deleted_utc_ns",
 )
 
 
@@ -99,8 +99,18 @@ def _v1(db: Database) -> None:
         db.conn.execute(statement)
 
 
+def _v2(db: Database) -> None:
+    # When the file of an acknowledged entry was removed from the unit; the row itself stays.
+    db.conn.execute("ALTER TABLE segments ADD COLUMN local_deleted_utc_ns INTEGER")
+    # Retention's candidates, without scanning every acknowledged row of the unit's life.
+    db.conn.execute(
+        "CREATE INDEX segments_local_acknowledged ON segments (seq)"
+        " WHERE state = 'acknowledged' AND local_deleted_utc_ns IS NULL"
+    )
+
+
 # MIGRATIONS[i] takes the schema from user_version i to i + 1. Append; never edit a released one.
-MIGRATIONS: tuple[Migration, ...] = (_v1,)
+MIGRATIONS: tuple[Migration, ...] = (_v1, _v2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +137,7 @@ class Segment:
     receipt: dict[str, Any] | None
     created_utc_ns: int
     updated_utc_ns: int
+    local_deleted_utc_ns: int | None = None  # when its file was removed from the unit, if it was
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Segment:
@@ -474,6 +485,51 @@ class Store:
             if updated != 1:
                 raise StoreError(f"Setting upload offset of {seq}: no such segment or {offset} out of range")
 
+    # ---- local copies -----------------------------------------------------------------------
+
+    def local_acknowledged(self) -> list[Segment]:
+        """Acknowledged entries whose file is still on the unit, oldest (lowest seq) first."""
+        with self._reading("Listing acknowledged local copies") as db:
+            # Without INDEXED BY the planner picks segments_upload and walks every acknowledged row.
+            rows = list(db.query(
+                "SELECT * FROM segments INDEXED BY segments_local_acknowledged"
+                " WHERE state = 'acknowledged' AND local_deleted_utc_ns IS NULL ORDER BY seq"))
+        return [Segment.from_row(r) for r in rows]
+
+    def chain_head_seqs(self) -> frozenset[int]:
+        """The seq of every device's chain head (in practice one): entries whose file must stay,
+        because :class:`agent.chainlog.ChainLog` finds the head from the newest file when the
+        index is behind."""
+        with self._reading("Reading chain heads") as db:
+            return frozenset(int(r[0]) for r in db.conn.execute("SELECT head_seq FROM chain"))
+
+    def mark_deleted_local(self, seq: int, *, actor: str, **detail: Any) -> None:
+        """Record that the file of entry ``seq`` was removed from the unit, and audit it
+        (action 'delete-local', ``detail`` added to the record), in one transaction.
+
+        Only an acknowledged entry with a receipt qualifies, once: anything else raises
+        :class:`StoreError` and changes nothing. The row stays, as proof the entry existed.
+        """
+        doing = f"Marking segment {seq} deleted locally"
+        utc_ns, mono_ns = self._clock.utc_ns(), self._clock.monotonic_ns()
+        with self._transaction(doing) as db:
+            row = db.conn.execute(
+                "SELECT state, receipt, local_deleted_utc_ns, path, bytes FROM segments WHERE seq=?", (seq,)
+            ).fetchone()
+            if row is None:
+                raise StoreError(f"{doing}: no such segment")
+            state, receipt, deleted, path, size = row
+            if state != "acknowledged" or receipt is None:
+                raise StoreError(f"{doing}: it is {state}{'' if receipt else ' without a receipt'}, "
+                                 "not acknowledged by headquarters")
+            if deleted is not None:
+                raise StoreError(f"{doing}: already marked deleted")
+            db.conn.execute(
+                "UPDATE segments SET local_deleted_utc_ns=?, updated_utc_ns=? WHERE seq=?", (utc_ns, utc_ns, seq)
+            )
+            self._insert_audit(db, utc_ns, mono_ns, actor, "delete-local", path, "ok",
+                               {"seq": seq, "bytes": size, **detail})
+
     # ---- audit ----------------------------------------------------------------------------
 
     def audit(self, actor: str, action: str, target: str, outcome: str, **detail: Any) -> int:
@@ -482,13 +538,18 @@ class Store:
             raise StoreError(f"Auditing {action}: outcome {outcome!r} is not one of {OUTCOMES}")
         utc_ns, mono_ns = self._clock.utc_ns(), self._clock.monotonic_ns()
         with self._transaction(f"Auditing {action} by {actor}") as db:
-            cursor = db.conn.execute(
-                "INSERT INTO audit (utc_ns, mono_ns, actor, action, target, outcome, detail)"
-                " VALUES (?,?,?,?,?,?,?)",
-                (utc_ns, mono_ns, actor, action, target, outcome,
-                 json.dumps(detail, sort_keys=True, default=str)),  # default=str: never fail to audit
-            )
-            return int(cursor.lastrowid or 0)
+            return self._insert_audit(db, utc_ns, mono_ns, actor, action, target, outcome, detail)
+
+    @staticmethod
+    def _insert_audit(db: Database, utc_ns: int, mono_ns: int, actor: str, action: str, target: str,
+                      outcome: str, detail: Mapping[str, Any]) -> int:
+        cursor = db.conn.execute(
+            "INSERT INTO audit (utc_ns, mono_ns, actor, action, target, outcome, detail)"
+            " VALUES (?,?,?,?,?,?,?)",
+            (utc_ns, mono_ns, actor, action, target, outcome,
+             json.dumps(dict(detail), sort_keys=True, default=str)),  # default=str: never fail to audit
+        )
+        return int(cursor.lastrowid or 0)
 
     def audit_tail(self, n: int) -> list[AuditEntry]:
         """The last ``n`` audit records, oldest first (n <= 0: none)."""

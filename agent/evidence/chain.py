@@ -14,7 +14,7 @@ from agent.evidence.format import GENESIS_PREV
 
 # Events that explain a hole in footage: the unit says why it did not record.
 GAP_EXPLAINING_EVENTS = frozenset(
-    {"sensor-fault", "storage-full", "recovered-after-power-loss", "clock-step", "shutdown", "boot"}
+    {"sensor-fault", "storage-full", "storage-error", "recovered-after-power-loss", "clock-step", "shutdown", "boot"}
 )
 
 
@@ -203,8 +203,8 @@ def _check_footage_gaps(ordered: list[Entry], report: ChainReport) -> None:
                     explained_since[key] = True
             continue
         rec = e.manifest.get("recording_id")
-        if not isinstance(rec, str):
-            continue
+        if not isinstance(rec, str) or "recovered" in e.manifest["flags"]:
+            continue  # a salvaged segment ends where the power or the disk failed; events explain it
         prev = last_seg.get(rec)
         if prev is not None and prev.seq < e.seq:
             gap = e.manifest["time"]["mono_start_ns"] - prev.manifest["time"]["mono_end_ns"]

@@ -47,6 +47,7 @@ EVENT_TYPES = frozenset(
         "recovered-after-power-loss",
         "storage-low",
         "storage-full",
+        "storage-error",
         "sensor-fault",
         "sensor-recovered",
         "config-changed",

@@ -191,3 +191,76 @@ def load_hq_private(path: Path) -> HqPrivateKey:
     if isinstance(key, ec.EllipticCurvePrivateKey) and isinstance(key.curve, ec.SECP256R1):
         return key
     raise KeyFileError(f"{path} is not a headquarters key (X25519 or P-256)")
+
+
+# -- headquarters' receipt key and the two-key hq.pub ------------------------------------------
+
+
+def write_private_pem(path: Path, pem: bytes, overwrite: bool = False) -> None:
+    """Write a PEM private key (or any secret) 0600 through a descriptor opened with that mode."""
+    _write_private(path, pem, overwrite)
+
+
+def write_public_pem(path: Path, pem: bytes) -> None:
+    """Write a public PEM file 0644, atomically."""
+    _write_public(path, pem)
+
+
+def generate_receipt_key(key_path: Path, overwrite: bool = False) -> ed25519.Ed25519PublicKey:
+    """Create headquarters' Ed25519 receipt-signing key (0600); return its public key."""
+    key = ed25519.Ed25519PrivateKey.generate()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    _write_private(key_path, pem, overwrite)
+    return key.public_key()
+
+
+def load_receipt_private(path: Path) -> ed25519.Ed25519PrivateKey:
+    try:
+        key = serialization.load_pem_private_key(_read_private(path), password=None)
+    except ValueError as exc:
+        raise KeyFileError(f"{path} is not a PEM private key") from exc
+    if not isinstance(key, ed25519.Ed25519PrivateKey):
+        raise KeyFileError(f"{path} is not an Ed25519 receipt key")
+    return key
+
+
+def write_hq_pub(path: Path, hq_public: HqPublicKey, receipt_public: ed25519.Ed25519PublicKey) -> None:
+    """hq.pub: the HPKE public key, then the receipt public key, both PEM."""
+    _write_public(path, public_pem(hq_public) + public_pem(receipt_public))
+
+
+def _pem_blocks(data: bytes) -> list[bytes]:
+    blocks: list[bytes] = []
+    end_marker = b"-----END "
+    rest = data
+    while (start := rest.find(b"-----BEGIN ")) >= 0:
+        end = rest.find(end_marker, start)
+        if end < 0:
+            break
+        stop = rest.find(b"-----", end + len(end_marker))
+        if stop < 0:
+            break
+        blocks.append(rest[start : stop + 5] + b"\n")
+        rest = rest[stop + 5 :]
+    return blocks
+
+
+def load_receipt_public(path: Path) -> ed25519.Ed25519PublicKey:
+    """The receipt public key: the second PEM key of a two-key ``hq.pub``."""
+    blocks = _pem_blocks(_read_public(path))
+    if len(blocks) < 2:
+        raise KeyFileError(f"{path} holds no receipt key (an hq.pub from before receipts? run bodycam-hq keygen)")
+    try:
+        key = serialization.load_pem_public_key(blocks[1])
+    except ValueError as exc:
+        raise KeyFileError(f"{path}: the second key is not a PEM public key") from exc
+    if not isinstance(key, ed25519.Ed25519PublicKey):
+        raise KeyFileError(f"{path}: the second key is not an Ed25519 receipt key")
+    return key
+
+
+def load_hq_pub_pair(path: Path) -> tuple[HqPublicKey, ed25519.Ed25519PublicKey]:
+    """Both keys of ``hq.pub``: (HPKE key, receipt key)."""
+    return load_hq_public(path), load_receipt_public(path)

@@ -1,0 +1,192 @@
+"""Signed documents of the sync protocol: headquarters' receipts and the unit's heartbeat bodies.
+
+Both ends use this module (docs/sync-protocol.md, "Receipts" and "Heartbeat"), so the bytes that
+are signed are built in exactly one place. A receipt is canonical JSON followed by a 64-byte
+Ed25519 signature by ``receipt.key`` over ``CTX_RECEIPT || json``. A heartbeat body is canonical
+JSON ``{"sig": <b64>, "status": {...}}`` whose ``sig`` is the device's Ed25519 signature over
+``CTX_HEARTBEAT || canonical(status)``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from agent.evidence import canonical
+from agent.evidence.format import SIGNATURE_LEN
+from agent.evidence.keys import fingerprint, public_der, verify_signature
+from hal.keystore import KeyStore
+
+CTX_RECEIPT = b"bodycam/v1/receipt\x00"
+CTX_HEARTBEAT = b"bodycam/v1/heartbeat\x00"
+
+MAX_RECEIPT_BYTES = 16 * 1024
+
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+# Every receipt carries exactly these fields; ``hq_key`` is filled in by make_receipt.
+RECEIPT_FIELDS = frozenset(
+    {
+        "device_id",
+        "seq",
+        "manifest_sha256",
+        "file_sha256",
+        "received_utc_ns",
+        "chain_head",
+        "contiguous_through",
+        "hq_key",
+    }
+)
+
+
+class ReceiptError(ValueError):
+    """A receipt or heartbeat that is malformed, altered, or signed by another key."""
+
+
+def _int(doc: Mapping[str, Any], key: str, minimum: int) -> int:
+    value = doc.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ReceiptError(f"{key}: expected an integer >= {minimum}")
+    return value
+
+
+def _hex(doc: Mapping[str, Any], key: str) -> str:
+    value = doc.get(key)
+    if not isinstance(value, str) or not _HEX64.match(value):
+        raise ReceiptError(f"{key}: expected a SHA-256 hex digest")
+    return value
+
+
+def check_receipt_fields(doc: Mapping[str, Any]) -> None:
+    """Raise ReceiptError unless ``doc`` has exactly the receipt fields, each of the right type."""
+    missing = sorted(RECEIPT_FIELDS - doc.keys())
+    extra = sorted(doc.keys() - RECEIPT_FIELDS)
+    if missing or extra:
+        raise ReceiptError(f"receipt fields: missing {missing}, unexpected {extra}")
+    if not isinstance(doc["device_id"], str) or not doc["device_id"]:
+        raise ReceiptError("device_id: expected a non-empty string")
+    _int(doc, "seq", 0)
+    _hex(doc, "manifest_sha256")
+    _hex(doc, "file_sha256")
+    _int(doc, "received_utc_ns", 0)
+    # -1 while headquarters does not yet hold seq 0 of the unit.
+    _int(doc, "contiguous_through", -1)
+    _hex(doc, "hq_key")
+    head = doc["chain_head"]
+    if not isinstance(head, Mapping) or set(head.keys()) != {"seq", "hash"}:
+        raise ReceiptError("chain_head: expected {seq, hash}")
+    _int(head, "seq", 0)
+    _hex(head, "hash")
+
+
+def receipt_key_id(public_key: ed25519.Ed25519PublicKey) -> str:
+    """The ``hq_key`` value of receipts signed by this key: the SHA-256 of its DER public key."""
+    return fingerprint(public_der(public_key))
+
+
+def make_receipt(fields: Mapping[str, Any], signer_private_key: ed25519.Ed25519PrivateKey) -> bytes:
+    """Canonical JSON of ``fields`` (``hq_key`` added from the signer) followed by its signature.
+
+    ``fields`` holds every receipt field except ``hq_key``; passing ``hq_key`` is allowed if it
+    names the signer. Raises ReceiptError if a field is missing, unexpected or of the wrong type.
+    """
+    doc = dict(fields)
+    key_id = receipt_key_id(signer_private_key.public_key())
+    if doc.setdefault("hq_key", key_id) != key_id:
+        raise ReceiptError("hq_key does not name the signing key")
+    check_receipt_fields(doc)
+    try:
+        body = canonical.dumps(doc)
+    except canonical.CanonicalError as exc:
+        raise ReceiptError(f"receipt has no canonical form: {exc}") from exc
+    return body + signer_private_key.sign(CTX_RECEIPT + body)
+
+
+def verify_receipt(data: bytes, receipt_public_key: ed25519.Ed25519PublicKey) -> dict[str, Any]:
+    """Check a receipt's signature, form and signer; return its fields.
+
+    Raises ReceiptError when the bytes are too short or too long, the signature does not verify
+    with ``receipt_public_key``, the JSON is not canonical, a field is wrong, or ``hq_key`` names
+    another key. The caller still compares ``device_id``, ``seq`` and ``manifest_sha256`` with the
+    entry it sent (``expect_receipt`` does all of it).
+    """
+    if not SIGNATURE_LEN < len(data) <= MAX_RECEIPT_BYTES:
+        raise ReceiptError(f"receipt is {len(data)} bytes: not a receipt")
+    body, sig = data[:-SIGNATURE_LEN], data[-SIGNATURE_LEN:]
+    if not verify_signature(receipt_public_key, sig, CTX_RECEIPT + body):
+        raise ReceiptError("receipt signature does not verify with the pinned receipt key")
+    try:
+        doc = canonical.loads(body)
+    except canonical.CanonicalError as exc:
+        raise ReceiptError(f"receipt body: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise ReceiptError("receipt body is not a JSON object")
+    check_receipt_fields(doc)
+    if doc["hq_key"] != receipt_key_id(receipt_public_key):
+        raise ReceiptError("receipt names another headquarters key")
+    return doc
+
+
+def expect_receipt(
+    data: bytes,
+    receipt_public_key: ed25519.Ed25519PublicKey,
+    device_id: str,
+    seq: int,
+    manifest_sha256: str,
+) -> dict[str, Any]:
+    """verify_receipt, then check that it acknowledges exactly this entry; return its fields."""
+    doc = verify_receipt(data, receipt_public_key)
+    for key, want in (("device_id", device_id), ("seq", seq), ("manifest_sha256", manifest_sha256)):
+        if doc[key] != want:
+            raise ReceiptError(f"receipt {key} is {doc[key]!r}, the entry sent has {want!r}")
+    return doc
+
+
+def decode_receipt_header(value: str) -> bytes:
+    """The receipt bytes of a ``Bodycam-Receipt`` header (standard base64)."""
+    try:
+        return base64.b64decode(value.strip(), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ReceiptError("Bodycam-Receipt header is not base64") from exc
+
+
+def encode_receipt_header(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+# -- heartbeat bodies --------------------------------------------------------------------------
+
+
+def make_heartbeat(status: Mapping[str, Any], signer: KeyStore) -> bytes:
+    """The canonical body of ``POST /v1/heartbeat``: the status and the device's signature over it."""
+    try:
+        status_bytes = canonical.dumps(dict(status))
+    except canonical.CanonicalError as exc:
+        raise ReceiptError(f"heartbeat status has no canonical form: {exc}") from exc
+    sig = base64.b64encode(signer.sign(CTX_HEARTBEAT + status_bytes)).decode("ascii")
+    return canonical.dumps({"sig": sig, "status": dict(status)})
+
+
+def verify_heartbeat(body: bytes, device_public_key: ed25519.Ed25519PublicKey) -> dict[str, Any]:
+    """Check a heartbeat body's form and inner signature; return the status object."""
+    try:
+        doc = canonical.loads(body)
+    except canonical.CanonicalError as exc:
+        raise ReceiptError(f"heartbeat body: {exc}") from exc
+    if not isinstance(doc, dict) or set(doc.keys()) != {"sig", "status"}:
+        raise ReceiptError('heartbeat body must be {"sig": ..., "status": {...}}')
+    status, sig_b64 = doc["status"], doc["sig"]
+    if not isinstance(status, dict) or not isinstance(sig_b64, str):
+        raise ReceiptError("heartbeat status must be an object and sig a string")
+    try:
+        sig = base64.b64decode(sig_b64, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ReceiptError("heartbeat sig is not base64") from exc
+    if not verify_signature(device_public_key, sig, CTX_HEARTBEAT + canonical.dumps(status)):
+        raise ReceiptError("heartbeat signature does not verify with the device key")
+    return status

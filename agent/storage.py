@@ -1,0 +1,475 @@
+"""Storage policy: free-space levels with hysteresis, retention of acknowledged footage, and the maintainer.
+
+The one rule: nothing headquarters has not acknowledged is ever deleted. When space runs low the
+unit degrades step by step instead (:class:`StorageLevel`), and only the local copies of
+acknowledged entries (state 'acknowledged' with a receipt) are removed: after
+``storage.keep_acknowledged_s``, or sooner, oldest first, while free space is below the warning
+threshold. A deleted entry keeps its index row for good (``local_deleted_utc_ns``), as proof
+that it existed, and every deletion and level change is in the audit log.
+
+The pure core (:func:`thresholds_for`, :func:`next_level`, :func:`retention_plan`, ...) takes
+everything as arguments; :class:`StorageMaintainer` is the I/O shell around it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import logging
+import math
+import os
+import threading
+from collections.abc import Callable, Collection, Sequence
+from pathlib import Path
+from typing import Any
+
+from agent import fsutil
+from agent.config import STORAGE_THRESHOLD_KEYS, Config, ConfigError, StorageConfig
+from agent.store import Segment, Store
+from hal.clock import Clock
+
+log = logging.getLogger(__name__)
+
+NS_PER_S = 1_000_000_000
+MIB = 2**20
+
+# Derived thresholds: this much recording at the configured bitrate, on top of INDEX_MARGIN_BYTES,
+# which keeps room for the SQLite index and WAL, the state file and the chain's event entries
+# (a sealed segment's last chunk, a 'storage-full' event, 'shutdown') once recording has stopped.
+WARN_RECORDING_S = 3600.0
+CRITICAL_RECORDING_S = 900.0
+FULL_RECORDING_S = 300.0
+RESERVE_RECORDING_S = 60.0
+INDEX_MARGIN_BYTES = 64 * MIB
+# Getac warns below 4 GB free; on a small disk that would be most of it, so the floor is at
+# most an eighth of the disk when its size is known.
+WARN_FLOOR_BYTES = 4_000_000_000
+WARN_FLOOR_DISK_DIVISOR = 8
+# A level is left only once free space is this far above its threshold, so the alarm does
+# not flap while recording eats what retention just freed.
+HYSTERESIS_RECORDING_S = 60.0
+HYSTERESIS_MIN_BYTES = 16 * MIB
+
+# For recording_bytes_per_second: Matroska framing, chunk tags and manifests on top of the
+# streams; and a FLIR Lepton's raw rate (160x120, 16 bit, 9 Hz), an upper bound for lossless FFV1.
+CONTAINER_OVERHEAD = 1.02
+THERMAL_RAW_BPS = 160 * 120 * 16 * 9
+MIN_RECORDING_BPS = 100_000
+
+
+class StorageLevel(enum.Enum):
+    """How much room is left, from best to worst; what the recorder does at each level.
+
+    - ``OK``: nothing to do.
+    - ``LOW``: warn (status, indicator, audit log); nothing stops.
+    - ``CRITICAL``: give up the pre-event buffer; recordings still start.
+    - ``FULL``: refuse new recordings with a clear alarm; the ongoing one continues.
+    - ``EXHAUSTED``: below the hard reserve: stop the ongoing recording now, so its last
+      segment seals cleanly in the reserved space instead of failing mid-write.
+    """
+
+    OK = "ok"
+    LOW = "low"
+    CRITICAL = "critical"
+    FULL = "full"
+    EXHAUSTED = "exhausted"
+
+    @property
+    def severity(self) -> int:
+        """0 for OK up to 4 for EXHAUSTED."""
+        return _SEVERITY[self]
+
+
+_SEVERITY = {level: i for i, level in enumerate(StorageLevel)}
+
+LEVEL_ALARMS: dict[StorageLevel, str] = {
+    StorageLevel.OK: "",
+    StorageLevel.LOW: "storage low: upload or dock soon",
+    StorageLevel.CRITICAL: "storage critical: pre-event buffer given up",
+    StorageLevel.FULL: "storage full: new recordings refused",
+    StorageLevel.EXHAUSTED: "storage exhausted: recording stopped and sealed",
+}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StorageThresholds:
+    """Free bytes below which each level applies (warn: LOW ... reserve: EXHAUSTED), and the
+    hysteresis margin above a threshold that free space must reach to leave its level."""
+
+    warn_free_bytes: int
+    critical_free_bytes: int
+    full_free_bytes: int
+    reserve_free_bytes: int
+    hysteresis_bytes: int = HYSTERESIS_MIN_BYTES
+
+    def __post_init__(self) -> None:
+        values = [getattr(self, key) for key in STORAGE_THRESHOLD_KEYS]
+        if min(*values, self.hysteresis_bytes) < 0:
+            raise ValueError(f"storage thresholds must not be negative: {self}")
+        if values != sorted(values, reverse=True):
+            raise ValueError(f"storage thresholds must be warn >= critical >= full >= reserve: {self}")
+
+    def below(self, level: StorageLevel) -> int:
+        """Free bytes below which ``level`` (or worse) applies; 0 for OK, which always may."""
+        return {
+            StorageLevel.OK: 0,
+            StorageLevel.LOW: self.warn_free_bytes,
+            StorageLevel.CRITICAL: self.critical_free_bytes,
+            StorageLevel.FULL: self.full_free_bytes,
+            StorageLevel.EXHAUSTED: self.reserve_free_bytes,
+        }[level]
+
+
+def recording_bytes_per_second(config: Config) -> float:
+    """What a recording writes per second with this config: every enabled camera at the video
+    bitrate, the microphone, the thermal camera at its raw rate, plus container overhead
+    (at least MIN_RECORDING_BPS, so a unit with nothing enabled still gets sane thresholds)."""
+    rec = config.recording
+    bits = sum(rec.video_bitrate_bps for camera in config.cameras.values() if camera.enabled)
+    if config.microphone.enabled:
+        bits += rec.audio_bitrate_bps
+    if config.thermal.enabled:
+        bits += THERMAL_RAW_BPS
+    return max(bits, MIN_RECORDING_BPS) / 8 * CONTAINER_OVERHEAD
+
+
+def thresholds_for(
+    storage: StorageConfig, bytes_per_second: float, *, disk_bytes: int | None = None
+) -> StorageThresholds:
+    """The thresholds to use: each explicit (non-zero) config value as is, each 0 derived.
+
+    Derived: ``n`` seconds of recording at ``bytes_per_second`` plus INDEX_MARGIN_BYTES, with
+    n = 3600 (warn), 900 (critical), 300 (full), 60 (reserve); warn is at least 4 GB, or an
+    eighth of ``disk_bytes`` if that is smaller. A derived value is clamped between its explicit
+    neighbours so the order holds (an explicit reserve above the derived full lifts full to it).
+    Raises :class:`ConfigError` naming the keys when explicit values are out of order, and
+    ValueError for a rate that is not positive.
+    """
+    if not (math.isfinite(bytes_per_second) and bytes_per_second > 0):
+        raise ValueError(f"bytes_per_second must be positive, got {bytes_per_second}")
+    wrong = storage.misordered()
+    if wrong is not None:
+        key, higher = wrong
+        raise ConfigError(f"storage.{key}", f"{getattr(storage, key)} exceeds storage.{higher} "
+                          f"({getattr(storage, higher)})")
+
+    def recording(duration_s: float) -> int:
+        return math.ceil(duration_s * bytes_per_second) + INDEX_MARGIN_BYTES
+
+    floor = WARN_FLOOR_BYTES if disk_bytes is None else min(WARN_FLOOR_BYTES, disk_bytes // WARN_FLOOR_DISK_DIVISOR)
+    derived = dict(zip(STORAGE_THRESHOLD_KEYS, (
+        max(recording(WARN_RECORDING_S), floor), recording(CRITICAL_RECORDING_S),
+        recording(FULL_RECORDING_S), recording(RESERVE_RECORDING_S)), strict=True))
+    explicit = {key: getattr(storage, key) for key in STORAGE_THRESHOLD_KEYS if getattr(storage, key)}
+    values: dict[str, int] = {}
+    for i, key in enumerate(STORAGE_THRESHOLD_KEYS):
+        if key in explicit:
+            values[key] = explicit[key]
+            continue
+        above = [explicit[k] for k in STORAGE_THRESHOLD_KEYS[:i] if k in explicit]
+        below = [explicit[k] for k in STORAGE_THRESHOLD_KEYS[i + 1:] if k in explicit]
+        values[key] = min([max([derived[key], *below]), *above])
+    hysteresis = max(HYSTERESIS_MIN_BYTES, math.ceil(HYSTERESIS_RECORDING_S * bytes_per_second))
+    return StorageThresholds(**values, hysteresis_bytes=hysteresis)
+
+
+def level_for(free_bytes: int, thresholds: StorageThresholds, margin_bytes: int = 0) -> StorageLevel:
+    """The level for ``free_bytes`` with every threshold raised by ``margin_bytes`` (no hysteresis)."""
+    for level in reversed(StorageLevel):
+        if level is not StorageLevel.OK and free_bytes < thresholds.below(level) + margin_bytes:
+            return level
+    return StorageLevel.OK
+
+
+def next_level(current: StorageLevel, free_bytes: int, thresholds: StorageThresholds) -> StorageLevel:
+    """The level after ``current`` for ``free_bytes``: a worse level applies at once, a better
+    one only once free space is ``hysteresis_bytes`` above the thresholds it clears."""
+    worse = level_for(free_bytes, thresholds)
+    if worse.severity >= current.severity:
+        return worse
+    better = level_for(free_bytes, thresholds, thresholds.hysteresis_bytes)
+    return better if better.severity < current.severity else current
+
+
+def hours_left(free_bytes: int, bytes_per_second: float) -> float:
+    """Hours of recording ``free_bytes`` holds at ``bytes_per_second`` (never negative)."""
+    if not bytes_per_second > 0:
+        raise ValueError(f"bytes_per_second must be positive, got {bytes_per_second}")
+    return max(0, free_bytes) / bytes_per_second / 3600
+
+
+def deletable(segment: Segment) -> bool:
+    """Whether retention may ever remove this entry's file: acknowledged by headquarters with a
+    receipt, and not removed already. Nothing sealed, uploading, quarantined or open, ever."""
+    return (segment.state == "acknowledged" and segment.receipt is not None
+            and segment.local_deleted_utc_ns is None)
+
+
+def retention_expired(segment: Segment, now_utc_ns: int, keep_acknowledged_s: float) -> bool:
+    """Whether the local copy has been kept ``keep_acknowledged_s`` since acknowledgement.
+
+    The row's last update stands for the acknowledgement time: it is that moment or later, so
+    a copy never goes earlier than promised (and a clock stepped backwards deletes nothing)."""
+    return now_utc_ns - segment.updated_utc_ns >= round(keep_acknowledged_s * NS_PER_S)
+
+
+def retention_plan(
+    segments: Sequence[Segment],
+    now_utc_ns: int,
+    keep_acknowledged_s: float,
+    free_bytes: int,
+    thresholds: StorageThresholds,
+    *,
+    protect: Collection[int] = frozenset(),
+) -> list[int]:
+    """Seqs whose local file may be deleted now, in ascending seq (oldest first) order.
+
+    Only :func:`deletable` entries not in ``protect`` (the chain heads) are chosen: all whose
+    retention has expired, then, while ``free_bytes`` plus what is planned stays below
+    ``warn_free_bytes + hysteresis_bytes`` (so the LOW level can clear), more, oldest first.
+    """
+    eligible = sorted((s for s in segments if deletable(s) and s.seq not in protect), key=lambda s: s.seq)
+    plan = {s.seq: s.size_bytes for s in eligible if retention_expired(s, now_utc_ns, keep_acknowledged_s)}
+    freed = sum(plan.values())
+    target = thresholds.warn_free_bytes + thresholds.hysteresis_bytes
+    for s in eligible:
+        if free_bytes + freed >= target:
+            break
+        if s.seq not in plan:
+            plan[s.seq] = s.size_bytes
+            freed += s.size_bytes
+    return sorted(plan)
+
+
+def disk_bytes(path: str | os.PathLike[str]) -> int:
+    """Total size of the filesystem holding ``path``."""
+    try:
+        st = os.statvfs(os.fspath(path))
+    except OSError as e:
+        raise fsutil.StorageError(e.errno, f"Reading disk size: {e.strerror}", os.fspath(path)) from e
+    return st.f_blocks * st.f_frsize
+
+
+LevelCallback = Callable[[StorageLevel, StorageLevel, int], None]
+
+
+def _ignore_level(old: StorageLevel, new: StorageLevel, free_bytes: int) -> None:
+    return None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RetentionPass:
+    """What one retention pass removed, and how many removals failed."""
+
+    utc_ns: int
+    files: int
+    bytes: int
+    failed: int
+
+
+class StorageMaintainer:
+    """Watches free space in the data dir and removes acknowledged footage past retention.
+
+    A thread of its own so a slow disk never stalls the recorder. Each pass (one at once, under
+    a lock): measure free space, apply :func:`retention_plan`, and move the level along
+    :func:`next_level`. Retention runs first so an alarm reflects the space left after freeing
+    what may be freed; its failures are logged and never keep the level from being updated.
+    On a level change ``on_level(old, new, free_bytes)`` is called on the pass's thread (it
+    should only post to the recorder), then the change is audited; a callback that raises is
+    logged and called again on the next pass with the same ``old``, until it succeeds.
+    A file is unlinked, its directory synced, then its row marked, so a crash in between
+    leaves a missing file that the next pass records, never a marked row with its file present.
+
+    Thread contract: ``start``, ``stop``, ``run_pass`` and ``get_status`` from any thread.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        store: Store,
+        clock: Clock,
+        thresholds: StorageThresholds,
+        keep_acknowledged_s: float,
+        interval_s: float = 10.0,
+        on_level: LevelCallback = _ignore_level,
+        *,
+        bytes_per_second: float,
+        free_bytes: Callable[[Path], int] = fsutil.free_bytes,
+        os_calls: fsutil.OsCalls | None = None,
+        actor: str = "storage",
+    ) -> None:
+        if not interval_s > 0 or not keep_acknowledged_s >= 0 or not bytes_per_second > 0:
+            raise ValueError("interval_s and bytes_per_second must be > 0, keep_acknowledged_s >= 0")
+        self._data_dir = data_dir
+        self._store = store
+        self._clock = clock
+        self._thresholds = thresholds
+        self._keep_s = keep_acknowledged_s
+        self._interval_s = interval_s
+        self._on_level = on_level
+        self._bps = bytes_per_second
+        self._measure = free_bytes
+        self._os = os_calls or fsutil.OsCalls()
+        self._actor = actor
+        self._pass_lock = threading.Lock()  # one pass at once; guards _reported and _failed_unlinks
+        self._reported = StorageLevel.OK  # the level on_level last accepted
+        self._failed_unlinks: dict[int, str] = {}  # seq -> error already logged and audited
+        self._lock = threading.Lock()  # guards the fields below, read by get_status
+        self._level = StorageLevel.OK
+        self._free: int | None = None
+        self._last_pass_utc_ns: int | None = None
+        self._last_error: str | None = None
+        self._last_retention: RetentionPass | None = None
+        self._deleted_files = 0
+        self._deleted_bytes = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="storage", daemon=True)
+
+    @property
+    def level(self) -> StorageLevel:
+        with self._lock:
+            return self._level
+
+    def start(self) -> None:
+        """Start the thread; its first pass runs at once, then one every ``interval_s``."""
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """End the thread after the pass in progress (waits at most ``timeout_s``)."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout_s)
+
+    def _run(self) -> None:
+        self._pass_logged()
+        while not self._stop.wait(self._interval_s):
+            self._pass_logged()
+
+    def _pass_logged(self) -> None:
+        try:
+            self.run_pass()
+        except Exception as exc:
+            message = f"{type(exc).__name__}: {exc}"
+            with self._lock:
+                repeated, self._last_error = message == self._last_error, message
+            if repeated:
+                log.debug("storage pass on %s still failing: %s", self._data_dir, message)
+            else:
+                log.exception("storage pass on %s failed (level stays %s); retrying every %.0f s",
+                              self._data_dir, self.level.value, self._interval_s)
+
+    def run_pass(self) -> StorageLevel:
+        """One pass, on the caller's thread; returns the level. Raises when free space cannot be
+        measured or the store fails while recording a level change."""
+        with self._pass_lock:
+            free = self._measure(self._data_dir)
+            now = self._clock.utc_ns()
+            error: str | None = None
+            try:
+                retention = self._retain(free, now)
+            except Exception as exc:
+                log.exception("storage retention pass on %s failed", self._data_dir)
+                error = f"retention: {type(exc).__name__}: {exc}"
+                retention = RetentionPass(now, 0, 0, 0)
+            if retention.files:
+                free = self._measure(self._data_dir)
+            with self._lock:
+                self._free, self._last_pass_utc_ns, self._last_error = free, now, error
+                self._last_retention = retention
+                self._deleted_files += retention.files
+                self._deleted_bytes += retention.bytes
+            return self._update_level(free)
+
+    # -- retention ------------------------------------------------------------------------------
+
+    def _retain(self, free: int, now: int) -> RetentionPass:
+        candidates = {s.seq: s for s in self._store.local_acknowledged()}
+        plan = retention_plan(list(candidates.values()), now, self._keep_s, free, self._thresholds,
+                              protect=self._store.chain_head_seqs())
+        removed: list[tuple[Segment, bool]] = []  # (entry, its file was already gone)
+        failed = 0
+        for seq in plan:
+            seg = candidates[seq]
+            path = self._data_dir / seg.path
+            try:
+                self._os.unlink(os.fspath(path))
+                removed.append((seg, False))
+            except FileNotFoundError:
+                removed.append((seg, True))
+            except OSError as exc:
+                failed += 1
+                self._unlink_failed(seg, exc)
+        for directory in {(self._data_dir / seg.path).parent for seg, _ in removed}:
+            try:
+                fsutil.fsync_dir(directory)
+            except OSError as exc:
+                log.warning("storage: syncing %s after deletions: %s", directory, exc)
+        freed = 0
+        for seg, absent in removed:
+            reason = "age" if retention_expired(seg, now, self._keep_s) else "space"
+            extra = {"already_absent": True} if absent else {}
+            self._store.mark_deleted_local(seg.seq, actor=self._actor, reason=reason, free_bytes=free, **extra)
+            self._failed_unlinks.pop(seg.seq, None)
+            freed += 0 if absent else seg.size_bytes
+            log.info("storage: deleted acknowledged seq %d (%s, %d bytes, %s)", seg.seq, seg.path,
+                     seg.size_bytes, "already absent" if absent else reason)
+        return RetentionPass(now, len(removed), freed, failed)
+
+    def _unlink_failed(self, seg: Segment, exc: OSError) -> None:
+        # Audited and logged once per entry and error, not every pass: the audit log is forever.
+        message = f"{exc.strerror or exc}"
+        if self._failed_unlinks.get(seg.seq) == message:
+            return
+        self._failed_unlinks[seg.seq] = message
+        log.error("storage: cannot delete acknowledged seq %d (%s): %s", seg.seq, seg.path, message)
+        self._store.audit(self._actor, "delete-local", seg.path, "failed", seq=seg.seq, error=message)
+
+    # -- levels ---------------------------------------------------------------------------------
+
+    def _update_level(self, free: int) -> StorageLevel:
+        with self._lock:
+            old = self._level
+            new = self._level = next_level(old, free, self._thresholds)
+        left = self._recording_hours_left(free)
+        if new is not old:
+            log.log(logging.WARNING if new.severity > old.severity else logging.INFO,
+                    "storage %s -> %s: %d bytes free, %.2f h of recording left%s", old.value, new.value,
+                    free, left, f" ({LEVEL_ALARMS[new]})" if LEVEL_ALARMS[new] else "")
+        if self._reported is not new:
+            try:
+                self._on_level(self._reported, new, free)
+                self._reported = new
+            except Exception:
+                log.exception("storage: level callback for %s -> %s failed; retrying next pass",
+                              self._reported.value, new.value)
+        if new is not old:
+            self._store.audit(self._actor, "storage-level", new.value, "ok", previous=old.value, free_bytes=free,
+                              hours_left=round(left, 3), below_bytes=self._thresholds.below(new),
+                              alarm=LEVEL_ALARMS[new])
+        return new
+
+    def _recording_hours_left(self, free: int) -> float:
+        # Recording stops at the reserve, not at an empty disk.
+        return hours_left(free - self._thresholds.reserve_free_bytes, self._bps)
+
+    def get_status(self) -> dict[str, Any]:
+        """For the console and health report: level, alarm, free space, hours of recording left
+        (down to the reserve, where recording stops), thresholds, the last pass and retention,
+        and deletions since start. Before the first pass, free space and hours left are None."""
+        with self._lock:
+            free, level, retention = self._free, self._level, self._last_retention
+            status: dict[str, Any] = {
+                "level": level.value,
+                "alarm": LEVEL_ALARMS[level] or None,
+                "free_bytes": free,
+                "hours_left": None if free is None else round(self._recording_hours_left(free), 3),
+                "bytes_per_second": self._bps,
+                "thresholds": dataclasses.asdict(self._thresholds),
+                "keep_acknowledged_s": self._keep_s,
+                "last_pass_utc_ns": self._last_pass_utc_ns,
+                "last_error": self._last_error,
+                "last_retention": None if retention is None else dataclasses.asdict(retention),
+                "deleted_files_total": self._deleted_files,
+                "deleted_bytes_total": self._deleted_bytes,
+            }
+        return status
