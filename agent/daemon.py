@@ -21,6 +21,7 @@ from agent.provision import CONFIG_NAME, ProvisionError, provision
 from agent.recorder import CommandError, Recorder, RecorderSettings
 from agent.recovery import recover
 from agent.state import State, StateFile, resume_state
+from agent.storage import StorageMaintainer, disk_bytes, recording_bytes_per_second, thresholds_for
 from agent.store import Store
 from agent.unit import Sensors, UnitError, build_sensors, build_workers, system_clock
 from agent.workers import SensorWorker
@@ -30,6 +31,8 @@ from hal.inputs import Action, Control, InputEvent
 log = logging.getLogger("bodycam")
 
 SIM_DEVICE_ID = "sim-unit-1"
+HUNG_NS = 10_000_000_000  # a sensor thread inside one device call this long is replaced
+REPLACE_INTERVAL_NS = 60_000_000_000  # at most one replacement per sensor per minute
 
 
 def kernel_boot_id() -> str:
@@ -109,6 +112,19 @@ class Agent:
             lambda sensor: self.recorder.post_command("sensor_recovered", "agent", sensor=sensor),
         )
         self.control: ControlServer | None = None
+        self._replaced_ns: dict[str, int] = {}
+        bps = recording_bytes_per_second(config)
+        self.storage = StorageMaintainer(
+            data_dir,
+            self.store,
+            clock,
+            thresholds_for(config.storage, bps, disk_bytes=disk_bytes(data_dir)),
+            config.storage.keep_acknowledged_s,
+            on_level=lambda old, new, free: self.recorder.post_command(
+                "storage_level", "storage", level=new.value, free_bytes=free
+            ),
+            bytes_per_second=bps,
+        )
 
     def on_input(self, ev: InputEvent) -> None:
         if ev.action is not Action.PRESS:
@@ -150,6 +166,7 @@ class Agent:
             self.sensors.indicators.open()
         if self.sensors.power is not None:
             self.sensors.power.open()
+        self.storage.start()  # before the recorder: a full disk is known before any recording starts
         self.recorder.start(resume_recording=resume)
         for w in self.workers:
             w.start()
@@ -191,7 +208,8 @@ class Agent:
         st["device_id"] = self.config.device.id
         st["firmware"] = __version__
         st["sensors"] = {w.sensor: w.status() for w in self.workers}
-        st["storage"] = self.store.stats()
+        st["storage"] = self.storage.get_status()
+        st["storage"]["index"] = self.store.stats()
         try:
             if self.sensors.power is not None:
                 p = self.sensors.power.read()
@@ -199,6 +217,31 @@ class Agent:
         except Exception as exc:
             st["power"] = {"error": str(exc)}
         return st
+
+    def supervise(self) -> None:
+        """From the main loop: replace any sensor thread stuck inside its device (rate-limited)."""
+        now = self.clock.monotonic_ns()
+        for i, w in enumerate(self.workers):
+            if w.abandoned or w.stuck_for_ns() < HUNG_NS:
+                continue
+            last = self._replaced_ns.get(w.sensor)
+            if last is not None and now - last < REPLACE_INTERVAL_NS:
+                continue
+            self._replaced_ns[w.sensor] = now
+            msg = f"hung inside its driver for {w.stuck_for_ns() / 1e9:.0f} s; replaced with a fresh device"
+            log.error("%s %s", w.sensor, msg)
+            w.abandon()
+            self.recorder.post_command("sensor_fault", "agent", sensor=w.sensor, error=msg)
+            try:
+                device = self.sensors.factories[w.sensor]()
+            except Exception as exc:
+                log.error("%s: cannot create a fresh device: %s", w.sensor, exc)
+                continue
+            fresh = SensorWorker(
+                w.sensor, device, w.handle, self.clock, w.on_fault, w.on_recovered, stall_s=w.stall_s
+            )
+            self.workers[i] = fresh
+            fresh.start()
 
     def stop(self) -> None:
         log.info("stopping: sealing what is open")
@@ -213,6 +256,7 @@ class Agent:
             except Exception as exc:
                 log.warning("flushing encoder %s: %s", enc.track, exc)
         self.recorder.stop()
+        self.storage.stop()
         self.chain.event("shutdown", {"reason": "stop requested"})
         self.store.audit("agent", "shutdown", self.config.device.id, "ok")
         for dev in (self.sensors.indicators, self.sensors.power):
@@ -246,8 +290,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     agent.start()
+    deadline = None if args.duration is None else agent.clock.monotonic_ns() + round(args.duration * 1e9)
     try:
-        stop.wait(args.duration)
+        while not stop.is_set():
+            if deadline is not None and agent.clock.monotonic_ns() >= deadline:
+                break
+            left_s = 1.0 if deadline is None else max(0.0, min(1.0, (deadline - agent.clock.monotonic_ns()) / 1e9))
+            stop.wait(left_s)
+            agent.supervise()
     finally:
         agent.stop()
     log.info("stopped cleanly; evidence in %s", data_dir / "segments")

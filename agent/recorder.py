@@ -133,6 +133,7 @@ class Recorder:
         self._drops_total: dict[str, int] = dict.fromkeys(self._track_kind, 0)
         self._lost_total: dict[str, int] = dict.fromkeys(self._track_kind, 0)
         self._open_failed_ns: int | None = None
+        self._storage_level = "ok"
         self._frames_total: dict[str, int] = dict.fromkeys(self._track_kind, 0)
         self._segments_sealed = 0
         self._last_error: str | None = None
@@ -270,7 +271,8 @@ class Recorder:
 
     def _route(self, p: EncodedPacket) -> None:
         if self._state is not State.RECORDING:
-            if self._track_kind.get(p.track) != "audio" or self._s.pre_event_audio:
+            buffering = self._storage_level in ("ok", "low")
+            if buffering and (self._track_kind.get(p.track) != "audio" or self._s.pre_event_audio):
                 self._pre.push(p)
             return
         seg = self._current
@@ -490,6 +492,11 @@ class Recorder:
     def _cmd_start(self, actor: str, trigger: str = "ctl") -> dict[str, Any]:
         if self._state is State.RECORDING:
             raise CommandError("already recording")
+        if self._storage_level in ("full", "exhausted"):
+            raise CommandError(
+                f"storage {self._storage_level}: new recordings are refused until headquarters acknowledges "
+                "footage and space is freed (nothing unacknowledged is ever overwritten)"
+            )
         self._state = transition(self._state, Event.RECORD)
         self._recording_id = str(uuid.uuid4())
         self._chain.event("record-start", {"trigger": trigger, "by": actor}, recording_id=self._recording_id)
@@ -583,6 +590,34 @@ class Recorder:
         self._chain.event("sensor-recovered", {"sensor": sensor}, recording_id=self._recording_id)
         return {"sensor": sensor}
 
+    def _cmd_storage_level(self, actor: str, level: str, free_bytes: int) -> dict[str, Any]:
+        """React to the storage maintainer: warn, give up the pre-event buffer, refuse, stop.
+
+        Never deletes anything: only the maintainer's retention frees space, and only what
+        headquarters acknowledged.
+        """
+        old, self._storage_level = self._storage_level, level
+        if level == old:
+            return {"level": level, "changed": False}
+        detail = {"level": level, "previous": old, "free_bytes": free_bytes}
+        if level in ("full", "exhausted"):
+            self._chain.event("storage-full", detail, recording_id=self._recording_id)
+        elif level in ("low", "critical"):
+            self._chain.event("storage-low", detail, recording_id=self._recording_id)
+        else:
+            self._chain.event("storage-ok", detail, recording_id=self._recording_id)
+        if level in ("critical", "full", "exhausted"):
+            self._pre.clear()
+            log.warning("storage %s: pre-event buffer given up (%d bytes free)", level, free_bytes)
+        if level == "exhausted" and self._state is State.RECORDING:
+            log.error("storage exhausted: stopping the recording so its last segment seals cleanly")
+            rec = self._finish_recording()
+            self._chain.event("record-stop", {"by": "storage"}, recording_id=rec)
+            self._state = transition(self._state, Event.STOP)
+            self._persist()
+        self._apply_indicators(pulse=level in ("full", "exhausted"))
+        return {"level": level, "changed": True}
+
     def _cmd_toggle_record(self, actor: str, trigger: str = "button") -> dict[str, Any]:
         if self._state is State.RECORDING:
             return self._cmd_stop(actor)
@@ -665,7 +700,10 @@ class Recorder:
                     ind.set(i, Pattern.OFF)
                 return
             ind.set(Indicator.RECORDING_LED, Pattern.ON if self._state is State.RECORDING else Pattern.OFF)
-            ind.set(Indicator.STATUS_LED, Pattern.BLINK if self._state is State.ERROR else Pattern.ON)
+            alarm = self._state is State.ERROR or self._storage_level != "ok"
+            ind.set(Indicator.STATUS_LED, Pattern.BLINK if alarm else Pattern.ON)
+            if pulse and self._storage_level in ("full", "exhausted"):
+                ind.set(Indicator.BUZZER, Pattern.PULSE)
             if pulse:
                 ind.set(Indicator.HAPTIC, Pattern.PULSE)
         except Exception as exc:  # a broken LED must never stop recording
@@ -679,6 +717,7 @@ class Recorder:
             "recording_id": self._recording_id,
             "stealth": self._stealth,
             "muted": self._muted,
+            "storage_level": self._storage_level,
             "segment": None
             if seg is None
             else {

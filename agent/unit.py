@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +28,9 @@ log = logging.getLogger(__name__)
 
 Sink = Callable[[EncodedPacket], None]
 
+MEDIA_STALL_S = 5.0  # a camera or microphone silent this long is reopened
+GNSS_STALL_S = 30.0  # gpsd reports at least once a second, fix or not
+
 
 class UnitError(Exception):
     """The config asks for a driver or an option this unit cannot provide."""
@@ -44,6 +48,7 @@ class Sensors:
     power: Power | None = None
     inputs: Any = None
     gnss: Any = None
+    factories: dict[str, Callable[[], Any]] = field(default_factory=dict)  # a fresh device per sensor
 
     def request_keyframes(self) -> None:
         for enc in self.encoders.values():
@@ -68,6 +73,7 @@ def build_sensors(config: Config, clock: Clock, sim: bool, registry: Registry | 
         if not sc.enabled:
             continue
         cam = _create(reg, "camera", name, sc, clock, sim)
+        s.factories[name] = functools.partial(_create, reg, "camera", name, sc, clock, sim)
         fmt = cam.format
         gop = max(1, round(fmt.fps * rec.keyframe_interval_s))
         enc = VideoEncoder(
@@ -85,6 +91,7 @@ def build_sensors(config: Config, clock: Clock, sim: bool, registry: Registry | 
         s.anchor = s.anchor or name
     if config.thermal.enabled:
         th = _create(reg, "thermal", "thermal", config.thermal, clock, sim)
+        s.factories["thermal"] = functools.partial(_create, reg, "thermal", "thermal", config.thermal, clock, sim)
         rate = Fraction(th.rate_hz).limit_denominator(1000)
         tenc = ThermalEncoder("thermal", th.width, th.height, rate.numerator, rate.denominator)
         s.devices["thermal"], s.encoders["thermal"] = th, tenc
@@ -92,6 +99,7 @@ def build_sensors(config: Config, clock: Clock, sim: bool, registry: Registry | 
         s.anchor = s.anchor or "thermal"
     if config.microphone.enabled:
         mic = _create(reg, "microphone", "audio", config.microphone, clock, sim)
+        s.factories["audio"] = functools.partial(_create, reg, "microphone", "audio", config.microphone, clock, sim)
         codec = "libopus" if rec.audio_codec == "opus" else "aac"
         aenc = AudioEncoder("audio", mic.sample_rate_hz, mic.channels, codec=codec, bitrate_bps=rec.audio_bitrate_bps)
         s.devices["audio"], s.encoders["audio"] = mic, aenc
@@ -99,8 +107,10 @@ def build_sensors(config: Config, clock: Clock, sim: bool, registry: Registry | 
         s.anchor = s.anchor or "audio"
     if config.gnss.enabled:
         s.gnss = _create(reg, "gnss", "gnss", config.gnss, clock, sim)
+        s.factories["gnss"] = functools.partial(_create, reg, "gnss", "gnss", config.gnss, clock, sim)
     if config.inputs.enabled:
         s.inputs = _create(reg, "inputs", "inputs", config.inputs, clock, sim)
+        s.factories["inputs"] = functools.partial(_create, reg, "inputs", "inputs", config.inputs, clock, sim)
     if config.indicators.enabled:
         s.indicators = _create(reg, "indicators", "indicators", config.indicators, clock, sim)
     if config.power.enabled:
@@ -145,11 +155,14 @@ def build_workers(
             clock,
             on_fault,
             on_recovered,
+            stall_s=MEDIA_STALL_S,
         )
         for name in sensors.encoders
     ]
     if sensors.gnss is not None:
-        workers.append(SensorWorker("gnss", sensors.gnss, post_fix, clock, on_fault, on_recovered))
+        workers.append(
+            SensorWorker("gnss", sensors.gnss, post_fix, clock, on_fault, on_recovered, stall_s=GNSS_STALL_S)
+        )
     if sensors.inputs is not None:
         workers.append(SensorWorker("inputs", sensors.inputs, on_input, clock, on_fault, on_recovered))
     return workers

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from hal.clock import Clock
+from hal.common import SensorError
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +54,19 @@ class SensorWorker:
         clock: Clock,
         on_fault: Callable[[str, str], None] = lambda s, e: None,
         on_recovered: Callable[[str], None] = lambda s: None,
+        stall_s: float | None = None,
     ) -> None:
+        """``stall_s``: a device that delivers nothing for this long is treated as failed and
+        reopened (None: never, for sensors that are legitimately quiet, like buttons)."""
         self.sensor = sensor
+        self.handle = handle
+        self.on_fault = on_fault
+        self.on_recovered = on_recovered
+        self.stall_s = stall_s
+        self.abandoned = False
         self._device = device
+        self._stall_ns = None if stall_s is None else round(stall_s * 1e9)
+        self.last_progress_ns = clock.monotonic_ns()
         self._handle = handle
         self._clock = clock
         self._on_fault = on_fault
@@ -74,6 +85,12 @@ class SensorWorker:
     def stop(self, timeout_s: float = 5.0) -> None:
         self._stop.set()
         self._thread.join(timeout_s)
+
+    def abandon(self) -> None:
+        """Give up on a thread stuck inside its device: it exits as soon as the call returns."""
+        self.abandoned = True
+        self._stop.set()
+        self._set("abandoned", "hung inside a device call")
 
     def status(self) -> dict[str, object]:
         with self._lock:
@@ -111,6 +128,7 @@ class SensorWorker:
                     self._on_fault(self.sensor, msg)
                 self._stop.wait(backoff)
                 continue
+            self.last_progress_ns = self._clock.monotonic_ns()
             if faulted:
                 faulted = False
                 with self._lock:
@@ -137,10 +155,22 @@ class SensorWorker:
         self._set("stopped")
 
     def _loop(self) -> None:
+        last_item = self._clock.monotonic_ns()
         while not self._stop.is_set():
             item = self._device.read(READ_TIMEOUT_S)
+            if self._stop.is_set():
+                return  # stopped (or abandoned) while blocked: the replacement owns the encoder now
+            now = self._clock.monotonic_ns()
+            self.last_progress_ns = now
             if item is None:
+                if self._stall_ns is not None and now - last_item > self._stall_ns:
+                    raise SensorError(f"no data for {(now - last_item) / 1e9:.1f} s (sensor stalled)")
                 continue
+            last_item = now
             self._handle(item)
             with self._lock:
                 self._items += 1
+
+    def stuck_for_ns(self) -> int:
+        """How long the thread has been inside one call (a read that never returns, a hung handler)."""
+        return self._clock.monotonic_ns() - self.last_progress_ns if self._state == "running" else 0

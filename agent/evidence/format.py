@@ -46,6 +46,7 @@ EVENT_TYPES = frozenset(
         "clock-step",
         "recovered-after-power-loss",
         "storage-low",
+        "storage-ok",
         "storage-full",
         "storage-error",
         "sensor-fault",

@@ -26,7 +26,15 @@ def provision_sim(data: Path, **recording: Any) -> Path:
     cfg = load_config(data / "bodycam.toml")
     rec = dataclasses.replace(cfg.recording, **{k: v for k, v in recording.items() if k != "segment_s"})
     ev = dataclasses.replace(cfg.evidence, segment_s=recording.get("segment_s", cfg.evidence.segment_s))
-    cfg = dataclasses.replace(cfg, recording=rec, evidence=ev)
+    # small explicit thresholds: the tests must not depend on how full the machine's disk is
+    storage = dataclasses.replace(
+        cfg.storage,
+        warn_free_bytes=64 << 20,
+        critical_free_bytes=48 << 20,
+        full_free_bytes=32 << 20,
+        reserve_free_bytes=16 << 20,
+    )
+    cfg = dataclasses.replace(cfg, recording=rec, evidence=ev, storage=storage)
     path = data / "test.toml"
     path.write_text(render_config(cfg))
     return path

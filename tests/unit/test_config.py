@@ -61,7 +61,7 @@ def test_every_default() -> None:
         assert getattr(c, name) == SensorConfig(driver="sim", enabled=True)
     assert c.control == ControlConfig("ctl.sock")
     assert c.console == ConsoleConfig("", 115200)
-    assert c.storage == StorageConfig(0, 0)
+    assert c.storage == StorageConfig(0, 0, 0, 0, 604800.0)
 
 
 def test_default_config_matches_a_minimal_file() -> None:
@@ -148,6 +148,17 @@ BAD = [
     ('[storage]\nwarn_free_bytes = -1\n', "storage.warn_free_bytes", "out of range"),
     ('[storage]\nreserve_free_bytes = -1\n', "storage.reserve_free_bytes", "out of range"),
     ('[storage]\nwarn_free_bytes = 10\nreserve_free_bytes = 11\n', "storage.reserve_free_bytes", "exceeds"),
+    ('[storage]\ncritical_free_bytes = -1\n', "storage.critical_free_bytes", "out of range"),
+    ('[storage]\nfull_free_bytes = 1.5\n', "storage.full_free_bytes", "expected an integer"),
+    ('[storage]\nwarn_free_bytes = 10\ncritical_free_bytes = 11\n', "storage.critical_free_bytes",
+     "11 exceeds storage.warn_free_bytes (10)"),
+    ('[storage]\ncritical_free_bytes = 10\nfull_free_bytes = 11\n', "storage.full_free_bytes",
+     "11 exceeds storage.critical_free_bytes (10)"),
+    ('[storage]\nwarn_free_bytes = 30\nfull_free_bytes = 20\nreserve_free_bytes = 25\n',
+     "storage.reserve_free_bytes", "25 exceeds storage.full_free_bytes (20)"),
+    ('[storage]\nkeep_acknowledged_s = -1\n', "storage.keep_acknowledged_s", "out of range 0..31536000"),
+    ('[storage]\nkeep_acknowledged_s = 31536001\n', "storage.keep_acknowledged_s", "out of range"),
+    ('[storage]\nkeep_acknowledged_s = "7d"\n', "storage.keep_acknowledged_s", "expected a number"),
     ('[cameras.chest]\ndriver = "no spaces"\n', "cameras.chest.driver", "is not"),
     ('[cameras.chest]\nenabled = "yes"\n', "cameras.chest.enabled", "expected true or false"),
     ('[cameras.chest]\noptions = 3\n', "cameras.chest.options", "expected a table"),
@@ -186,6 +197,10 @@ GOOD_EDGES = [
     '[recording]\naudio_codec = "aac"\n',
     '[hq]\nurl = "https://hq.example.org:8443/api"\nca = "ca.pem"\n',
     "[storage]\nwarn_free_bytes = 0\nreserve_free_bytes = 500\n",
+    "[storage]\nwarn_free_bytes = 0\ncritical_free_bytes = 5\nfull_free_bytes = 0\nreserve_free_bytes = 5\n",
+    "[storage]\nwarn_free_bytes = 4\ncritical_free_bytes = 3\nfull_free_bytes = 2\nreserve_free_bytes = 1\n",
+    "[storage]\nkeep_acknowledged_s = 0\n",
+    "[storage]\nkeep_acknowledged_s = 31536000\n",
     *[f"[console]\nbaud = {b}\n" for b in STANDARD_BAUDS],
 ]
 
@@ -296,7 +311,9 @@ _sensor = st.builds(
 @st.composite
 def configs(draw: st.DrawFn) -> Config:
     segment_s = draw(st.floats(2.0, 600.0))
-    storage_warn = draw(st.integers(0, 2**62))
+    # Explicit thresholds in order, each possibly 0 (derived): warn >= critical >= full >= reserve.
+    explicit = sorted(draw(st.lists(st.integers(1, 2**62), min_size=4, max_size=4)), reverse=True)
+    warn, critical, full, reserve = (v if draw(st.booleans()) else 0 for v in explicit)
     return Config(
         device=DeviceConfig(draw(st.from_regex(r"[A-Za-z0-9._-]{1,64}", fullmatch=True).filter(
             lambda s: set(s) != {"."}))),
@@ -320,7 +337,7 @@ def configs(draw: st.DrawFn) -> Config:
             st.from_regex(r"[a-z0-9_-]{1,32}", fullmatch=True), _sensor, max_size=3)).items()))),
         control=ControlConfig(draw(_text.filter(bool))),
         console=ConsoleConfig(draw(_text), draw(st.sampled_from(STANDARD_BAUDS))),
-        storage=StorageConfig(storage_warn, draw(st.integers(0, storage_warn or 2**62))),
+        storage=StorageConfig(warn, critical, full, reserve, draw(st.floats(0.0, 365.0 * 86400))),
         **{name: draw(_sensor) for name in SENSOR_SECTIONS},
     )
 
@@ -390,6 +407,9 @@ CHANGES = [
     "[console]\nbaud = 9600\n",
     "[storage]\nwarn_free_bytes = 1\n",
     "[storage]\nreserve_free_bytes = 1\n",
+    "[storage]\ncritical_free_bytes = 1\n",
+    "[storage]\nfull_free_bytes = 1\n",
+    "[storage]\nkeep_acknowledged_s = 604801\n",
 ]
 
 

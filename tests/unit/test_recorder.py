@@ -123,3 +123,36 @@ def test_state_is_persisted_while_recording(tmp_path: Path) -> None:
     rig.rec.step_command("stop")
     loaded = StateFile(tmp_path / "state.json").load()
     assert loaded.persisted is not None and loaded.persisted.state.value == "ready"
+
+
+def test_storage_levels_warn_drop_pre_event_refuse_and_stop(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, pre_event_s=2)
+    rig.tick(30)
+    rig.rec.step_command("storage_level", "storage", level="low", free_bytes=3 << 30)
+    assert rig.rec.status()["pre_event"]["buffered_packets"] > 0  # LOW only warns
+    rig.rec.step_command("storage_level", "storage", level="critical", free_bytes=500 << 20)
+    rig.tick(5)
+    assert rig.rec.status()["pre_event"]["buffered_packets"] == 0  # the pre-event buffer is given up
+    rig.rec.step_command("start")  # recordings still start at CRITICAL
+    rig.tick(10)
+    rig.rec.step_command("storage_level", "storage", level="full", free_bytes=200 << 20)
+    rig.tick(5)
+    assert rig.rec.status()["state"] == "recording"  # FULL never cuts an ongoing recording
+    rig.rec.step_command("storage_level", "storage", level="exhausted", free_bytes=90 << 20)
+    assert rig.rec.status()["state"] == "ready"  # below the reserve: stopped and sealed cleanly
+    with pytest.raises(CommandError, match="storage exhausted"):
+        rig.rec.step_command("start")
+    events = [m["event"] for m in rig.manifests() if m["type"] == "event"]
+    assert events == [
+        "boot",
+        "storage-low",
+        "storage-low",
+        "record-start",
+        "storage-full",
+        "storage-full",
+        "record-stop",
+    ]
+    stop = [m for m in rig.manifests() if m.get("event") == "record-stop"][0]
+    assert stop["detail"]["by"] == "storage"
+    report = verify_path(tmp_path, rig.signer.public_key(), hq_key=rig.hq, decode=check_media)
+    assert report.ok, [p.reason for p in report.problems]

@@ -59,7 +59,7 @@ def test_wal_durability_and_foreign_keys(store: Store, tmp_path: Path) -> None:
     assert status["journal_mode"] == "wal"
     assert status["synchronous"] == 2  # FULL
     assert status["foreign_keys"] == 1
-    assert status["schema_version"] == len(MIGRATIONS) == 1
+    assert status["schema_version"] == len(MIGRATIONS) == 2
     with _raw(tmp_path / "index.db") as raw:
         assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"  # persistent in the file
 
@@ -103,7 +103,7 @@ def test_reopen_after_close_keeps_everything(tmp_path: Path, clock: FakeClock) -
         s.segments()
     with Store(path, clock) as again:
         assert (again.segments(), again.chain_head(DEV), again.audit_tail(10), again.stats()) == before
-        assert again.schema_version() == 1
+        assert again.schema_version() == len(MIGRATIONS)
 
 
 # ---- schema versions ---------------------------------------------------------------------------
@@ -124,13 +124,13 @@ def test_migration_hook_runs_pending_migrations_once(tmp_path: Path, clock: Fake
         _open(s, 1)
     calls: list[int] = []
 
-    def v2(db: Database) -> None:
+    def v_next(db: Database) -> None:
         calls.append(1)
         db.conn.execute("ALTER TABLE segments ADD COLUMN note TEXT")
 
     for _ in range(2):
-        with Store(path, clock, migrations=(*MIGRATIONS, v2)) as s:
-            assert s.schema_version() == 2
+        with Store(path, clock, migrations=(*MIGRATIONS, v_next)) as s:
+            assert s.schema_version() == len(MIGRATIONS) + 1
             assert s.segment(1) is not None
     assert calls == [1]
 
@@ -143,10 +143,10 @@ def test_failed_migration_leaves_the_old_version(tmp_path: Path, clock: FakeCloc
         db.conn.execute("CREATE TABLE extra (x)")
         db.conn.execute("THIS IS NOT SQL")
 
-    with pytest.raises(StoreError, match="Migrating store to schema 2"):
+    with pytest.raises(StoreError, match=f"Migrating store to schema {len(MIGRATIONS) + 1}"):
         Store(path, clock, migrations=(*MIGRATIONS, broken))
     with _raw(path) as raw:
-        assert raw.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
         assert raw.execute("SELECT count(*) FROM sqlite_master WHERE name='extra'").fetchone()[0] == 0
 
 
@@ -458,3 +458,65 @@ def test_concurrent_writers_are_serialised(store: Store) -> None:
     assert store.stats()["audit_entries"] == 100
     assert store.stats()["by_state"]["sealed"]["count"] == 100
     assert [store.chain_head(f"dev-{b}") for b in range(1, 5)] == [(b * 100 + 24, h(b * 100 + 24)) for b in range(1, 5)]
+
+
+# ---- local copies (schema 2) -------------------------------------------------------------------
+
+
+def _acknowledged(store: Store, seq: int) -> None:
+    _open(store, seq)
+    _seal(store, seq)
+    store.mark_state(seq, "acknowledged", receipt={"hq_seq": seq})
+
+
+def test_schema_1_file_is_migrated_and_keeps_its_rows(tmp_path: Path, clock: FakeClock) -> None:
+    path = tmp_path / "index.db"
+    with Store(path, clock, migrations=MIGRATIONS[:1]) as old:
+        _acknowledged(old, 1)
+    with Store(path, clock) as s:
+        assert s.schema_version() == 2
+        seg = s.segment(1)
+        assert seg is not None and seg.state == "acknowledged" and seg.local_deleted_utc_ns is None
+        assert [x.seq for x in s.local_acknowledged()] == [1]
+
+
+def test_mark_deleted_local_keeps_the_row_and_audits(store: Store, clock: FakeClock) -> None:
+    for seq in (1, 2, 3):
+        _acknowledged(store, seq)
+    clock.advance(5)
+    store.mark_deleted_local(2, actor="storage", reason="age")
+    seg = store.segment(2)
+    assert seg is not None and seg.state == "acknowledged" and seg.local_deleted_utc_ns == clock.utc_ns()
+    assert seg.receipt == {"hq_seq": 2}
+    assert [x.seq for x in store.local_acknowledged()] == [1, 3]
+    (entry,) = store.audit_tail(1)
+    assert (entry.actor, entry.action, entry.target, entry.outcome) == (
+        "storage", "delete-local", "seg/00000002.bce", "ok")
+    assert entry.detail == {"seq": 2, "bytes": 200, "reason": "age"}
+    with pytest.raises(StoreError, match="already marked deleted"):
+        store.mark_deleted_local(2, actor="storage")
+
+
+@pytest.mark.parametrize("state", ["open", "sealed", "uploading", "quarantined", "no-receipt", "missing"])
+def test_mark_deleted_local_refuses_unacknowledged_entries(store: Store, state: str) -> None:
+    if state != "missing":
+        _open(store, 1)
+    if state in ("sealed", "uploading", "no-receipt"):
+        _seal(store, 1)
+    if state in ("uploading", "quarantined"):
+        store.mark_state(1, state)
+    if state == "no-receipt":
+        store.mark_state(1, "acknowledged")
+    audits = store.stats()["audit_entries"]
+    with pytest.raises(StoreError, match="no such segment" if state == "missing" else "not acknowledged"):
+        store.mark_deleted_local(1, actor="storage")
+    assert store.stats()["audit_entries"] == audits
+    seg = store.segment(1)
+    assert seg is None or seg.local_deleted_utc_ns is None
+
+
+def test_chain_head_seqs(store: Store) -> None:
+    assert store.chain_head_seqs() == frozenset()
+    _acknowledged(store, 1)
+    _acknowledged(store, 2)
+    assert store.chain_head_seqs() == {2}
