@@ -128,6 +128,7 @@ class ChainLog:
         self._clock = clock
         self._chunk_bytes = chunk_bytes
         self.head_seq, self.head_hash = self._find_head()
+        self.gnss_offset_ns: int | None = None  # unit UTC minus GNSS time, from the latest fix
 
     # -- head ----------------------------------------------------------------------------------
 
@@ -158,7 +159,7 @@ class ChainLog:
 
     def time_fields(self, mono_start: int, mono_end: int, utc_start: int, utc_end: int) -> dict[str, Any]:
         q = self._clock.quality()
-        return {
+        fields: dict[str, Any] = {
             "mono_start_ns": mono_start,
             "mono_end_ns": mono_end,
             "signed_mono_ns": self._clock.monotonic_ns(),
@@ -168,6 +169,9 @@ class ChainLog:
             "synced": q.synced,
             "uncertainty_ns": q.uncertainty_ns,
         }
+        if self.gnss_offset_ns is not None:
+            fields["gnss_offset_ns"] = self.gnss_offset_ns
+        return fields
 
     # -- events --------------------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ from agent.media.packets import EncodedPacket, MediaError, TrackSpec
 from agent.prebuffer import PreEventBuffer
 from agent.state import Event, PersistedState, State, StateFile, transition
 from agent.store import Store
+from agent.timekeeping import ClockStepDetector, gnss_offset_ns
 from hal.clock import Clock
 from hal.gnss import FixMode, GnssFix
 from hal.indicators import Indicator, Indicators, Pattern
@@ -134,6 +135,7 @@ class Recorder:
         self._lost_total: dict[str, int] = dict.fromkeys(self._track_kind, 0)
         self._open_failed_ns: int | None = None
         self._storage_level = "ok"
+        self._steps = ClockStepDetector()
         self._frames_total: dict[str, int] = dict.fromkeys(self._track_kind, 0)
         self._segments_sealed = 0
         self._last_error: str | None = None
@@ -636,6 +638,10 @@ class Recorder:
 
     def _on_fix(self, fix: GnssFix) -> None:
         self._last_fix = fix
+        if fix.utc_ns is not None and fix.mode >= FixMode.FIX_2D:
+            self._chain.gnss_offset_ns = gnss_offset_ns(
+                fix.utc_ns, fix.mono_ns, self._clock.utc_ns(), self._clock.monotonic_ns()
+            )
         if self._current is not None and fix.mode >= FixMode.FIX_2D and fix.lat_deg is not None:
             self._current.fixes.append(
                 {
@@ -649,8 +655,25 @@ class Recorder:
                 }
             )
 
+    def _check_clock(self, now: int) -> None:
+        utc = self._clock.utc_ns()
+        step = self._steps.observe(now, utc)
+        if step is None:
+            return
+        log.warning("the UTC clock stepped by %+.3f s", step / 1e9)
+        q = self._clock.quality()
+        self._chain.event(
+            "clock-step",
+            {"step_ns": step, "utc_before_ns": utc - step, "utc_after_ns": utc, "source": q.source.value},
+            recording_id=self._recording_id,
+        )
+        for seg in (self._closing, self._current):
+            if seg is not None:
+                seg.flags.add("clock-unsynced")  # its UTC labels straddle a step
+
     def _housekeeping(self) -> None:
         now = self._clock.monotonic_ns()
+        self._check_clock(now)
         if self._closing is not None and self._current is not None and now - self._current.start_ns > 2 * HOLD_MAX_NS:
             # a track that never reached its keyframe after the boundary (sensor stalled): stop waiting
             log.warning("sealing previous segment without tracks %s", set(self._track_kind) - self._current.switched)
@@ -734,7 +757,14 @@ class Recorder:
             "gnss": None
             if fix is None
             else {"mode": int(fix.mode), "lat_deg": fix.lat_deg, "lon_deg": fix.lon_deg, "h_acc_m": fix.h_acc_m},
-            "time": {"source": self._clock.quality().source.value, "synced": self._clock.quality().synced},
+            "time": {
+                "source": self._clock.quality().source.value,
+                "synced": self._clock.quality().synced,
+                "utc_ns": self._clock.utc_ns(),
+                "gnss_offset_ms": None
+                if self._chain.gnss_offset_ns is None
+                else round(self._chain.gnss_offset_ns / 1e6, 1),
+            },
             "last_error": self._last_error,
         }
 
