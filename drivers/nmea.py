@@ -337,8 +337,9 @@ def fix_from_epoch(sentences: Iterable[Sentence], mono_ns: int) -> GnssFix:
     has_fix = (rmc is not None or gga is not None) and (rmc is None or rmc.valid) and (gga is None or gga.quality > 0)
     utc_ns = rmc.utc_ns if rmc is not None else None
     if not has_fix:
-        return GnssFix(mono_ns=mono_ns, utc_ns=utc_ns, mode=FixMode.NO_FIX,
-                       satellites=gga.satellites if gga is not None else None)
+        return GnssFix(
+            mono_ns=mono_ns, utc_ns=utc_ns, mode=FixMode.NO_FIX, satellites=gga.satellites if gga is not None else None
+        )
     if gsa is not None and gsa.fix_mode in (2, 3):
         mode = FixMode(gsa.fix_mode)
     else:

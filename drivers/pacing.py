@@ -109,7 +109,7 @@ class Pacer:
                     return None
                 ends = self._limit is not None and self._next >= self._limit
                 wake = deadline if ends else min(deadline, self.due_ns(self._next))
-            self._clock.sleep((wake - now) / _NS_PER_S)
+            self._clock.sleep(max(1, wake - now) / _NS_PER_S)  # never a zero sleep: no busy loop
 
     def status(self) -> dict[str, object]:
         with self._lock:
@@ -143,6 +143,7 @@ class PacedDevice:
         self._limit: int | None = None
         self._lock = threading.Lock()
         self._pacer: Pacer | None = None
+        self._last_pacer: Pacer | None = None  # kept after close, so the counts stay visible
         self._last_error: str | None = None
 
     def open(self) -> None:
@@ -155,7 +156,7 @@ class PacedDevice:
             except SensorError as exc:
                 self._last_error = str(exc)
                 raise
-            self._pacer = Pacer(self._clock, self._rate_hz, self._queue_depth, self._limit)
+            self._pacer = self._last_pacer = Pacer(self._clock, self._rate_hz, self._queue_depth, self._limit)
 
     def close(self) -> None:
         """Release the source; idempotent. A read waiting in another thread returns None."""
@@ -167,8 +168,8 @@ class PacedDevice:
             self._close_source()
 
     def get_status(self) -> dict[str, object]:
-        pacer = self._pacer
-        status: dict[str, object] = {"name": self.name, "open": pacer is not None}
+        pacer = self._last_pacer
+        status: dict[str, object] = {"name": self.name, "open": self._pacer is not None}
         if pacer is not None:
             status.update(pacer.status())
         else:

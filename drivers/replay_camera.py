@@ -16,7 +16,7 @@ from drivers.pacing import PacedDevice, check_bool, check_int, check_path
 from drivers.registry import register
 from hal.camera import VideoFormat, VideoFrame
 from hal.clock import Clock
-from hal.common import Availability, SensorError
+from hal.common import Availability
 
 log = logging.getLogger(__name__)
 
@@ -25,24 +25,26 @@ log = logging.getLogger(__name__)
 class ReplayCamera(PacedDevice):
     """Plays recorded footage through the live pipeline, paced like a sensor.
 
-    ``format`` is known once open (it comes from the file). Frames the consumer was too late
-    for are decoded and discarded, as a sensor's queue overflows. PyAV is imported only in
-    ``probe`` and ``open``. ``read`` is for one consumer thread; ``close`` from another thread
+    ``format`` comes from the file's header, read when the driver is created (so a bad
+    ``path`` is a config error) and again at ``open``. Frames the consumer was too late
+    for are decoded and discarded, as a sensor's queue overflows. PyAV is imported only when
+    used, never at module import. ``read`` is for one consumer thread; ``close`` from another thread
     waits for a decode in progress to finish.
     """
 
-    def __init__(
-        self, *, name: str, clock: Clock, path: str | Path, loop: bool = True, queue_frames: int = 4
-    ) -> None:
-        super().__init__(
-            name=name, clock=clock, rate_hz=Fraction(30), queue_depth=check_int("queue_frames", queue_frames, 1, 64)
-        )
+    def __init__(self, *, name: str, clock: Clock, path: str | Path, loop: bool = True, queue_frames: int = 4) -> None:
         self._path = check_path("path", path)
+        try:
+            self._format = _inspect(self._path)
+        except ValueError as exc:
+            raise ValueError(f"path: {exc}") from None
+        rate = Fraction(self._format.fps_num, self._format.fps_den)
+        depth = check_int("queue_frames", queue_frames, 1, 64)
+        super().__init__(name=name, clock=clock, rate_hz=rate, queue_depth=depth)
         self._loop = check_bool("loop", loop)
         self._decode_lock = threading.Lock()
         self._container: Any = None
         self._frames: Iterator[Any] | None = None
-        self._format: VideoFormat | None = None
         self._laps = 0
         self._lap_offset_ns = 0
         self._last_pts_ns = 0
@@ -58,8 +60,7 @@ class ReplayCamera(PacedDevice):
 
     @property
     def format(self) -> VideoFormat:
-        if self._format is None:
-            raise SensorError(f"{self.name}: the format of a replayed file is known only once open")
+        """The file's size and native frame rate, read when the driver is created."""
         return self._format
 
     @property
@@ -68,27 +69,10 @@ class ReplayCamera(PacedDevice):
 
     def _open_source(self) -> None:
         try:
-            import av
-        except ImportError as exc:
-            raise self._fail(f"PyAV is not installed: {exc}") from exc
-        if not self._path.is_file():
-            raise self._fail(f"no video file at {self._path}")
-        try:
-            container = av.open(str(self._path))
-        except (av.FFmpegError, OSError) as exc:
-            raise self._fail(f"opening {self._path}: {exc}") from exc
-        if not container.streams.video:
-            container.close()
-            raise self._fail(f"{self._path} has no video stream")
-        stream = container.streams.video[0]
-        rate = stream.average_rate or stream.guessed_rate
-        if not rate or rate <= 0:
-            container.close()
-            raise self._fail(f"{self._path}: cannot tell the frame rate")
-        self._rate_hz = Fraction(rate.numerator, rate.denominator)
-        width, height = stream.codec_context.width & ~1, stream.codec_context.height & ~1
-        self._format = VideoFormat(width, height, self._rate_hz.numerator, self._rate_hz.denominator)
-        container.close()
+            self._format = _inspect(self._path)
+        except ValueError as exc:
+            raise self._fail(str(exc)) from exc
+        self._rate_hz = Fraction(self._format.fps_num, self._format.fps_den)
         self._laps, self._lap_offset_ns, self._last_pts_ns, self._ended = 0, 0, 0, False
         self._start_decoder()
 
@@ -125,6 +109,7 @@ class ReplayCamera(PacedDevice):
             if not self._loop:
                 return None
             self._laps += 1
+            log.debug("%s: end of %s, starting lap %d", self.name, self._path, self._laps + 1)
             self._lap_offset_ns += self._last_pts_ns + round(1e9 / self._rate_hz)
             self._container.close()
             self._start_decoder()
@@ -136,7 +121,7 @@ class ReplayCamera(PacedDevice):
         slot = self._next_slot(timeout_s)
         if slot is None:
             return None
-        fmt = self.format
+        fmt = self._format
         with self._decode_lock:
             frame = None
             for _ in range(slot.dropped_before + 1):
@@ -172,7 +157,28 @@ class ReplayCamera(PacedDevice):
 
     def _status_extra(self) -> dict[str, object]:
         status: dict[str, object] = {"driver": "replay", "path": str(self._path), "laps": self._laps}
-        status["ended"] = self._ended
-        if self._format is not None:
-            status.update(width=self._format.width, height=self._format.height)
+        status.update(ended=self._ended, width=self._format.width, height=self._format.height)
         return status
+
+
+def _inspect(path: Path) -> VideoFormat:
+    """The size and frame rate of the first video stream of ``path``; ValueError saying what is wrong."""
+    try:
+        import av
+    except ImportError as exc:
+        raise ValueError(f"PyAV is needed to replay {path}: {exc}") from None
+    if not path.is_file():
+        raise ValueError(f"no video file at {path}")
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise ValueError(f"{path} has no video stream")
+            stream = container.streams.video[0]
+            rate = stream.average_rate or stream.guessed_rate
+            width, height = stream.codec_context.width & ~1, stream.codec_context.height & ~1
+    except (av.FFmpegError, OSError) as exc:
+        raise ValueError(f"cannot read video file {path}: {exc}") from None
+    if not rate or rate <= 0 or width <= 0 or height <= 0:
+        raise ValueError(f"{path}: cannot tell the frame size and rate")
+    exact = Fraction(rate.numerator, rate.denominator)
+    return VideoFormat(width, height, exact.numerator, exact.denominator)

@@ -22,7 +22,8 @@ from hal.common import SensorError
 class ReplayMicrophone(PacedDevice):
     """Plays recorded audio through the live pipeline, paced like the sound card.
 
-    The sample rate and channel count are the file's, known once open. Chunk i is read from
+    The sample rate and channel count are the file's, read from its header when the driver is
+    created (so a bad ``path`` is a config error) and again at ``open``. Chunk i is read from
     sample ``i * chunk`` (wrapping when looping), so overruns skip by seeking. ``read`` is for
     one consumer thread; ``close`` from another waits for a file read in progress.
     """
@@ -37,41 +38,35 @@ class ReplayMicrophone(PacedDevice):
         chunk_ms: float = 20.0,
         queue_s: float = 0.5,
     ) -> None:
-        super().__init__(name=name, clock=clock, rate_hz=Fraction(50), queue_depth=1)
+        super().__init__(name=name, clock=clock, rate_hz=Fraction(50), queue_depth=1)  # both set at open
         self._path = check_path("path", path)
         self._loop = check_bool("loop", loop)
         self._chunk_ms = check_float("chunk_ms", chunk_ms, 1.0, 1000.0)
         self._queue_s = check_float("queue_s", queue_s, 0.0, 60.0)
         self._file_lock = threading.Lock()
         self._wav: wave.Wave_read | None = None
-        self._rate = 0
-        self._channels = 0
-        self._frames = 0
-        self._chunk = 0
+        try:
+            self._rate, self._channels, self._frames = _inspect(self._path)
+        except ValueError as exc:
+            raise ValueError(f"path: {exc}") from None
+        self._chunk = max(1, round(self._rate * self._chunk_ms / 1000))
         self._dropped_samples = 0
 
     @property
     def sample_rate_hz(self) -> int:
-        if not self._rate:
-            raise SensorError(f"{self.name}: the sample rate of a replayed file is known only once open")
         return self._rate
 
     @property
     def channels(self) -> int:
-        if not self._channels:
-            raise SensorError(f"{self.name}: the channel count of a replayed file is known only once open")
         return self._channels
 
     def _open_source(self) -> None:
         try:
+            self._rate, self._channels, self._frames = _inspect(self._path)
             wav = wave.open(str(self._path), "rb")  # noqa: SIM115 (kept open until close())
-        except (OSError, wave.Error, EOFError) as exc:
+        except (ValueError, OSError, wave.Error, EOFError) as exc:
             raise self._fail(f"opening WAV file {self._path}: {exc}") from exc
-        if wav.getsampwidth() != 2 or wav.getnframes() == 0:
-            wav.close()
-            raise self._fail(f"{self._path}: need 16-bit PCM with at least one sample")
         self._wav = wav
-        self._rate, self._channels, self._frames = wav.getframerate(), wav.getnchannels(), wav.getnframes()
         self._chunk = max(1, round(self._rate * self._chunk_ms / 1000))
         self._rate_hz = Fraction(self._rate, self._chunk)
         self._queue_depth = max(1, round(self._queue_s * self._rate / self._chunk))
@@ -131,3 +126,15 @@ class ReplayMicrophone(PacedDevice):
             "channels": self._channels,
             "dropped_samples": self._dropped_samples,
         }
+
+
+def _inspect(path: Path) -> tuple[int, int, int]:
+    """Sample rate, channels and length of a 16-bit PCM WAV file; ValueError saying what is wrong."""
+    try:
+        with wave.open(str(path), "rb") as wav:
+            rate, channels, width, frames = wav.getframerate(), wav.getnchannels(), wav.getsampwidth(), wav.getnframes()
+    except (OSError, wave.Error, EOFError) as exc:
+        raise ValueError(f"cannot read WAV file {path}: {exc}") from None
+    if width != 2 or frames == 0 or rate <= 0:
+        raise ValueError(f"{path}: need 16-bit PCM with at least one sample (got {8 * width}-bit, {frames} samples)")
+    return rate, channels, frames

@@ -63,10 +63,11 @@ class SimCamera(PacedDevice):
             name=name, clock=clock, rate_hz=fps_exact, queue_depth=check_int("queue_frames", queue_frames, 1, 64)
         )
         self._seed = check_int("seed", seed, 0, 2**32 - 1)
+        # Even steps keep the 2x2 chroma blocks aligned with the luma they belong to.
         self._speed = check_int("speed_px_per_frame", speed_px_per_frame, 0, width) & ~1
         self._format = VideoFormat(width, height, fps_exact.numerator, fps_exact.denominator)
         self._base: tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8], npt.NDArray[np.uint8]] | None = None
-        self._phase = (np.random.default_rng(self._seed).integers(0, width // 2)) * 2
+        self._phase = int(np.random.default_rng(self._seed).integers(0, width // 2)) * 2
         self._font_scale = height / 720
         self._thickness = max(1, round(2 * self._font_scale))
         (text_w, text_h), baseline = cv2.getTextSize(self._label(0, 0), _FONT, self._font_scale, self._thickness)
@@ -133,8 +134,16 @@ class SimCamera(PacedDevice):
         u[y // 2 : (y + bh) // 2, x // 2 : (x + bw) // 2] = 128
         v[y // 2 : (y + bh) // 2, x // 2 : (x + bw) // 2] = 128
         box = out[y : y + bh, x : x + bw]  # drawing into the box view clips the text to it
-        cv2.putText(box, self._label(index, utc_ns), self._text_origin, _FONT, self._font_scale, 235,
-                    self._thickness, cv2.LINE_8)
+        cv2.putText(
+            box,
+            self._label(index, utc_ns),
+            self._text_origin,
+            _FONT,
+            self._font_scale,
+            235,
+            self._thickness,
+            cv2.LINE_8,
+        )
         out.flags.writeable = False
         return out
 
@@ -150,4 +159,3 @@ class SimCamera(PacedDevice):
     def _status_extra(self) -> dict[str, object]:
         f = self._format
         return {"driver": "sim", "width": f.width, "height": f.height, "pixel_format": f.pixel_format}
-

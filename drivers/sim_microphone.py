@@ -47,9 +47,7 @@ class SimMicrophone(PacedDevice):
         self._seed = check_int("seed", seed, 0, 2**32 - 1)
         queue_s = check_float("queue_s", queue_s, 0.0, 60.0)
         depth = max(1, round(queue_s * self._sample_rate_hz / self._chunk))
-        super().__init__(
-            name=name, clock=clock, rate_hz=Fraction(self._sample_rate_hz, self._chunk), queue_depth=depth
-        )
+        super().__init__(name=name, clock=clock, rate_hz=Fraction(self._sample_rate_hz, self._chunk), queue_depth=depth)
         self._dropped_samples = 0
 
     @property

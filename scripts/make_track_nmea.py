@@ -95,11 +95,19 @@ def epoch_lines(t: int, distance_m: float, speed_mps: float, errors: dict[str, A
     utc = START_UTC + datetime.timedelta(seconds=t)
     hms, dmy = f"{utc:%H%M%S}.00", f"{utc:%d%m%y}"
     if t < EMPTY_EPOCHS:
-        return [sentence("GPRMC,,V,,,,,,,,,,N"), sentence("GPGGA,,,,,,0,00,99.99,,,,,,"),
-                sentence("GPGSA,A,1,,,,,,,,,,,,,99.99,99.99,99.99"), sentence("GPGST,,,,,,,,")]
+        return [
+            sentence("GPRMC,,V,,,,,,,,,,N"),
+            sentence("GPGGA,,,,,,0,00,99.99,,,,,,"),
+            sentence("GPGSA,A,1,,,,,,,,,,,,,99.99,99.99,99.99"),
+            sentence("GPGST,,,,,,,,"),
+        ]
     if t < EMPTY_EPOCHS + TIME_ONLY_EPOCHS:
-        return [sentence(f"GPRMC,{hms},V,,,,,,,{dmy},,,N"), sentence(f"GPGGA,{hms},,,,,0,03,99.99,,,,,,"),
-                sentence("GPGSA,A,1,,,,,,,,,,,,,99.99,99.99,99.99"), sentence(f"GPGST,{hms},,,,,,,")]
+        return [
+            sentence(f"GPRMC,{hms},V,,,,,,,{dmy},,,N"),
+            sentence(f"GPGGA,{hms},,,,,0,03,99.99,,,,,,"),
+            sentence("GPGSA,A,1,,,,,,,,,,,,,99.99,99.99,99.99"),
+            sentence(f"GPGST,{hms},,,,,,,"),
+        ]
     east, north, course = position_at(distance_m)
     east, north = east + errors["east"].step(), north + errors["north"].step()
     lat = LAT0_DEG + north / M_PER_DEG_LAT
@@ -121,8 +129,10 @@ def epoch_lines(t: int, distance_m: float, speed_mps: float, errors: dict[str, A
         sentence(f"GPRMC,{hms},A,{pos},{speed / KNOT_MPS:.3f},{course_field},{dmy},,,A"),
         sentence(f"GPGGA,{hms},{pos},1,{sats:02d},{hdop:.2f},{alt_fields},,"),
         sentence(f"GPGSA,A,{3 if is_3d else 2},{prn_fields},{1.7 * hdop:.2f},{hdop:.2f},{1.3 * hdop:.2f}"),
-        sentence(f"GPGST,{hms},{8 + 4 * hdop:.1f},{max(lat_sd, lon_sd):.1f},{min(lat_sd, lon_sd):.1f},"
-                 f"{rng.uniform(0, 180):.1f},{lat_sd:.1f},{lon_sd:.1f},{alt_sd:.1f}"),
+        sentence(
+            f"GPGST,{hms},{8 + 4 * hdop:.1f},{max(lat_sd, lon_sd):.1f},{min(lat_sd, lon_sd):.1f},"
+            f"{rng.uniform(0, 180):.1f},{lat_sd:.1f},{lon_sd:.1f},{alt_sd:.1f}"
+        ),
     ]
 
 
