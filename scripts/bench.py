@@ -1,0 +1,89 @@
+"""`make bench`: throughput, CPU and latency figures of the evidence path and the agent, as JSON.
+
+Prints one JSON document on stdout (and writes it to bench-results.json in the repo root);
+progress goes to stderr. Figures and ratios only: a goal is printed beside a ratio, never
+asserted, because timings depend on the machine and on whatever else runs on it.
+
+Sections: evidence (sealing and verification throughput against openssl), agent (the real
+agent process at 1080p30 on simulated sensors), vs_ffmpeg (the same clip through the agent
+and through ffmpeg). A failing section is reported as {"error": ...}; the others still run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import logging
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # for tests.evidence_util, which builds evidence chains
+
+from bench import agent_run, evidence, vs_ffmpeg  # noqa: E402
+from bench.common import Result, machine, run_section  # noqa: E402
+
+from agent import __version__  # noqa: E402
+
+log = logging.getLogger("bench")
+
+SECTIONS = ("evidence", "agent", "vs_ffmpeg")
+
+
+def git_commit() -> str | None:
+    try:
+        done = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              check=False, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() or None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="short durations and sizes (a smoke test)")
+    parser.add_argument("--only", action="append", choices=SECTIONS, metavar="SECTION",
+                        help=f"run only this section (repeatable): {', '.join(SECTIONS)}")
+    parser.add_argument("--output", type=Path, default=REPO / "bench-results.json", help="where to write the JSON")
+    parser.add_argument("--keep", type=Path, metavar="DIR",
+                        help="work in DIR and keep the agent data dirs and clips there (default: a temp dir)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
+    wanted = args.only or list(SECTIONS)
+
+    doc: Result = {
+        "bench": "bodycam",
+        "firmware": __version__,
+        "git_commit": git_commit(),
+        "started_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "quick": args.quick,
+        "machine": machine(),
+        "sections": {},
+    }
+    with tempfile.TemporaryDirectory(prefix="bodycam-bench-") as tmp:
+        workdir = args.keep or Path(tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
+        bodies: dict[str, Callable[[], Result]] = {
+            "evidence": lambda: evidence.run(args.quick),
+            "agent": lambda: agent_run.run(args.quick, workdir),
+            "vs_ffmpeg": lambda: vs_ffmpeg.run(args.quick, workdir),
+        }
+        for name in SECTIONS:
+            if name in wanted:
+                doc["sections"][name] = run_section(name, bodies[name])
+    doc["finished_utc"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    text = json.dumps(doc, indent=2)
+    args.output.write_text(text + "\n")
+    log.info("results written to %s", args.output)
+    sys.stdout.write(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

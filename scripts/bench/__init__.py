@@ -1,0 +1,1 @@
+"""The sections of ``make bench``: evidence sealing and verification, the agent process, the agent against ffmpeg."""
