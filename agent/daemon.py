@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import signal
 import sys
@@ -15,7 +14,7 @@ from typing import Any
 from agent import __version__
 from agent.chainlog import ChainLog
 from agent.config import Config, ConfigError, load_config, resolve_path
-from agent.control import ControlError, ControlServer, request
+from agent.control import ControlError, ControlServer
 from agent.evidence.keys import FileKeyStore, KeyFileError, generate_hq_key, load_hq_public
 from agent.provision import CONFIG_NAME, ProvisionError, provision
 from agent.recorder import CommandError, Recorder, RecorderSettings
@@ -302,53 +301,3 @@ def cmd_run(args: argparse.Namespace) -> int:
         agent.stop()
     log.info("stopped cleanly; evidence in %s", data_dir / "segments")
     return 0
-
-
-CTL_COMMANDS = ("start", "stop", "mark", "status", "stealth", "mute")
-
-
-def cmd_ctl(args: argparse.Namespace) -> int:
-    sock = args.socket or args.data_dir / "ctl.sock"
-    payload: dict[str, Any] = {}
-    if args.command in ("stealth", "mute"):
-        if args.value not in ("on", "off"):
-            print(f"bodycam ctl: {args.command} takes on or off", file=sys.stderr)
-            return 2
-        payload["on"] = args.value == "on"
-    elif args.command == "mark" and args.value:
-        payload["note"] = args.value
-    try:
-        reply = request(sock, args.command, payload)
-    except (FileNotFoundError, ConnectionRefusedError):
-        print(f"bodycam ctl: no agent is listening on {sock} (is 'bodycam run' running?)", file=sys.stderr)
-        return 3
-    except PermissionError:
-        print(f"bodycam ctl: permission denied on {sock} (run as the agent's user)", file=sys.stderr)
-        return 3
-    if args.json or args.command == "status":
-        print(json.dumps(reply, indent=2, sort_keys=True))
-    elif reply["ok"]:
-        print(f"{args.command}: ok {json.dumps(reply['data'], sort_keys=True)}")
-    if not reply["ok"]:
-        err = reply["error"]
-        print(f"bodycam ctl: {args.command} refused: {err['message']} ({err['code']})", file=sys.stderr)
-        return 1
-    return 0
-
-
-def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("run", help="run the agent")
-    p.add_argument("--data-dir", type=Path, required=True)
-    p.add_argument("--config", type=Path, help=f"config file (default: <data-dir>/{CONFIG_NAME})")
-    p.add_argument("--sim", action="store_true", help="simulated sensors; provisions a development unit if needed")
-    p.add_argument("--device-id", help=f"device id when --sim provisions (default {SIM_DEVICE_ID})")
-    p.add_argument("--duration", type=float, help="stop cleanly after this many seconds")
-    p.set_defaults(func=cmd_run)
-    p = sub.add_parser("ctl", help="control a running agent through its local socket")
-    p.add_argument("--data-dir", type=Path, default=Path("."))
-    p.add_argument("--socket", type=Path, help="control socket (default <data-dir>/ctl.sock)")
-    p.add_argument("--json", action="store_true")
-    p.add_argument("command", choices=CTL_COMMANDS)
-    p.add_argument("value", nargs="?", help="on|off for stealth and mute; a note for mark")
-    p.set_defaults(func=cmd_ctl)
-

@@ -34,6 +34,7 @@ from hal.indicators import Indicator, Indicators, Pattern
 log = logging.getLogger(__name__)
 
 HOLD_MAX_NS = 1_000_000_000  # a track waits at most this long for the anchor track to catch up
+PRE_EVENT_MARGIN_NS = 250_000_000
 REOPEN_INTERVAL_NS = 1_000_000_000  # after a storage fault, try a new segment at most once a second
 
 
@@ -70,6 +71,7 @@ class _Segment:
     recording_id: str
     trigger: str
     start_ns: int
+    trigger_ns: int = 0  # when the recording was triggered: footage before it is pre-event
     pre_event_ns: int = 0
     end_ns: int = 0
     frames: dict[str, int] = field(default_factory=dict)
@@ -119,7 +121,10 @@ class Recorder:
         self._indicators = indicators
         self._request_keyframes = request_keyframes
         keyed = [t.name for t in tracks if t.kind == "video"]
-        self._pre = PreEventBuffer(settings.pre_event_ns, anchor, keyed)
+        # the newest buffered frame trails the trigger by the capture-to-encode latency: keep a
+        # little more than asked, so the recording always begins at least pre_event_s before it
+        margin = PRE_EVENT_MARGIN_NS if settings.pre_event_ns else 0
+        self._pre = PreEventBuffer(settings.pre_event_ns + margin, anchor, keyed)
         self._inbox: queue.Queue[Any] = queue.Queue()
         self._hold: deque[EncodedPacket] = deque()
         self._anchor_ns = 0
@@ -135,6 +140,9 @@ class Recorder:
         self._lost_total: dict[str, int] = dict.fromkeys(self._track_kind, 0)
         self._open_failed_ns: int | None = None
         self._storage_level = "ok"
+        self._trigger_ns = 0
+        self._mark_seq = 0
+        self._buffered_drops: deque[tuple[int, str, int]] = deque()
         self._steps = ClockStepDetector()
         self._frames_total: dict[str, int] = dict.fromkeys(self._track_kind, 0)
         self._segments_sealed = 0
@@ -152,8 +160,9 @@ class Recorder:
     def post_fix(self, fix: GnssFix) -> None:
         self._inbox.put(fix)
 
-    def post_drops(self, track: str, count: int) -> None:
-        self._inbox.put(("drops", track, count))
+    def post_drops(self, track: str, count: int, mono_ns: int) -> None:
+        """``count`` frames (samples for audio) of ``track`` were lost by the sensor before ``mono_ns``."""
+        self._inbox.put(("drops", track, count, mono_ns))
 
     def command(self, name: str, actor: str, timeout_s: float | None = 10.0, **args: Any) -> dict[str, Any]:
         """Run a command on the recorder thread and wait for its answer; raises CommandError."""
@@ -244,11 +253,17 @@ class Recorder:
         elif isinstance(msg, _Command):
             self._on_command(msg)
         elif isinstance(msg, tuple) and msg[0] == "drops":
-            _, track, count = msg
+            _, track, count, mono = msg
             self._drops_total[track] = self._drops_total.get(track, 0) + count
             seg = self._current
             if seg is not None:
                 seg.dropped[track] = seg.dropped.get(track, 0) + count
+            else:
+                # buffering: remembered so the pre-event footage that contains the hole declares it
+                self._buffered_drops.append((mono, track, count))
+                horizon = mono - self._s.pre_event_ns - 2 * HOLD_MAX_NS
+                while self._buffered_drops and self._buffered_drops[0][0] < horizon:
+                    self._buffered_drops.popleft()
 
     # -- packets -------------------------------------------------------------------------------
 
@@ -328,6 +343,9 @@ class Recorder:
         if new is None:
             return False
         new.switched.add(self._anchor or "")
+        # a track with nothing in the old segment (audio kept out of the pre-event buffer) has
+        # nothing to finish there: it starts in the new one
+        new.switched.update(set(self._track_kind) - set(old.frames))
         self._closing, self._current = old, new
         return True
 
@@ -410,7 +428,7 @@ class Recorder:
         except MediaError:
             opened.fh.close()
             raise
-        seg = _Segment(opened, muxer, self._recording_id, trigger, start_ns)
+        seg = _Segment(opened, muxer, self._recording_id, trigger, start_ns, trigger_ns=self._trigger_ns)
         if not self._clock.quality().synced:
             seg.flags.add("clock-unsynced")
         return seg
@@ -433,6 +451,8 @@ class Recorder:
             "marks": seg.marks,
             "pre_event_ns": seg.pre_event_ns,
         }
+        seg.pre_event_ns = max(0, min(end, seg.trigger_ns) - seg.start_ns)
+        fields["pre_event_ns"] = seg.pre_event_ns
         if seg.pre_event_ns:
             seg.flags.add("pre-event")
         sealed = {"gnss": seg.fixes, "notes": seg.notes} if (seg.fixes or seg.notes) else None
@@ -509,16 +529,20 @@ class Recorder:
             self._request_keyframes()
             start = self._clock.monotonic_ns()
         self._open_failed_ns = None
+        self._trigger_ns = self._clock.monotonic_ns()
+        self._mark_seq = 0
         seg = self._current = self._try_open(start, trigger)
-        pre_event_ns = max(0, self._clock.monotonic_ns() - start) if held else 0
+        pre_event_ns = max(0, self._trigger_ns - start) if held else 0
         if seg is not None:
-            seg.pre_event_ns = pre_event_ns
+            for mono, track, count in self._buffered_drops:
+                if mono >= start:
+                    seg.dropped[track] = seg.dropped.get(track, 0) + count
             for p in held:
-                if self._current is seg:
-                    self._write(seg, p)
+                self._route(p)  # through rotation: long pre-event footage is cut into segments too
         else:
             for p in held:
                 self._count_lost(p)
+        self._buffered_drops.clear()
         self._persist()
         self._apply_indicators(pulse=True)
         log.info("RECORDING (%s by %s), pre-event %.1f s", trigger, actor, pre_event_ns / 1e9)
@@ -553,7 +577,8 @@ class Recorder:
         if self._current is None:
             self._chain.event("mark", {"by": actor}, sealed_meta={"note": note} if note else None)
             return {"recording": False}
-        mark_id = len(self._current.marks) + 1
+        self._mark_seq += 1
+        mark_id = self._mark_seq
         self._current.marks.append({"id": mark_id, "mono_ns": mono, "utc_ns": utc, "by": actor})
         if note:
             self._current.notes.append({"id": mark_id, "note": note})

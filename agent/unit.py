@@ -123,14 +123,14 @@ def build_sensors(config: Config, clock: Clock, sim: bool, registry: Registry | 
 def media_handler(
     encoder: VideoEncoder | ThermalEncoder | AudioEncoder,
     post_packet: Sink,
-    post_drops: Callable[[str, int], None],
+    post_drops: Callable[[str, int, int], None],
 ) -> Callable[[Any], None]:
     """The per-item work of a media sensor thread: count drops, encode, post packets."""
     track = encoder.track
 
     def handle(item: VideoFrame | ThermalFrame | AudioChunk) -> None:
         if item.dropped_before:
-            post_drops(track, item.dropped_before)
+            post_drops(track, item.dropped_before, item.mono_ns)
         for packet in encoder.encode(item):  # type: ignore[arg-type]
             post_packet(packet)
 
@@ -141,7 +141,7 @@ def build_workers(
     sensors: Sensors,
     clock: Clock,
     post_packet: Sink,
-    post_drops: Callable[[str, int], None],
+    post_drops: Callable[[str, int, int], None],
     post_fix: Callable[[GnssFix], None],
     on_input: Callable[[InputEvent], None],
     on_fault: Callable[[str, str], None],
