@@ -1,95 +1,252 @@
-"""The ``bodycam-hq`` command: headquarters' side (keygen, decrypt; serve and ingest come with sync)."""
+"""The ``bodycam-hq`` command: keygen, decrypt, serve, enroll, revoke, evidence list and export."""
 
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import logging
-import os
+import signal
 import sys
+import threading
+import time
 from pathlib import Path
+from types import FrameType
 
-from agent.evidence.decrypt import DecryptError, open_metadata, open_segment
-from agent.evidence.keys import KeyFileError, generate_hq_key, load_hq_private
-from agent.evidence.manifest import ManifestError, parse_manifest_record
-from agent.evidence.segment import scan
+from agent.evidence.keys import KeyFileError, fingerprint, load_device_public, public_der, public_pem
+from hq import decrypt_cmd
+from hq.app import build_service, open_index
+from hq.audit import Auditor
+from hq.export import ExportError, evidence_rows, export, parse_time
+from hq.index import HqIndexError, SqliteIndex
+from hq.keygen import keygen
+from hq.records import valid_device_id
+from hq.server import HqHttpServer, ListenError, check_listen, parse_listen, server_tls_context
+from hq.storage import FileEvidenceStore
+
+log = logging.getLogger(__name__)
+
+DRAIN_TIMEOUT_S = 60.0
+
+
+def _fail(command: str, message: str, code: int = 1) -> int:
+    print(f"bodycam-hq {command}: {message}", file=sys.stderr)
+    return code
+
+
+def _auditor(index: SqliteIndex) -> Auditor:
+    return Auditor(index, "hq-cli", time.time_ns)
+
+
+def _actor() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
-    out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    os.chmod(out, 0o700)
+    out: Path | None = args.out or (args.data_dir / "keys" if args.data_dir else None)
+    if out is None:
+        return _fail("keygen", "give --out DIR (or --data-dir H for H/keys)", 2)
     try:
-        fp = generate_hq_key(out / "hq.key", out / "hq.pub", profile=args.profile, overwrite=args.force)
+        result = keygen(out, profile=args.profile, extra_sans=tuple(args.san), overwrite=args.force)
     except KeyFileError as exc:
-        print(f"bodycam-hq keygen: {exc}", file=sys.stderr)
-        return 1
-    print(f"headquarters key pair ({args.profile} profile) written to {out}: hq.key (0600, keep offline), hq.pub")
-    print(f"hq.pub SHA-256 {fp}")
+        return _fail("keygen", str(exc))
+    print(f"headquarters keys ({args.profile} profile) written to {out}:")
+    print("  hq.key      (0600) HPKE private key: decrypts evidence; keep it offline, not on the service host")
+    print("  receipt.key (0600) signs receipts;  ca.key (0600) the CA's key: keep it offline")
+    print("  server.key  (0600), server.pem: the service's TLS certificate for " + ", ".join(result.sans))
+    print("  hq.pub, ca.pem: provision every unit with these two")
+    print(f"hq.pub SHA-256 {result.hq_fingerprint}")
+    print(f"receipt key SHA-256 {result.receipt_fingerprint}")
+    print(f"ca.pem SHA-256 {result.ca_fingerprint}")
     return 0
 
 
-def cmd_decrypt(args: argparse.Namespace) -> int:
+def cmd_serve(args: argparse.Namespace) -> int:
+    keys: Path = args.keys or args.data_dir / "keys"
     try:
-        key = load_hq_private(args.key)
+        host, port = parse_listen(args.listen)
+        check_listen(host, args.allow_remote)
+        tls = server_tls_context(keys / "server.pem", keys / "server.key")
+        index = open_index(args.data_dir)
+    except (ListenError, OSError, HqIndexError) as exc:
+        return _fail("serve", str(exc), 2)
+    try:
+        service = build_service(args.data_dir, keys, index)
+        server = HqHttpServer((host, port), service, tls)
+    except (KeyFileError, OSError) as exc:
+        index.close()
+        return _fail("serve", str(exc), 2)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("signal %d: stopping", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    loop = threading.Thread(target=server.serve_forever, name="hq-accept", daemon=True)
+    loop.start()
+    service.audit.record("service-start", _actor(), f"https://{args.listen}", "ok", port=server.port)
+    print(f"bodycam-hq: serving https://{host}:{server.port}/v1/", flush=True)
+    try:
+        while not stop.wait(1.0):
+            pass
+    finally:
+        server.shutdown()  # no new connections; requests in flight continue
+        drained = server.drain(DRAIN_TIMEOUT_S)
+        server.server_close()
+        service.audit.record("service-stop", _actor(), f"https://{args.listen}", "ok" if drained else "failed")
+        index.close()
+    print("bodycam-hq: stopped", flush=True)
+    return 0
+
+
+def cmd_enroll(args: argparse.Namespace) -> int:
+    device_id: str = args.device_id
+    if not valid_device_id(device_id):
+        return _fail("enroll", f"{device_id!r} is not a valid device id (letters, digits, . _ -; at most 64)", 2)
+    try:
+        pub = load_device_public(args.device_pub)
     except KeyFileError as exc:
-        print(f"bodycam-hq decrypt: {exc}", file=sys.stderr)
-        return 2
-    out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    failures = 0
-    for seg in args.segments:
+        return _fail("enroll", str(exc), 2)
+    fp = fingerprint(public_der(pub))
+    with open_index(args.data_dir) as index:
+        audit = _auditor(index)
+        existing, same_key = index.device(device_id), index.device_by_fingerprint(fp)
+        if existing is not None and existing.fingerprint == fp and existing.active:
+            print(f"{device_id} is already enrolled with key SHA-256 {fp}")
+            return 0
+        refusal = None
+        if existing is not None:
+            refusal = f"{device_id} is already enrolled with another key, or revoked"
+        elif same_key is not None:
+            refusal = f"this key is already enrolled as {same_key.device_id}"
+        if refusal is not None:
+            audit.record("enroll", _actor(), device_id, "refused", reason=refusal, key_sha256=fp)
+            return _fail("enroll", refusal)
+        index.enroll(device_id, public_pem(pub).decode("ascii"), fp, time.time_ns())
+        audit.record("enroll", _actor(), device_id, "ok", key_sha256=fp)
+    print(f"enrolled {device_id}: key SHA-256 {fp}")
+    return 0
+
+
+def cmd_revoke(args: argparse.Namespace) -> int:
+    with open_index(args.data_dir) as index:
+        audit = _auditor(index)
+        if index.device(args.device_id) is None:
+            audit.record("revoke", _actor(), args.device_id, "refused", reason="not enrolled")
+            return _fail("revoke", f"{args.device_id} is not enrolled")
+        changed = index.revoke(args.device_id, time.time_ns())
+        audit.record("revoke", _actor(), args.device_id, "ok", already_revoked=not changed)
+    print(f"{args.device_id} {'revoked' if changed else 'was already revoked'}: its requests are refused from now on")
+    return 0
+
+
+def cmd_evidence_list(args: argparse.Namespace) -> int:
+    with open_index(args.data_dir) as index:
+        rows = evidence_rows(index, args.device)
+        _auditor(index).record("evidence-list", _actor(), args.device or "*", "ok", rows=len(rows))
+    if args.json:
+        json.dump(rows, sys.stdout, indent=2)
+        print()
+        return 0
+    print(f"{'device':<20} {'seq':>8} {'kind':<8} {'size':>11} {'received (UTC)':<27} status / receipt")
+    for r in rows:
+        receipt = r["receipt"]
+        tail = f"receipt through {receipt['contiguous_through']}" if receipt else r.get("reason", "no receipt")
+        print(
+            f"{r['device_id']:<20} {r['seq'] if r['seq'] is not None else '-':>8} {r['kind'] or '-':<8} "
+            f"{r.get('size_bytes', '-'):>11} {r['received_utc']:<27} {r['status']}: {tail}"
+        )
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    keys: Path = args.keys or args.data_dir / "keys"
+    with open_index(args.data_dir) as index:
+        audit = _auditor(index)
+        target = f"{args.device} -> {args.out}"
         try:
-            failures += _decrypt_one(seg, key, out)
-        except (OSError, DecryptError, ManifestError) as exc:
-            print(f"{seg}: FAILED: {exc}", file=sys.stderr)
-            failures += 1
-    return 1 if failures else 0
-
-
-def _decrypt_one(seg: Path, key: object, out: Path) -> int:
-    with seg.open("rb") as fh:
-        structure = scan(fh)
-    if structure.manifest_record is None:
-        raise DecryptError("no manifest (unsealed or cut-off segment)")
-    signed = parse_manifest_record(structure.manifest_record)
-    m = dict(signed.manifest)
-    meta = open_metadata(signed, key)  # type: ignore[arg-type]
-    if meta is not None:
-        m["sealed_opened"] = meta
-    stem = out / seg.stem
-    if m["type"] == "segment":
-        media = stem.with_suffix(".mkv")
-        tmp = media.with_name(media.name + ".tmp")
-        with tmp.open("wb") as fh:
-            opened = open_segment(seg, key, fh.write, recovered="recovered" in m["flags"])  # type: ignore[arg-type]
-        if opened.problems:
-            tmp.unlink()
-            raise DecryptError("; ".join(opened.problems))
-        if opened.plaintext_sha256 != m["plaintext"]["sha256"]:
-            tmp.unlink()
-            raise DecryptError("decrypted content does not match the manifest's plaintext hash")
-        os.replace(tmp, media)
-        print(f"{seg.name}: {media} ({opened.plaintext_length} bytes, {opened.chunks} chunks)")
-    else:
-        print(f"{seg.name}: event {m['event']}")
-    stem.with_suffix(".json").write_text(json.dumps(m, indent=2, sort_keys=True) + "\n")
+            from_ns = parse_time(args.from_) if args.from_ else None
+            to_ns = parse_time(args.to) if args.to else None
+            result = export(
+                index,
+                FileEvidenceStore(args.data_dir),
+                args.device,
+                args.out,
+                from_ns,
+                to_ns,
+                hq_pub=keys / "hq.pub",
+                exported_by=_actor(),
+                now_ns=time.time_ns(),
+            )
+        except (ExportError, OSError) as exc:
+            audit.record("export", _actor(), target, "refused", reason=str(exc))
+            return _fail("export", str(exc))
+        audit.record(
+            "export",
+            _actor(),
+            target,
+            "ok",
+            entries=result.entries,
+            first_seq=result.first_seq,
+            last_seq=result.last_seq,
+        )
+    print(
+        f"exported {result.entries} entries (seq {result.first_seq}..{result.last_seq}) of {args.device} to {args.out}"
+    )
+    print(f"check it with: bodycam verify {args.out} --device-pub {args.out / 'device.pub'}")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bodycam-hq", description="bodycam headquarters")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("keygen", help="create headquarters' key pair")
-    p.add_argument("--out", type=Path, required=True)
+    data = argparse.ArgumentParser(add_help=False)
+    data.add_argument("--data-dir", type=Path, required=True, help="headquarters' data dir")
+
+    p = sub.add_parser("keygen", help="create headquarters' keys, CA and TLS certificate")
+    p.add_argument("--out", type=Path, help="where to write the keys (default: DATA_DIR/keys)")
+    p.add_argument("--data-dir", type=Path, help="headquarters' data dir")
     p.add_argument("--profile", choices=("default", "fips"), default="default")
-    p.add_argument("--force", action="store_true", help="overwrite an existing key (evidence sealed to it is lost)")
+    p.add_argument("--san", action="append", default=[], help="extra DNS name or IP for server.pem (repeatable)")
+    p.add_argument("--force", action="store_true", help="overwrite existing keys (evidence sealed to them is lost)")
     p.set_defaults(func=cmd_keygen)
-    p = sub.add_parser("decrypt", help="decrypt segments to playable media files and JSON manifests")
-    p.add_argument("segments", nargs="+", type=Path)
-    p.add_argument("--key", type=Path, required=True, help="hq.key")
+
+    decrypt_cmd.add_parser(sub)
+
+    p = sub.add_parser("serve", parents=[data], help="run the sync service (HTTPS)")
+    p.add_argument("--listen", required=True, help="HOST:PORT (loopback only unless --allow-remote)")
+    p.add_argument("--keys", type=Path, help="keys dir (default: DATA_DIR/keys)")
+    p.add_argument("--allow-remote", action="store_true", help="allow listening on a non-loopback address")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("enroll", parents=[data], help="enrol a unit's public key")
+    p.add_argument("--device-id", required=True)
+    p.add_argument("--device-pub", type=Path, required=True)
+    p.set_defaults(func=cmd_enroll)
+
+    p = sub.add_parser("revoke", parents=[data], help="revoke a unit: its requests are refused")
+    p.add_argument("--device-id", required=True)
+    p.set_defaults(func=cmd_revoke)
+
+    p = sub.add_parser("evidence", help="held evidence")
+    esub = p.add_subparsers(dest="evidence_command", required=True)
+    p = esub.add_parser("list", parents=[data], help="list segments held, their verification and receipts")
+    p.add_argument("--device")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_evidence_list)
+
+    p = sub.add_parser("export", parents=[data], help="export a unit's evidence for bodycam verify")
+    p.add_argument("--device", required=True)
+    p.add_argument("--from", dest="from_", help="UTC start (ISO 8601 or ns)")
+    p.add_argument("--to", help="UTC end (ISO 8601 or ns)")
     p.add_argument("--out", type=Path, required=True)
-    p.set_defaults(func=cmd_decrypt)
+    p.add_argument("--keys", type=Path, help="keys dir, for receipts/hq.pub (default: DATA_DIR/keys)")
+    p.set_defaults(func=cmd_export)
     return parser
 
 

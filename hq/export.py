@@ -1,0 +1,154 @@
+"""Listing held evidence and exporting a device's evidence for court or a defence expert.
+
+An export folder holds the segments exactly as received (``<seq>.bcs``), the enrolled
+``device.pub``, the receipts (``receipts/<seq>.receipt`` plus ``receipts/hq.pub`` when the keys
+are at hand) and ``export.json``; ``bodycam verify DIR --device-pub DIR/device.pub`` checks it.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agent.evidence import canonical
+from agent.evidence.format import SIGNATURE_LEN, segment_filename
+from hq.index import Index
+from hq.records import Evidence
+from hq.storage import EvidenceStore
+
+
+class ExportError(Exception):
+    """An export that cannot be made; the message says why."""
+
+
+def parse_time(text: str) -> int:
+    """UTC nanoseconds from ISO 8601 (``2026-09-21T10:00:00Z``; no zone means UTC) or integer ns."""
+    if text.isdigit():
+        return int(text)
+    try:
+        when = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise ExportError(f"{text!r} is neither ISO 8601 nor UTC nanoseconds") from exc
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.UTC)
+    delta = when - datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000
+
+
+def iso(ns: int) -> str:
+    return datetime.datetime.fromtimestamp(ns / 1e9, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def receipt_summary(receipt: bytes | None) -> dict[str, Any] | None:
+    """The receipt's fields (unverified: the service signed it and kept it), or None."""
+    if receipt is None:
+        return None
+    doc: dict[str, Any] = canonical.loads(receipt[:-SIGNATURE_LEN])
+    return doc
+
+
+def evidence_rows(index: Index, device_id: str | None) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for e in index.evidence_list(device_id):
+        r = receipt_summary(e.receipt)
+        rows.append(
+            {
+                "device_id": e.device_id,
+                "seq": e.seq,
+                "kind": e.kind,
+                "status": e.status,
+                "size_bytes": e.size_bytes,
+                "utc_start": iso(e.utc_start_ns),
+                "received_utc": iso(e.received_utc_ns),
+                "manifest_sha256": e.manifest_sha256,
+                "file_sha256": e.file_sha256,
+                "warnings": list(e.warnings),
+                "receipt": None
+                if r is None
+                else {"contiguous_through": r["contiguous_through"], "hq_key": r["hq_key"]},
+            }
+        )
+    for q in index.quarantined(device_id):
+        rows.append(
+            {
+                "device_id": q.device_id,
+                "seq": q.seq,
+                "kind": None,
+                "status": f"quarantined: {q.code}",
+                "reason": q.reason,
+                "file_sha256": q.file_sha256,
+                "received_utc": iso(q.received_utc_ns),
+                "location": q.location,
+                "receipt": None,
+            }
+        )
+    return rows
+
+
+@dataclass(frozen=True, slots=True)
+class ExportResult:
+    out: Path
+    entries: int
+    first_seq: int | None
+    last_seq: int | None
+
+
+def export(
+    index: Index,
+    store: EvidenceStore,
+    device_id: str,
+    out: Path,
+    from_ns: int | None = None,
+    to_ns: int | None = None,
+    hq_pub: Path | None = None,
+    exported_by: str = "",
+    now_ns: int = 0,
+) -> ExportResult:
+    """Copy a device's held evidence (optionally a time window) into a new folder ``out``."""
+    device = index.device(device_id)
+    if device is None:
+        raise ExportError(f"{device_id} is not enrolled")
+    entries = index.evidence_list(device_id, from_ns, to_ns)
+    if not entries:
+        raise ExportError(f"no evidence of {device_id} in that time window")
+    if out.exists() and any(out.iterdir()):
+        raise ExportError(f"{out} exists and is not empty")
+    receipts = out / "receipts"
+    receipts.mkdir(parents=True, exist_ok=True)
+    files = [_copy_entry(store, e, out, receipts) for e in entries]
+    (out / "device.pub").write_text(device.public_pem)
+    if hq_pub is not None and hq_pub.is_file():
+        shutil.copyfile(hq_pub, receipts / "hq.pub")
+    doc = {
+        "device_id": device_id,
+        "device_key_sha256": device.fingerprint,
+        "exported_utc": iso(now_ns),
+        "exported_by": exported_by,
+        "window": {"from_utc_ns": from_ns, "to_utc_ns": to_ns},
+        "files": files,
+        "verify": "bodycam verify DIR --device-pub DIR/device.pub",
+    }
+    (out / "export.json").write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+    return ExportResult(out, len(entries), entries[0].seq, entries[-1].seq)
+
+
+def _copy_entry(store: EvidenceStore, e: Evidence, out: Path, receipts: Path) -> dict[str, Any]:
+    name = segment_filename(e.seq)
+    h = hashlib.sha256()
+    with store.get(e.device_id, e.seq) as src, (out / name).open("xb") as dst:
+        while block := src.read(1024 * 1024):
+            h.update(block)
+            dst.write(block)
+        dst.flush()
+        os.fsync(dst.fileno())
+    if h.hexdigest() != e.file_sha256:
+        raise ExportError(f"stored seq {e.seq} no longer matches the SHA-256 recorded at ingest: investigate")
+    if e.receipt is not None:
+        (receipts / f"{name[: -len('.bcs')]}.receipt").write_bytes(e.receipt)
+    return {"file": name, "seq": e.seq, "sha256": e.file_sha256, "manifest_sha256": e.manifest_sha256}

@@ -1,0 +1,275 @@
+"""Ingest of a completed upload: verify it as ``bodycam verify`` does, place it in the chain, store
+or quarantine it, and sign a receipt.
+
+``decide`` is the pure core (what to do with a checked file, given what headquarters holds);
+``Ingestor`` is the shell that reads files, moves them, indexes and audits.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from agent.evidence.format import GENESIS_PREV
+from agent.evidence.manifest import ManifestError, parse_manifest_record
+from agent.evidence.receipt import make_receipt
+from agent.evidence.verify import check_file
+from hq.audit import Auditor
+from hq.index import Index
+from hq.records import Evidence, Quarantined, Upload
+from hq.storage import EvidenceStore, UploadArea, file_sha256
+
+log = logging.getLogger(__name__)
+
+Action = Literal["store", "duplicate", "quarantine"]
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """What headquarters holds at one seq of a device: the entry's hash and its prev."""
+
+    hash: str
+    prev: str
+
+
+@dataclass(frozen=True, slots=True)
+class Checked:
+    """What verification of one file found. ``device_id``/``seq`` are the manifest's claims (read
+    even when the signature failed, to name the file); ``verified`` is true only if it passed."""
+
+    verified: bool
+    problems: tuple[str, ...]
+    device_id: str | None = None
+    seq: int | None = None
+    kind: str = ""
+    hash: str = ""
+    prev: str = ""
+    utc_start_ns: int = 0
+    utc_end_ns: int = 0
+    warnings: tuple[str, ...] = field(default=())
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    action: Action
+    code: str
+    reason: str
+
+
+def decide(upload_device: str, announced_seq: int, checked: Checked, held: Callable[[int], Held | None]) -> Decision:
+    """Where a checked entry goes: stored, an idempotent duplicate, or quarantine (with why)."""
+    if checked.device_id is not None and checked.device_id != upload_device:
+        return Decision(
+            "quarantine", "other-device", f"entry of device {checked.device_id!r}, sent by {upload_device!r}"
+        )
+    if not checked.verified:
+        return Decision("quarantine", "verification-failed", "; ".join(checked.problems) or "not verifiable")
+    assert checked.seq is not None
+    seq = checked.seq
+    if seq != announced_seq:
+        return Decision("quarantine", "seq-mismatch", f"announced as seq {announced_seq}, the manifest says {seq}")
+    same = held(seq)
+    if same is not None:
+        if same.hash == checked.hash:
+            return Decision("duplicate", "duplicate", f"seq {seq} is already held with the same manifest hash")
+        return Decision(
+            "quarantine", "conflict", f"headquarters holds a different entry at seq {seq} (forged, replayed or forked)"
+        )
+    if seq == 0 and checked.prev != GENESIS_PREV:
+        return Decision("quarantine", "prev-mismatch", "seq 0 does not start from genesis")
+    before = held(seq - 1) if seq > 0 else None
+    if before is not None and checked.prev != before.hash:
+        return Decision("quarantine", "prev-mismatch", f"prev does not match the hash of the held seq {seq - 1}")
+    after = held(seq + 1)
+    if after is not None and after.prev != checked.hash:
+        return Decision("quarantine", "next-mismatch", f"the held seq {seq + 1} does not link to this entry")
+    return Decision("store", "stored", "verified and stored")
+
+
+def check_upload(path: Path, device_pub: ed25519.Ed25519PublicKey) -> Checked:
+    """Run ``check_file`` on a completed upload; keep the manifest's claims even when it fails."""
+    result, structure = check_file(path, device_pub)
+    # The staged file is named after its upload, not its seq: that warning says nothing.
+    warnings = tuple(w for w in result.warnings if "file name does not match" not in w)
+    if result.signed is not None and not result.problems:
+        m = result.signed.manifest
+        return Checked(
+            verified=True,
+            problems=(),
+            device_id=str(m["device_id"]),
+            seq=result.signed.seq,
+            kind=str(m["type"]),
+            hash=result.signed.hash,
+            prev=str(m["prev"]),
+            utc_start_ns=int(m["time"]["utc_start_ns"]),
+            utc_end_ns=int(m["time"]["utc_end_ns"]),
+            warnings=warnings,
+        )
+    claimed_device: str | None = None
+    claimed_seq: int | None = None
+    if structure is not None and structure.manifest_record is not None:
+        try:
+            unverified = parse_manifest_record(structure.manifest_record)
+            claimed_device, claimed_seq = str(unverified.manifest["device_id"]), unverified.seq
+        except ManifestError:
+            pass
+    return Checked(verified=False, problems=tuple(result.problems), device_id=claimed_device, seq=claimed_seq)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The answer to a completed upload: a receipt (stored or duplicate), or why it was quarantined."""
+
+    action: Action
+    code: str
+    message: str
+    receipt: bytes | None = None
+
+
+class Ingestor:
+    """Turns completed uploads into stored evidence or quarantined files, one at a time.
+
+    Thread contract: ``ingest`` holds one lock for its whole run, so chain-position decisions for
+    concurrent uploads are made against a consistent view of what is held.
+    """
+
+    def __init__(
+        self,
+        index: Index,
+        store: EvidenceStore,
+        uploads: UploadArea,
+        receipt_key: ed25519.Ed25519PrivateKey,
+        audit: Auditor,
+        now_ns: Callable[[], int],
+    ) -> None:
+        self._index = index
+        self._store = store
+        self._uploads = uploads
+        self._receipt_key = receipt_key
+        self._audit = audit
+        self._now_ns = now_ns
+        self._lock = threading.Lock()
+
+    def ingest(self, upload: Upload) -> Outcome:
+        with self._lock:
+            return self._ingest(upload)
+
+    def _ingest(self, upload: Upload) -> Outcome:
+        path = self._uploads.path(upload.upload_id)
+        digest = file_sha256(path)
+        device = self._index.device(upload.device_id)
+        if digest != upload.sha256:
+            decision = Decision("quarantine", "sha256-mismatch", "the file's SHA-256 differs from the announced one")
+            checked = Checked(verified=False, problems=(decision.reason,))
+        elif device is None or not device.active:
+            decision = Decision("quarantine", "not-enrolled", f"{upload.device_id} is not an enrolled, active device")
+            checked = Checked(verified=False, problems=(decision.reason,))
+        else:
+            pub = serialization.load_pem_public_key(device.public_pem.encode("ascii"))
+            assert isinstance(pub, ed25519.Ed25519PublicKey)
+            checked = check_upload(path, pub)
+            decision = decide(upload.device_id, upload.seq, checked, self._held(upload.device_id))
+        target = f"{upload.device_id}/{checked.seq if checked.seq is not None else upload.seq}"
+        detail = {
+            "upload_id": upload.upload_id,
+            "code": decision.code,
+            "reason": decision.reason,
+            "file_sha256": digest,
+        }
+        if decision.action == "quarantine":
+            self._quarantine(upload, path, digest, checked, decision)
+            self._audit.record("ingest", upload.device_id, target, "quarantined", **detail)
+            return Outcome("quarantine", decision.code, decision.reason)
+        seq = checked.seq
+        assert seq is not None
+        if decision.action == "store":
+            location = self._store.put(upload.device_id, seq, path)
+            self._index.add_evidence(
+                Evidence(
+                    device_id=upload.device_id,
+                    seq=seq,
+                    kind=checked.kind,
+                    manifest_sha256=checked.hash,
+                    prev=checked.prev,
+                    file_sha256=digest,
+                    size_bytes=upload.length,
+                    utc_start_ns=checked.utc_start_ns,
+                    utc_end_ns=checked.utc_end_ns,
+                    received_utc_ns=self._now_ns(),
+                    status="verified",
+                    location=location,
+                    upload_id=upload.upload_id,
+                    warnings=checked.warnings,
+                )
+            )
+        else:
+            self._uploads.remove(upload.upload_id)
+        receipt = self.issue_receipt(upload.device_id, seq)
+        outcome = "ok" if decision.action == "store" else "duplicate"
+        self._audit.record("ingest", upload.device_id, target, outcome, manifest_sha256=checked.hash, **detail)
+        return Outcome(decision.action, decision.code, decision.reason, receipt)
+
+    def _held(self, device_id: str) -> Callable[[int], Held | None]:
+        def held(seq: int) -> Held | None:
+            e = self._index.evidence(device_id, seq) if seq >= 0 else None
+            return None if e is None else Held(e.manifest_sha256, e.prev)
+
+        return held
+
+    def _quarantine(self, upload: Upload, path: Path, digest: str, checked: Checked, decision: Decision) -> None:
+        now = self._now_ns()
+        reason = {
+            "code": decision.code,
+            "reason": decision.reason,
+            "problems": list(checked.problems),
+            "upload_id": upload.upload_id,
+            "device_id": upload.device_id,
+            "announced_seq": upload.seq,
+            "claimed_seq": checked.seq,
+            "file_sha256": digest,
+            "received_utc_ns": now,
+        }
+        location = self._store.quarantine(upload.device_id, upload.upload_id, path, reason)
+        self._index.add_quarantine(
+            Quarantined(
+                quarantine_id=upload.upload_id,
+                device_id=upload.device_id,
+                seq=checked.seq if checked.seq is not None else upload.seq,
+                upload_id=upload.upload_id,
+                file_sha256=digest,
+                code=decision.code,
+                reason=decision.reason,
+                location=location,
+                received_utc_ns=now,
+            )
+        )
+        log.warning("quarantined upload %s of %s: %s", upload.upload_id, upload.device_id, decision.reason)
+
+    def issue_receipt(self, device_id: str, seq: int) -> bytes:
+        """Sign a receipt for a held entry with the current chain head and contiguous run."""
+        entry = self._index.evidence(device_id, seq)
+        device = self._index.device(device_id)
+        head = self._index.chain_head(device_id)
+        if entry is None or device is None or head is None:
+            raise LookupError(f"{device_id} seq {seq} is not held")
+        receipt = make_receipt(
+            {
+                "device_id": device_id,
+                "seq": seq,
+                "manifest_sha256": entry.manifest_sha256,
+                "file_sha256": entry.file_sha256,
+                "received_utc_ns": entry.received_utc_ns,
+                "chain_head": {"seq": head[0], "hash": head[1]},
+                "contiguous_through": device.contiguous_through,
+            },
+            self._receipt_key,
+        )
+        self._index.set_receipt(device_id, seq, receipt)
+        return receipt

@@ -1,0 +1,99 @@
+"""The value types headquarters keeps in its index: devices, uploads, evidence, quarantine, audit."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+# Device ids appear in paths and key ids: a conservative alphabet, no separators, no dot-files.
+DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+UPLOAD_ID = re.compile(r"^[0-9a-f]{32}$")
+
+UPLOAD_STATES = ("receiving", "stored", "quarantined", "terminated")
+OUTCOMES = ("ok", "refused", "failed", "quarantined", "duplicate")
+
+
+def valid_device_id(device_id: str) -> bool:
+    return bool(DEVICE_ID.match(device_id))
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    device_id: str
+    public_pem: str
+    fingerprint: str
+    enrolled_utc_ns: int
+    revoked_utc_ns: int | None
+    contiguous_through: int
+    last_heartbeat_utc_ns: int | None
+    last_status: dict[str, Any] | None
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_utc_ns is None
+
+
+@dataclass(frozen=True, slots=True)
+class Upload:
+    """A tus upload. Its bytes live in the upload area while ``receiving``; ``result`` holds the
+    final answer once ingested (``{"receipt": <b64>}`` or ``{"error": {...}}``)."""
+
+    upload_id: str
+    device_id: str
+    seq: int
+    filename: str
+    sha256: str
+    length: int
+    state: str
+    created_utc_ns: int
+    updated_utc_ns: int
+    result: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """One chain entry held by headquarters, verified at ingest."""
+
+    device_id: str
+    seq: int
+    kind: str
+    manifest_sha256: str
+    prev: str
+    file_sha256: str
+    size_bytes: int
+    utc_start_ns: int
+    utc_end_ns: int
+    received_utc_ns: int
+    status: str
+    location: str
+    upload_id: str
+    warnings: tuple[str, ...] = ()
+    receipt: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Quarantined:
+    quarantine_id: str
+    device_id: str
+    seq: int | None
+    upload_id: str
+    file_sha256: str
+    code: str
+    reason: str
+    location: str
+    received_utc_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """One CJIS 5.4.1 audit record: when, which component, what event, who, on what, outcome."""
+
+    utc_ns: int
+    component: str
+    event_type: str
+    actor: str
+    target: str
+    outcome: str
+    detail: dict[str, Any]
+    id: int | None = None

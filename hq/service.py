@@ -1,0 +1,315 @@
+"""The sync API of docs/sync-protocol.md, independent of the HTTP server: routing, authentication,
+tus state handling and heartbeats, each request answered with a ``Response``.
+
+``hq.server`` parses HTTP and calls ``route`` (to bound the body before reading it) and then
+``handle``; tests drive ``handle`` directly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import hmac
+import json
+import logging
+import re
+import secrets
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from agent.evidence.httpsig import NONCE_TTL_S, SignatureError, verify_request
+from agent.evidence.receipt import ReceiptError, encode_receipt_header, verify_heartbeat
+from hq.audit import Auditor
+from hq.errors import ApiError, error_body
+from hq.index import Index
+from hq.ingest import Ingestor, Outcome
+from hq.records import Upload
+from hq.storage import EvidenceStore, UploadArea
+from hq.tus import (
+    DEFAULT_MAX_SIZE,
+    MAX_CHUNK_BYTES,
+    OFFSET_CONTENT_TYPE,
+    STATUS_CHECKSUM_MISMATCH,
+    TUS_VERSION,
+    check_resumable,
+    header,
+    options_headers,
+    parse_checksum,
+    parse_metadata,
+    parse_uint,
+)
+
+log = logging.getLogger(__name__)
+
+UPLOADS_PATH = "/v1/uploads/"
+HEARTBEAT_PATH = "/v1/heartbeat"
+MAX_HEARTBEAT_BYTES = 64 * 1024
+_UPLOAD_PATH = re.compile(r"^/v1/uploads/([0-9a-f]{32})$")
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    status: int
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Which operation a request asks for, and how large a body it may carry."""
+
+    name: str  # options, create, head, patch, terminate, heartbeat
+    upload_id: str | None
+    max_body: int
+
+
+def json_response(status: int, doc: object, headers: Mapping[str, str] | None = None) -> Response:
+    h = {"Content-Type": "application/json", **(headers or {})}
+    return Response(status, h, json.dumps(doc, sort_keys=True).encode("utf-8"))
+
+
+def error_response(err: ApiError) -> Response:
+    return Response(err.status, {"Content-Type": "application/json", **err.headers}, err.body())
+
+
+_ROUTES: dict[tuple[str, str], str] = {
+    ("OPTIONS", "uploads"): "options",
+    ("POST", "uploads"): "create",
+    ("HEAD", "upload"): "head",
+    ("PATCH", "upload"): "patch",
+    ("DELETE", "upload"): "terminate",
+    ("POST", "heartbeat"): "heartbeat",
+}
+
+
+class HqService:
+    """Answers unit requests. Thread-safe: the index serialises its writes, a per-upload lock
+    serialises appends to one upload, and the ingestor decides one completed upload at a time."""
+
+    def __init__(
+        self,
+        index: Index,
+        store: EvidenceStore,
+        uploads: UploadArea,
+        receipt_key: ed25519.Ed25519PrivateKey,
+        now_ns: Callable[[], int],
+        max_size: int = DEFAULT_MAX_SIZE,
+    ) -> None:
+        self.index = index
+        self.uploads = uploads
+        self.max_size = max_size
+        self._now_ns = now_ns
+        self.audit = Auditor(index, "hq-api", now_ns)
+        self.ingestor = Ingestor(index, store, uploads, receipt_key, Auditor(index, "hq-ingest", now_ns), now_ns)
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+
+    # -- routing and authentication -------------------------------------------------------
+
+    @staticmethod
+    def route(method: str, path: str) -> Route:
+        """Map a request line to an operation; 404 for unknown paths, 405 for wrong methods."""
+        m = _UPLOAD_PATH.match(path)
+        where = "uploads" if path == UPLOADS_PATH else "upload" if m else "heartbeat" if path == HEARTBEAT_PATH else ""
+        if not where:
+            raise ApiError(404, "not-found", f"no such resource {path!r}")
+        name = _ROUTES.get((method, where))
+        if name is None:
+            allowed = ", ".join(sorted(meth for meth, w in _ROUTES if w == where))
+            raise ApiError(405, "method-not-allowed", f"{method} is not allowed here", {"Allow": allowed})
+        limit = {"patch": MAX_CHUNK_BYTES, "heartbeat": MAX_HEARTBEAT_BYTES}.get(name, 0)
+        return Route(name, m.group(1) if m else None, limit)
+
+    def _public_key(self, key_id: str) -> ed25519.Ed25519PublicKey | None:
+        device = self.index.device(key_id)
+        if device is None or not device.active:
+            return None
+        key = serialization.load_pem_public_key(device.public_pem.encode("ascii"))
+        return key if isinstance(key, ed25519.Ed25519PublicKey) else None
+
+    def _nonce_seen(self, key_id: str, nonce: str, now_s: int) -> bool:
+        return self.index.nonce_seen(key_id, nonce, now_s, NONCE_TTL_S)
+
+    def authenticate(self, method: str, target_uri: str, headers: Mapping[str, str], body: bytes, peer: str) -> str:
+        """The enrolled device that signed this request; 401 (audited) otherwise."""
+        now_s = self._now_ns() // 1_000_000_000
+        try:
+            return verify_request(method, target_uri, headers, body, self._public_key, now_s, self._nonce_seen)
+        except SignatureError as exc:
+            self.audit.record(
+                "auth", exc.key_id or "unknown", f"{method} {target_uri}", "refused", reason=exc.reason, peer=peer
+            )
+            raise ApiError(401, "unauthorized", exc.message) from exc
+
+    def handle(
+        self, route: Route, method: str, target_uri: str, headers: Mapping[str, str], body: bytes, peer: str
+    ) -> Response:
+        """Authenticate and answer one request whose body has been read (at most ``route.max_body``)."""
+        try:
+            if route.name == "options":
+                return Response(204, options_headers(self.max_size))
+            if route.name != "heartbeat":
+                check_resumable(headers)
+            device_id = self.authenticate(method, target_uri, headers, body, peer)
+            if route.name == "heartbeat":
+                return self.heartbeat(device_id, body)
+            if route.name == "create":
+                return self.create(device_id, headers)
+            assert route.upload_id is not None
+            if route.name == "head":
+                return self.head(device_id, route.upload_id)
+            if route.name == "patch":
+                return self.patch(device_id, route.upload_id, headers, body)
+            return self.terminate(device_id, route.upload_id)
+        except ApiError as err:
+            return error_response(err)
+
+    # -- tus --------------------------------------------------------------------------------
+
+    def _lock_for(self, upload_id: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault(upload_id, threading.Lock())
+
+    def _own_upload(self, device_id: str, upload_id: str) -> Upload:
+        upload = self.index.upload(upload_id)
+        # Another device's upload is as invisible as a missing one.
+        if upload is None or upload.device_id != device_id or upload.state == "terminated":
+            raise ApiError(404, "no-such-upload", f"upload {upload_id} does not exist")
+        return upload
+
+    def create(self, device_id: str, headers: Mapping[str, str]) -> Response:
+        if header(headers, "upload-defer-length") is not None:
+            raise ApiError(400, "unsupported", "Upload-Defer-Length is not supported: send Upload-Length")
+        length = parse_uint(header(headers, "upload-length"), "Upload-Length")
+        if length == 0:
+            raise ApiError(400, "empty", "an evidence file is never empty")
+        if length > self.max_size:
+            raise ApiError(413, "too-large", f"Upload-Length exceeds Tus-Max-Size {self.max_size}")
+        meta = parse_metadata(header(headers, "upload-metadata"))
+        target = f"{meta.device_id}/{meta.seq}"
+        if meta.device_id != device_id:
+            self.audit.record("upload-create", device_id, target, "refused", reason="other-device")
+            raise ApiError(403, "other-device", f"device {device_id!r} cannot upload entries of {meta.device_id!r}")
+        held = self.index.evidence(device_id, meta.seq)
+        if held is not None:
+            if held.file_sha256 != meta.sha256:
+                self.audit.record("upload-create", device_id, target, "refused", reason="conflict", sha256=meta.sha256)
+                raise ApiError(409, "conflict", f"seq {meta.seq} is already stored with a different SHA-256")
+            done = self.index.find_upload(device_id, meta.seq, meta.sha256, ("stored",))
+            if done is not None:
+                receipt = self.ingestor.issue_receipt(device_id, meta.seq)
+                self.audit.record("upload-create", device_id, target, "duplicate", upload_id=done.upload_id)
+                return Response(201, {**self._location(done), "Upload-Offset": str(done.length), **_receipt(receipt)})
+        existing = self.index.find_upload(device_id, meta.seq, meta.sha256, ("receiving",))
+        if existing is not None and existing.length == length:
+            offset = self.uploads.size(existing.upload_id)
+            return Response(201, {**self._location(existing), "Upload-Offset": str(offset)})
+        now = self._now_ns()
+        upload = Upload(
+            secrets.token_hex(16), device_id, meta.seq, meta.filename, meta.sha256, length, "receiving", now, now
+        )
+        self.index.add_upload(upload)
+        self.uploads.create(upload.upload_id)
+        self.audit.record("upload-create", device_id, target, "ok", upload_id=upload.upload_id, length=length)
+        return Response(201, {**self._location(upload), "Upload-Offset": "0"})
+
+    @staticmethod
+    def _location(upload: Upload) -> dict[str, str]:
+        return {"Location": UPLOADS_PATH + upload.upload_id}
+
+    def head(self, device_id: str, upload_id: str) -> Response:
+        upload = self._own_upload(device_id, upload_id)
+        h = {"Upload-Length": str(upload.length), "Cache-Control": "no-store"}
+        if upload.state == "receiving":
+            return Response(200, {**h, "Upload-Offset": str(self.uploads.size(upload_id))})
+        h["Upload-Offset"] = str(upload.length)
+        result = upload.result or {}
+        if "receipt" in result:
+            h["Bodycam-Receipt"] = str(result["receipt"])
+        if "error" in result:
+            h["Bodycam-Quarantined"] = str(result["error"]["code"])
+        return Response(200, h)
+
+    def patch(self, device_id: str, upload_id: str, headers: Mapping[str, str], body: bytes) -> Response:
+        if (header(headers, "content-type") or "").split(";")[0].strip().lower() != OFFSET_CONTENT_TYPE:
+            raise ApiError(415, "content-type", f"PATCH needs Content-Type: {OFFSET_CONTENT_TYPE}")
+        offset = parse_uint(header(headers, "upload-offset"), "Upload-Offset")
+        checksum = header(headers, "upload-checksum")
+        expected = parse_checksum(checksum) if checksum is not None else None
+        self._own_upload(device_id, upload_id)
+        with self._lock_for(upload_id):
+            upload = self._own_upload(device_id, upload_id)
+            if upload.state != "receiving":
+                if offset == upload.length and not body:
+                    return self._final_answer(upload)
+                raise ApiError(409, "completed", "the upload is complete", {"Upload-Offset": str(upload.length)})
+            current = self.uploads.size(upload_id)
+            if offset != current:
+                raise ApiError(409, "offset-mismatch", f"the upload is at {current}", {"Upload-Offset": str(current)})
+            if offset + len(body) > upload.length:
+                raise ApiError(400, "exceeds-length", f"the chunk goes past Upload-Length {upload.length}")
+            if expected is not None and not hmac.compare_digest(hashlib.sha256(body).digest(), expected):
+                log.warning("checksum mismatch on upload %s at %d: chunk discarded", upload_id, offset)
+                raise ApiError(STATUS_CHECKSUM_MISMATCH, "checksum-mismatch", "the chunk's SHA-256 differs: discarded")
+            new_offset = self.uploads.append(upload_id, offset, body) if body else current
+            if new_offset < upload.length:
+                return Response(204, {"Upload-Offset": str(new_offset)})
+            outcome = self.ingestor.ingest(upload)
+            result = _result(outcome)
+            state = "quarantined" if outcome.action == "quarantine" else "stored"
+            self.index.finish_upload(upload_id, state, result, self._now_ns())
+            return self._final_answer(dataclasses.replace(upload, state=state, result=result))
+
+    def _final_answer(self, upload: Upload) -> Response:
+        result = upload.result or {}
+        if "receipt" in result:
+            return Response(204, {"Upload-Offset": str(upload.length), "Bodycam-Receipt": str(result["receipt"])})
+        err = result.get("error", {"code": "quarantined", "message": "quarantined"})
+        return Response(
+            422,
+            {"Content-Type": "application/json", "Upload-Offset": str(upload.length)},
+            error_body(err["code"], err["message"]),
+        )
+
+    def terminate(self, device_id: str, upload_id: str) -> Response:
+        with self._lock_for(upload_id):
+            upload = self._own_upload(device_id, upload_id)
+            if upload.state != "receiving":
+                raise ApiError(409, "completed", "a completed upload cannot be terminated (evidence is never deleted)")
+            self.uploads.remove(upload_id)
+            self.index.finish_upload(upload_id, "terminated", None, self._now_ns())
+        self.audit.record("upload-terminate", device_id, f"{device_id}/{upload.seq}", "ok", upload_id=upload_id)
+        return Response(204)
+
+    # -- heartbeat --------------------------------------------------------------------------
+
+    def heartbeat(self, device_id: str, body: bytes) -> Response:
+        key = self._public_key(device_id)
+        if key is None:
+            raise ApiError(401, "unauthorized", "the device is no longer enrolled")
+        try:
+            status = verify_heartbeat(body, key)
+        except ReceiptError as exc:
+            self.audit.record("heartbeat", device_id, device_id, "refused", reason=str(exc))
+            raise ApiError(400, "bad-heartbeat", str(exc)) from exc
+        now = self._now_ns()
+        self.index.add_heartbeat(device_id, now, body, status)
+        return json_response(200, {"ok": True, "server_utc_ns": now})
+
+
+def _receipt(receipt: bytes) -> dict[str, str]:
+    return {"Bodycam-Receipt": encode_receipt_header(receipt)}
+
+
+def _result(outcome: Outcome) -> dict[str, Any]:
+    if outcome.receipt is not None:
+        return {"receipt": encode_receipt_header(outcome.receipt), "code": outcome.code}
+    return {"error": {"code": outcome.code, "message": outcome.message}}
+
+
+__all__ = ["TUS_VERSION", "HqService", "Response", "Route"]
