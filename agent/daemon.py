@@ -256,7 +256,11 @@ class Agent:
                 log.warning("flushing encoder %s: %s", enc.track, exc)
         self.recorder.stop()
         self.storage.stop()
-        self.chain.event("shutdown", {"reason": "stop requested"})
+        if self.recorder.alive:
+            # the chain belongs to the recorder thread; writing beside it could fork the chain
+            log.error("the recorder did not finish sealing in time; no shutdown event is written")
+        else:
+            self.chain.event("shutdown", {"reason": "stop requested"})
         self.store.audit("agent", "shutdown", self.config.device.id, "ok")
         for dev in (self.sensors.indicators, self.sensors.power):
             if dev is not None:

@@ -673,7 +673,7 @@ class Recorder:
                     "mono_ns": fix.mono_ns,
                     "utc_ns": fix.utc_ns,
                     "lat_e7": round(fix.lat_deg * 1e7),
-                    "lon_e7": round((fix.lon_deg or 0.0) * 1e7),
+                    "lon_e7": None if fix.lon_deg is None else round(fix.lon_deg * 1e7),
                     "alt_mm": None if fix.alt_m is None else round(fix.alt_m * 1000),
                     "h_acc_mm": None if fix.h_acc_m is None else round(fix.h_acc_m * 1000),
                     "mode": int(fix.mode),

@@ -18,7 +18,12 @@ class CanonicalError(ValueError):
     """A value that has no canonical form, or bytes that are not canonical."""
 
 
-def _check(value: Any, path: str) -> None:
+MAX_DEPTH = 32
+
+
+def _check(value: Any, path: str, depth: int = 0) -> None:
+    if depth > MAX_DEPTH:
+        raise CanonicalError(f"{path}: nested deeper than {MAX_DEPTH} levels")
     if value is None or isinstance(value, bool | str):
         return
     if isinstance(value, int):
@@ -29,13 +34,13 @@ def _check(value: Any, path: str) -> None:
         raise CanonicalError(f"{path}: floating point numbers are not allowed")
     if isinstance(value, list | tuple):
         for i, item in enumerate(value):
-            _check(item, f"{path}[{i}]")
+            _check(item, f"{path}[{i}]", depth + 1)
         return
     if isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str) or not key.isascii():
                 raise CanonicalError(f"{path}: keys must be ASCII strings")
-            _check(item, f"{path}.{key}")
+            _check(item, f"{path}.{key}", depth + 1)
         return
     raise CanonicalError(f"{path}: {type(value).__name__} has no canonical form")
 
@@ -43,15 +48,18 @@ def _check(value: Any, path: str) -> None:
 def dumps(value: Any) -> bytes:
     """The canonical bytes of ``value``."""
     _check(value, "$")
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    try:
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate has no UTF-8 form
+        raise CanonicalError(f"string is not valid Unicode: {exc.reason}") from exc
 
 
 def loads(data: bytes) -> Any:
     """Parse canonical bytes; raise CanonicalError unless ``data`` is exactly canonical."""
     try:
         value = json.loads(data.decode("utf-8"), parse_float=_reject_float, parse_constant=_reject_float)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CanonicalError(f"not JSON: {exc}") from exc
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise CanonicalError(f"not JSON: {type(exc).__name__}") from exc
     if dumps(value) != data:
         raise CanonicalError("JSON is not in canonical form")
     return value

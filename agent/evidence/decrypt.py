@@ -39,7 +39,10 @@ def unwrap_content_key(header: dict[str, Any], hq_key: HqPrivateKey) -> tuple[by
         )
     try:
         wrapped = base64.b64decode(str(header["enc"]), validate=True)
-        prefix = bytes.fromhex(str(header["nonce_prefix"]))
+        prefix_hex = str(header["nonce_prefix"])
+        if len(prefix_hex) != 14:
+            raise ValueError("nonce prefix is not 7 bytes")
+        prefix = bytes.fromhex(prefix_hex)
     except (KeyError, binascii.Error, ValueError) as exc:
         raise DecryptError(f"malformed header: {exc}") from exc
     bare = {k: v for k, v in header.items() if k != "enc"}
@@ -67,14 +70,20 @@ def open_segment(
         key, prefix = unwrap_content_key(header, hq_key)
         state["dec"] = StreamDecryptor(key, prefix, hashlib.sha256(body).digest())
 
-    def emit(body: bytes, last: bool) -> None:
+    def emit(body: bytes, last: bool, either: bool = False) -> None:
         if result.problems:
             return
         try:
             pt = state["dec"].decrypt(body, last=last)
         except StreamError as exc:
-            result.problems.append(str(exc))
-            return
+            if not either:
+                result.problems.append(str(exc))
+                return
+            try:  # a salvaged segment may or may not have reached its final chunk before the cut
+                pt = state["dec"].decrypt(body, last=not last)
+            except StreamError:
+                result.problems.append(str(exc))
+                return
         digest.update(pt)
         result.plaintext_length += len(pt)
         result.chunks += 1
@@ -90,7 +99,7 @@ def open_segment(
     if structure.header is None:
         raise DecryptError("no segment header (an event entry, or a broken file)")
     if state["held"] is not None:
-        emit(state["held"], last=structure.manifest_record is not None and not recovered)
+        emit(state["held"], last=structure.manifest_record is not None and not recovered, either=recovered)
     if not result.problems and not recovered and not state["dec"].finished:
         result.problems.append("stream ends without its final chunk (truncated)")
     result.plaintext_sha256 = digest.hexdigest()

@@ -113,6 +113,8 @@ def check_manifest(m: dict[str, Any]) -> None:
     if "sealed" in m and m["sealed"] is not None:
         _need(m, "sealed", str)
     flags = _need(m, "flags", list)
+    if not all(isinstance(f, str) for f in flags):
+        raise ManifestError("flags: every flag must be a string")
     unknown = [f for f in flags if f not in FLAGS]
     if unknown:
         raise ManifestError(f"flags: unknown flag(s) {unknown}")

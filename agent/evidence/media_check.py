@@ -8,35 +8,45 @@ from typing import Any
 from agent.evidence.manifest import SignedManifest
 
 
-def count_frames(media: bytes) -> list[dict[str, Any]]:
-    """Decode every stream fully; per stream in container order: codec, kind and frames decoded."""
+def count_frames(media: bytes) -> tuple[list[dict[str, Any]], str | None]:
+    """Decode every stream; per stream in container order: codec, kind and frames decoded.
+
+    Decoding goes on past a bad packet; the first error is returned beside the counts.
+    """
     import av  # imported here: verifying without --hq-key needs no media library
 
     streams: list[dict[str, Any]] = []
-    with av.open(io.BytesIO(media), "r") as container:
-        for st in container.streams:
-            streams.append({"codec": st.codec_context.name, "kind": st.type, "frames": 0})
-        for packet in container.demux():
-            if packet.stream.index >= len(streams):
-                continue
-            for frame in packet.decode():
+    error: str | None = None
+    try:
+        with av.open(io.BytesIO(media), "r") as container:
+            for st in container.streams:
+                streams.append({"codec": st.codec_context.name, "kind": st.type, "frames": 0})
+            for packet in container.demux():
+                if packet.stream.index >= len(streams):
+                    continue
                 entry = streams[packet.stream.index]
-                entry["frames"] += frame.samples if packet.stream.type == "audio" else 1  # type: ignore[union-attr]
-    return streams
+                try:
+                    for frame in packet.decode():
+                        entry["frames"] += frame.samples if packet.stream.type == "audio" else 1  # type: ignore[union-attr]
+                except Exception as exc:  # PyAV raises many error types; keep counting the rest
+                    error = error or f"{type(exc).__name__}: {exc}"
+    except Exception as exc:
+        error = error or f"{type(exc).__name__}: {exc}"
+    return streams, error
 
 
 def check_media(media: bytes, signed: SignedManifest) -> list[str]:
     """Problems found when decoding ``media`` against the manifest's tracks (empty: all good)."""
-    tracks = signed.manifest.get("tracks", [])
-    try:
-        found = count_frames(media)
-    except Exception as exc:  # PyAV raises many error types; any of them means "does not decode"
-        if "recovered" in signed.manifest["flags"] and media:
-            return []  # a salvaged segment ends mid-cluster; decoders stop there, which is expected
-        return [f"media does not decode: {exc}"]
-    if "recovered" in signed.manifest["flags"]:
-        # frame counts of a salvaged segment were never known to the device: it must just decode
-        return [] if any(s["frames"] for s in found) else ["salvaged media holds no decodable frame"]
+    m = signed.manifest
+    if m.get("container") != "matroska":
+        return []  # not media this checker knows; the plaintext hash already held
+    found, error = count_frames(media)
+    if "recovered" in m["flags"]:
+        # a salvaged segment ends mid-cluster and its frame counts were never known to the device
+        return [] if any(s["frames"] for s in found) else [f"salvaged media holds no decodable frame ({error})"]
+    if error is not None:
+        return [f"media does not decode: {error}"]
+    tracks = m.get("tracks", [])
     if len(found) != len(tracks):
         return [f"container has {len(found)} tracks, the manifest lists {len(tracks)}"]
     problems = []

@@ -53,6 +53,20 @@ class Sink(Protocol):
     def flush(self) -> None: ...
 
 
+_RESERVED = frozenset(
+    {"format", "type", "device_id", "seq", "boot_id", "prev", "firmware", "config_sha256", "time", "flags",
+     "sealed", "segment_id", "ciphertext", "plaintext", "recovery"}
+)
+
+
+def _merge_fields(manifest: dict[str, Any], fields: dict[str, Any]) -> None:
+    """Add the caller's segment fields; the ones the library computes cannot be overridden."""
+    clash = _RESERVED & fields.keys()
+    if clash:
+        raise SegmentError(f"fields {sorted(clash)} are set by the evidence library, not the caller")
+    manifest.update(fields)
+
+
 def key_info(header_without_enc: dict[str, Any]) -> bytes:
     """HPKE ``info`` for the content key: binds the wrapped key to its header."""
     return CTX_SEGMENT_KEY + canonical.dumps(header_without_enc)
@@ -229,7 +243,7 @@ class SegmentWriter:
             flags=flags,
             sealed=seal_metadata(sealed_meta, self._hq_public, self._device_id, seq) if sealed_meta else None,
         )
-        manifest.update(fields)
+        _merge_fields(manifest, fields)
         manifest["segment_id"] = self._segment_id
         manifest["ciphertext"] = {
             "sha256": self._ct_hash.hexdigest(),
@@ -484,7 +498,7 @@ def seal_salvaged(
         time=time,
         flags=sorted(set(flags) | {"recovered"}),
     )
-    manifest.update(fields)
+    _merge_fields(manifest, fields)
     manifest["segment_id"] = header["segment_id"]
     manifest["ciphertext"] = {
         "sha256": salvage.prefix_sha256,

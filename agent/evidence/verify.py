@@ -8,6 +8,7 @@ only to prove that the chunks decrypt and the media decodes.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,9 +18,19 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from agent.evidence.chain import Entry, Finding, verify_chain
 from agent.evidence.decrypt import DecryptError, open_metadata, open_segment
-from agent.evidence.format import CTX_CHECKPOINT, CTX_MANIFEST, MAGIC, SEGMENT_SUFFIX, segment_filename
+from agent.evidence.format import (
+    CTX_CHECKPOINT,
+    CTX_MANIFEST,
+    FORMAT_VERSION,
+    MAGIC,
+    MAX_CHUNK_BYTES,
+    MIN_CHUNK_BYTES,
+    SEGMENT_SUFFIX,
+    segment_filename,
+)
 from agent.evidence.keys import HqPrivateKey, verify_signature
 from agent.evidence.manifest import ManifestError, SignedManifest, parse_manifest_record
+from agent.evidence.sealing import SUITE_P256, SUITE_X25519
 from agent.evidence.segment import Scan, scan
 
 Progress = Callable[[int, int, str], None]
@@ -103,8 +114,8 @@ def check_file(path: Path, device_pub: ed25519.Ed25519PublicKey) -> tuple[FileRe
     if path.name != segment_filename(signed.seq):
         result.warnings.append(f"file name does not match its seq {signed.seq} (renamed?)")
     if m["type"] == "event":
-        if structure.header is not None or structure.chunks:
-            result.problems.append("event entry carries media records")
+        if structure.header_body is not None or structure.chunks or structure.checkpoints:
+            result.problems.append("event entry carries other records (an event file is the manifest alone)")
         return result, structure
     _check_segment_body(result, signed, structure, device_pub)
     return result, structure
@@ -119,6 +130,7 @@ def _check_segment_body(result: FileResult, signed: SignedManifest, s: Scan, pub
     for key in ("device_id", "boot_id", "segment_id"):
         if s.header.get(key) != m.get(key):
             result.problems.append(f"header {key} differs from the manifest's")
+    result.problems.extend(header_problems(s.header))
     if hashlib.sha256(s.header_body).hexdigest() != c["header_sha256"]:
         result.problems.append("header hash differs from the manifest's (header altered)")
     if s.manifest_offset != c["length"]:
@@ -134,11 +146,35 @@ def _check_segment_body(result: FileResult, signed: SignedManifest, s: Scan, pub
             result.problems.append(f"checkpoint {i} signature does not verify")
         elif (
             cp.claimed.get("sha256") != cp.actual_sha256
-            or cp.claimed.get("offset") != cp.actual_offset
-            or cp.claimed.get("chunks") != cp.actual_chunks
+            or not _same_int(cp.claimed.get("offset"), cp.actual_offset)
+            or not _same_int(cp.claimed.get("chunks"), cp.actual_chunks)
             or cp.claimed.get("segment_id") != m["segment_id"]
         ):
             result.problems.append(f"checkpoint {i} does not match the bytes before it")
+
+
+def _same_int(value: object, expected: int) -> bool:
+    return type(value) is int and value == expected
+
+
+def header_problems(h: dict[str, Any]) -> list[str]:
+    """What is wrong with a segment header's fixed fields (empty: nothing)."""
+    problems = []
+    if h.get("format") != FORMAT_VERSION:
+        problems.append(f"header format {h.get('format')!r} is not supported (known: {FORMAT_VERSION})")
+    if h.get("type") != "segment-header":
+        problems.append(f"header type {h.get('type')!r} is not a segment header")
+    if h.get("aead") != "AES-256-GCM-STREAM":
+        problems.append(f"header aead {h.get('aead')!r} is unknown")
+    if h.get("suite") not in (SUITE_X25519, SUITE_P256):
+        problems.append(f"header suite {h.get('suite')!r} is unknown")
+    cb = h.get("chunk_bytes")
+    if type(cb) is not int or not MIN_CHUNK_BYTES <= cb <= MAX_CHUNK_BYTES:
+        problems.append(f"header chunk_bytes {cb!r} is out of range")
+    prefix = h.get("nonce_prefix")
+    if not isinstance(prefix, str) or not re.fullmatch(r"[0-9a-f]{14}", prefix):
+        problems.append("header nonce_prefix is not 7 bytes of lowercase hex")
+    return problems
 
 
 Decoder = Callable[[bytes, SignedManifest], list[str]]
