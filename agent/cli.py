@@ -44,6 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("value", nargs="?", help="on|off for stealth and mute; a note for mark")
     p.set_defaults(func=_lazy("agent.ctl_cmd", "cmd_ctl"))
 
+    p = sub.add_parser("drivers", help="list every driver, its HAL kind, and whether it is usable here (and why not)")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--kind", help="only drivers of this HAL kind")
+    p.set_defaults(func=_lazy("agent.drivers_cmd", "run"))
+
     from agent import provision, verify_cmd
 
     provision.add_parser(sub)

@@ -172,3 +172,29 @@ def system_clock(registry: Registry | None = None) -> Clock:
     reg = registry or load_all()
     clock: Clock = reg.create("clock", "system")
     return clock
+
+
+@dataclass(frozen=True, slots=True)
+class DriverListing:
+    """One row of ``bodycam drivers``: a driver, its HAL kind, and whether this machine can use it."""
+
+    kind: str
+    name: str
+    summary: str
+    usable: bool
+    reason: str
+
+
+def list_drivers(registry: Registry | None = None) -> list[DriverListing]:
+    """Every registered driver with its availability here. A probe that raises is reported, not
+    propagated: this is what a technician runs first on a new board."""
+    reg = registry or load_all()
+    rows = []
+    for info in reg:
+        try:
+            availability = info.probe()
+            usable, reason = availability.usable, availability.reason
+        except Exception as exc:  # a broken vendor library must not hide the other drivers
+            usable, reason = False, f"probe failed: {type(exc).__name__}: {exc}"
+        rows.append(DriverListing(info.kind, info.name, info.summary, usable, reason))
+    return rows
