@@ -91,8 +91,27 @@ class ControlConfig:
 
 @dataclass(frozen=True, slots=True)
 class ConsoleConfig:
+    """The technician console on a serial line (``agent.console``); off while ``device`` is empty.
+
+    ``technician_keys``: Ed25519 public keys that may log in, each a PEM file (relative paths
+    are relative to the data dir) or the PEM text itself. ``technician_ca``: headquarters'
+    technician-signing public key (file or PEM text; empty: none); a technician whose
+    certificate it signed for this unit may log in too. ``login_required_for_read``: also ask
+    for a login before showing status and diagnostics (changes always need one). After
+    ``lockout_after`` failed logins in a row the line refuses logins for ``lockout_base_s``,
+    doubling with each further failure up to ``lockout_max_s``. A login ends after
+    ``session_idle_s`` without a command, or when the line drops.
+    """
+
     device: str = ""
     baud: int = 115200
+    technician_keys: tuple[str, ...] = ()
+    technician_ca: str = ""
+    login_required_for_read: bool = False
+    lockout_after: int = 3
+    lockout_base_s: float = 30.0
+    lockout_max_s: float = 900.0
+    session_idle_s: float = 900.0
 
 
 STORAGE_THRESHOLD_KEYS = ("warn_free_bytes", "critical_free_bytes", "full_free_bytes", "reserve_free_bytes")
@@ -123,6 +142,28 @@ class StorageConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class SyncConfig:
+    """Uploads to headquarters (``agent.sync``), active when ``hq.url`` is set.
+
+    ``interval_s``: how often an idle unit looks for new entries. ``heartbeat_s``: a signed
+    status to headquarters this often while it is reachable. ``bandwidth_bps``: upload cap in
+    bits per second (0: none). ``chunk_bytes``: bytes per request; after a cut at most one chunk
+    is sent twice. Timeouts: ``connect_timeout_s`` for TCP and TLS, ``io_timeout_s`` for any read
+    or write, ``ingest_timeout_s`` for the answer to the last chunk (headquarters verifies the
+    whole file first). ``backoff_max_s``: the longest wait between retries after errors.
+    """
+
+    interval_s: float = 5.0
+    heartbeat_s: float = 60.0
+    bandwidth_bps: int = 0
+    chunk_bytes: int = 1_048_576
+    connect_timeout_s: float = 10.0
+    io_timeout_s: float = 30.0
+    ingest_timeout_s: float = 120.0
+    backoff_max_s: float = 300.0
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """The whole unit configuration. Immutable; ``digest`` identifies it in evidence manifests."""
 
@@ -140,6 +181,7 @@ class Config:
     control: ControlConfig
     console: ConsoleConfig
     storage: StorageConfig
+    sync: SyncConfig = field(default_factory=SyncConfig)
 
     @property
     def digest(self) -> str:
@@ -247,6 +289,16 @@ class _Section:
         if not isinstance(value, bool):
             raise self.error(key, f"expected true or false, got {value!r}")
         return value
+
+    def getstrs(self, key: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
+        """An array of non-empty strings, as a tuple."""
+        value = self._pop(key, default)
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+            raise self.error(key, f"expected an array of strings, got {value!r}")
+        for i, item in enumerate(value):
+            if not item or "\0" in item:
+                raise self.error(key, f"entry {i} is empty or contains NUL")
+        return tuple(value)
 
     def gettable(self, key: str) -> dict[str, object]:
         """A sub-table as a plain dict ({} when absent), for keys read as data, not checked."""
@@ -360,7 +412,20 @@ def _build(root: _Section) -> Config:
     s.finish()
 
     s = root.section("console")
-    console = ConsoleConfig(device=s.getstr("device", ""), baud=s.getint("baud", 115200, choices=STANDARD_BAUDS))
+    console = ConsoleConfig(
+        device=s.getstr("device", ""),
+        baud=s.getint("baud", 115200, choices=STANDARD_BAUDS),
+        technician_keys=s.getstrs("technician_keys"),
+        technician_ca=s.getstr("technician_ca", ""),
+        login_required_for_read=s.getbool("login_required_for_read", False),
+        lockout_after=s.getint("lockout_after", 3, minval=1, maxval=100),
+        lockout_base_s=s.getfloat("lockout_base_s", 30.0, minval=0.1, maxval=3600.0),
+        lockout_max_s=s.getfloat("lockout_max_s", 900.0, minval=0.1, maxval=86400.0),
+        session_idle_s=s.getfloat("session_idle_s", 900.0, minval=10.0, maxval=86400.0),
+    )
+    if console.lockout_max_s < console.lockout_base_s:
+        raise s.error("lockout_max_s", f"{_fmt(console.lockout_max_s)} is below console.lockout_base_s "
+                      f"({_fmt(console.lockout_base_s)})")
     s.finish()
 
     s = root.section("storage")
@@ -374,9 +439,22 @@ def _build(root: _Section) -> Config:
         raise s.error(key, f"{getattr(storage, key)} exceeds storage.{higher} ({getattr(storage, higher)})")
     s.finish()
 
+    s = root.section("sync")
+    sync = SyncConfig(
+        interval_s=s.getfloat("interval_s", 5.0, minval=0.1, maxval=3600.0),
+        heartbeat_s=s.getfloat("heartbeat_s", 60.0, minval=5.0, maxval=86400.0),
+        bandwidth_bps=s.getint("bandwidth_bps", 0, minval=0, maxval=10_000_000_000),
+        chunk_bytes=s.getint("chunk_bytes", 1_048_576, minval=16_384, maxval=4_194_304),
+        connect_timeout_s=s.getfloat("connect_timeout_s", 10.0, minval=0.5, maxval=300.0),
+        io_timeout_s=s.getfloat("io_timeout_s", 30.0, minval=0.5, maxval=600.0),
+        ingest_timeout_s=s.getfloat("ingest_timeout_s", 120.0, minval=1.0, maxval=3600.0),
+        backoff_max_s=s.getfloat("backoff_max_s", 300.0, minval=1.0, maxval=86400.0),
+    )
+    s.finish()
+
     root.finish()
     return Config(device=device, hq=hq, evidence=evidence, recording=recording, cameras=cameras,
-                  control=control, console=console, storage=storage, **sensors)
+                  control=control, console=console, storage=storage, sync=sync, **sensors)
 
 
 def parse_config(text: str, source: str = "<string>") -> Config:
@@ -471,6 +549,6 @@ def render_config(config: Config) -> str:
         lines += ["[cameras]", ""]
     for instance, camera in sorted(config.cameras.items()):
         lines += _table(f"cameras.{_key(instance)}", camera)
-    for name in (*SENSOR_SECTIONS, "control", "console", "storage"):
+    for name in (*SENSOR_SECTIONS, "control", "console", "storage", "sync"):
         lines += _table(name, getattr(config, name))
     return "\n".join(lines)

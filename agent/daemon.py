@@ -22,6 +22,9 @@ from agent.recovery import recover
 from agent.state import State, StateFile, resume_state
 from agent.storage import StorageMaintainer, disk_bytes, recording_bytes_per_second, thresholds_for
 from agent.store import Store
+from agent.sync.heartbeat import unit_status
+from agent.sync.setup import SyncSetupError, build_sync_worker
+from agent.sync.worker import SyncWorker
 from agent.unit import Sensors, UnitError, build_sensors, build_workers, system_clock
 from agent.workers import SensorWorker
 from hal.clock import Clock
@@ -124,6 +127,23 @@ class Agent:
             ),
             bytes_per_second=bps,
         )
+        self.sync: SyncWorker | None = None
+        self.sync_problem: str | None = None
+        try:
+            self.sync = build_sync_worker(config, data_dir, self.store, self.keystore, clock, self.heartbeat_status)
+        except SyncSetupError as exc:  # recording never waits on sync: run without it, and say so
+            self.sync_problem = str(exc)
+            log.error("sync disabled: %s", exc)
+
+    def heartbeat_status(self) -> dict[str, Any]:
+        power: dict[str, Any] | None = None
+        if self.sensors.power is not None:
+            try:
+                p = self.sensors.power.read()
+                power = {"battery_pct": round(p.battery_pct, 1), "charging": p.charging}
+            except Exception as exc:
+                power = {"error": str(exc)}
+        return unit_status(self.recorder.status(), self.storage.get_status(), power)
 
     def on_input(self, ev: InputEvent) -> None:
         if ev.action is not Action.PRESS:
@@ -172,6 +192,8 @@ class Agent:
         sock = resolve_path(self.data_dir, self.config.control.socket)
         self.control = ControlServer(sock, self.handle_control)
         self.control.start()
+        if self.sync is not None:
+            self.sync.start()
         log.info(
             "READY: %s, tracks %s, pre-event %.0f s, control socket %s",
             self.config.device.id,
@@ -207,6 +229,9 @@ class Agent:
         st["device_id"] = self.config.device.id
         st["firmware"] = __version__
         st["sensors"] = {w.sensor: w.status() for w in self.workers}
+        st["sync"] = (
+            self.sync.get_status() if self.sync is not None else {"enabled": False, "problem": self.sync_problem}
+        )
         st["storage"] = self.storage.get_status()
         st["storage"]["index"] = self.store.stats()
         try:
@@ -246,6 +271,8 @@ class Agent:
         log.info("stopping: sealing what is open")
         if self.control is not None:
             self.control.close()
+        if self.sync is not None:
+            self.sync.stop()
         for w in self.workers:
             w.stop()
         for enc in self.sensors.encoders.values():

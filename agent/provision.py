@@ -3,24 +3,74 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shutil
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from agent.config import default_config, render_config
-from agent.evidence.keys import KeyFileError, generate_device_key, load_hq_public
+from cryptography import x509
+
+from agent.config import Config, ConfigError, default_config, parse_config, render_config
+from agent.evidence.keys import KeyFileError, generate_device_key, load_hq_public, load_receipt_public
 
 CONFIG_NAME = "bodycam.toml"
+HQ_CA_NAME = "hq-ca.pem"
 
 
 class ProvisionError(Exception):
     pass
 
 
-def provision(data_dir: Path, device_id: str, hq_pub: Path, force: bool = False) -> str:
-    """Create the identity and config; return the device key's fingerprint. Never overwrites a key unasked."""
+def _check_sync(hq_pub: Path, hq_url: str, hq_ca: Path | None) -> None:
+    """Refuse sync settings the unit could not use, before anything is created."""
+    if not hq_url and hq_ca is None:
+        return
+    if not hq_url or hq_ca is None:
+        raise ProvisionError("--hq-url and --hq-ca go together: uploads need both")
+    parts = urlsplit(hq_url)
+    if parts.scheme != "https" or not parts.hostname:
+        raise ProvisionError(f"--hq-url {hq_url!r} is not https://HOST[:PORT]")
+    try:
+        certs = x509.load_pem_x509_certificates(hq_ca.read_bytes())
+    except OSError as exc:
+        raise ProvisionError(f"reading --hq-ca {hq_ca}: {exc.strerror}") from exc
+    except ValueError as exc:
+        raise ProvisionError(f"--hq-ca {hq_ca} holds no PEM certificate") from exc
+    if not certs:
+        raise ProvisionError(f"--hq-ca {hq_ca} holds no PEM certificate")
+    load_receipt_public(hq_pub)  # receipts are checked with its second key: refuse an hq.pub without one
+
+
+def _with_sync(config: Config, hq_url: str, ca_name: str) -> Config:
+    config = dataclasses.replace(config, hq=dataclasses.replace(config.hq, url=hq_url, ca=ca_name))
+    try:
+        return parse_config(render_config(config), "<provision>")  # validated like a file would be
+    except ConfigError as exc:
+        raise ProvisionError(str(exc)) from exc
+
+
+def provision(
+    data_dir: Path,
+    device_id: str,
+    hq_pub: Path,
+    force: bool = False,
+    *,
+    hq_url: str = "",
+    hq_ca: Path | None = None,
+) -> str:
+    """Create the identity and config; return the device key's fingerprint. Never overwrites a key unasked.
+
+    With ``hq_url`` and ``hq_ca`` the unit uploads to headquarters: the CA (the only trust anchor
+    for its TLS connection) is copied into the data dir as ``hq-ca.pem`` and the config's
+    ``hq.url`` and ``hq.ca`` point at them.
+    """
     load_hq_public(hq_pub)  # refuse a file that is not a headquarters key before creating anything
+    _check_sync(hq_pub, hq_url, hq_ca)
+    config = default_config(device_id, hq_public_key="hq.pub")
+    if hq_ca is not None:
+        config = _with_sync(config, hq_url, HQ_CA_NAME)
     data_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(data_dir, 0o700)
     key_path, pub_path = data_dir / "device.key", data_dir / "device.pub"
@@ -31,7 +81,11 @@ def provision(data_dir: Path, device_id: str, hq_pub: Path, force: bool = False)
     fp = generate_device_key(key_path, pub_path)
     if hq_pub.resolve() != (data_dir / "hq.pub").resolve():
         shutil.copyfile(hq_pub, data_dir / "hq.pub")
-    config = default_config(device_id, hq_public_key="hq.pub")
+    if hq_ca is not None and hq_ca.resolve() != (data_dir / HQ_CA_NAME).resolve():
+        tmp_ca = data_dir / (HQ_CA_NAME + ".tmp")
+        shutil.copyfile(hq_ca, tmp_ca)
+        os.chmod(tmp_ca, 0o644)
+        os.replace(tmp_ca, data_dir / HQ_CA_NAME)
     cfg_path = data_dir / CONFIG_NAME
     tmp = cfg_path.with_name(CONFIG_NAME + ".tmp")
     tmp.write_text(render_config(config))
@@ -45,12 +99,14 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--device-id", required=True)
     p.add_argument("--hq-pub", type=Path, required=True, help="headquarters' public key (hq.pub)")
     p.add_argument("--force", action="store_true", help="replace an existing identity (the old key is lost)")
+    p.add_argument("--hq-url", default="", help="headquarters' sync service, https://HOST[:PORT] (needs --hq-ca)")
+    p.add_argument("--hq-ca", type=Path, help=f"headquarters' CA certificate (ca.pem), copied to {HQ_CA_NAME}")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        fp = provision(args.data_dir, args.device_id, args.hq_pub, args.force)
+        fp = provision(args.data_dir, args.device_id, args.hq_pub, args.force, hq_url=args.hq_url, hq_ca=args.hq_ca)
     except (ProvisionError, KeyFileError) as exc:
         print(f"bodycam provision: {exc}", file=sys.stderr)
         return 1

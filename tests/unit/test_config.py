@@ -25,6 +25,7 @@ from agent.config import (
     RecordingConfig,
     SensorConfig,
     StorageConfig,
+    SyncConfig,
     default_config,
     load_config,
     parse_config,
@@ -62,6 +63,7 @@ def test_every_default() -> None:
     assert c.control == ControlConfig("ctl.sock")
     assert c.console == ConsoleConfig("", 115200)
     assert c.storage == StorageConfig(0, 0, 0, 0, 604800.0)
+    assert c.sync == SyncConfig(5.0, 60.0, 0, 1_048_576, 10.0, 30.0, 120.0, 300.0)
 
 
 def test_default_config_matches_a_minimal_file() -> None:
@@ -159,6 +161,18 @@ BAD = [
     ('[storage]\nkeep_acknowledged_s = -1\n', "storage.keep_acknowledged_s", "out of range 0..31536000"),
     ('[storage]\nkeep_acknowledged_s = 31536001\n', "storage.keep_acknowledged_s", "out of range"),
     ('[storage]\nkeep_acknowledged_s = "7d"\n', "storage.keep_acknowledged_s", "expected a number"),
+    ('[sync]\ninterval_s = 0.05\n', "sync.interval_s", "out of range 0.1..3600"),
+    ('[sync]\nheartbeat_s = 4\n', "sync.heartbeat_s", "out of range 5..86400"),
+    ('[sync]\nheartbeat_s = 86401\n', "sync.heartbeat_s", "out of range"),
+    ('[sync]\nbandwidth_bps = -1\n', "sync.bandwidth_bps", "out of range"),
+    ('[sync]\nbandwidth_bps = 1.5e6\n', "sync.bandwidth_bps", "expected an integer"),
+    ('[sync]\nchunk_bytes = 16383\n', "sync.chunk_bytes", "out of range 16384..4194304"),
+    ('[sync]\nchunk_bytes = 4194305\n', "sync.chunk_bytes", "out of range"),
+    ('[sync]\nconnect_timeout_s = 0\n', "sync.connect_timeout_s", "out of range"),
+    ('[sync]\nio_timeout_s = 601\n', "sync.io_timeout_s", "out of range"),
+    ('[sync]\ningest_timeout_s = 0.5\n', "sync.ingest_timeout_s", "out of range"),
+    ('[sync]\nbackoff_max_s = 0.5\n', "sync.backoff_max_s", "out of range"),
+    ('[sync]\nheartbeat_s = "1m"\n', "sync.heartbeat_s", "expected a number"),
     ('[cameras.chest]\ndriver = "no spaces"\n', "cameras.chest.driver", "is not"),
     ('[cameras.chest]\nenabled = "yes"\n', "cameras.chest.enabled", "expected true or false"),
     ('[cameras.chest]\noptions = 3\n', "cameras.chest.options", "expected a table"),
@@ -201,6 +215,9 @@ GOOD_EDGES = [
     "[storage]\nwarn_free_bytes = 4\ncritical_free_bytes = 3\nfull_free_bytes = 2\nreserve_free_bytes = 1\n",
     "[storage]\nkeep_acknowledged_s = 0\n",
     "[storage]\nkeep_acknowledged_s = 31536000\n",
+    "[sync]\ninterval_s = 0.1\nheartbeat_s = 5\nbandwidth_bps = 0\nchunk_bytes = 16384\n",
+    "[sync]\ninterval_s = 3600\nheartbeat_s = 86400\nbandwidth_bps = 10000000000\nchunk_bytes = 4194304\n",
+    "[sync]\nconnect_timeout_s = 0.5\nio_timeout_s = 600\ningest_timeout_s = 3600\nbackoff_max_s = 86400\n",
     *[f"[console]\nbaud = {b}\n" for b in STANDARD_BAUDS],
 ]
 
@@ -220,6 +237,7 @@ def test_edges_are_accepted(text: str) -> None:
         ("[control]\nx = 1\n", "control.x", "unknown key"),
         ("[console]\nx = 1\n", "console.x", "unknown key"),
         ("[storage]\nx = 1\n", "storage.x", "unknown key"),
+        ("[sync]\nbandwidth = 1\n", "sync.bandwidth", "unknown key"),
         ("[microphone]\nx = 1\n", "microphone.x", "unknown key"),
         ("[indicators]\noption = {}\n", "indicators.option", "unknown key"),
         ("[recordng]\npre_event_s = 1\n", "recordng", "unknown section"),
@@ -338,6 +356,16 @@ def configs(draw: st.DrawFn) -> Config:
         control=ControlConfig(draw(_text.filter(bool))),
         console=ConsoleConfig(draw(_text), draw(st.sampled_from(STANDARD_BAUDS))),
         storage=StorageConfig(warn, critical, full, reserve, draw(st.floats(0.0, 365.0 * 86400))),
+        sync=SyncConfig(
+            interval_s=draw(st.floats(0.1, 3600.0)),
+            heartbeat_s=draw(st.floats(5.0, 86400.0)),
+            bandwidth_bps=draw(st.integers(0, 10_000_000_000)),
+            chunk_bytes=draw(st.integers(16_384, 4_194_304)),
+            connect_timeout_s=draw(st.floats(0.5, 300.0)),
+            io_timeout_s=draw(st.floats(0.5, 600.0)),
+            ingest_timeout_s=draw(st.floats(1.0, 3600.0)),
+            backoff_max_s=draw(st.floats(1.0, 86400.0)),
+        ),
         **{name: draw(_sensor) for name in SENSOR_SECTIONS},
     )
 
@@ -410,6 +438,14 @@ CHANGES = [
     "[storage]\ncritical_free_bytes = 1\n",
     "[storage]\nfull_free_bytes = 1\n",
     "[storage]\nkeep_acknowledged_s = 604801\n",
+    "[sync]\ninterval_s = 6\n",
+    "[sync]\nheartbeat_s = 61\n",
+    "[sync]\nbandwidth_bps = 1\n",
+    "[sync]\nchunk_bytes = 1048577\n",
+    "[sync]\nconnect_timeout_s = 11\n",
+    "[sync]\nio_timeout_s = 31\n",
+    "[sync]\ningest_timeout_s = 121\n",
+    "[sync]\nbackoff_max_s = 301\n",
 ]
 
 

@@ -1,0 +1,168 @@
+"""The sync HTTP client and the upload sidecar: TLS pinning, signed requests, answers classified."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from agent.sync.client import (
+    AuthError,
+    ConfigurationError,
+    HqClient,
+    OffsetMismatch,
+    ProtocolError,
+    RejectedError,
+    TransientError,
+    upload_metadata,
+)
+from agent.sync.heartbeat import canonical_value
+from agent.sync.state import FILE_NAME, UploadRecord, UploadState
+from hq.tus import parse_metadata
+from tests.evidence_util import MemorySigner
+from tests.unit.test_sync_support import FakeHq, Unit, make_pki, make_unit
+
+
+@pytest.fixture
+def unit(tmp_path: Path) -> Iterator[Unit]:
+    u = make_unit(tmp_path)
+    yield u
+    u.hq.close()
+    u.store.close()
+
+
+def client(u: Unit, url: str | None = None, signer: MemorySigner | None = None) -> HqClient:
+    return HqClient(url or u.hq.url, u.pki.ca_pem, u.chain.device_id, signer or u.chain.signer, u.clock)
+
+
+def test_create_head_append_round_trip(unit: Unit) -> None:
+    c = client(unit)
+    url = c.create(10, {"device_id": unit.chain.device_id, "seq": "0", "filename": "0000000000.bcs",
+                        "sha256": "ab" * 32})
+    assert url.startswith(unit.hq.url + "/v1/uploads/")
+    assert c.head(url).offset == 0 and c.head(url).length == 10
+    assert c.append(url, 0, b"01234", last=False).offset == 5
+    with pytest.raises(OffsetMismatch):
+        c.append(url, 0, b"01234", last=False)
+    assert c.head(url).offset == 5
+    c.terminate(url)
+    c.close()
+
+
+def test_pace_sees_every_byte_of_the_body_in_slices(unit: Unit) -> None:
+    c = client(unit)
+    url = c.create(100_000, {"device_id": unit.chain.device_id, "seq": "1", "filename": "x.bcs", "sha256": "cd" * 32})
+    paced: list[int] = []
+    assert c.append(url, 0, os.urandom(40_000), last=False, pace=paced.append).offset == 40_000
+    assert sum(paced) == 40_000 and max(paced) <= 16 * 1024 and len(paced) == 3
+
+
+def test_an_unenrolled_key_is_refused_with_auth_error(unit: Unit) -> None:
+    with pytest.raises(AuthError, match="401"):
+        client(unit, signer=MemorySigner()).heartbeat(b"{}")
+
+
+def test_a_clock_far_off_is_refused_and_the_error_says_so(unit: Unit) -> None:
+    unit.hq.now_s = lambda: unit.clock.utc_ns() // 1_000_000_000 + 3600
+    with pytest.raises(AuthError, match="expired") as info:
+        client(unit).heartbeat(b"{}")
+    assert "headquarters' clock says" in str(info.value)
+
+
+def test_server_errors_are_transient_and_422_is_a_rejection(unit: Unit) -> None:
+    c = client(unit)
+    unit.hq.faults.fail_500 = 1
+    with pytest.raises(TransientError) as info:
+        c.head(unit.hq.url + "/v1/uploads/x")
+    assert info.value.status == 500
+    unit.hq.faults.reject_422 = True
+    url = c.create(3, {"device_id": unit.chain.device_id, "seq": "2", "filename": "y.bcs", "sha256": "ef" * 32})
+    with pytest.raises(RejectedError) as rej:
+        c.append(url, 0, b"abc", last=True)
+    assert rej.value.code == "bad-signature" and "quarantined" in str(rej.value)
+
+
+def test_location_on_another_origin_is_refused(unit: Unit) -> None:
+    c = client(unit)
+    with pytest.raises(ProtocolError, match="points away"):
+        c.resolve("https://evil.example/v1/uploads/1", "test")
+    with pytest.raises(ProtocolError):
+        c.resolve(f"http://127.0.0.1:{unit.hq.port}/v1/uploads/1", "test")
+    assert c.resolve("/v1/uploads/abc", "test") == f"{unit.hq.url}/v1/uploads/abc"
+
+
+def test_another_ca_is_refused_before_anything_is_sent(unit: Unit, tmp_path: Path) -> None:
+    other = make_pki(tmp_path / "other")
+    c = HqClient(unit.hq.url, other.ca_pem, unit.chain.device_id, unit.chain.signer, unit.clock)
+    with pytest.raises(TransientError, match="certificate"):
+        c.heartbeat(b"{}")
+    assert unit.hq.requests == []
+
+
+def test_host_name_is_checked_against_the_certificate(unit: Unit, tmp_path: Path) -> None:
+    pki = make_pki(tmp_path / "named")
+    hq = FakeHq(pki, {})
+    try:
+        # The certificate names 127.0.0.1 and localhost; reach it under another name for the same address.
+        c = HqClient(f"https://127.0.0.2:{hq.port}", pki.ca_pem, "u", unit.chain.signer, unit.clock)
+        with pytest.raises(TransientError):
+            c.heartbeat(b"{}")
+    finally:
+        hq.close()
+
+
+@pytest.mark.parametrize(("url", "ca"), [("http://hq.example", True), ("https://", True), ("https://hq", False)])
+def test_unusable_settings_are_configuration_errors(unit: Unit, tmp_path: Path, url: str, ca: bool) -> None:
+    with pytest.raises(ConfigurationError):
+        HqClient(url, unit.pki.ca_pem if ca else tmp_path / "missing.pem", "u", unit.chain.signer, unit.clock)
+
+
+@given(st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7e), min_size=1, max_size=40))
+def test_metadata_is_what_headquarters_parses(name: str) -> None:
+    text = upload_metadata({"device_id": "unit-1", "seq": "12", "filename": "0000000012.bcs", "sha256": "a" * 64,
+                            "note": name})
+    meta = parse_metadata(text)
+    assert (meta.device_id, meta.seq, meta.filename, meta.sha256) == ("unit-1", 12, "0000000012.bcs", "a" * 64)
+
+
+def test_canonical_value_makes_status_representable() -> None:
+    assert canonical_value({"a": 1.0, "b": 0.125, "c": (1, "x"), "d": float("nan"), 2: Path("/x")}) == {
+        "a": 1, "b": "0.125", "c": [1, "x"], "d": "nan", "2": "/x"}
+
+
+# ---- the sidecar ----------------------------------------------------------------------------
+
+
+def test_sidecar_round_trip_is_atomic_and_private(tmp_path: Path) -> None:
+    state = UploadState(tmp_path / FILE_NAME)
+    rec = UploadRecord("https://hq/v1/uploads/1", "ab" * 32, 1000, 65536, 5)
+    state.put(3, rec)
+    state.put(1, rec)
+    assert stat.S_IMODE((tmp_path / FILE_NAME).stat().st_mode) == 0o600
+    again = UploadState(tmp_path / FILE_NAME)
+    assert again.seqs() == [1, 3] and again.get(3) == rec
+    again.drop(3)
+    again.drop(3)
+    assert UploadState(tmp_path / FILE_NAME).seqs() == [1]
+    assert [p.name for p in tmp_path.iterdir()] == [FILE_NAME]  # no temporary file left
+
+
+@pytest.mark.parametrize("content", ["{", "[]", '{"version": 2, "uploads": {}}',
+                                     '{"version": 1, "uploads": {"x": {}}}'])
+def test_unreadable_sidecar_is_treated_as_empty(tmp_path: Path, content: str) -> None:
+    (tmp_path / FILE_NAME).write_text(content)
+    assert UploadState(tmp_path / FILE_NAME).seqs() == []
+
+
+def test_sidecar_holds_what_resuming_needs(tmp_path: Path) -> None:
+    state = UploadState(tmp_path / FILE_NAME)
+    state.put(7, UploadRecord("https://hq/v1/uploads/7", "cd" * 32, 5, 65536, 9))
+    doc = json.loads((tmp_path / FILE_NAME).read_text())
+    assert doc == {"version": 1, "uploads": {"7": {"url": "https://hq/v1/uploads/7", "file_sha256": "cd" * 32,
+                                                   "length": 5, "chunk_bytes": 65536, "created_utc_ns": 9}}}
