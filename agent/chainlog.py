@@ -330,7 +330,7 @@ class ChainLog:
                 firmware=self._firmware,
                 config_sha256=self._config_sha256,
                 time=time,
-                flags=["recovered"],
+                flags=["recovered", "clock-unsynced"],
             )
             fh.flush()
             os.fsync(fh.fileno())
@@ -351,7 +351,7 @@ class ChainLog:
             ciphertext_sha256=salvage.prefix_sha256,
             size_bytes=final.stat().st_size,
             chunks=salvage.chunks,
-            flags=["recovered"],
+            flags=["clock-unsynced", "recovered"],
             marks=0,
             priority=1,
         )

@@ -134,3 +134,32 @@ def test_bad_config_is_refused_with_the_key_name(tmp_path: Path) -> None:
 def test_unprovisioned_unit_refuses_to_run(tmp_path: Path) -> None:
     res = run_cli("run", "--data-dir", str(tmp_path / "empty"), "--duration", "1")
     assert res.returncode == 2 and "not provisioned" in res.stderr
+
+
+def test_two_cameras_are_both_recorded(tmp_path: Path) -> None:
+    import dataclasses
+    import types
+
+    from agent.config import SensorConfig, load_config, render_config
+
+    data = tmp_path / "unit"
+    cfg_path = provision_sim(data, pre_event_s=0.0, segment_s=3.0)
+    cfg = load_config(cfg_path)
+    small = types.MappingProxyType({"width": 640, "height": 360, "fps": 15})
+    cameras = {"chest": SensorConfig(options=small), "shoulder": SensorConfig(options=small)}
+    cfg_path.write_text(render_config(dataclasses.replace(cfg, cameras=cameras)))
+    agent = AgentProcess(data, cfg_path)
+    agent.wait_ready()
+    assert agent.ctl("start")["ok"]
+    time.sleep(4)
+    assert agent.ctl("stop")["ok"]
+    agent.terminate()
+    assert agent.wait(60) == 0, agent.log()
+    doc = verify_json(data, "--hq-key", str(data / "dev-hq" / "hq.key"))
+    assert doc["ok"], doc["problems"]
+    segs = [m for m in manifests(data) if m["type"] == "segment"]
+    names = [t["name"] for t in segs[0]["tracks"]]
+    assert names[:2] == ["chest", "shoulder"]
+    for cam in ("chest", "shoulder"):
+        frames = sum(t["frames"] for s in segs for t in s["tracks"] if t["name"] == cam)
+        assert 45 <= frames <= 75, (cam, frames)  # ~4 s at 15 fps from the first keyframe
