@@ -95,6 +95,21 @@ class Rig:
             self.clock.advance_ns(S // FPS)
             self.rec.step(None)
 
+    def restart_chain(self) -> ChainLog:
+        """A new chain log on the same store and files, as the next start of the unit makes it."""
+        return ChainLog(
+            self.dir,
+            signer=self.signer,
+            hq_public=self.hq.public_key(),
+            device_id="unit-r",
+            boot_id=str(uuid.uuid4()),
+            firmware="test",
+            config_sha256="cd" * 32,
+            store=self.store,
+            clock=self.clock,
+            chunk_bytes=64 * 1024,
+        )
+
     def manifests(self) -> list[dict[str, Any]]:
         out = []
         for path in sorted((self.dir / "segments").glob("*.bcs")):

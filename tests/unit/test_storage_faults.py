@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import errno
-import uuid
 from pathlib import Path
 
-from agent.chainlog import ChainLog
 from agent.evidence.media_check import check_media
 from agent.evidence.verify import verify_path
 from agent.recovery import recover
@@ -52,18 +50,7 @@ def test_failed_fsync_never_marks_a_segment_sealed(tmp_path: Path) -> None:
     assert not any(partial[0].stem in p for p in sealed_paths)
     assert any(m.get("event") == "storage-error" for m in rig.manifests())
     # next start: recovery finds a manifest that does not extend the chain any more -> quarantined
-    chain = ChainLog(
-        tmp_path,
-        signer=rig.signer,
-        hq_public=rig.hq.public_key(),
-        device_id="unit-r",
-        boot_id=str(uuid.uuid4()),
-        firmware="test",
-        config_sha256="cd" * 32,
-        store=rig.store,
-        clock=rig.clock,
-        chunk_bytes=64 * 1024,
-    )
+    chain = rig.restart_chain()
     report = recover(tmp_path, chain, rig.store)
     assert report.quarantined == [partial[0].name]
     assert (tmp_path / "quarantine" / partial[0].name).exists()
@@ -79,18 +66,7 @@ def test_power_cut_keeps_exactly_the_synced_prefix(tmp_path: Path) -> None:
     size_before, synced = part.stat().st_size, files.synced_size[part]
     files.power_cut(torn_tail_bytes=3)  # unsynced bytes lost, a torn scrap of the next record left
     # the unit comes back: a new chain log on the same store recovers before anything else
-    chain = ChainLog(
-        tmp_path,
-        signer=rig.signer,
-        hq_public=rig.hq.public_key(),
-        device_id="unit-r",
-        boot_id=str(uuid.uuid4()),
-        firmware="test",
-        config_sha256="cd" * 32,
-        store=rig.store,
-        clock=rig.clock,
-        chunk_bytes=64 * 1024,
-    )
+    chain = rig.restart_chain()
     report = recover(tmp_path, chain, rig.store)
     assert len(report.recovered) == 1 and not part.exists()
     assert report.attested_chunks == report.salvaged_chunks  # everything kept was checkpointed
