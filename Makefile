@@ -39,3 +39,57 @@ faults: $(STAMP)
 
 clean:
 	rm -rf $(VENV) $(DATA) .pytest_cache .mypy_cache .ruff_cache
+
+# ---- installing on a unit (or into a staging tree: DESTDIR) -------------------------------------
+# make install DESTDIR=/mnt/rootfs PREFIX=/opt/bodycam
+# The package goes into a venv at $(PREFIX)/venv; units, sysusers, tmpfiles and udev rules into the
+# system's vendor directories; example configs and docs under $(PREFIX)/share. Run it on the unit
+# or in a chroot of its image (pi-gen): the venv is made with the target's own python3.
+# INSTALL_PYTHON=/usr/bin/python3 VENV_ARGS=--system-site-packages lets the venv see Raspberry Pi
+# OS's python3-picamera2 and python3-libcamera; PIP_EXTRA adds the board's driver libraries
+# (gpiod spidev smbus2 sounddevice); PIP_ARGS passes extra pip options (-c constraints.txt).
+PREFIX ?= /opt/bodycam
+DESTDIR ?=
+INSTALL_PYTHON ?= $(PYTHON)
+VENV_ARGS ?=
+PIP_ARGS ?=
+PIP_EXTRA ?=
+BINDIR ?= /usr/local/bin
+UNITDIR ?= /usr/lib/systemd/system
+SYSUSERSDIR ?= /usr/lib/sysusers.d
+TMPFILESDIR ?= /usr/lib/tmpfiles.d
+UDEVRULESDIR ?= /usr/lib/udev/rules.d
+SOURCES := pyproject.toml README.md agent hal hq drivers
+
+.PHONY: install
+install:
+	@case "$(PREFIX)" in /*) ;; *) echo "PREFIX must be an absolute path" >&2; exit 2;; esac
+	set -e; root='$(DESTDIR)'; venv="$$root$(PREFIX)/venv"; \
+	src=$$(mktemp -d); trap 'rm -rf "$$src"' EXIT; \
+	tar -cf - --exclude=__pycache__ --exclude='*.egg-info' $(SOURCES) | tar -C "$$src" -xf -; \
+	$(INSTALL_PYTHON) -m venv --clear $(VENV_ARGS) "$$venv"; \
+	"$$venv/bin/python" -m pip install --quiet --no-compile $(PIP_ARGS) "$$src" $(PIP_EXTRA); \
+	if [ -n "$$root" ]; then \
+		grep -rlI -F -- "$$root$(PREFIX)" "$$venv/bin" "$$venv/pyvenv.cfg" | while read -r f; do \
+			sed -i "s|$$root$(PREFIX)|$(PREFIX)|g" "$$f"; done; \
+		"$$venv/bin/python" -m compileall -q -f -j0 -s "$$root" -p / "$$venv/lib"; \
+	else \
+		"$$venv/bin/python" -m compileall -q -f -j0 "$$venv/lib"; \
+	fi
+	install -d $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(TMPFILESDIR) $(DESTDIR)$(UDEVRULESDIR) \
+		$(DESTDIR)$(BINDIR) $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/share/bodycam/configs \
+		$(DESTDIR)$(PREFIX)/share/bodycam/systemd $(DESTDIR)$(PREFIX)/share/doc/bodycam
+	for f in systemd/*.service; do \
+		sed 's|/opt/bodycam|$(PREFIX)|g' "$$f" > $(DESTDIR)$(UNITDIR)/$${f##*/}; \
+		chmod 0644 $(DESTDIR)$(UNITDIR)/$${f##*/}; done
+	install -m 0644 systemd/sysusers.d/bodycam.conf $(DESTDIR)$(SYSUSERSDIR)/bodycam.conf
+	install -m 0644 systemd/tmpfiles.d/bodycam.conf $(DESTDIR)$(TMPFILESDIR)/bodycam.conf
+	install -m 0644 systemd/udev/60-bodycam.rules $(DESTDIR)$(UDEVRULESDIR)/60-bodycam.rules
+	install -m 0644 systemd/examples/*.conf $(DESTDIR)$(PREFIX)/share/bodycam/systemd/
+	install -m 0644 configs/*.toml $(DESTDIR)$(PREFIX)/share/bodycam/configs/
+	install -m 0644 docs/*.md $(DESTDIR)$(PREFIX)/share/doc/bodycam/
+	sed 's|/opt/bodycam|$(PREFIX)|g' scripts/provision-unit > $(DESTDIR)$(PREFIX)/sbin/provision-unit
+	chmod 0755 $(DESTDIR)$(PREFIX)/sbin/provision-unit
+	ln -sfn $(PREFIX)/venv/bin/bodycam $(DESTDIR)$(BINDIR)/bodycam
+	@echo "installed bodycam in $(DESTDIR)$(PREFIX); on the unit: systemd-sysusers; systemd-tmpfiles --create;" \
+		"udevadm control --reload; systemctl daemon-reload; then $(PREFIX)/sbin/provision-unit (docs/deployment.md)"

@@ -19,6 +19,7 @@ from agent.evidence.keys import FileKeyStore, KeyFileError, generate_hq_key, loa
 from agent.provision import CONFIG_NAME, ProvisionError, provision
 from agent.recorder import CommandError, Recorder, RecorderSettings
 from agent.recovery import recover
+from agent.sdnotify import Notifier
 from agent.state import State, StateFile, resume_state
 from agent.storage import StorageMaintainer, disk_bytes, recording_bytes_per_second, thresholds_for
 from agent.store import Store
@@ -35,6 +36,8 @@ log = logging.getLogger("bodycam")
 SIM_DEVICE_ID = "sim-unit-1"
 HUNG_NS = 10_000_000_000  # a sensor thread inside one device call this long is replaced
 REPLACE_INTERVAL_NS = 60_000_000_000  # at most one replacement per sensor per minute
+DRIVERS_OPEN_WAIT_NS = 30_000_000_000  # READY=1 waits at most this long for every sensor's first open
+RECORDER_STALL_NS = 10_000_000_000  # no watchdog ping once the recorder loop has not turned for this long
 
 
 def kernel_boot_id() -> str:
@@ -202,6 +205,36 @@ class Agent:
             sock,
         )
 
+    def wait_drivers_opened(self, timeout_ns: int) -> list[str]:
+        """Wait until every sensor has tried its first open (running or failed, retrying with backoff);
+        return the sensors still inside their first open when ``timeout_ns`` ran out."""
+        deadline = self.clock.monotonic_ns() + timeout_ns
+        pause = threading.Event()
+        while True:
+            pending = [w.sensor for w in self.workers if w.status()["state"] == "starting"]
+            if not pending or self.clock.monotonic_ns() >= deadline:
+                return pending
+            pause.wait(0.05)
+
+    def recorder_healthy(self, stall_ns: int) -> bool:
+        """The recorder thread is alive and its loop turned within ``stall_ns``: the watchdog may be fed."""
+        return self.recorder.alive and self.clock.monotonic_ns() - self.recorder.last_beat_ns < stall_ns
+
+    def status_line(self) -> str:
+        """One line for ``systemctl status``: the recording state and whatever is wrong."""
+        st = self.recorder.status()
+        parts = [str(st["state"]).upper()]
+        if st["storage_level"] != "ok":
+            parts.append(f"storage {st['storage_level']}")
+        if st["stealth"]:
+            parts.append("stealth")
+        if st["muted"]:
+            parts.append("muted")
+        failed = sorted(w.sensor for w in self.workers if w.status()["state"] == "failed")
+        if failed:
+            parts.append("sensor fault: " + ", ".join(failed))
+        return "; ".join(parts)
+
     def handle_control(self, cmd: str, actor: str, args: dict[str, Any]) -> dict[str, Any]:
         allowed = {"start", "stop", "mark", "status", "stealth", "mute"}
         if cmd not in allowed:
@@ -319,7 +352,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    notifier = Notifier.from_environ()
+    notifier.status("starting: recovering the store, opening drivers")
     agent.start()
+    pending = agent.wait_drivers_opened(DRIVERS_OPEN_WAIT_NS)
+    if pending:
+        log.error("still opening after %.0f s: %s", DRIVERS_OPEN_WAIT_NS / 1e9, ", ".join(pending))
+    last_status = agent.status_line()
+    notifier.ready(last_status)
     deadline = None if args.duration is None else agent.clock.monotonic_ns() + round(args.duration * 1e9)
     try:
         while not stop.is_set():
@@ -328,7 +368,15 @@ def cmd_run(args: argparse.Namespace) -> int:
             left_s = 1.0 if deadline is None else max(0.0, min(1.0, (deadline - agent.clock.monotonic_ns()) / 1e9))
             stop.wait(left_s)
             agent.supervise()
+            if agent.recorder_healthy(RECORDER_STALL_NS):
+                notifier.watchdog()
+            line = agent.status_line()
+            if line != last_status:
+                notifier.status(line)
+                last_status = line
     finally:
+        notifier.stopping("stopping: sealing what is open")
         agent.stop()
+        notifier.close()
     log.info("stopped cleanly; evidence in %s", data_dir / "segments")
     return 0

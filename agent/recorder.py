@@ -147,6 +147,7 @@ class Recorder:
         self._frames_total: dict[str, int] = dict.fromkeys(self._track_kind, 0)
         self._segments_sealed = 0
         self._last_error: str | None = None
+        self._beat_ns = 0  # monotonic time the loop last turned; read unlocked (an int store is atomic)
         self._status: dict[str, Any] = {}
         self._status_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="recorder", daemon=True)
@@ -222,11 +223,17 @@ class Recorder:
     def alive(self) -> bool:
         return self._thread.is_alive()
 
+    @property
+    def last_beat_ns(self) -> int:
+        """Monotonic time the recorder thread last went round its loop (0 before it started)."""
+        return self._beat_ns
+
     # -- the recorder thread ---------------------------------------------------------------------
 
     def _run(self) -> None:
         tick_s = min(0.25, self._s.checkpoint_ns / 4e9)
         while True:
+            self._beat_ns = self._clock.monotonic_ns()
             try:
                 msg = self._inbox.get(timeout=tick_s)
             except queue.Empty:
