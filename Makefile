@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DATA ?= run-data
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test lint unit integration bench faults clean
+.PHONY: setup run test lint unit integration bench faults hil clean
 
 setup: $(STAMP)
 
@@ -23,7 +23,7 @@ lint: $(STAMP)
 	$(BIN)/mypy agent hal hq
 
 test: lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --ignore=tests/hil
 
 unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit
@@ -33,6 +33,12 @@ integration: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python scripts/bench.py
+
+# The hardware-in-the-loop suite: the agent started as its systemd unit starts it, on simulated
+# sensors, a real gpsd fed through a pty and a real headquarters on loopback.
+hil: $(STAMP)
+	BODYCAM_HIL_SUMMARY=hil-summary.txt $(BIN)/pytest -q tests/hil --junitxml=hil-report.xml; \
+	status=$$?; cat hil-summary.txt 2>/dev/null; exit $$status
 
 faults: $(STAMP)
 	$(BIN)/python scripts/faults.py --trials 25

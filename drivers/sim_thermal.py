@@ -55,11 +55,17 @@ class SimThermal(PacedDevice):
         noise_ck: float = 5.0,
         walk_period_s: float = 12.0,
         queue_frames: int = 4,
+        fail_after_s: float = 0.0,
     ) -> None:
+        """``fail_after_s`` > 0 injects one read failure that long after the first open, so tests
+        and the hardware-in-the-loop suite can watch the supervisor reopen a failing sensor."""
         rate = rate_fraction(check_float("rate_hz", rate_hz, 0.1, 100.0))
         super().__init__(
             name=name, clock=clock, rate_hz=rate, queue_depth=check_int("queue_frames", queue_frames, 1, 64)
         )
+        self._fail_after_ns = round(check_float("fail_after_s", fail_after_s, 0.0, 86400.0) * 1e9)
+        self._first_open_ns: int | None = None
+        self._failed_once = False
         self._width = check_int("width", width, 16, 1024)
         self._height = check_int("height", height, 16, 1024)
         self._seed = check_int("seed", seed, 0, 2**32 - 1)
@@ -85,6 +91,12 @@ class SimThermal(PacedDevice):
 
     def read(self, timeout_s: float) -> ThermalFrame | None:
         """The next frame, waiting up to ``timeout_s`` (0 polls); None on timeout."""
+        now = self._clock.monotonic_ns()
+        if self._first_open_ns is None:
+            self._first_open_ns = now
+        if self._fail_after_ns and not self._failed_once and now - self._first_open_ns >= self._fail_after_ns:
+            self._failed_once = True
+            raise self._fail("simulated sensor fault (fail_after_s)")
         slot = self._next_slot(timeout_s)
         if slot is None:
             return None

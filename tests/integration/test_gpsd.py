@@ -9,14 +9,8 @@ and coming back (through the real sensor worker's reopen with backoff).
 from __future__ import annotations
 
 import contextlib
-import os
-import pty
-import shutil
-import socket
-import subprocess
 import threading
 import time
-import tty
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,64 +24,9 @@ from drivers.system_clock import SystemClock
 from hal.clock import TimeSource
 from hal.common import SensorError
 from hal.gnss import FixMode, GnssFix
+from tests.gpsd_util import GPSD, Gpsd, free_port
 
-GPSD = shutil.which("gpsd") or next((p for p in ("/usr/sbin/gpsd", "/sbin/gpsd") if os.path.exists(p)), None)
 pytestmark = pytest.mark.skipif(GPSD is None, reason="gpsd not installed (Debian package gpsd)")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-class Gpsd:
-    """A gpsd reading a pty that the test writes NMEA into. Only ever on 127.0.0.1."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.master, self._slave = pty.openpty()
-        tty.setraw(self._slave)
-        self.device = os.ttyname(self._slave)
-        self.port = _free_port()
-        self._control = tmp / "gpsd.sock"
-        self._proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        assert GPSD is not None
-        # -N foreground, -n poll the device without a client, -b read-only (never reconfigure the
-        # "receiver"); gpsd listens on loopback unless -G, and -S picks our port.
-        self._proc = subprocess.Popen(
-            [GPSD, "-N", "-n", "-b", "-S", str(self.port), "-F", str(self._control), self.device],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                return
-            assert self._proc.poll() is None, "gpsd exited at start"
-            time.sleep(0.05)
-        raise AssertionError("gpsd did not listen within 10 s")
-
-    def stop(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-
-    def write(self, lines: list[str]) -> None:
-        os.write(self.master, "".join(line + "\r\n" for line in lines).encode())
-
-    def close(self) -> None:
-        self.stop()
-        os.close(self.master)
-        os.close(self._slave)
 
 
 @pytest.fixture
@@ -184,7 +123,7 @@ def test_loss_of_fix_is_reported_and_counted(gpsd: Gpsd) -> None:
 
 
 def test_gpsd_not_running_is_a_sensor_error(tmp_path: Path) -> None:
-    driver = GpsdGnss(name="gnss", clock=SystemClock(), port=_free_port(), connect_timeout_s=0.5)
+    driver = GpsdGnss(name="gnss", clock=SystemClock(), port=free_port(), connect_timeout_s=0.5)
     with pytest.raises(SensorError, match="connecting to gpsd"):
         driver.open()
     assert "connecting to gpsd" in str(driver.get_status()["last_error"])

@@ -535,3 +535,20 @@ def test_replay_thermal_reads_raw_frames(clock: FakeClock, tmp_path: Path) -> No
     bad = ReplayThermal(name="rth", clock=clock, path=str(path), width=4, height=3)
     with pytest.raises(SensorError, match="not a positive multiple of 24 bytes"):
         bad.open()
+
+
+def test_sim_thermal_injects_one_failure_when_asked() -> None:
+    from drivers.sim_thermal import SimThermal
+    from hal.common import SensorError
+
+    clock = FakeClock()
+    cam = SimThermal(name="thermal", clock=clock, fail_after_s=2.0)
+    cam.open()
+    assert cam.read(1.0) is not None
+    clock.advance(2.0)
+    with pytest.raises(SensorError, match="simulated sensor fault"):
+        cam.read(1.0)
+    cam.close()
+    cam.open()
+    clock.advance(5.0)
+    assert cam.read(1.0) is not None  # once only: after the reopen it delivers again
