@@ -34,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sim", action="store_true", help="simulated sensors; provisions a development unit if needed")
     p.add_argument("--device-id", help="device id when --sim provisions (default sim-unit-1)")
     p.add_argument("--duration", type=float, help="stop cleanly after this many seconds")
+    p.add_argument("--console", metavar="DEVICE",
+                   help="serve the technician console on this serial device (overrides [console] device)")
     p.set_defaults(func=_lazy("agent.daemon", "cmd_run"))
 
     p = sub.add_parser("ctl", help="control a running agent through its local socket")
@@ -49,7 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kind", help="only drivers of this HAL kind")
     p.set_defaults(func=_lazy("agent.drivers_cmd", "run"))
 
-    from agent import provision, verify_cmd
+    from agent import diag, provision, verify_cmd  # diag's module is light: its libraries load when it runs
+
+    p = sub.add_parser("diag", help="technician client for a unit's serial console")
+    diag.add_arguments(p)
+    p.set_defaults(func=_lazy("agent.diag", "cmd_diag"))
 
     provision.add_parser(sub)
     verify_cmd.add_parser(sub)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
+import os
 import signal
 import sys
 import threading
@@ -14,6 +16,7 @@ from typing import Any
 from agent import __version__
 from agent.chainlog import ChainLog
 from agent.config import Config, ConfigError, load_config, resolve_path
+from agent.console.service import EXIT_RESTART, ConsoleService, start_console
 from agent.control import ControlError, ControlServer
 from agent.evidence.keys import FileKeyStore, KeyFileError, generate_hq_key, load_hq_public
 from agent.provision import CONFIG_NAME, ProvisionError, provision
@@ -66,9 +69,11 @@ def ensure_dev_provisioned(data_dir: Path, device_id: str) -> None:
 class Agent:
     """A running unit: store, chain, recorder, sensor workers and the control socket."""
 
-    def __init__(self, data_dir: Path, config: Config, clock: Clock, sim: bool) -> None:
+    def __init__(self, data_dir: Path, config: Config, clock: Clock, sim: bool,
+                 config_path: Path | None = None) -> None:
         self.data_dir = data_dir
         self.config = config
+        self.config_path = config_path or data_dir / CONFIG_NAME  # where console changes are saved
         self.clock = clock
         self.boot_id = str(uuid.uuid4())
         self.store = Store(data_dir / "index.sqlite", clock)
@@ -117,6 +122,8 @@ class Agent:
             lambda sensor: self.recorder.post_command("sensor_recovered", "agent", sensor=sensor),
         )
         self.control: ControlServer | None = None
+        self.console: ConsoleService | None = None
+        self.restart_requested = threading.Event()  # set by the console's `reboot`
         self._replaced_ns: dict[str, int] = {}
         bps = recording_bytes_per_second(config)
         self.storage = StorageMaintainer(
@@ -197,6 +204,8 @@ class Agent:
         self.control.start()
         if self.sync is not None:
             self.sync.start()
+        # never raises: a console that cannot start is logged and the unit records on without it
+        self.console = start_console(self, self.config_path, restart=self.request_restart)
         log.info(
             "READY: %s, tracks %s, pre-event %.0f s, control socket %s",
             self.config.device.id,
@@ -234,6 +243,12 @@ class Agent:
         if failed:
             parts.append("sensor fault: " + ", ".join(failed))
         return "; ".join(parts)
+
+    def request_restart(self) -> None:
+        """The console's `reboot`: stop cleanly through the main loop, then exit EXIT_RESTART so the
+        service manager (Restart=on-failure) starts the agent again."""
+        self.restart_requested.set()
+        os.kill(os.getpid(), signal.SIGTERM)
 
     def handle_control(self, cmd: str, actor: str, args: dict[str, Any]) -> dict[str, Any]:
         allowed = {"start", "stop", "mark", "status", "stealth", "mute"}
@@ -302,6 +317,8 @@ class Agent:
 
     def stop(self) -> None:
         log.info("stopping: sealing what is open")
+        if self.console is not None:
+            self.console.close()
         if self.control is not None:
             self.control.close()
         if self.sync is not None:
@@ -339,8 +356,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         elif not (data_dir / "device.key").exists():
             print(f"bodycam run: {data_dir} is not provisioned: run 'bodycam provision'", file=sys.stderr)
             return 2
-        config = load_config(args.config or data_dir / CONFIG_NAME)
-        agent = Agent(data_dir, config, system_clock(), sim=args.sim)
+        config_path = args.config or data_dir / CONFIG_NAME
+        config = load_config(config_path)
+        if args.console:
+            config = dataclasses.replace(config, console=dataclasses.replace(config.console, device=args.console))
+        agent = Agent(data_dir, config, system_clock(), sim=args.sim, config_path=config_path)
     except (ConfigError, KeyFileError, ProvisionError, UnitError) as exc:
         print(f"bodycam run: {exc}", file=sys.stderr)
         return 2
@@ -379,4 +399,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         agent.stop()
         notifier.close()
     log.info("stopped cleanly; evidence in %s", data_dir / "segments")
+    if agent.restart_requested.is_set():
+        log.info("restart requested on the console: exiting %d so the service manager starts the agent again",
+                 EXIT_RESTART)
+        return EXIT_RESTART
     return 0

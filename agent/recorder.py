@@ -624,6 +624,18 @@ class Recorder:
         self._chain.event("sensor-recovered", {"sensor": sensor}, recording_id=self._recording_id)
         return {"sensor": sensor}
 
+    def _cmd_config_changed(self, actor: str, key: str, old: str, new: str, config_sha256: str) -> dict[str, Any]:
+        """A setting changed over the console (the file is already saved): a signed chain event.
+
+        Values are TOML text (canonical JSON has no floats); the change applies at the next start.
+        """
+        self._chain.event(
+            "config-changed",
+            {"key": key, "old": old, "new": new, "config_sha256": config_sha256, "by": actor},
+            recording_id=self._recording_id,
+        )
+        return {"key": key, "config_sha256": config_sha256}
+
     def _cmd_storage_level(self, actor: str, level: str, free_bytes: int) -> dict[str, Any]:
         """React to the storage maintainer: warn, give up the pre-event buffer, refuse, stop.
 

@@ -139,4 +139,11 @@ class SimThermal(PacedDevice):
         return round(ZERO_C_CK + 3000 + 200 * (1 - math.exp(-t_s / 600)) + 20 * math.sin(t_s / 30))
 
     def _status_extra(self) -> dict[str, object]:
-        return {"driver": "sim", "width": self._width, "height": self._height}
+        pacer = self._last_pacer
+        delivered = int(pacer.status().get("delivered", 0) or 0) if pacer is not None else 0
+        return {
+            "driver": "sim",
+            "width": self._width,
+            "height": self._height,
+            "fpa_temp_ck": self.fpa_temp_ck(max(0, delivered - 1)),
+        }

@@ -61,7 +61,7 @@ def test_every_default() -> None:
     for name in SENSOR_SECTIONS:
         assert getattr(c, name) == SensorConfig(driver="sim", enabled=True)
     assert c.control == ControlConfig("ctl.sock")
-    assert c.console == ConsoleConfig("", 115200)
+    assert c.console == ConsoleConfig("", 115200, (), "", False, 3, 30.0, 900.0, 900.0)
     assert c.storage == StorageConfig(0, 0, 0, 0, 604800.0)
     assert c.sync == SyncConfig(5.0, 60.0, 0, 1_048_576, 10.0, 30.0, 120.0, 300.0)
 
@@ -146,6 +146,17 @@ BAD = [
     ('[hq]\nca = "a\\u0000b"\n', "hq.ca", "NUL"),
     ('[console]\nbaud = 12345\n', "console.baud", "12345 is not one of 1200,"),
     ('[console]\ndevice = 0\n', "console.device", "expected a string"),
+    ('[console]\ntechnician_keys = "alice.pub"\n', "console.technician_keys", "expected an array of strings"),
+    ('[console]\ntechnician_keys = ["a.pub", 3]\n', "console.technician_keys", "expected an array of strings"),
+    ('[console]\ntechnician_keys = [""]\n', "console.technician_keys", "entry 0 is empty"),
+    ('[console]\ntechnician_ca = 1\n', "console.technician_ca", "expected a string"),
+    ('[console]\nlogin_required_for_read = "no"\n', "console.login_required_for_read", "expected true or false"),
+    ('[console]\nlockout_after = 0\n', "console.lockout_after", "out of range 1..100"),
+    ('[console]\nlockout_base_s = 0\n', "console.lockout_base_s", "out of range 0.1..3600"),
+    ('[console]\nlockout_max_s = 86401\n', "console.lockout_max_s", "out of range"),
+    ('[console]\nlockout_base_s = 60\nlockout_max_s = 30\n', "console.lockout_max_s",
+     "30 is below console.lockout_base_s (60)"),
+    ('[console]\nsession_idle_s = 5\n', "console.session_idle_s", "out of range 10..86400"),
     ('[control]\nsocket = ""\n', "control.socket", "must not be empty"),
     ('[storage]\nwarn_free_bytes = -1\n', "storage.warn_free_bytes", "out of range"),
     ('[storage]\nreserve_free_bytes = -1\n', "storage.reserve_free_bytes", "out of range"),
@@ -219,6 +230,9 @@ GOOD_EDGES = [
     "[sync]\ninterval_s = 3600\nheartbeat_s = 86400\nbandwidth_bps = 10000000000\nchunk_bytes = 4194304\n",
     "[sync]\nconnect_timeout_s = 0.5\nio_timeout_s = 600\ningest_timeout_s = 3600\nbackoff_max_s = 86400\n",
     *[f"[console]\nbaud = {b}\n" for b in STANDARD_BAUDS],
+    '[console]\ntechnician_keys = ["alice.pub", "-----BEGIN PUBLIC KEY-----\\nMCow\\n-----END PUBLIC KEY-----"]\n',
+    "[console]\nlockout_after = 1\nlockout_base_s = 0.1\nlockout_max_s = 0.1\nsession_idle_s = 10\n",
+    "[console]\nlockout_after = 100\nlockout_base_s = 3600\nlockout_max_s = 86400\nsession_idle_s = 86400\n",
 ]
 
 
@@ -354,7 +368,16 @@ def configs(draw: st.DrawFn) -> Config:
         cameras=types.MappingProxyType(dict(sorted(draw(st.dictionaries(
             st.from_regex(r"[a-z0-9_-]{1,32}", fullmatch=True), _sensor, max_size=3)).items()))),
         control=ControlConfig(draw(_text.filter(bool))),
-        console=ConsoleConfig(draw(_text), draw(st.sampled_from(STANDARD_BAUDS))),
+        console=ConsoleConfig(
+            draw(_text), draw(st.sampled_from(STANDARD_BAUDS)),
+            technician_keys=tuple(draw(st.lists(_text.filter(bool), max_size=3))),
+            technician_ca=draw(_text),
+            login_required_for_read=draw(st.booleans()),
+            lockout_after=draw(st.integers(1, 100)),
+            lockout_base_s=draw(st.floats(0.1, 3600.0)),
+            lockout_max_s=draw(st.floats(3600.0, 86400.0)),
+            session_idle_s=draw(st.floats(10.0, 86400.0)),
+        ),
         storage=StorageConfig(warn, critical, full, reserve, draw(st.floats(0.0, 365.0 * 86400))),
         sync=SyncConfig(
             interval_s=draw(st.floats(0.1, 3600.0)),
@@ -433,6 +456,13 @@ CHANGES = [
     "[control]\nsocket = \"other.sock\"\n",
     "[console]\ndevice = \"/dev/ttyGS0\"\n",
     "[console]\nbaud = 9600\n",
+    "[console]\ntechnician_keys = [\"alice.pub\"]\n",
+    "[console]\ntechnician_ca = \"ca.pub\"\n",
+    "[console]\nlogin_required_for_read = true\n",
+    "[console]\nlockout_after = 4\n",
+    "[console]\nlockout_base_s = 31\n",
+    "[console]\nlockout_max_s = 901\n",
+    "[console]\nsession_idle_s = 901\n",
     "[storage]\nwarn_free_bytes = 1\n",
     "[storage]\nreserve_free_bytes = 1\n",
     "[storage]\ncritical_free_bytes = 1\n",

@@ -1,0 +1,105 @@
+"""Starting and stopping the console for a running agent, from its ``[console]`` config.
+
+:func:`start_console` never raises: a console that cannot start (a technician key file that
+cannot be read, pyserial missing) is logged and the unit records on without it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from agent.config import ConsoleConfig, resolve_path
+from agent.console.agent_backend import AgentBackend
+from agent.console.auth import Authenticator, Lockout, TrustStore, key_fingerprint, parse_public_pems
+from agent.console.logring import LogRing
+from agent.console.server import ConsoleServer
+from agent.console.session import Session
+
+if TYPE_CHECKING:
+    from agent.daemon import Agent
+
+log = logging.getLogger(__name__)
+
+
+def _pem_source(entry: str, data_dir: Path) -> tuple[bytes, str]:
+    """(PEM bytes, a name for the audit log) of one configured key: inline PEM or a file."""
+    if entry.lstrip().startswith("-----BEGIN"):
+        return entry.encode(), ""
+    path = resolve_path(data_dir, entry)
+    name = path.name.removesuffix(".pem").removesuffix(".pub")
+    return path.read_bytes(), name
+
+
+def load_trust(cfg: ConsoleConfig, data_dir: Path, device_id: str) -> TrustStore:
+    """The technician keys and CA the config names. A key that cannot be loaded is logged and
+    left out (the others still work); it never stops the unit."""
+    listed: dict[str, tuple[str, ed25519.Ed25519PublicKey]] = {}
+    for i, entry in enumerate(cfg.technician_keys):
+        try:
+            data, name = _pem_source(entry, data_dir)
+            for key in parse_public_pems(data):
+                fp = key_fingerprint(key)
+                listed[fp] = (name or f"technician-{fp[:8]}", key)
+        except (OSError, ValueError) as exc:
+            log.error("console: technician_keys[%d] is not usable (%s); it is ignored", i, exc)
+    ca = None
+    if cfg.technician_ca:
+        try:
+            ca = parse_public_pems(_pem_source(cfg.technician_ca, data_dir)[0])[0]
+        except (OSError, ValueError) as exc:
+            log.error("console: technician_ca is not usable (%s); certificates are refused", exc)
+    if not listed and ca is None:
+        log.warning("console: no technician key is trusted: read-only commands only")
+    return TrustStore(device_id, listed, ca)
+
+
+@dataclass
+class ConsoleService:
+    """A started console: its server thread and the log ring it installed."""
+
+    server: ConsoleServer
+    ring: LogRing
+
+    def close(self) -> None:
+        self.server.close()
+        logging.getLogger().removeHandler(self.ring)
+
+
+EXIT_RESTART = 75  # EX_TEMPFAIL: what `bodycam run` should exit with after `reboot`, so systemd restarts it
+
+
+def start_console(agent: Agent, config_path: Path,
+                  restart: Callable[[], None] | None = None) -> ConsoleService | None:
+    """Serve the console on ``agent.config.console.device`` (None when it is empty or fails).
+
+    ``restart`` is what `reboot` calls, one second after answering: it must stop the agent
+    cleanly and have it started again. The default sends SIGTERM to the agent itself, a clean
+    stop that a service manager restarts only if told to (``Restart=always``); the daemon
+    should pass one that makes ``bodycam run`` exit with :data:`EXIT_RESTART` instead.
+    """
+    cfg = agent.config.console
+    if not cfg.device:
+        return None
+    ring = LogRing()
+    try:
+        logging.getLogger().addHandler(ring)
+        trust = load_trust(cfg, agent.data_dir, agent.config.device.id)
+        backend = AgentBackend(agent, config_path=config_path, ring=ring, trust=trust, restart=restart)
+        lockout = Lockout(cfg.lockout_after, round(cfg.lockout_base_s * 1e9), round(cfg.lockout_max_s * 1e9))
+        session = Session(backend, Authenticator(trust, lockout), random_bytes=os.urandom, utc_ns=agent.clock.utc_ns,
+                          login_required_for_read=cfg.login_required_for_read,
+                          session_idle_ns=round(cfg.session_idle_s * 1e9))
+        server = ConsoleServer(cfg.device, cfg.baud, session, agent.clock)
+        server.start()
+    except Exception:
+        logging.getLogger().removeHandler(ring)
+        log.exception("console: not started; the unit records without it")
+        return None
+    return ConsoleService(server, ring)

@@ -1,0 +1,382 @@
+"""One serial line's console: bytes in, bytes out, with login, access checks and audit. Pure.
+
+The session turns what the parser assembles into commands, runs them against the backend and
+answers in the mode the line was written in: text and a prompt for a person, one JSON object
+per line for a script. Time and randomness come from the caller, so every behaviour (lockout,
+login expiry, error rate limits, flood handling) is tested without I/O or sleeps.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shlex
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent import __version__
+from agent.console import render
+from agent.console.auth import CTX_LOGIN, NONCE_BYTES, Authenticator, AuthError, Technician
+from agent.console.backend import BackendError, ConsoleBackend
+from agent.console.commands import CHANGE, COMMANDS, READ, ConsoleError, Context, bind
+from agent.console.parser import MAX_LINE, Interrupted, Line, LineAssembler, Rejected
+
+log = logging.getLogger(__name__)
+
+ANONYMOUS = "console:anonymous"
+PARTIAL_LINE_TTL_NS = 120_000_000_000  # a line left half-typed this long is forgotten
+_UNSAFE = {c: "?" for c in (*range(0x20), 0x7F) if c != 0x0A}
+_HEX_KEY = re.compile(r"[0-9a-fA-F]{64}")
+
+
+@dataclass
+class TokenBucket:
+    """At most ``burst`` events at once, refilled at ``per_s``. Pure: ``now_ns`` from the caller."""
+
+    burst: float
+    per_s: float
+    tokens: float = -1.0
+    last_ns: int | None = None
+
+    def take(self, now_ns: int) -> bool:
+        if self.last_ns is None or self.tokens < 0:
+            self.tokens = self.burst
+        else:
+            self.tokens = min(self.burst, self.tokens + (now_ns - self.last_ns) / 1e9 * self.per_s)
+        self.last_ns = now_ns
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False
+
+
+@dataclass
+class FloodGuard:
+    """Decides which input is parsed, and when reading pauses, so a flood cannot eat the CPU the
+    recorder needs. Up to ``parse_per_s`` bytes a second are parsed (a real line at its baud
+    rate never sends more); beyond that the console is flooded: input is read and thrown away
+    at up to ``discard_per_s``, and reading pauses when that is spent. The flood ends after
+    ``quiet_ns`` without a byte. Pure."""
+
+    parse_per_s: int
+    discard_per_s: int = 1 << 20
+    window_ns: int = 250_000_000
+    quiet_ns: int = 500_000_000
+    flooding: bool = False
+    discarded: int = 0
+    _window_start: int = 0
+    _seen: int = 0
+    _thrown: int = 0
+    _last_byte_ns: int = 0
+
+    def _roll(self, now_ns: int) -> None:
+        if now_ns - self._window_start >= self.window_ns:
+            self._window_start, self._seen, self._thrown = now_ns, 0, 0
+
+    def admit(self, n: int, now_ns: int) -> bool:
+        """True: parse these ``n`` bytes; False: throw them away."""
+        self._roll(now_ns)
+        self._last_byte_ns = now_ns
+        self._seen += n
+        if not self.flooding and self._seen > self.parse_per_s * self.window_ns // 1_000_000_000:
+            self.flooding = True
+        if self.flooding:
+            self.discarded += n
+            self._thrown += n
+            return False
+        return True
+
+    def pause_s(self, now_ns: int) -> float:
+        """How long to stop reading (0: read on)."""
+        self._roll(now_ns)
+        if self.flooding and self._thrown >= self.discard_per_s * self.window_ns // 1_000_000_000:
+            return max(0.0, (self._window_start + self.window_ns - now_ns) / 1e9)
+        return 0.0
+
+    def ended(self, now_ns: int) -> int | None:
+        """Bytes thrown away, once, when a flood is over; None otherwise."""
+        if self.flooding and now_ns - self._last_byte_ns >= self.quiet_ns:
+            n, self.discarded, self.flooding = self.discarded, 0, False
+            return n
+        return None
+
+
+@dataclass
+class _Reply:
+    cmd: str | None
+    ok: bool
+    data: dict[str, Any] = field(default_factory=dict)
+    code: str = ""
+    message: str = ""
+
+
+class Session:
+    """The console of one line. Not thread-safe: the line's console thread owns it.
+
+    ``random_bytes`` makes nonces (``os.urandom`` in the unit); ``utc_ns`` is the unit's UTC,
+    for certificate validity.
+    """
+
+    def __init__(
+        self,
+        backend: ConsoleBackend,
+        auth: Authenticator,
+        *,
+        random_bytes: Callable[[int], bytes],
+        utc_ns: Callable[[], int],
+        login_required_for_read: bool = False,
+        session_idle_ns: int = 900_000_000_000,
+        max_line: int = MAX_LINE,
+    ) -> None:
+        self.backend = backend
+        self.auth = auth
+        self.login_required_for_read = login_required_for_read
+        self.session_idle_ns = session_idle_ns
+        self._random = random_bytes
+        self._utc_ns = utc_ns
+        self._parser = LineAssembler(max_line)
+        self._tech: Technician | None = None
+        self._expired = False
+        self._last_activity_ns = 0
+        self._last_byte_ns = 0
+        self._now_ns = 0
+        self._at_line_start = True
+        self._greeted = False
+        self._last_machine = False
+        self._state: dict[str, int] = {}
+        self._errors = TokenBucket(burst=20, per_s=5)
+        self._suppressed = 0
+        self._audit_failures = TokenBucket(burst=10, per_s=1)
+
+    # -- SessionOps ----------------------------------------------------------------------------
+
+    @property
+    def technician_name(self) -> str | None:
+        return None if self._tech is None else self._tech.name
+
+    @property
+    def actor(self) -> str:
+        return ANONYMOUS if self._tech is None else self._tech.actor
+
+    def begin_login(self) -> dict[str, Any]:
+        if self.auth.trust.empty:
+            raise ConsoleError("no-technicians", "this unit trusts no technician key: headquarters provisions "
+                                                 "[console] technician_keys or technician_ca")
+        try:
+            nonce = self.auth.challenge(self._random(NONCE_BYTES), self._now_ns)
+        except AuthError as exc:
+            if self._audit_failures.take(self._now_ns):
+                self.backend.audit(ANONYMOUS, "console-login", self.backend.device_id, "refused", code=exc.code)
+            raise
+        return {"nonce": nonce.hex(), "device_id": self.backend.device_id,
+                "context": CTX_LOGIN.rstrip(b"\x00").decode()}
+
+    def finish_login(self, key: str, signature: str, cert: str | None) -> dict[str, Any]:
+        try:
+            tech = self.auth.respond(key, signature, cert, self._now_ns, self._utc_ns())
+        except AuthError as exc:
+            if self._audit_failures.take(self._now_ns):
+                target = key if _HEX_KEY.fullmatch(key) else "malformed key"  # never raw line text
+                self.backend.audit(ANONYMOUS, "console-login", target, "failed", code=exc.code,
+                                   failures=self.auth.lockout.failures)
+            raise
+        self._tech, self._expired, self._last_activity_ns = tech, False, self._now_ns
+        self.backend.audit(tech.actor, "console-login", self.backend.device_id, "ok",
+                           technician=tech.name, fingerprint=tech.fingerprint, via=tech.via)
+        return {"technician": tech.name, "fingerprint": tech.fingerprint, "via": tech.via,
+                "idle_timeout_s": round(self.session_idle_ns / 1e9)}
+
+    def logout(self, reason: str = "logout") -> dict[str, Any]:
+        tech, self._tech = self._tech, None
+        self.auth.forget()
+        if tech is not None:
+            self.backend.audit(tech.actor, "console-logout", self.backend.device_id, "ok", reason=reason)
+        return {"logged_out": tech is not None}
+
+    # -- the line --------------------------------------------------------------------------------
+
+    def feed(self, data: bytes, now_ns: int) -> bytes:
+        """Consume bytes from the line; return what to send back."""
+        self._now_ns = now_ns
+        self._last_byte_ns = now_ns
+        events, echo = self._parser.feed(data)
+        out = bytearray(echo)
+        if echo:
+            self._at_line_start = echo.endswith(b"\n")
+        for ev in events:
+            if isinstance(ev, Line):
+                out += self._line(ev)
+            elif isinstance(ev, Rejected):
+                what = "line too long" if ev.reason == "too-long" else "line is not UTF-8 text"
+                out += self._answer(_Reply(None, False, code=ev.reason,
+                                           message=f"{what} ({ev.length} bytes; limit {self._parser.max_line})"),
+                                    ev.machine)
+            elif isinstance(ev, Interrupted):
+                out += self._prompt()
+        return bytes(out)
+
+    def tick(self, now_ns: int) -> bytes:
+        """Called regularly: ends an idle login and forgets a line left half-typed."""
+        self._now_ns = now_ns
+        self._expire_login(now_ns)
+        if self._parser.pending and now_ns - self._last_byte_ns > PARTIAL_LINE_TTL_NS:
+            self._parser.reset()
+        return b""
+
+    def hangup(self, now_ns: int, reason: str) -> None:
+        """The line went away (cable pulled, device gone): a login never outlives its line."""
+        self._now_ns = now_ns
+        if self._tech is not None:
+            self.logout(reason=f"line lost: {reason}")
+        self.auth.forget()
+        self._parser.reset()
+        self._greeted = False
+        self._at_line_start = True
+
+    def flood_started(self) -> None:
+        self._parser.reset()
+
+    def flood_ended(self, discarded: int, now_ns: int) -> bytes:
+        """After a flood: start clean and say what was thrown away, once."""
+        self._now_ns = now_ns
+        self._parser.reset()
+        log.warning("console: input flood, %d bytes discarded", discarded)
+        reply = _Reply(None, False, code="flood", message=f"input flood: {discarded} bytes discarded; resynchronised")
+        return self._answer(reply, self._last_machine, limited=False)
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _expire_login(self, now_ns: int) -> None:
+        if self._tech is not None and now_ns - self._last_activity_ns > self.session_idle_ns:
+            self.logout(reason="idle")
+            self._expired = True
+
+    def _line(self, line: Line) -> bytes:
+        self._last_machine = line.machine
+        if line.machine:
+            return self._machine_line(line.text)
+        words_text = line.text.strip()
+        if not words_text:
+            return self._prompt()
+        try:
+            words = shlex.split(words_text)
+        except ValueError as exc:
+            return self._answer(_Reply(None, False, code="bad-args", message=str(exc)), False)
+        if not words:
+            return self._prompt()
+        return self._answer(self._dispatch(words[0], words[1:]), False)
+
+    def _machine_line(self, text: str) -> bytes:
+        req_id: object = None
+        try:
+            req = json.loads(text)
+        except (ValueError, RecursionError):
+            return self._answer(_Reply(None, False, code="bad-json", message="not a JSON object"), True)
+        if isinstance(req, dict):
+            raw_id = req.get("id")
+            req_id = raw_id if isinstance(raw_id, int | str) and not isinstance(raw_id, bool) else None
+        if not isinstance(req, dict) or not isinstance(req.get("cmd"), str):
+            return self._answer(_Reply(None, False, code="bad-request",
+                                       message='expected {"cmd": "...", "args": [...] or {...}}'), True, req_id)
+        args = req.get("args", [])
+        if not isinstance(args, list | dict):
+            return self._answer(_Reply(req["cmd"], False, code="bad-request",
+                                       message='"args" must be an array or an object'), True, req_id)
+        return self._answer(self._dispatch(req["cmd"], args), True, req_id)
+
+    def _dispatch(self, name: str, raw: list[Any] | dict[str, Any]) -> _Reply:
+        self._expire_login(self._now_ns)
+        cmd = COMMANDS.get(name.lower())
+        if cmd is None:
+            return _Reply(name[:32], False, code="unknown-command",
+                          message=f"unknown command {name[:32]!r}; `help` lists them")
+        try:
+            args = bind(cmd, raw)
+        except ConsoleError as exc:
+            return _Reply(cmd.name, False, code=exc.code, message=str(exc))
+        access = cmd.access_for(args)
+        if self._tech is None and (access == CHANGE or (access == READ and self.login_required_for_read)):
+            why = " (the last login ended after being idle)" if self._expired else ""
+            if access == CHANGE and self._audit_failures.take(self._now_ns):
+                self.backend.audit(ANONYMOUS, f"console-{cmd.name}", self.backend.device_id, "refused",
+                                   reason="not logged in", args=_audit_args(args))
+            return _Reply(cmd.name, False, code="login-required",
+                          message=f"`{cmd.name}` needs a technician login{why}")
+        if self._tech is not None:
+            self._last_activity_ns = self._now_ns
+        ctx = Context(self.backend, self, self.actor, self._now_ns, self._state)
+        try:
+            data = cmd.handler(ctx, args)
+        except (ConsoleError, BackendError, AuthError) as exc:
+            self._audit_change(access, cmd.name, args, "refused", reason=str(exc))
+            return _Reply(cmd.name, False, code=exc.code, message=str(exc))
+        except Exception as exc:
+            log.exception("console command %s failed", cmd.name)
+            self._audit_change(access, cmd.name, args, "failed", reason=f"{type(exc).__name__}: {exc}")
+            return _Reply(cmd.name, False, code="internal", message=f"{type(exc).__name__}: {exc}")
+        self._audit_change(access, cmd.name, args, "ok")
+        return _Reply(cmd.name, True, data=data)
+
+    def _audit_change(self, access: str, name: str, args: dict[str, Any], outcome: str, **detail: Any) -> None:
+        if access == CHANGE:
+            self.backend.audit(self.actor, f"console-{name}", self.backend.device_id, outcome,
+                               args=_audit_args(args), **detail)
+
+    def _answer(self, reply: _Reply, machine: bool, req_id: object = None, limited: bool = True) -> bytes:
+        if not reply.ok and limited and not self._errors.take(self._now_ns):
+            self._suppressed += 1  # a flood of bad lines gets no flood of answers
+            return b""
+        out = bytearray()
+        if not self._at_line_start:
+            out += b"\r\n"
+        if self._suppressed:
+            note = f"({self._suppressed} error answers suppressed)"
+            out += (json.dumps({"ok": False, "error": {"code": "suppressed", "message": note}}).encode()
+                    if machine else note.encode()) + b"\r\n"
+            self._suppressed = 0
+        if machine:
+            out += _json_line(reply, req_id)
+            self._at_line_start = True
+            return bytes(out)
+        if reply.ok:
+            text = render.render(reply.cmd or "", reply.data)
+        else:
+            text = render.render_error(reply.code, reply.message)
+        out += text.translate(_UNSAFE).replace("\n", "\r\n").encode("utf-8", "replace") + b"\r\n"
+        self._at_line_start = True
+        return bytes(out) + self._prompt()
+
+    def _prompt(self) -> bytes:
+        out = b""
+        if not self._greeted:
+            self._greeted = True
+            out = (f"bodycam console, unit {self.backend.device_id}, firmware {__version__}. "
+                   "Type help.\r\n").encode()
+        mark = "#" if self._tech is not None else ">"
+        self._at_line_start = False
+        return out + f"bodycam:{self.backend.device_id}{mark} ".encode()
+
+
+def _audit_args(args: dict[str, Any]) -> dict[str, Any]:
+    """Arguments as the audit log keeps them: a mark's note is sealed evidence, never copied here."""
+    return {k: (v is not None if k == "note" else v) for k, v in args.items() if v is not None or k == "note"}
+
+
+def _json_line(reply: _Reply, req_id: object) -> bytes:
+    doc: dict[str, Any] = {"ok": reply.ok}
+    if reply.cmd is not None:
+        doc["cmd"] = reply.cmd
+    if req_id is not None:
+        doc["id"] = req_id
+    if reply.ok:
+        doc["data"] = reply.data
+    else:
+        doc["error"] = {"code": reply.code, "message": reply.message}
+    try:
+        text = json.dumps(doc, default=str, allow_nan=False, separators=(",", ":"))
+    except ValueError:
+        doc = {"ok": False, "error": {"code": "internal", "message": "answer held a non-finite number"}}
+        text = json.dumps(doc)
+    return text.encode() + b"\r\n"

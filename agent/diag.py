@@ -1,0 +1,345 @@
+"""``bodycam diag``: the field technician's client for a unit's serial console.
+
+It speaks the console's machine mode (one JSON object per line), logs in by signing the unit's
+challenge with the technician's key when a command needs it, and prints what the unit answers
+as the same tables a terminal shows, or as JSON with ``--json``. With no command it is
+interactive, with line editing and history.
+
+Exit codes: 0 done; 1 the unit refused or the self-test failed; 2 bad usage or key file;
+3 the port is absent, busy or silent; 4 the login was refused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import errno
+import itertools
+import json
+import os
+import shlex
+import stat
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from agent.console import render
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+# Only light modules above: ``bodycam`` builds its parser from add_arguments at every start.
+# The key and serial libraries load when diag runs.
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PORT, EXIT_LOGIN = 0, 1, 2, 3, 4
+DEFAULT_TIMEOUT_S = 10.0
+SELFTEST_TIMEOUT_S = 60.0
+HISTORY = Path.home() / ".bodycam_diag_history"
+LOGIN_CODES = ("bad-signature", "unknown-key", "bad-certificate", "certificate-expired", "locked",
+               "no-challenge", "no-technicians")
+
+
+class DiagError(Exception):
+    """Something the technician must fix, with the exit code to leave with."""
+
+    def __init__(self, exit_code: int, message: str) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class Port(Protocol):
+    timeout: float | None
+
+    def read(self, size: int = 1) -> bytes: ...
+
+    def write(self, data: bytes) -> int | None: ...
+
+    def close(self) -> None: ...
+
+
+# -- keys ------------------------------------------------------------------------------------------
+
+
+def load_technician_key(path: Path) -> ed25519.Ed25519PrivateKey:
+    """The technician's Ed25519 private key; refused unless only its owner can read it."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    try:
+        st = path.stat()
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DiagError(EXIT_USAGE, f"reading key {path}: {exc.strerror}") from None
+    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise DiagError(EXIT_USAGE, f"{path} is readable by others (mode {stat.S_IMODE(st.st_mode):04o}); "
+                                    f"run chmod 600 {path}")
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError):
+        raise DiagError(EXIT_USAGE, f"{path} is not an unencrypted PEM private key") from None
+    if not isinstance(key, ed25519.Ed25519PrivateKey):
+        raise DiagError(EXIT_USAGE, f"{path} is not an Ed25519 key")
+    return key
+
+
+def generate_technician_key(path: Path) -> str:
+    """Write a new key (0600) and ``<path>.pub``; return the public key's fingerprint."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    from agent.console.auth import key_fingerprint
+    from agent.evidence.keys import write_private_pem, write_public_pem
+
+    key = ed25519.Ed25519PrivateKey.generate()
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption())
+    write_private_pem(path, pem)
+    pub = key.public_key()
+    write_public_pem(path.with_name(path.name + ".pub"),
+                     pub.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    return key_fingerprint(pub)
+
+
+# -- the port --------------------------------------------------------------------------------------
+
+
+def open_port(device: str, baud: int) -> Port:
+    """Open the unit's console port 8N1, exclusively; DiagError with advice when it cannot be."""
+    import serial
+
+    try:
+        port = serial.Serial(device, baud, timeout=0.2, write_timeout=5.0, exclusive=True)
+    except (serial.SerialException, OSError) as exc:
+        raise DiagError(EXIT_PORT, port_advice(device, getattr(exc, "errno", None), str(exc))) from None
+    return port  # type: ignore[no-any-return]
+
+
+def port_advice(device: str, err: int | None, text: str) -> str:
+    if err == errno.ENOENT:
+        return (f"no such port {device}: is the cable plugged in and the unit on? "
+                f"Ports on this machine: {', '.join(_ports()) or 'none'}")
+    if err in (errno.EBUSY, errno.EAGAIN, errno.EWOULDBLOCK) or "lock" in text.lower():
+        return (f"{device} is busy: another program (screen, minicom, ModemManager, another bodycam diag) "
+                "has it open; close it and try again")
+    if err == errno.EACCES:
+        return (f"permission denied on {device}: add yourself to the dialout group "
+                "(sudo usermod -aG dialout $USER, then log in again)")
+    return f"cannot open {device}: {text}"
+
+
+def _ports() -> list[str]:
+    try:
+        from serial.tools import list_ports
+
+        return sorted(p.device for p in list_ports.comports())
+    except Exception:  # listing is advice only
+        return []
+
+
+class ConsoleClient:
+    """Requests and answers over an open port. Lines that are not our answer (a prompt, an echo,
+    a flood notice) are skipped, so the client resynchronises whatever the line held before."""
+
+    def __init__(self, port: Port, device: str, baud: int, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+        self.port = port
+        self.device = device
+        self.baud = baud
+        self.timeout_s = timeout_s
+        self._ids = itertools.count(1)
+        self._buf = b""
+        self._synced = False
+
+    def request(self, cmd: str, args: list[str] | dict[str, Any], timeout_s: float | None = None) -> dict[str, Any]:
+        req_id = next(self._ids)
+        line = json.dumps({"cmd": cmd, "args": args, "id": req_id}, separators=(",", ":")).encode() + b"\n"
+        # Ctrl-U and a line end first: whatever half line the unit holds is dropped or ended
+        prefix = b"" if self._synced else b"\x15\r\n"
+        self.port.write(prefix + line)
+        answer = self._read_answer(req_id, timeout_s or self.timeout_s)
+        self._synced = True
+        return answer
+
+    def _read_answer(self, req_id: int, timeout_s: float) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            while b"\n" in self._buf:
+                raw, self._buf = self._buf.split(b"\n", 1)
+                start = raw.find(b"{")
+                if start < 0:
+                    continue
+                try:
+                    doc = json.loads(raw[start:].decode("utf-8", "replace"))
+                except ValueError:
+                    continue
+                if isinstance(doc, dict) and doc.get("id") == req_id:
+                    return doc
+            try:
+                self._buf += self.port.read(4096)
+            except OSError as exc:
+                raise DiagError(EXIT_PORT, f"{self.device}: the line failed ({exc}); was the cable pulled?") \
+                    from None
+            if len(self._buf) > 1 << 20:
+                self._buf = self._buf[-65536:]
+        raise DiagError(EXIT_PORT, f"no answer from the unit on {self.device} at {self.baud} baud within "
+                                   f"{timeout_s:g} s: check the baud rate (the unit's [console] baud, default "
+                                   "115200), that the agent runs with a console device, and that the cable "
+                                   "carries data (a charge-only USB cable does not)")
+
+    def login(self, key: ed25519.Ed25519PrivateKey, cert: str | None) -> dict[str, Any]:
+        from agent.console.auth import login_message, raw_public
+
+        challenge = self.request("login", [])
+        if not challenge.get("ok"):
+            raise DiagError(EXIT_LOGIN, "login refused: " + _error_text(challenge))
+        data = challenge["data"]
+        signature = key.sign(login_message(str(data["device_id"]), bytes.fromhex(str(data["nonce"]))))
+        args: dict[str, Any] = {"key": raw_public(key.public_key()).hex(), "signature": signature.hex()}
+        if cert:
+            args["cert"] = cert
+        answer = self.request("login", args)
+        if not answer.get("ok"):
+            raise DiagError(EXIT_LOGIN, "login refused: " + _error_text(answer))
+        return answer
+
+    def call(self, cmd: str, args: list[str], key: ed25519.Ed25519PrivateKey | None,
+             cert: str | None) -> dict[str, Any]:
+        """One command; logs in first if the unit says it needs a login and a key is at hand."""
+        timeout = SELFTEST_TIMEOUT_S if cmd == "selftest" else None
+        answer = self.request(cmd, args, timeout)
+        if not answer.get("ok") and (answer.get("error") or {}).get("code") == "login-required" and key:
+            self.login(key, cert)
+            answer = self.request(cmd, args, timeout)
+        return answer
+
+
+def _error_text(answer: dict[str, Any]) -> str:
+    err = answer.get("error") or {}
+    return f"{err.get('message')} ({err.get('code')})"
+
+
+def show(answer: dict[str, Any], cmd: str, as_json: bool) -> int:
+    """Print an answer; the exit code it means."""
+    if as_json:
+        print(json.dumps(answer, indent=None, sort_keys=True))
+    elif answer.get("ok"):
+        print(render.render(answer.get("cmd") or cmd, answer.get("data") or {}))
+    else:
+        err = answer.get("error") or {}
+        print(render.render_error(str(err.get("code")), str(err.get("message"))), file=sys.stderr)
+        if err.get("code") == "login-required":
+            print("hint: give your technician key with --key FILE", file=sys.stderr)
+    if not answer.get("ok"):
+        code = (answer.get("error") or {}).get("code")
+        return EXIT_LOGIN if code in LOGIN_CODES else EXIT_FAILED
+    if cmd == "selftest" and (answer.get("data") or {}).get("verdict") != "pass":
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _cert_for(args: argparse.Namespace) -> str | None:
+    path: Path | None = args.cert
+    if path is None and args.key is not None:
+        candidate = args.key.with_name(args.key.name + ".cert")
+        path = candidate if candidate.exists() else None
+    if path is None:
+        return None
+    try:
+        return path.read_text().strip()
+    except OSError as exc:
+        raise DiagError(EXIT_USAGE, f"reading certificate {path}: {exc.strerror}") from None
+
+
+def interactive(client: ConsoleClient, key: ed25519.Ed25519PrivateKey | None, cert: str | None) -> int:
+    try:
+        import readline
+    except ImportError:  # not on every platform; typing still works without history
+        readline = None  # type: ignore[assignment]
+    if readline is not None:
+        with contextlib.suppress(OSError):
+            readline.read_history_file(HISTORY)
+    version = client.request("version", [])
+    unit = (version.get("data") or {}).get("device_id", "?")
+    print(f"connected to unit {unit} on {client.device}; `help` lists commands, `quit` leaves")
+    try:
+        while True:
+            try:
+                line = input(f"{unit}> ")
+            except EOFError:
+                print()
+                return EXIT_OK
+            try:
+                words = shlex.split(line)
+            except ValueError as exc:
+                print(f"error: {exc}")
+                continue
+            if not words:
+                continue
+            if words[0] in ("quit", "exit"):
+                return EXIT_OK
+            try:
+                show(client.call(words[0], words[1:], key, cert), words[0], False)
+            except DiagError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                if exc.exit_code == EXIT_PORT:
+                    return exc.exit_code
+    except KeyboardInterrupt:
+        print()
+        return EXIT_OK
+    finally:
+        if readline is not None:
+            with contextlib.suppress(OSError):
+                readline.write_history_file(HISTORY)
+
+
+def cmd_diag(args: argparse.Namespace) -> int:
+    try:
+        if args.keygen is not None:
+            fp = generate_technician_key(args.keygen)
+            print(f"technician key written to {args.keygen} (0600) and {args.keygen}.pub")
+            print(f"fingerprint {fp}: send {args.keygen.name}.pub (never the key) to headquarters")
+            return EXIT_OK
+        if not args.port:
+            print("bodycam diag: --port DEVICE is required", file=sys.stderr)
+            return EXIT_USAGE
+        key = load_technician_key(args.key) if args.key is not None else None
+        cert = _cert_for(args)
+        port = open_port(args.port, args.baud)
+        try:
+            client = ConsoleClient(port, args.port, args.baud, args.timeout)
+            if not args.command:
+                return interactive(client, key, cert)
+            return show(client.call(args.command[0], args.command[1:], key, cert), args.command[0], args.json)
+        finally:
+            port.close()
+    except DiagError as exc:
+        print(f"bodycam diag: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except Exception as exc:  # keys module errors and the like: a message, not a traceback
+        if type(exc).__name__ != "KeyFileError":
+            raise
+        print(f"bodycam diag: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The ``bodycam diag`` options (agent.cli defines the same; kept here for tests and docs)."""
+    p.add_argument("--port", help="the unit's serial port (/dev/ttyACM0, /dev/ttyUSB0...)")
+    p.add_argument("--baud", type=int, default=115200, help="baud rate (default 115200, 8N1)")
+    p.add_argument("--key", type=Path, help="technician private key (PEM Ed25519, mode 0600)")
+    p.add_argument("--cert", type=Path, help="certificate from headquarters (default: KEY.cert if present)")
+    p.add_argument("--json", action="store_true", help="print the unit's JSON answer (one-shot mode)")
+    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds to wait for an answer")
+    p.add_argument("--keygen", type=Path, metavar="KEY", help="create a technician key pair and exit")
+    p.add_argument("command", nargs=argparse.REMAINDER, help="a console command (none: interactive)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bodycam diag", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return cmd_diag(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())
