@@ -11,12 +11,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import select
 import sqlite3
-import subprocess
 import threading
 import time
-import tty
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,105 +27,10 @@ from agent.console.auth import login_message, raw_public
 from agent.console.service import EXIT_RESTART
 from agent.evidence.manifest import parse_manifest_record
 from agent.evidence.segment import scan
-from tests.integration.agent_util import BIN, AgentProcess, provision_sim, verify_json
+from tests.console_util import Line, NullModem, diag
+from tests.integration.agent_util import AgentProcess, provision_sim, verify_json
 
 PROMPT = b"bodycam:it-unit-1"
-
-
-class Line:
-    """The laptop's end of the serial line: the master side of a pty."""
-
-    def __init__(self, link: Path) -> None:
-        self.link = link
-        self.master, slave = os.openpty()
-        tty.setraw(slave)  # until the unit opens it: no kernel echo of what the test writes
-        tmp = link.with_name(link.name + ".new")
-        tmp.unlink(missing_ok=True)
-        tmp.symlink_to(os.ttyname(slave))
-        tmp.replace(link)  # the unit's configured device now leads to this pty
-        os.close(slave)
-        self.buf = b""
-        self.ids = iter(range(1, 10**9))
-
-    def close(self) -> None:
-        os.close(self.master)
-
-    def write(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            n = os.write(self.master, view)
-            view = view[n:]
-
-    def write_paced(self, data: bytes, baud: int = 115200) -> None:
-        """As fast as a real line at ``baud`` carries it (a pty has no speed; faster is a flood)."""
-        for i in range(0, len(data), 512):
-            self.write(data[i : i + 512])
-            time.sleep(len(data[i : i + 512]) * 10 / baud)
-
-    def read_some(self, timeout_s: float) -> bytes:
-        ready, _, _ = select.select([self.master], [], [], timeout_s)
-        if not ready:
-            return b""
-        try:
-            return os.read(self.master, 65536)
-        except OSError:  # EIO: nobody holds the other end (the agent is reopening it)
-            time.sleep(0.05)
-            return b""
-
-    def read_until(self, marker: bytes, timeout_s: float = 10.0) -> bytes:
-        deadline = time.monotonic() + timeout_s
-        while marker not in self.buf:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no {marker!r} within {timeout_s} s; got {self.buf[-2000:]!r}")
-            self.buf += self.read_some(0.2)
-        out, self.buf = self.buf.split(marker, 1)
-        return out + marker
-
-    def type(self, text: str, timeout_s: float = 30.0) -> str:
-        """A person types a line; everything up to the next prompt."""
-        self.buf = b""
-        self.write(text.encode() + b"\r")
-        out = self.read_until(PROMPT, timeout_s)
-        out += self.read_until(b" ", 2)  # the rest of the prompt: "> ", or "# " when logged in
-        return out.decode("utf-8", "replace")
-
-    def ask(self, cmd: str, args: list[Any] | dict[str, Any] | None = None, timeout_s: float = 30.0) -> dict[str, Any]:
-        """A script sends one JSON request; its JSON answer."""
-        req_id = next(self.ids)
-        self.write(json.dumps({"cmd": cmd, "args": args or [], "id": req_id}).encode() + b"\n")
-        deadline = time.monotonic() + timeout_s
-        while True:
-            while b"\n" in self.buf:
-                raw, self.buf = self.buf.split(b"\n", 1)
-                if b"{" in raw:
-                    try:
-                        doc = json.loads(raw[raw.index(b"{"):])
-                    except ValueError:
-                        continue
-                    if isinstance(doc, dict) and doc.get("id") == req_id:
-                        return doc
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no answer to {cmd} within {timeout_s} s; got {self.buf[-2000:]!r}")
-            self.buf += self.read_some(0.2)
-
-    def login(self, key: ed25519.Ed25519PrivateKey) -> dict[str, Any]:
-        challenge = self.ask("login")
-        assert challenge["ok"], challenge
-        sig = key.sign(login_message(challenge["data"]["device_id"], bytes.fromhex(challenge["data"]["nonce"])))
-        return self.ask("login", {"key": raw_public(key.public_key()).hex(), "signature": sig.hex()})
-
-    def wait_served(self, timeout_s: float = 20.0) -> None:
-        """Until the unit answers on this line (it may still be reopening the device)."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            self.buf = b""
-            self.write(b"\x15\r")
-            try:
-                self.read_until(PROMPT, 1.0)
-                return
-            except AssertionError:
-                continue
-        raise AssertionError("the console never answered (does agent.daemon call start_console? see docs/console.md)")
 
 
 @dataclasses.dataclass
@@ -170,7 +72,7 @@ def unit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Unit]:
     (data / "alice.pub").write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
                                                                    serialization.PublicFormat.SubjectPublicKeyInfo))
     link = data.parent / "console-tty"
-    line = Line(link)
+    line = Line(link, PROMPT)
     cfg = load_config(cfg_path)
     console = dataclasses.replace(cfg.console, device=str(link), technician_keys=("alice.pub",), lockout_after=2,
                                   lockout_base_s=1.0, lockout_max_s=2.0)
@@ -380,7 +282,7 @@ def test_a_pulled_cable_ends_the_login_and_a_new_cable_is_served(unit: Unit) -> 
     assert unit.line.login(unit.key)["ok"]
     unit.line.write(b'{"cmd":"record","args":["st')  # pulled mid-command
     unit.line.close()
-    unit.line = Line(unit.line.link)  # plugged back in: a new device behind the same name
+    unit.line = Line(unit.line.link, PROMPT)  # plugged back in: a new device behind the same name
     unit.line.wait_served()
     doc = unit.line.ask("record", ["start"])
     assert doc["error"]["code"] == "login-required", doc
@@ -390,44 +292,6 @@ def test_a_pulled_cable_ends_the_login_and_a_new_cable_is_served(unit: Unit) -> 
 
 
 # -- the technician's client -------------------------------------------------------------------------
-
-
-class NullModem:
-    """Joins the unit's line to a second pty, so ``bodycam diag`` opens a device path like on a laptop."""
-
-    def __init__(self, line: Line) -> None:
-        self.line = line
-        self.master, slave = os.openpty()
-        self.path = os.ttyname(slave)
-        tty.setraw(slave)
-        os.close(slave)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            ready, _, _ = select.select([self.line.master, self.master], [], [], 0.1)
-            for fd in ready:
-                other = self.master if fd == self.line.master else self.line.master
-                try:
-                    data = os.read(fd, 65536)
-                    if data:
-                        os.write(other, data)
-                except OSError:
-                    time.sleep(0.01)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join()
-        os.close(self.master)
-
-
-def diag(*args: str, stdin: str | None = None, home: Path | None = None,
-         timeout_s: float = 90) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, HOME=str(home)) if home is not None else None
-    return subprocess.run([str(BIN / "bodycam"), "diag", *args], capture_output=True, text=True, timeout=timeout_s,
-                          input=stdin, env=env)
 
 
 def test_the_diag_client_runs_the_selftest_and_logs_in_by_itself(unit: Unit, tmp_path: Path) -> None:
