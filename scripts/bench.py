@@ -6,7 +6,9 @@ asserted, because timings depend on the machine and on whatever else runs on it.
 
 Sections: evidence (sealing and verification throughput against openssl), agent (the real
 agent process at 1080p30 on simulated sensors), vs_ffmpeg (the same clip through the agent
-and through ffmpeg). A failing section is reported as {"error": ...}; the others still run.
+and through ffmpeg), sync (uploads to a real headquarters on loopback: throughput against curl
+and against a bandwidth cap, bytes re-sent per connection cut, recorder drops while syncing).
+A failing section is reported as {"error": ...}; the others still run.
 """
 
 from __future__ import annotations
@@ -24,14 +26,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # for tests.evidence_util, which builds evidence chains
 
-from bench import agent_run, evidence, vs_ffmpeg  # noqa: E402
+from bench import agent_run, evidence, sync, vs_ffmpeg  # noqa: E402
 from bench.common import Result, machine, run_section  # noqa: E402
 
 from agent import __version__  # noqa: E402
 
 log = logging.getLogger("bench")
 
-SECTIONS = ("evidence", "agent", "vs_ffmpeg")
+SECTIONS = ("evidence", "agent", "vs_ffmpeg", "sync")
 
 
 def git_commit() -> str | None:
@@ -73,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             "evidence": lambda: evidence.run(args.quick),
             "agent": lambda: agent_run.run(args.quick, workdir),
             "vs_ffmpeg": lambda: vs_ffmpeg.run(args.quick, workdir),
+            "sync": lambda: sync.run(args.quick, workdir),
         }
         for name in SECTIONS:
             if name in wanted:

@@ -1,6 +1,9 @@
-"""The pure helpers of scripts/bench: parsing openssl and /proc output, ratios, manifest sums, log findings."""
+"""The pure helpers of scripts/bench: parsing openssl and /proc output, ratios, manifest sums, log findings,
+and the sync section's chunking, cut offsets and curl config."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +17,19 @@ from scripts.bench.common import (
     ratio,
     seal_ceiling,
     sum_tracks,
+)
+from scripts.bench.sync import (
+    CurlRequest,
+    best,
+    chunk_ranges,
+    curl_config,
+    curl_quote,
+    cut_offsets,
+    median_run,
+    parse_curl_writeout,
+    rate,
+    resent_figures,
+    split_for_cut,
 )
 
 OPENSSL_AES = """\
@@ -99,3 +115,70 @@ def test_log_findings_counts_levels_and_honours_ignores() -> None:
     found = log_findings(lines, ignore=["DEVELOPMENT ONLY"], limit=1)
     assert found["counts"] == {"WARNING": 1, "ERROR": 1, "CRITICAL": 0}
     assert found["first"] == [lines[1]]
+
+
+# -- the sync section's helpers ------------------------------------------------------------------
+
+
+def test_chunk_ranges_cover_the_file_as_the_worker_sends_it() -> None:
+    assert chunk_ranges(10, 4) == [(0, 4), (4, 4), (8, 2)]
+    assert chunk_ranges(8, 4) == [(0, 4), (4, 4)]
+    assert chunk_ranges(0, 4) == [(0, 0)]  # an empty file: one empty PATCH completes it
+    with pytest.raises(ValueError):
+        chunk_ranges(10, 0)
+
+
+def test_cut_offsets_are_seeded_increasing_and_bounded() -> None:
+    cuts = cut_offsets(7, 1000, 20_000)
+    assert cuts == cut_offsets(7, 1000, 20_000)  # the same seed, the same cuts
+    assert cuts != cut_offsets(8, 1000, 20_000)
+    gaps = [b - a for a, b in zip([0, *cuts], cuts, strict=False)]
+    assert all(500 <= g <= 1500 for g in gaps)
+    assert 20_000 - 1500 < cuts[-1] <= 20_000  # the next gap would have passed the limit
+    assert cut_offsets(7, 1000, 100) == []
+
+
+def test_split_for_cut_forwards_up_to_the_cut_byte() -> None:
+    assert split_for_cut(0, 100, None) == (100, False)
+    assert split_for_cut(0, 100, 150) == (100, False)
+    assert split_for_cut(100, 100, 150) == (50, True)
+    assert split_for_cut(100, 50, 150) == (50, True)  # ends exactly at the cut: cut after it
+    assert split_for_cut(200, 10, 150) == (0, True)  # a cut already passed: nothing more goes through
+
+
+def test_curl_config_quotes_signature_headers() -> None:
+    assert curl_quote('sig1=("@method");keyid="u\\1"') == '"sig1=(\\"@method\\");keyid=\\"u\\\\1\\""'
+    with pytest.raises(ValueError):
+        curl_quote("a\nb")
+    reqs = [CurlRequest("PATCH", f"https://127.0.0.1:1/v1/uploads/{i}", {"Upload-Offset": "0"}, Path(f"/c/{i}"))
+            for i in range(2)]
+    text = curl_config(reqs, Path("/k/ca.pem"))
+    blocks = text.split("\nnext\n")
+    assert len(blocks) == 2 and text.startswith("silent\n")
+    assert 'header = "Upload-Offset: 0"' in blocks[1] and 'data-binary = "@/c/1"' in blocks[1]
+    assert 'header = "Expect:"' in blocks[0] and 'cacert = "/k/ca.pem"' in blocks[0]
+
+
+def test_curl_writeout_parses_and_rejects_garbage() -> None:
+    rows = parse_curl_writeout("204 1048576 1 0.012\n\n204 5 0 0.001\n")
+    assert rows == [{"status": 204, "size_upload": 1048576, "num_connects": 1, "time_total_s": 0.012},
+                    {"status": 204, "size_upload": 5, "num_connects": 0, "time_total_s": 0.001}]
+    with pytest.raises(BenchError):
+        parse_curl_writeout("curl: (7) failed\n")
+
+
+def test_rate_and_resent_figures() -> None:
+    assert rate(2_000_000, 2.0) == {"MB_per_s": 1.0, "Mbit_per_s": 8.0}
+    assert rate(1, 0.0) == {"MB_per_s": None, "Mbit_per_s": None}
+    assert resent_figures(1_500, 1_000, 2, 500) == {"resent_bytes": 500, "resent_bytes_per_cut": 250,
+                                                    "resent_chunks_per_cut": 0.5}
+    assert resent_figures(1_000, 1_000, 0, 500)["resent_chunks_per_cut"] is None
+
+
+def test_median_run_keeps_the_middle_run_and_lists_them_all() -> None:
+    runs = [{"MB_per_s": 3.0, "n": 0}, {"error": "boom"}, {"MB_per_s": 1.0, "n": 2}, {"MB_per_s": 2.0, "n": 3}]
+    assert median_run(runs) == {"MB_per_s": 2.0, "n": 3, "runs_MB_per_s": [3.0, None, 1.0, 2.0]}
+    assert median_run([{"MB_per_s": 1.0}, {"MB_per_s": 2.0}])["MB_per_s"] == 1.0  # the lower middle
+    assert median_run([{"error": "boom"}]) == {"error": "boom"}
+    assert best([{"MB_per_s": 1.0}, {"error": "boom"}, {"MB_per_s": 3.0}]) == 3.0
+    assert best([{"error": "boom"}]) is None
