@@ -6,12 +6,12 @@ import collections
 import datetime
 import importlib
 import importlib.util
-import os
 import threading
 from collections.abc import Mapping
 from typing import Any, Protocol
 
 from drivers.debounce import ButtonLogic
+from drivers.gpio_common import gpiod_availability
 from drivers.pacing import check_bool, check_int, check_name
 from drivers.registry import register
 from hal.clock import Clock
@@ -135,14 +135,7 @@ class GpioInputs:
 
     @classmethod
     def probe(cls) -> Availability:
-        if importlib.util.find_spec("gpiod") is None:
-            return Availability(False, "library missing: pip install gpiod (libgpiod v2 bindings)")
-        path = "/dev/gpiochip0"
-        if not os.path.exists(path):
-            return Availability(False, f"device absent: {path}")
-        if not os.access(path, os.R_OK | os.W_OK):
-            return Availability(False, f"permission denied: {path} (add the service user to group gpio)")
-        return Availability(True)
+        return gpiod_availability()
 
     def open(self) -> None:
         with self._lock:

@@ -66,6 +66,7 @@ class SimThermal(PacedDevice):
         self._fail_after_ns = round(check_float("fail_after_s", fail_after_s, 0.0, 86400.0) * 1e9)
         self._first_open_ns: int | None = None
         self._failed_once = False
+        self._last_index = 0
         self._width = check_int("width", width, 16, 1024)
         self._height = check_int("height", height, 16, 1024)
         self._seed = check_int("seed", seed, 0, 2**32 - 1)
@@ -101,6 +102,7 @@ class SimThermal(PacedDevice):
         if slot is None:
             return None
         pacer = self._pacer
+        self._last_index = slot.index
         t0 = pacer.t0_ns if pacer is not None else slot.due_ns
         return ThermalFrame(
             index=slot.index,
@@ -139,11 +141,9 @@ class SimThermal(PacedDevice):
         return round(ZERO_C_CK + 3000 + 200 * (1 - math.exp(-t_s / 600)) + 20 * math.sin(t_s / 30))
 
     def _status_extra(self) -> dict[str, object]:
-        pacer = self._last_pacer
-        delivered = int(pacer.status().get("delivered", 0) or 0) if pacer is not None else 0
         return {
             "driver": "sim",
             "width": self._width,
             "height": self._height,
-            "fpa_temp_ck": self.fpa_temp_ck(max(0, delivered - 1)),
+            "fpa_temp_ck": self.fpa_temp_ck(self._last_index),
         }

@@ -44,19 +44,7 @@ class Rig:
         self.hq = hq or x25519.X25519PrivateKey.generate()
         self.store = Store(tmp_path / "index.sqlite", self.clock)
         self.dir = tmp_path
-        self.chain = ChainLog(
-            tmp_path,
-            signer=self.signer,
-            hq_public=self.hq.public_key(),
-            device_id="unit-r",
-            boot_id=str(uuid.uuid4()),
-            firmware="test",
-            config_sha256="cd" * 32,
-            store=self.store,
-            clock=self.clock,
-            chunk_bytes=64 * 1024,
-            opener=opener,
-        )
+        self.chain = self.restart_chain(opener)
         self.video = VideoEncoder("chest", W, H, FPS, 1, gop_frames=FPS, bitrate_bps=200_000)
         self.audio = AudioEncoder("audio", 48000, 1)
         self.rec = Recorder(
@@ -95,7 +83,7 @@ class Rig:
             self.clock.advance_ns(S // FPS)
             self.rec.step(None)
 
-    def restart_chain(self) -> ChainLog:
+    def restart_chain(self, opener: FileOpener = OsSegmentFile) -> ChainLog:
         """A new chain log on the same store and files, as the next start of the unit makes it."""
         return ChainLog(
             self.dir,
@@ -108,6 +96,7 @@ class Rig:
             store=self.store,
             clock=self.clock,
             chunk_bytes=64 * 1024,
+            opener=opener,
         )
 
     def manifests(self) -> list[dict[str, Any]]:
