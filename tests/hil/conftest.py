@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.gpsd_util import GPSD, Gpsd
-from tests.hil.rig import Headquarters, NmeaFeeder
+from tests.hil.rig import STARTED, Headquarters, NmeaFeeder
 
 SUMMARY = Path(os.environ.get("BODYCAM_HIL_SUMMARY", "hil-summary.txt"))
 _blocks: dict[str, list[str]] = {}
@@ -36,6 +36,17 @@ def feeder(gpsd: Gpsd) -> Iterator[NmeaFeeder]:
         yield f
     finally:
         f.stop()
+
+
+@pytest.fixture(autouse=True)
+def _no_agent_left_behind() -> Iterator[None]:
+    """A scenario that fails half-way must not leave its agent running."""
+    yield
+    for proc in STARTED:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+    STARTED.clear()
 
 
 @pytest.fixture

@@ -99,6 +99,9 @@ class NmeaFeeder:
         self._stop.set()
 
 
+STARTED: list[subprocess.Popen[bytes]] = []  # every agent the rig started, killed at teardown
+
+
 @dataclasses.dataclass
 class Unit:
     data: Path
@@ -131,6 +134,7 @@ class Unit:
                 stderr=subprocess.STDOUT,
                 env=env,
             )
+        STARTED.append(self.proc)
 
     def wait_ready(self, since: float, timeout_s: float = 60) -> float:
         assert self.notify is not None and self.proc is not None

@@ -46,6 +46,9 @@ def with_inputs_script(config: Path, script: str) -> None:
     config.write_text(render_config(dataclasses.replace(cfg, inputs=inputs)))
 
 
+RUNNING: list[subprocess.Popen[bytes]] = []  # every agent started, killed by the suite's teardown
+
+
 class AgentProcess:
     """``bodycam run --sim`` as a child process, with its log captured to a file."""
 
@@ -57,6 +60,7 @@ class AgentProcess:
             cmd += ["--duration", str(duration_s)]
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT)
+        RUNNING.append(self.proc)
 
     def wait_ready(self, timeout_s: float = 30.0) -> None:
         deadline = time.monotonic() + timeout_s

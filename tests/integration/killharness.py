@@ -37,6 +37,7 @@ class Trial:
 class HarnessResult:
     trials: list[Trial] = field(default_factory=list)
     final_verify: dict[str, Any] = field(default_factory=dict)
+    last_agent: AgentProcess | None = None
 
     def figures(self) -> dict[str, Any]:
         losses = [t.lost_footage_s for t in self.trials if t.lost_footage_s is not None]
@@ -78,6 +79,25 @@ def run_harness(data: Path, trials: int, seed: int, min_s: float = 1.0, max_s: f
     cfg = provision_sim(data, pre_event_s=2.0, segment_s=2.0)
     result = HarnessResult()
     agent = AgentProcess(data, cfg)
+    try:
+        _trials(data, cfg, agent, result, trials, rng, min_s, max_s)
+    finally:
+        agent = result.last_agent or agent
+        agent.kill()  # no-op when it already stopped cleanly; never left running after a failure
+    result.final_verify = verify_json(data, "--hq-key", str(data / "dev-hq" / "hq.key"))
+    return result
+
+
+def _trials(
+    data: Path,
+    cfg: Path,
+    agent: AgentProcess,
+    result: HarnessResult,
+    trials: int,
+    rng: random.Random,
+    min_s: float,
+    max_s: float,
+) -> None:
     agent.wait_ready()
     reply = agent.ctl("start")
     assert reply["ok"], reply
@@ -89,6 +109,7 @@ def run_harness(data: Path, trials: int, seed: int, min_s: float = 1.0, max_s: f
         agent.kill()
         started = time.monotonic()
         agent = AgentProcess(data, cfg)
+        result.last_agent = agent
         agent.wait_ready()  # recovery has run before the control socket answers
         recovery_s = time.monotonic() - started
         after = _sealed(data)
@@ -117,5 +138,3 @@ def run_harness(data: Path, trials: int, seed: int, min_s: float = 1.0, max_s: f
         )
     agent.terminate()
     assert agent.wait(60) == 0, agent.log()
-    result.final_verify = verify_json(data, "--hq-key", str(data / "dev-hq" / "hq.key"))
-    return result
