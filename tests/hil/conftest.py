@@ -41,12 +41,13 @@ def feeder(gpsd: Gpsd) -> Iterator[NmeaFeeder]:
 @pytest.fixture(autouse=True)
 def _no_agent_left_behind() -> Iterator[None]:
     """A scenario that fails half-way must not leave its agent running."""
+    before = len(STARTED)
     yield
-    for proc in STARTED:
+    for proc in STARTED[before:]:
         if proc.poll() is None:
             proc.kill()
             proc.wait(30)
-    STARTED.clear()
+    del STARTED[before:]
 
 
 @pytest.fixture
