@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 HOLD_MAX_NS = 1_000_000_000  # a track waits at most this long for the anchor track to catch up
 PRE_EVENT_MARGIN_NS = 250_000_000
+PUBLISH_INTERVAL_NS = 100_000_000
 REOPEN_INTERVAL_NS = 1_000_000_000  # after a storage fault, try a new segment at most once a second
 
 
@@ -148,6 +149,7 @@ class Recorder:
         self._segments_sealed = 0
         self._last_error: str | None = None
         self._beat_ns = 0  # monotonic time the loop last turned; read unlocked (an int store is atomic)
+        self._published_ns = 0
         self._status: dict[str, Any] = {}
         self._status_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="recorder", daemon=True)
@@ -248,7 +250,12 @@ class Recorder:
             except Exception as exc:  # the recorder never dies silently: log, count, carry on
                 self._last_error = f"{type(exc).__name__}: {exc}"
                 log.exception("recorder: %s", self._last_error)
-            self._publish()
+            # packets arrive ~100 times a second: the status snapshot is refreshed at most every
+            # PUBLISH_INTERVAL_NS for them, and at once after anything else (commands, ticks)
+            now = self._clock.monotonic_ns()
+            if not isinstance(msg, EncodedPacket) or now - self._published_ns >= PUBLISH_INTERVAL_NS:
+                self._published_ns = now
+                self._publish()
 
     def _handle(self, msg: Any) -> None:
         if msg is None:
@@ -779,6 +786,7 @@ class Recorder:
     def _snapshot(self) -> dict[str, Any]:
         seg = self._current
         fix = self._last_fix
+        quality = self._clock.quality()
         return {
             "state": self._state.value,
             "recording_id": self._recording_id,
@@ -802,8 +810,8 @@ class Recorder:
             if fix is None
             else {"mode": int(fix.mode), "lat_deg": fix.lat_deg, "lon_deg": fix.lon_deg, "h_acc_m": fix.h_acc_m},
             "time": {
-                "source": self._clock.quality().source.value,
-                "synced": self._clock.quality().synced,
+                "source": quality.source.value,
+                "synced": quality.synced,
                 "utc_ns": self._clock.utc_ns(),
                 "gnss_offset_ms": None
                 if self._chain.gnss_offset_ns is None
