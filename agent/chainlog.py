@@ -2,7 +2,9 @@
 
 Files: ``segments/<uuid>.part`` while a segment is written, renamed to ``segments/<seq>.bcs``
 when sealed (after an fsync of the file), then the directory is synced and the store indexes
-the entry and moves the chain head in one transaction.
+the entry and moves the chain head in one transaction. A sealed file is never opened for writing
+again, and no rename or write here can replace one (``fsutil.publish_new``): an entry whose
+sequence number is already on disk fails with EEXIST instead of overwriting evidence.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from agent.evidence.segment import (
     seal_salvaged,
     write_event,
 )
-from agent.fsutil import atomic_write_bytes, fsync_dir
+from agent.fsutil import create_new_bytes, fsync_dir, publish_new
 from agent.store import Store
 from hal.clock import Clock
 from hal.keystore import KeyStore
@@ -207,7 +209,7 @@ class ChainLog:
             sealed=seal_metadata(sealed_meta, self._hq_public, self.device_id, seq) if sealed_meta else None,
         )
         name_ = segment_filename(seq)
-        atomic_write_bytes(self.dir / name_, buf.getvalue(), mode=0o600)
+        create_new_bytes(self.dir / name_, buf.getvalue(), mode=0o600)
         self._store.record_event_entry(
             seq,
             device_id=self.device_id,
@@ -270,8 +272,7 @@ class ChainLog:
         )
         seg.fh.close()
         final = self.dir / segment_filename(seq)
-        os.replace(seg.path, final)
-        fsync_dir(self.dir)
+        publish_new(seg.path, final)
         self._store.record_segment_entry(
             seq,
             device_id=self.device_id,
@@ -335,8 +336,7 @@ class ChainLog:
             fh.flush()
             os.fsync(fh.fileno())
         final = self.dir / segment_filename(seq)
-        os.replace(path, final)
-        fsync_dir(self.dir)
+        publish_new(path, final)
         self._store.record_segment_entry(
             seq,
             device_id=self.device_id,

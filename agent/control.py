@@ -83,7 +83,7 @@ class _Conn(socketserver.StreamRequestHandler):
 
 
 class ControlServer:
-    """Serves the socket on its own thread; ``close`` removes it."""
+    """Serves the socket on its own thread; ``close`` removes it (only if it is still this server's)."""
 
     def __init__(self, path: Path, handler: Handler) -> None:
         self.path = path
@@ -95,6 +95,7 @@ class ControlServer:
         finally:
             os.umask(old)
         os.chmod(path, 0o600)
+        self._inode = os.stat(path).st_ino
         self._server.handler = handler
         self._thread = threading.Thread(target=self._server.serve_forever, name="control", daemon=True)
 
@@ -104,7 +105,11 @@ class ControlServer:
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
-        self.path.unlink(missing_ok=True)
+        try:
+            if os.stat(self.path).st_ino == self._inode:  # never remove a socket another process made
+                self.path.unlink()
+        except FileNotFoundError:
+            pass
 
 
 def request(path: Path, cmd: str, args: dict[str, Any] | None = None, timeout_s: float = 15.0) -> dict[str, Any]:

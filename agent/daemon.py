@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import logging
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -18,14 +20,17 @@ from agent.chainlog import ChainLog
 from agent.config import Config, ConfigError, load_config, resolve_path
 from agent.console.service import EXIT_RESTART, ConsoleService, start_console
 from agent.control import ControlError, ControlServer
+from agent.dirlock import DirLock, DirLockError
 from agent.evidence.keys import FileKeyStore, KeyFileError, generate_hq_key, load_hq_public
+from agent.fserrors import explain
+from agent.identity import KEY_NAME, IdentityError, check_identity, require_no_evidence
 from agent.provision import CONFIG_NAME, ProvisionError, provision
 from agent.recorder import CommandError, Recorder, RecorderSettings
 from agent.recovery import recover
 from agent.sdnotify import Notifier
 from agent.state import State, StateFile, resume_state
 from agent.storage import StorageMaintainer, disk_bytes, recording_bytes_per_second, thresholds_for
-from agent.store import Store
+from agent.store import Store, StoreError
 from agent.sync.heartbeat import unit_status
 from agent.sync.setup import SyncSetupError, build_sync_worker
 from agent.sync.worker import SyncWorker
@@ -51,19 +56,35 @@ def kernel_boot_id() -> str:
 
 
 def ensure_dev_provisioned(data_dir: Path, device_id: str) -> None:
-    """With --sim on a fresh data dir: a development HQ key pair and a device identity."""
-    if (data_dir / "device.key").exists():
+    """With --sim on a fresh data dir: a development HQ key pair and a device identity.
+
+    Never in a data dir that already holds evidence (``IdentityError``): a new identity there
+    would sign new entries with a key the old ones were not signed with.
+    """
+    if (data_dir / KEY_NAME).exists():
         return
+    require_no_evidence(data_dir, "creating a development identity")
     dev = data_dir / "dev-hq"
     dev.mkdir(parents=True, exist_ok=True, mode=0o700)
     if not (dev / "hq.key").exists():
         generate_hq_key(dev / "hq.key", dev / "hq.pub")
-    provision(data_dir, device_id, dev / "hq.pub")
+    provision(data_dir, device_id, dev / "hq.pub", caller_holds_lock=True)
     log.warning("=" * 78)
     log.warning("DEVELOPMENT ONLY: created a headquarters key pair in %s", dev)
     log.warning("Anyone holding dev-hq/hq.key can decrypt this unit's evidence. Never use it on a real unit:")
     log.warning("provision real units with 'bodycam provision --hq-pub' and keep hq.key at headquarters.")
     log.warning("=" * 78)
+
+
+def require_provisioned(data_dir: Path) -> None:
+    """Without --sim: the identity must be there; say whether it is missing or was never made."""
+    if (data_dir / KEY_NAME).exists():
+        return
+    require_no_evidence(data_dir, "provisioning it again")
+    raise IdentityError(
+        f"{data_dir} is not provisioned (no {KEY_NAME}): run 'bodycam provision --data-dir {data_dir}"
+        " --device-id ID --hq-pub hq.pub' first, or add --sim for a development unit"
+    )
 
 
 class Agent:
@@ -315,6 +336,21 @@ class Agent:
             self.workers[i] = fresh
             fresh.start()
 
+    def abort(self) -> None:
+        """After a failed ``start``: stop whatever did start, sign nothing more, close the store."""
+        for closer in (self.console, self.control):
+            if closer is not None:
+                closer.close()
+        if self.sync is not None:
+            self.sync.stop()
+        for w in self.workers:
+            with contextlib.suppress(RuntimeError):  # a worker that never started
+                w.stop()
+        if self.recorder.alive:
+            self.recorder.stop()
+        self.storage.stop()
+        self.store.close()
+
     def stop(self) -> None:
         log.info("stopping: sealing what is open")
         if self.console is not None:
@@ -347,23 +383,64 @@ class Agent:
         self.store.close()
 
 
+def _remove_new_dir(data_dir: Path) -> None:
+    """A start that failed in a data dir it created itself leaves nothing behind."""
+    shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def _open_agent(args: argparse.Namespace, data_dir: Path) -> Agent:
+    """Identity, config and the agent, in that order; raises what ``cmd_run`` reports in one line."""
+    if args.sim:
+        ensure_dev_provisioned(data_dir, args.device_id or SIM_DEVICE_ID)
+    else:
+        require_provisioned(data_dir)
+    check_identity(data_dir, FileKeyStore(data_dir / KEY_NAME))  # before the index or the chain is touched
+    config_path = args.config or data_dir / CONFIG_NAME
+    config = load_config(config_path)
+    if args.console:
+        config = dataclasses.replace(config, console=dataclasses.replace(config.console, device=args.console))
+    return Agent(data_dir, config, system_clock(), sim=args.sim, config_path=config_path)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     data_dir: Path = args.data_dir
-    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    created = not data_dir.exists()
     try:
-        if args.sim:
-            ensure_dev_provisioned(data_dir, args.device_id or SIM_DEVICE_ID)
-        elif not (data_dir / "device.key").exists():
-            print(f"bodycam run: {data_dir} is not provisioned: run 'bodycam provision'", file=sys.stderr)
-            return 2
-        config_path = args.config or data_dir / CONFIG_NAME
-        config = load_config(config_path)
-        if args.console:
-            config = dataclasses.replace(config, console=dataclasses.replace(config.console, device=args.console))
-        agent = Agent(data_dir, config, system_clock(), sim=args.sim, config_path=config_path)
-    except (ConfigError, KeyFileError, ProvisionError, UnitError) as exc:
-        print(f"bodycam run: {exc}", file=sys.stderr)
+        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        print(f"bodycam run: {explain(exc, data_dir)}", file=sys.stderr)
         return 2
+    # Held until the process ends, checked before recovery reads or writes anything: a second agent
+    # on one data dir would take the first for crashed, fork the chain and overwrite its files.
+    lock = DirLock(data_dir, "bodycam run")
+    try:
+        lock.acquire()
+    except DirLockError as exc:
+        if created:
+            _remove_new_dir(data_dir)
+        print(f"bodycam run: {explain(exc, data_dir)}", file=sys.stderr)
+        return 2
+    try:
+        agent = _open_agent(args, data_dir)
+    except (ConfigError, KeyFileError, ProvisionError, UnitError, IdentityError) as exc:
+        message = str(exc)
+    except (OSError, StoreError) as exc:
+        message = explain(exc, data_dir)
+    else:
+        message = ""
+    if message:
+        lock.close()
+        if created:
+            _remove_new_dir(data_dir)
+        print(f"bodycam run: {message}", file=sys.stderr)
+        return 2
+    try:
+        return _run_agent(agent, args, data_dir)
+    finally:
+        lock.close()
+
+
+def _run_agent(agent: Agent, args: argparse.Namespace, data_dir: Path) -> int:
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -374,7 +451,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     notifier = Notifier.from_environ()
     notifier.status("starting: recovering the store, opening drivers")
-    agent.start()
+    try:
+        agent.start()
+    except (OSError, StoreError) as exc:
+        # nothing was recorded yet: say what is wrong in one line; the evidence is as it was
+        log.debug("start failed", exc_info=True)
+        print(f"bodycam run: {explain(exc, data_dir)}", file=sys.stderr)
+        notifier.close()
+        agent.abort()
+        return 2
     pending = agent.wait_drivers_opened(DRIVERS_OPEN_WAIT_NS)
     if pending:
         log.error("still opening after %.0f s: %s", DRIVERS_OPEN_WAIT_NS / 1e9, ", ".join(pending))

@@ -1,11 +1,13 @@
-"""Atomic, durable file helpers: write-then-rename, directory fsync, free space."""
+"""Atomic, durable file helpers: write-then-rename, rename that never replaces, directory fsync, free space."""
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 
 StrPath = str | os.PathLike[str]
@@ -52,6 +54,9 @@ class OsCalls:
     def unlink(self, path: str) -> None:
         os.unlink(path)
 
+    def rename_noreplace(self, src: str, dst: str) -> None:
+        _rename_noreplace(src, dst)
+
 
 _OS = OsCalls()
 
@@ -81,14 +86,8 @@ def _write_all(fd: int, data: bytes, os_calls: OsCalls) -> None:
         view = view[written:]
 
 
-def atomic_write_bytes(path: StrPath, data: bytes, mode: int = 0o600, *, os_calls: OsCalls = _OS) -> None:
-    """Replace ``path`` with ``data``: afterwards the file holds either the old or the new content.
-
-    Writes a temporary file in the same directory, fsyncs it, renames it over ``path`` and
-    fsyncs the directory. ``mode`` is applied exactly (the umask does not narrow or widen it).
-    On failure before the rename the temporary file is removed and the old content is untouched.
-    """
-    target = Path(path)
+def _write_temp(target: Path, data: bytes, mode: int, os_calls: OsCalls) -> str:
+    """Write ``data`` to a new temporary file beside ``target``, fsynced; return its name."""
     tmp = str(target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp"))
     try:
         fd = os_calls.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
@@ -101,9 +100,27 @@ def atomic_write_bytes(path: StrPath, data: bytes, mode: int = 0o600, *, os_call
             os_calls.fsync(fd)
         finally:
             os_calls.close(fd)
-        os_calls.replace(tmp, str(target))
     except OSError as e:
         # The original error matters more; a stray .tmp left behind is harmless.
+        with contextlib.suppress(OSError):
+            os_calls.unlink(tmp)
+        raise _wrap(e, "Writing file atomically", target) from e
+    return tmp
+
+
+def atomic_write_bytes(path: StrPath, data: bytes, mode: int = 0o600, *, os_calls: OsCalls = _OS) -> None:
+    """Replace ``path`` with ``data``: afterwards the file holds either the old or the new content.
+
+    Writes a temporary file in the same directory, fsyncs it, renames it over ``path`` and
+    fsyncs the directory. ``mode`` is applied exactly (the umask does not narrow or widen it).
+    On failure before the rename the temporary file is removed and the old content is untouched.
+    Never use it for evidence: ``create_new_bytes`` cannot replace a file.
+    """
+    target = Path(path)
+    tmp = _write_temp(target, data, mode, os_calls)
+    try:
+        os_calls.replace(tmp, str(target))
+    except OSError as e:
         with contextlib.suppress(OSError):
             os_calls.unlink(tmp)
         raise _wrap(e, "Writing file atomically", target) from e
@@ -120,6 +137,76 @@ def atomic_rename(src: StrPath, dst: StrPath, *, os_calls: OsCalls = _OS) -> Non
     fsync_dir(dst_dir, os_calls=os_calls)
     if src_dir.resolve() != dst_dir.resolve():
         fsync_dir(src_dir, os_calls=os_calls)
+
+
+_AT_FDCWD = -100
+_RENAME_NOREPLACE = 1
+
+
+def _renameat2() -> Callable[..., int] | None:
+    try:
+        func = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return None
+    func.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint)
+    func.restype = ctypes.c_int
+    return func  # type: ignore[no-any-return]
+
+
+_RENAMEAT2 = _renameat2()
+
+
+def _rename_noreplace(src: str, dst: str) -> None:
+    """Rename ``src`` to ``dst`` atomically, failing with EEXIST if ``dst`` exists.
+
+    ``renameat2(RENAME_NOREPLACE)`` where the C library and the file system have it; otherwise
+    ``link`` then ``unlink``, which cannot replace either (a crash in between leaves two names
+    for one inode, which recovery recognises).
+    """
+    if _RENAMEAT2 is not None:
+        if _RENAMEAT2(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), _RENAME_NOREPLACE) == 0:
+            return
+        err = ctypes.get_errno()
+        if err not in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
+            raise OSError(err, os.strerror(err), src, None, dst)
+    os.link(src, dst)
+    os.unlink(src)
+
+
+def publish_new(src: StrPath, dst: StrPath, *, os_calls: OsCalls = _OS) -> None:
+    """Give a finished file its final name, never replacing a file already there, durably.
+
+    Evidence files are published with this: a sealed entry is never overwritten, whatever the
+    caller believes the chain head to be. Raises ``StorageError`` with errno EEXIST if ``dst``
+    exists.
+    """
+    try:
+        os_calls.rename_noreplace(os.fspath(src), os.fspath(dst))
+    except FileExistsError as e:
+        raise StorageError(
+            errno.EEXIST, f"Refusing to replace {os.fspath(dst)}: it already exists", os.fspath(dst)
+        ) from e
+    except OSError as e:
+        raise _wrap(e, "Renaming", src, dst) from e
+    fsync_dir(Path(dst).parent, os_calls=os_calls)
+    if Path(src).parent.resolve() != Path(dst).parent.resolve():
+        fsync_dir(Path(src).parent, os_calls=os_calls)
+
+
+def create_new_bytes(path: StrPath, data: bytes, mode: int = 0o600, *, os_calls: OsCalls = _OS) -> None:
+    """Write ``data`` as a new file at ``path`` durably; never replaces an existing file.
+
+    Like ``atomic_write_bytes`` (a temporary file, fsynced, then renamed), but the rename refuses
+    to replace: a ``StorageError`` with errno EEXIST if ``path`` exists, which is left untouched.
+    """
+    target = Path(path)
+    tmp = _write_temp(target, data, mode, os_calls)
+    try:
+        publish_new(tmp, target, os_calls=os_calls)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os_calls.unlink(tmp)
+        raise
 
 
 def free_bytes(path: StrPath) -> int:

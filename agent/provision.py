@@ -13,7 +13,10 @@ from urllib.parse import urlsplit
 from cryptography import x509
 
 from agent.config import Config, ConfigError, default_config, parse_config, render_config
+from agent.dirlock import DirLock, DirLockError
 from agent.evidence.keys import KeyFileError, generate_device_key, load_hq_public, load_receipt_public
+from agent.fserrors import explain
+from agent.identity import KEY_NAME, PUB_NAME, IdentityError, require_no_evidence, require_no_evidence_to_replace
 
 CONFIG_NAME = "bodycam.toml"
 HQ_CA_NAME = "hq-ca.pem"
@@ -59,12 +62,17 @@ def provision(
     *,
     hq_url: str = "",
     hq_ca: Path | None = None,
+    caller_holds_lock: bool = False,
 ) -> str:
     """Create the identity and config; return the device key's fingerprint. Never overwrites a key unasked.
 
     With ``hq_url`` and ``hq_ca`` the unit uploads to headquarters: the CA (the only trust anchor
     for its TLS connection) is copied into the data dir as ``hq-ca.pem`` and the config's
     ``hq.url`` and ``hq.ca`` point at them.
+
+    The data dir's lock (``agent.dirlock``) is taken for the duration, so a running agent's
+    identity is never replaced under it; ``caller_holds_lock`` when the caller already holds it.
+    Never creates or replaces an identity beside evidence it did not sign (``IdentityError``).
     """
     load_hq_public(hq_pub)  # refuse a file that is not a headquarters key before creating anything
     _check_sync(hq_pub, hq_url, hq_ca)
@@ -73,9 +81,22 @@ def provision(
         config = _with_sync(config, hq_url, HQ_CA_NAME)
     data_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(data_dir, 0o700)
-    key_path, pub_path = data_dir / "device.key", data_dir / "device.pub"
+    if caller_holds_lock:
+        return _provision_locked(data_dir, config, hq_pub, hq_ca, force)
+    with DirLock(data_dir, "bodycam provision"):  # never under a running agent
+        return _provision_locked(data_dir, config, hq_pub, hq_ca, force)
+
+
+def _provision_locked(data_dir: Path, config: Config, hq_pub: Path, hq_ca: Path | None, force: bool) -> str:
+    key_path, pub_path = data_dir / KEY_NAME, data_dir / PUB_NAME
     if key_path.exists() and not force:
         raise ProvisionError(f"{key_path} exists: this unit already has an identity (use --force to replace it)")
+    if key_path.exists():
+        require_no_evidence_to_replace(data_dir)
+    elif not force:
+        require_no_evidence(data_dir, "provisioning it again")
+    else:
+        require_no_evidence_to_replace(data_dir)
     if force and key_path.exists():
         key_path.unlink()
     fp = generate_device_key(key_path, pub_path)
@@ -107,8 +128,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def run(args: argparse.Namespace) -> int:
     try:
         fp = provision(args.data_dir, args.device_id, args.hq_pub, args.force, hq_url=args.hq_url, hq_ca=args.hq_ca)
-    except (ProvisionError, KeyFileError) as exc:
+    except (ProvisionError, KeyFileError, IdentityError) as exc:
         print(f"bodycam provision: {exc}", file=sys.stderr)
+        return 1
+    except (OSError, DirLockError) as exc:
+        print(f"bodycam provision: {explain(exc, args.data_dir)}", file=sys.stderr)
         return 1
     print(f"provisioned {args.device_id} in {args.data_dir}")
     print(f"device public key: {args.data_dir / 'device.pub'} (SHA-256 {fp})")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from agent.chainlog import ChainLog
 from agent.evidence.format import PARTIAL_SUFFIX, SEGMENT_SUFFIX, segment_filename
 from agent.evidence.manifest import ManifestError, SignedManifest, parse_manifest_record
 from agent.evidence.segment import Salvage, plan_salvage, scan
-from agent.fsutil import fsync_dir
+from agent.fsutil import publish_new
 from agent.store import Store
 
 log = logging.getLogger(__name__)
@@ -54,12 +55,22 @@ def _quarantine(data_dir: Path, path: Path, reason: str, store: Store, report: R
     qdir = data_dir / "quarantine"
     qdir.mkdir(mode=0o700, exist_ok=True)
     target = qdir / path.name
-    os.replace(path, target)
-    fsync_dir(qdir)
-    fsync_dir(path.parent)
+    n = 0
+    while target.exists():  # an earlier file of that name was quarantined: keep both
+        n += 1
+        target = qdir / f"{path.name}.{n}"
+    publish_new(path, target)
     report.quarantined.append(path.name)
     store.audit("recovery", "quarantine", path.name, "ok", reason=reason)
     log.error("quarantined %s: %s (kept in %s)", path.name, reason, qdir)
+
+
+def _stats(paths: Iterable[Path]) -> Iterator[os.stat_result]:
+    for p in paths:
+        try:
+            yield p.stat()
+        except OSError:
+            continue
 
 
 def recover(data_dir: Path, chain: ChainLog, store: Store) -> RecoveryReport:
@@ -68,7 +79,14 @@ def recover(data_dir: Path, chain: ChainLog, store: Store) -> RecoveryReport:
     seg_dir = data_dir / "segments"
     _index_orphans(data_dir, chain, store, report)
     salvageable: list[tuple[int, Path, Salvage, dict[str, Any]]] = []
+    sealed_inodes = {(st.st_dev, st.st_ino) for st in _stats(seg_dir.glob(f"*{SEGMENT_SUFFIX}"))}
     for path in sorted(seg_dir.glob(f"*{PARTIAL_SUFFIX}")):
+        st = path.stat()
+        if (st.st_dev, st.st_ino) in sealed_inodes:
+            # a crash between link and unlink while publishing: the sealed name holds these very bytes
+            path.unlink()
+            store.audit("recovery", "drop-second-name", path.name, "ok", reason="same file as a sealed entry")
+            continue
         with path.open("rb") as fh:
             s = scan(fh)
         size = path.stat().st_size
@@ -115,8 +133,7 @@ def _complete_sealed(
         _quarantine(data_dir, path, f"sealed as seq {signed.seq}, which does not extend the chain", store, report)
         return
     final = path.parent / segment_filename(signed.seq)
-    os.replace(path, final)
-    fsync_dir(path.parent)
+    publish_new(path, final)
     _index(store, chain, signed, final)
     report.completed.append(signed.seq)
     store.audit("recovery", "complete-seal", final.name, "ok")

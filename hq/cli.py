@@ -13,9 +13,11 @@ import time
 from pathlib import Path
 from types import FrameType
 
+from agent.dirlock import DirLock, DirLockError
 from agent.evidence.keys import KeyFileError, fingerprint, load_device_public, public_der, public_pem
+from agent.fserrors import explain
 from hq import decrypt_cmd
-from hq.app import build_service, open_index
+from hq.app import build_service, open_index, prepare
 from hq.audit import Auditor
 from hq.export import ExportError, evidence_rows, export, parse_time
 from hq.index import HqIndexError, SqliteIndex
@@ -27,6 +29,7 @@ from hq.storage import FileEvidenceStore
 log = logging.getLogger(__name__)
 
 DRAIN_TIMEOUT_S = 60.0
+SERVE_LOCK_NAME = "serve.lock"
 
 
 def _fail(command: str, message: str, code: int = 1) -> int:
@@ -45,10 +48,18 @@ def _actor() -> str:
         return "unknown"
 
 
+def _holds_evidence(data_dir: Path) -> bool:
+    evidence = data_dir / "evidence"
+    return evidence.is_dir() and any(p.is_file() for p in evidence.rglob("*"))
+
+
 def cmd_keygen(args: argparse.Namespace) -> int:
     out: Path | None = args.out or (args.data_dir / "keys" if args.data_dir else None)
     if out is None:
         return _fail("keygen", "give --out DIR (or --data-dir H for H/keys)", 2)
+    if args.force and args.data_dir is not None and _holds_evidence(args.data_dir):
+        return _fail("keygen", f"{args.data_dir} holds evidence sealed to the current hq.key: replacing it would"
+                     " make that evidence undecryptable; keep these keys (or move the data dir aside)", 2)
     try:
         result = keygen(out, profile=args.profile, extra_sans=tuple(args.san), overwrite=args.force)
     except KeyFileError as exc:
@@ -250,10 +261,43 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Which lock on headquarters' data dir each command holds while it runs (agent.dirlock): one service
+# per data dir; commands that only add rows (enrol, revoke, list, export) run beside it; keygen, which
+# replaces files the service reads, runs alone.
+_SHARED = ("serve", "enroll", "revoke", "evidence", "export")
+
+
+def _take_locks(args: argparse.Namespace) -> list[DirLock]:
+    data_dir: Path | None = getattr(args, "data_dir", None)
+    if data_dir is None or args.command not in (*_SHARED, "keygen"):
+        return []
+    prepare(data_dir)
+    wanted = [DirLock(data_dir, f"bodycam-hq {args.command}", shared=args.command in _SHARED)]
+    if args.command == "serve":
+        wanted.insert(0, DirLock(data_dir, "bodycam-hq serve", name=SERVE_LOCK_NAME))
+    held: list[DirLock] = []
+    try:
+        for lock in wanted:
+            held.append(lock.acquire())
+    except DirLockError:
+        for lock in held:
+            lock.close()
+        raise
+    return held
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
-    code: int = args.func(args)
+    try:
+        locks = _take_locks(args)
+    except (DirLockError, OSError) as exc:
+        return _fail(args.command, explain(exc, args.data_dir, option="--data-dir"), 2)
+    try:
+        code: int = args.func(args)
+    finally:
+        for lock in locks:
+            lock.close()
     return code
 
 

@@ -60,11 +60,11 @@ class HarnessResult:
         }
 
 
-def _sealed(data: Path) -> dict[str, str]:
+def sealed_digests(data: Path) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (data / "segments").glob("*.bcs")}
 
 
-def _manifests(data: Path) -> list[dict[str, Any]]:
+def chain_manifests(data: Path) -> list[dict[str, Any]]:
     out = []
     for p in sorted((data / "segments").glob("*.bcs")):
         with p.open("rb") as fh:
@@ -104,7 +104,7 @@ def _trials(
     for i in range(trials):
         record_s = rng.uniform(min_s, max_s)
         time.sleep(record_s)
-        before = _sealed(data)
+        before = sealed_digests(data)
         kill_mono = time.monotonic_ns()
         agent.kill()
         started = time.monotonic()
@@ -112,10 +112,10 @@ def _trials(
         result.last_agent = agent
         agent.wait_ready()  # recovery has run before the control socket answers
         recovery_s = time.monotonic() - started
-        after = _sealed(data)
+        after = sealed_digests(data)
         quarantined = len(list((data / "quarantine").glob("*"))) if (data / "quarantine").exists() else 0
         lost = [name for name, digest in before.items() if after.get(name) != digest]
-        ms = _manifests(data)
+        ms = chain_manifests(data)
         recovered = [m for m in ms if "recovered" in m["flags"] and f"{m['seq']:010d}.bcs" not in before]
         killed_boot_segments = [
             m for m in ms if m["type"] == "segment" and m["time"]["mono_end_ns"] <= kill_mono + 10**9

@@ -167,7 +167,18 @@ def test_provision_unit_against_the_staged_root(stage: Path, hq_keys: Path, tmp_
     checked = staged(stage, "bodycam", "verify", str(data), "--device-pub", str(data / "device.pub"))
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
-    # --force replaces it
+    # --force does not replace an identity whose evidence is still beside it
+    refused = provision(stage, "--device-id", "unit-0042", "--hq-pub", str(hq_keys / "hq.pub"), "--force")
+    assert refused.returncode == 1
+    assert "signed with its current identity" in refused.stderr
+    assert (data / "device.key").read_bytes() == key
+
+    # once the evidence has been moved aside, --force replaces it
+    aside = tmp_path / "evidence-aside"
+    aside.mkdir()
+    for name in ("segments", "quarantine", "index.sqlite", "index.sqlite-wal", "index.sqlite-shm"):
+        if (data / name).exists():
+            shutil.move(data / name, aside / name)
     forced = provision(stage, "--device-id", "unit-0042", "--hq-pub", str(hq_keys / "hq.pub"), "--force")
     assert forced.returncode == 0, forced.stderr
     assert (data / "device.key").read_bytes() != key
