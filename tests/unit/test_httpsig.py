@@ -69,11 +69,27 @@ def test_every_tus_header_present_is_covered() -> None:
     assert '"upload-length" "upload-metadata"' in h["Signature-Input"]
 
 
+def _flip_char(value: str, i: int) -> str:
+    """Change one base64 character well inside the value: a different signature byte, deterministically."""
+    start = value.index(":") + 1 + i
+    return value[:start] + ("B" if value[start] != "B" else "C") + value[start + 1:]
+
+
+def _padding_bits_set(value: str) -> str:
+    """The same signature bytes spelled with non-zero padding bits (Python's decoder alone accepts it)."""
+    body = value[value.index(":") + 1:-1]
+    last = body.rstrip("=")
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    bumped = last[:-1] + alphabet[alphabet.index(last[-1]) | 1]
+    return value[: value.index(":") + 1] + bumped + body[len(last):] + ":"
+
+
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
         (lambda h: h.update({"Upload-Offset": "5"}), "bad-signature"),
-        (lambda h: h.update({"Signature": h["Signature"].replace("A", "B", 1)}), "bad-signature"),
+        (lambda h: h.update({"Signature": _flip_char(h["Signature"], 12)}), "bad-signature"),
+        (lambda h: h.update({"Signature": _padding_bits_set(h["Signature"])}), "malformed"),
         (
             lambda h: h.update({"Signature-Input": h["Signature-Input"].replace("created=", "created=1")}),
             "bad-signature",
