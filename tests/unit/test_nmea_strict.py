@@ -42,6 +42,16 @@ def _with(body: str, index: int, value: str) -> str:
     return nmea.format_sentence(",".join(fields))
 
 
+def _first_report(clock: FakeClock, track: Path) -> tuple[SimGnss, GnssFix | None]:
+    """The sim receiver on ``track`` (closed again) and its first report."""
+    gnss = SimGnss(name="g", clock=clock, path=str(track), loop=False)
+    gnss.open()
+    try:
+        return gnss, gnss.read(1.5)
+    finally:
+        gnss.close()
+
+
 def _fix(*lines: str) -> GnssFix:
     return nmea.fix_from_epoch([nmea.parse(line) for line in lines], mono_ns=1)
 
@@ -61,12 +71,7 @@ def test_the_sim_receiver_reports_no_fix_for_decimal_degrees_and_counts_the_refu
     track = tmp_path / "bad.nmea"
     rmc_v = nmea.format_sentence("GPRMC,161405.680,V,,,,,,,140524,,,N")
     track.write_text(f"{rmc_v}\n{DECIMAL_DEGREES_GGA}\n")
-    gnss = SimGnss(name="g", clock=clock, path=str(track), loop=False)
-    gnss.open()
-    try:
-        fix = gnss.read(1.5)
-    finally:
-        gnss.close()
+    gnss, fix = _first_report(clock, track)
     assert fix is not None and fix.mode is FixMode.NO_FIX and fix.lat_deg is None
     status = gnss.get_status()
     assert status["refused"] == {"coordinate": 1} and status["bad_lines"] == 1
@@ -99,12 +104,7 @@ def test_placeholder_time_is_kept_through_the_sim_receiver(tmp_path: Path, clock
         "$GPGGA,235946.005,8960.000000,N,00000.000000,E,0,0,,137.000,M,13.000,M,,*49\n"
         "$GPRMC,235946.005,V,8960.000000,N,00000.000000,E,0.000,0.00,050180,,,N*47\n"
     )
-    gnss = SimGnss(name="g", clock=clock, path=str(track), loop=False)
-    gnss.open()
-    try:
-        fix = gnss.read(1.5)
-    finally:
-        gnss.close()
+    gnss, fix = _first_report(clock, track)
     expected = datetime.datetime(1980, 1, 5, 23, 59, 46, 5000, tzinfo=datetime.UTC)
     assert fix is not None and fix.mode is FixMode.NO_FIX
     assert fix.utc_ns == int(expected.timestamp()) * S + 5_000_000
