@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from drivers.nmea_fields import NmeaError, Problem, date, integer, letter, number, position, time_of_day_ns
+from drivers.nmea_fields import ALT_RANGE_M, NmeaError, Problem, date, integer, letter, number, position, time_of_day_ns
 from hal.gnss import FixMode, GnssFix
 
 __all__ = ["NmeaError", "Problem"]  # re-exported: callers catch nmea.NmeaError
@@ -39,10 +39,9 @@ _FAA_NOT_A_FIX = frozenset("NEMS")
 _NAV_STATUSES = "SCUV"
 _NAV_NOT_A_FIX = frozenset("U")
 # Plausible ranges, beyond which a value is refused: GNSS receivers stop reporting above
-# 515 m/s (about 1000 knots) and 18 km (export limits); the geoid is within about 110 m of
+# 515 m/s (about 1000 knots); altitudes in ALT_RANGE_M; the geoid is within about 110 m of
 # the ellipsoid; a DOP of 99.99 (or 0) is how receivers write "unknown".
 _MAX_SPEED_KNOTS = 1_000.0
-_ALT_RANGE_M = (-1_000.0, 100_000.0)
 _GEOID_RANGE_M = (-200.0, 200.0)
 _DOP_UNKNOWN = 99.0
 
@@ -225,7 +224,7 @@ def _parse_gga(talker: str, f: list[str]) -> Gga:
     _count("GGA", f, (14,))
     quality = integer("GGA", "quality", f[5], 8)
     pos = position("GGA", f[1], f[2], f[3], f[4])
-    alt = number("GGA", "altitude", f[8], *_ALT_RANGE_M)
+    alt = number("GGA", "altitude", f[8], *ALT_RANGE_M)
     geoid = number("GGA", "geoid separation", f[10], *_GEOID_RANGE_M)
     for value, unit, name in ((alt, f[9], "altitude unit"), (geoid, f[11], "geoid separation unit")):
         if letter("GGA", name, unit, "M") is None and value is not None:

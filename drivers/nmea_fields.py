@@ -20,6 +20,11 @@ _TIME = re.compile(r"([0-9]{2})([0-9]{2})([0-9]{2})(?:\.([0-9]{1,9}))?")
 _DATE = re.compile(r"([0-9]{2})([0-9]{2})([0-9]{2})")
 
 
+# Altitudes a receiver can report: GNSS receivers stop above 18 km (export limits); the lowest
+# land is 430 m below sea level. Wider than that, for balloons and mines; beyond it, nonsense.
+ALT_RANGE_M = (-1_000.0, 100_000.0)
+
+
 class Problem(enum.Enum):
     """Why a line was refused: one counter per value in a driver's status."""
 
