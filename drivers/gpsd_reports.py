@@ -15,6 +15,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from drivers.nmea_fields import ALT_RANGE_M
 from hal.clock import TimeQuality, TimeSource
 from hal.gnss import FixMode, GnssFix
 
@@ -62,12 +63,21 @@ def parse_time_ns(text: object) -> int | None:
     return seconds * _NS_PER_S + int((m[7] or "").ljust(9, "0"))
 
 
-def _num(report: Mapping[str, object], key: str) -> float | None:
-    """A finite number under ``key``, else None (absent, null, NaN, a string...)."""
+# TPV "status" values whose position is not a satellite fix (gpsd's STATUS_DR, STATUS_TIME for
+# manual or surveyed input, STATUS_SIM), as the NMEA parser treats GGA quality 6-8 and FAA modes
+# E/M/S. The time of such a report still counts (a timing receiver in surveyed mode is status 7).
+_STATUS_NOT_A_FIX = frozenset({5, 7, 8})
+_NONNEGATIVE = (0.0, math.inf)
+
+
+def _num(
+    report: Mapping[str, object], key: str, low: float = -math.inf, high: float = math.inf
+) -> float | None:
+    """A finite number within ``[low, high]`` under ``key``, else None (absent, null, NaN, a string...)."""
     value = report.get(key)
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         return None
-    return float(value)
+    return float(value) if low <= value <= high else None
 
 
 def fix_mode(tpv: Mapping[str, object]) -> FixMode:
@@ -102,27 +112,27 @@ def fix_from_tpv(
     Accuracies come from GST's 1-sigma lat/lon/alt deviations when given, else from TPV's
     epx/epy/eph/epv scaled from gpsd's 95 % to 1-sigma. Positions only with a fix.
     """
-    mode = fix_mode(tpv)
+    mode = fix_mode(tpv) if tpv.get("status") not in _STATUS_NOT_A_FIX else FixMode.NO_FIX
     utc_ns = parse_time_ns(tpv.get("time"))
-    lat, lon = _num(tpv, "lat"), _num(tpv, "lon")
-    if mode is FixMode.NO_FIX or lat is None or lon is None or not (-90 <= lat <= 90 and -180 <= lon <= 180):
+    lat, lon = _num(tpv, "lat", -90.0, 90.0), _num(tpv, "lon", -180.0, 180.0)
+    if mode is FixMode.NO_FIX or lat is None or lon is None or (lat == 0.0 and lon == 0.0):
         return GnssFix(mono_ns=mono_ns, utc_ns=utc_ns, mode=FixMode.NO_FIX, satellites=satellites)
     h_acc = v_acc = None
     if gst is not None and parse_time_ns(gst.get("time")) == utc_ns:
-        lat_sd, lon_sd = _num(gst, "lat"), _num(gst, "lon")
+        lat_sd, lon_sd = _num(gst, "lat", *_NONNEGATIVE), _num(gst, "lon", *_NONNEGATIVE)
         if lat_sd is not None and lon_sd is not None:
             h_acc = math.hypot(lat_sd, lon_sd)
-        v_acc = _num(gst, "alt")
+        v_acc = _num(gst, "alt", *_NONNEGATIVE)
     if h_acc is None:
-        epx, epy, eph = _num(tpv, "epx"), _num(tpv, "epy"), _num(tpv, "eph")
+        epx, epy, eph = (_num(tpv, key, *_NONNEGATIVE) for key in ("epx", "epy", "eph"))
         h95 = math.hypot(epx, epy) if epx is not None and epy is not None else eph
         h_acc = h95 * SIGMA_PER_95 if h95 is not None else None
     if v_acc is None:
-        epv = _num(tpv, "epv")
+        epv = _num(tpv, "epv", *_NONNEGATIVE)
         v_acc = epv * SIGMA_PER_95 if epv is not None else None
     # altMSL since gpsd 3.20; "alt" before (and still, deprecated): both above mean sea level
-    alt = _num(tpv, "altMSL")
-    alt = alt if alt is not None else _num(tpv, "alt")
+    alt = _num(tpv, "altMSL", *ALT_RANGE_M)
+    alt = alt if alt is not None else _num(tpv, "alt", *ALT_RANGE_M)
     three_d = mode is FixMode.FIX_3D
     return GnssFix(
         mono_ns=mono_ns,
@@ -133,8 +143,8 @@ def fix_from_tpv(
         alt_m=alt if three_d else None,
         h_acc_m=h_acc,
         v_acc_m=v_acc if three_d else None,
-        speed_mps=_num(tpv, "speed"),
-        track_deg=_num(tpv, "track"),
+        speed_mps=_num(tpv, "speed", *_NONNEGATIVE),
+        track_deg=_num(tpv, "track", 0.0, 360.0),
         satellites=satellites,
     )
 
@@ -149,8 +159,8 @@ def time_quality(tpv: Mapping[str, object]) -> TimeQuality:
     utc_ns = parse_time_ns(tpv.get("time"))
     if utc_ns is None:
         return TimeQuality(TimeSource.UNSYNCED, synced=False)
-    ept = _num(tpv, "ept")
-    uncertainty = round(ept * _NS_PER_S) if ept is not None and ept >= 0 else None
+    ept = _num(tpv, "ept", *_NONNEGATIVE)
+    uncertainty = round(ept * _NS_PER_S) if ept is not None else None
     return TimeQuality(TimeSource.GNSS, synced=fix_mode(tpv) is not FixMode.NO_FIX, uncertainty_ns=uncertainty)
 
 

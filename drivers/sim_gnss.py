@@ -23,10 +23,13 @@ _NS_PER_S = 1_000_000_000
 class SimGnss(PacedDevice):
     """A receiver that reports the epochs of a recorded NMEA log, one per second.
 
-    The log is read once in ``open``; lines that are not valid NMEA are counted and skipped,
-    as a serial driver skips line noise. Each pass of a loop moves UTC on by the log's length,
-    so time never goes backwards. With ``rebase_time`` the log's first epoch is placed at the
-    clock's UTC at open; otherwise the log's own UTC is reported. One consumer thread.
+    The log is read once in ``open``; lines that are not valid NMEA are skipped, as a serial
+    driver skips line noise, and counted by problem (``refused`` in the status, one warning per
+    problem in the log, as gpsd logs each malformed field); sentences with placeholder
+    coordinates are kept (their time counts) and counted as ``placeholders``. Each pass of a
+    loop moves UTC on by the log's length, so time never goes backwards. With ``rebase_time``
+    the log's first epoch is placed at the clock's UTC at open; otherwise the log's own UTC is
+    reported. One consumer thread.
     """
 
     def __init__(
@@ -48,25 +51,21 @@ class SimGnss(PacedDevice):
         self._epochs: list[list[nmea.Sentence]] = []
         self._shift_ns = 0
         self._bad_lines = 0
+        self._refused: dict[str, int] = {}
+        self._placeholders = 0
 
     def _open_source(self) -> None:
         try:
             text = self._path.read_bytes()
         except OSError as exc:
             raise self._fail(f"reading NMEA log {self._path}: {exc.strerror}") from exc
-        sentences: list[nmea.Sentence] = []
-        self._bad_lines = 0
-        for line in text.splitlines():
-            if not line.strip() or line.startswith(b"#"):
-                continue
-            try:
-                sentences.append(nmea.parse(line))
-            except nmea.NmeaError as exc:
-                self._bad_lines += 1
-                log.debug("%s: skipping line %r: %s", self.name, line[:40], exc)
-        if self._bad_lines:
-            log.warning("%s: skipped %d invalid lines in %s", self.name, self._bad_lines, self._path)
-        self._epochs = nmea.split_epochs(sentences)
+        parsed = nmea.parse_log(text.splitlines())
+        self._refused, self._placeholders = parsed.refused, parsed.placeholders
+        self._bad_lines = sum(parsed.refused.values())
+        for problem, count in sorted(parsed.refused.items()):
+            log.warning("%s: skipped %d lines of %s (%s): first %s", self.name, count, self._path, problem,
+                        parsed.examples[problem])
+        self._epochs = nmea.split_epochs(parsed.sentences)
         if not self._epochs:
             raise self._fail(f"no NMEA epochs in {self._path}")
         self._limit = None if self._loop else len(self._epochs)
@@ -92,4 +91,11 @@ class SimGnss(PacedDevice):
         return dataclasses.replace(fix, utc_ns=fix.utc_ns + self._shift_ns + laps * len(self._epochs) * _NS_PER_S)
 
     def _status_extra(self) -> dict[str, object]:
-        return {"driver": "sim", "path": str(self._path), "epochs": len(self._epochs), "bad_lines": self._bad_lines}
+        return {
+            "driver": "sim",
+            "path": str(self._path),
+            "epochs": len(self._epochs),
+            "bad_lines": self._bad_lines,
+            "refused": dict(self._refused),
+            "placeholders": self._placeholders,
+        }

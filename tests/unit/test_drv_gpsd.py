@@ -78,6 +78,29 @@ def test_mode_without_coordinates_or_with_nonsense_is_no_fix() -> None:
     assert fix_from_tpv({"mode": 2, "lat": math.nan, "lon": 4.4}, 0).mode is FixMode.NO_FIX
 
 
+def test_null_island_and_dead_reckoned_manual_or_simulated_status_are_no_fix_but_keep_time() -> None:
+    # Issue 11 case 8's sibling: the same rules as the NMEA parser for what gpsd already decoded.
+    tpv = {"class": "TPV", "mode": 3, "time": "2024-05-14T09:30:06.000Z", "lat": 51.9, "lon": 4.4}
+    assert fix_from_tpv(tpv, 0).mode is FixMode.FIX_3D
+    assert fix_from_tpv({**tpv, "lat": 0.0, "lon": 0.0}, 0).mode is FixMode.NO_FIX
+    for status in (5, 7, 8):  # gpsd's STATUS_DR, STATUS_TIME (manual/surveyed), STATUS_SIM
+        fix = fix_from_tpv({**tpv, "status": status}, 0)
+        assert fix.mode is FixMode.NO_FIX and fix.lat_deg is None and fix.utc_ns is not None
+        assert time_quality({**tpv, "status": status}).synced  # the time is still the receiver's
+    assert fix_from_tpv({**tpv, "status": 2}, 0).mode is FixMode.FIX_3D  # DGPS
+
+
+def test_negative_or_impossible_tpv_values_are_dropped_not_passed_on() -> None:
+    tpv = {"class": "TPV", "mode": 3, "time": "2024-05-14T09:30:06.000Z", "lat": 51.9, "lon": 4.4}
+    bad = {**tpv, "speed": -3.0, "track": 400.0, "eph": -5.0, "epv": -1.0, "alt": 1e9, "ept": -0.1}
+    fix = fix_from_tpv(bad, 0)
+    assert fix.mode is FixMode.FIX_3D and fix.lat_deg == 51.9
+    assert (fix.speed_mps, fix.track_deg, fix.h_acc_m, fix.v_acc_m, fix.alt_m) == (None, None, None, None, None)
+    assert time_quality(bad).uncertainty_ns is None
+    gst = {"class": "GST", "time": tpv["time"], "lat": -1.0, "lon": 2.0, "alt": -3.0}
+    assert fix_from_tpv({**tpv, "eph": 10.0}, 0, gst).h_acc_m == pytest.approx(10.0 * SIGMA_PER_95)
+
+
 def test_tpv_accuracy_falls_back_to_gpsd_estimates_scaled_to_one_sigma() -> None:
     tpv = {"mode": 3, "time": "2024-05-14T09:30:06Z", "lat": 1.0, "lon": 2.0, "altMSL": 10.0, "alt": 99.0,
            "epx": 3.0, "epy": 4.0, "eph": 100.0, "epv": 8.0, "ept": 0.005}  # fmt: skip
