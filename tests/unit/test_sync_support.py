@@ -235,8 +235,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if body and self.command != "HEAD":
             self.wfile.write(body)
-        if short:
-            self._drop()
+        if short:  # a clean TLS close (close_notify), so the client sees a plain end of stream
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self.wfile.flush()
+                self.connection.unwrap()
 
     def _trickle(self, status: int, headers: dict[str, str], body: bytes) -> None:
         """The whole answer, one byte at a time: every read is quick, the answer never is."""
