@@ -148,9 +148,11 @@ class SyncConfig:
     ``interval_s``: how often an idle unit looks for new entries. ``heartbeat_s``: a signed
     status to headquarters this often while it is reachable. ``bandwidth_bps``: upload cap in
     bits per second (0: none). ``chunk_bytes``: bytes per request; after a cut at most one chunk
-    is sent twice. Timeouts: ``connect_timeout_s`` for TCP and TLS, ``io_timeout_s`` for any read
+    is sent twice. Timeouts: ``connect_timeout_s`` for TCP, ``io_timeout_s`` for any read
     or write, ``ingest_timeout_s`` for the answer to the last chunk (headquarters verifies the
-    whole file first). ``backoff_max_s``: the longest wait between retries after errors.
+    whole file first). ``request_deadline_s``: the most one request may take in all (connect,
+    TLS, body, answer); the last chunk's gets ``ingest_timeout_s`` more, a capped one the time
+    the cap needs. ``backoff_max_s``: the longest wait between retries after errors.
     """
 
     interval_s: float = 5.0
@@ -161,6 +163,7 @@ class SyncConfig:
     io_timeout_s: float = 30.0
     ingest_timeout_s: float = 120.0
     backoff_max_s: float = 300.0
+    request_deadline_s: float = 120.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -449,6 +452,7 @@ def _build(root: _Section) -> Config:
         io_timeout_s=s.getfloat("io_timeout_s", 30.0, minval=0.5, maxval=600.0),
         ingest_timeout_s=s.getfloat("ingest_timeout_s", 120.0, minval=1.0, maxval=3600.0),
         backoff_max_s=s.getfloat("backoff_max_s", 300.0, minval=1.0, maxval=86400.0),
+        request_deadline_s=s.getfloat("request_deadline_s", 120.0, minval=0.5, maxval=3600.0),
     )
     s.finish()
 

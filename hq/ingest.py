@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from agent.evidence.format import GENESIS_PREV
 from agent.evidence.manifest import ManifestError, parse_manifest_record
-from agent.evidence.receipt import make_receipt
+from agent.evidence.receipt import MAX_NOTICE_TEXT, make_quarantine_notice, make_receipt
 from agent.evidence.verify import check_file
 from hq.audit import Auditor
 from hq.index import Index
@@ -125,12 +125,14 @@ def check_upload(path: Path, device_pub: ed25519.Ed25519PublicKey) -> Checked:
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """The answer to a completed upload: a receipt (stored or duplicate), or why it was quarantined."""
+    """The answer to a completed upload: a receipt (stored or duplicate), or why it was quarantined
+    with the signed notice that says so (docs/sync-protocol.md, "Quarantine notices")."""
 
     action: Action
     code: str
     message: str
     receipt: bytes | None = None
+    notice: bytes | None = None
 
 
 class Ingestor:
@@ -184,9 +186,11 @@ class Ingestor:
             "file_sha256": digest,
         }
         if decision.action == "quarantine":
-            self._quarantine(upload, path, digest, checked, decision)
+            now = self._now_ns()
+            self._quarantine(upload, path, digest, checked, decision, now)
             self._audit.record("ingest", upload.device_id, target, "quarantined", **detail)
-            return Outcome("quarantine", decision.code, decision.reason)
+            notice = self.sign_notice(upload, decision.code, decision.reason, digest, now)
+            return Outcome("quarantine", decision.code, decision.reason, notice=notice)
         seq = checked.seq
         assert seq is not None
         if decision.action == "store":
@@ -223,8 +227,9 @@ class Ingestor:
 
         return held
 
-    def _quarantine(self, upload: Upload, path: Path, digest: str, checked: Checked, decision: Decision) -> None:
-        now = self._now_ns()
+    def _quarantine(
+        self, upload: Upload, path: Path, digest: str, checked: Checked, decision: Decision, now: int
+    ) -> None:
         reason = {
             "code": decision.code,
             "reason": decision.reason,
@@ -251,6 +256,30 @@ class Ingestor:
             )
         )
         log.warning("quarantined upload %s of %s: %s", upload.upload_id, upload.device_id, decision.reason)
+
+    def sign_notice(self, upload: Upload, code: str, reason: str, received_sha256: str, when_ns: int) -> bytes:
+        """Sign the quarantine notice of ``upload``: the unit quarantines its entry only on this."""
+        return make_quarantine_notice(
+            {
+                "device_id": upload.device_id,
+                "seq": upload.seq,
+                "file_sha256": upload.sha256,
+                "received_sha256": received_sha256,
+                "upload_id": upload.upload_id,
+                "code": code[:MAX_NOTICE_TEXT] or "quarantined",
+                "reason": reason[:MAX_NOTICE_TEXT] or "quarantined",
+                "quarantined_utc_ns": when_ns,
+            },
+            self._receipt_key,
+        )
+
+    def notice_for(self, upload: Upload) -> bytes | None:
+        """The notice of an upload quarantined before notices were kept with its answer, signed
+        again from the quarantine record; None if there is none."""
+        held = next((q for q in self._index.quarantined(upload.device_id) if q.upload_id == upload.upload_id), None)
+        if held is None:
+            return None
+        return self.sign_notice(upload, held.code, held.reason, held.file_sha256, held.received_utc_ns)
 
     def issue_receipt(self, device_id: str, seq: int) -> bytes:
         """Sign a receipt for a held entry with the current chain head and contiguous run."""

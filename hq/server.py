@@ -5,8 +5,12 @@ Why the standard library and not an ASGI framework: the API is six routes with s
 in the evidence path is something to audit, patch and get certified; ``http.server`` plus
 ``ssl`` (OpenSSL, TLS 1.2 and later only) does the job with nothing to add. What it lacks is
 done here: a bounded body read, a TLS handshake in the worker thread rather than the accept
-loop (a client that connects and stalls cannot block others), a socket timeout, and a drain of
-in-flight requests on shutdown.
+loop (a client that connects and stalls cannot block others), a socket timeout, an overall
+deadline for the handshake and for reading each request (a client trickling bytes cannot hold a
+thread longer than that), and a drain of in-flight requests on shutdown.
+
+Left for the ASGI rewrite: a cap on connections (per server and per peer), so that many
+slow clients together cannot exhaust threads within their deadlines.
 """
 
 from __future__ import annotations
@@ -24,13 +28,17 @@ from pathlib import Path
 from typing import Any
 
 from agent.evidence.httpsig import COVERED_FIELDS
+from agent.sync.deadline import Deadline
 from hq.errors import ApiError
 from hq.service import HqService, Response, error_response
 from hq.tus import TUS_VERSION
 
 log = logging.getLogger(__name__)
 
-REQUEST_TIMEOUT_S = 30.0
+REQUEST_TIMEOUT_S = 30.0  # any one read or write
+# The TLS handshake, and a request's line, headers and body, each in all: a 4 MiB chunk at about
+# 280 kbit/s. Ingest after the body is not bounded by it (headquarters' own work).
+REQUEST_DEADLINE_S = 120.0
 # Headers that must appear at most once: a second copy could make the two ends sign different bases.
 SINGLE_HEADERS = (
     "Host",
@@ -93,8 +101,24 @@ class HqHandler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         self.request.settimeout(self.timeout)
-        self.request.do_handshake()
+        self._reading: Deadline | None = None
+        with Deadline(self.server.request_deadline_s, self._cut):
+            self.request.do_handshake()
         super().setup()
+
+    def handle_one_request(self) -> None:
+        self._reading = Deadline(self.server.request_deadline_s, self._cut).start()
+        try:
+            super().handle_one_request()
+        finally:
+            self._reading.end()
+
+    def _cut(self) -> None:
+        """At the deadline (timer thread): break the reads of a client that is too slow."""
+        log.info("%s: request not received within %.0f s; connection closed",
+                 self.client_address[0], self.server.request_deadline_s)
+        with contextlib.suppress(OSError):
+            self.request.shutdown(socket.SHUT_RDWR)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
         log.debug("%s %s", self.address_string(), format % args)
@@ -125,7 +149,7 @@ class HqHandler(BaseHTTPRequestHandler):
             try:
                 response = self._answer()
             except ApiError as err:
-                self.close_connection = self.close_connection or err.status in (400, 411, 413)
+                self.close_connection = self.close_connection or err.status in (400, 408, 411, 413)
                 response = error_response(err)
             except Exception:
                 log.exception("%s %s failed", self.command, self.path)
@@ -138,6 +162,10 @@ class HqHandler(BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0]
         route = service.route(self.command, path)
         body = self._read_body(route.max_body)
+        if self._reading is not None:
+            self._reading.end()  # the request is in; what follows is headquarters' own work
+            if self._reading.expired:  # cut as the last byte came: act on nothing nobody will hear
+                raise ApiError(408, "too-slow", "the request did not arrive within the deadline")
         host = self.headers.get("Host")
         if not host:
             raise ApiError(400, "missing-host", "the Host header is required")
@@ -194,9 +222,16 @@ class HqHttpServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], service: HqService, tls: ssl.SSLContext) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        service: HqService,
+        tls: ssl.SSLContext,
+        request_deadline_s: float = REQUEST_DEADLINE_S,
+    ) -> None:
         self.service = service
         self.tls = tls
+        self.request_deadline_s = request_deadline_s
         self._active = 0
         self._idle = threading.Condition()
         if ":" in address[0]:

@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 UPLOADS_PATH = "/v1/uploads/"
 HEARTBEAT_PATH = "/v1/heartbeat"
 MAX_HEARTBEAT_BYTES = 64 * 1024
+QUARANTINE_HEADER = "Bodycam-Quarantine"  # the signed notice on a 422 (docs/sync-protocol.md)
 _UPLOAD_PATH = re.compile(r"^/v1/uploads/([0-9a-f]{32})$")
 
 
@@ -270,11 +271,16 @@ class HqService:
         if "receipt" in result:
             return Response(204, {"Upload-Offset": str(upload.length), "Bodycam-Receipt": str(result["receipt"])})
         err = result.get("error", {"code": "quarantined", "message": "quarantined"})
-        return Response(
-            422,
-            {"Content-Type": "application/json", "Upload-Offset": str(upload.length)},
-            error_body(err["code"], err["message"]),
-        )
+        headers = {"Content-Type": "application/json", "Upload-Offset": str(upload.length)}
+        # The unit quarantines its entry only on this signed notice; an upload quarantined by an
+        # older service kept none, so it is signed again from the quarantine record.
+        notice = result.get("notice")
+        if notice is None:
+            signed = self.ingestor.notice_for(upload)
+            notice = None if signed is None else encode_receipt_header(signed)
+        if notice is not None:
+            headers[QUARANTINE_HEADER] = str(notice)
+        return Response(422, headers, error_body(err["code"], err["message"]))
 
     def terminate(self, device_id: str, upload_id: str) -> Response:
         with self._lock_for(upload_id):
@@ -309,7 +315,10 @@ def _receipt(receipt: bytes) -> dict[str, str]:
 def _result(outcome: Outcome) -> dict[str, Any]:
     if outcome.receipt is not None:
         return {"receipt": encode_receipt_header(outcome.receipt), "code": outcome.code}
-    return {"error": {"code": outcome.code, "message": outcome.message}}
+    result: dict[str, Any] = {"error": {"code": outcome.code, "message": outcome.message}}
+    if outcome.notice is not None:
+        result["notice"] = encode_receipt_header(outcome.notice)
+    return result
 
 
 __all__ = ["TUS_VERSION", "HqService", "Response", "Route"]

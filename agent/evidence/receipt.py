@@ -1,8 +1,11 @@
-"""Signed documents of the sync protocol: headquarters' receipts and the unit's heartbeat bodies.
+"""Signed documents of the sync protocol: headquarters' receipts and quarantine notices, and the
+unit's heartbeat bodies.
 
-Both ends use this module (docs/sync-protocol.md, "Receipts" and "Heartbeat"), so the bytes that
-are signed are built in exactly one place. A receipt is canonical JSON followed by a 64-byte
-Ed25519 signature by ``receipt.key`` over ``CTX_RECEIPT || json``. A heartbeat body is canonical
+Both ends use this module (docs/sync-protocol.md, "Receipts", "Quarantine notices" and
+"Heartbeat"), so the bytes that are signed are built in exactly one place. A receipt is canonical
+JSON followed by a 64-byte Ed25519 signature by ``receipt.key`` over ``CTX_RECEIPT || json``; a
+quarantine notice is the same with ``CTX_QUARANTINE`` (another context, so neither can pass for
+the other). A heartbeat body is canonical
 JSON ``{"sig": <b64>, "status": {...}}`` whose ``sig`` is the device's Ed25519 signature over
 ``CTX_HEARTBEAT || canonical(status)``.
 """
@@ -12,7 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
@@ -24,6 +27,7 @@ from hal.keystore import KeyStore
 
 CTX_RECEIPT = b"bodycam/v1/receipt\x00"
 CTX_HEARTBEAT = b"bodycam/v1/heartbeat\x00"
+CTX_QUARANTINE = b"bodycam/v1/quarantine\x00"
 
 MAX_RECEIPT_BYTES = 16 * 1024
 
@@ -95,16 +99,7 @@ def make_receipt(fields: Mapping[str, Any], signer_private_key: ed25519.Ed25519P
     ``fields`` holds every receipt field except ``hq_key``; passing ``hq_key`` is allowed if it
     names the signer. Raises ReceiptError if a field is missing, unexpected or of the wrong type.
     """
-    doc = dict(fields)
-    key_id = receipt_key_id(signer_private_key.public_key())
-    if doc.setdefault("hq_key", key_id) != key_id:
-        raise ReceiptError("hq_key does not name the signing key")
-    check_receipt_fields(doc)
-    try:
-        body = canonical.dumps(doc)
-    except canonical.CanonicalError as exc:
-        raise ReceiptError(f"receipt has no canonical form: {exc}") from exc
-    return body + signer_private_key.sign(CTX_RECEIPT + body)
+    return _sign_doc(CTX_RECEIPT, "receipt", fields, check_receipt_fields, signer_private_key)
 
 
 def verify_receipt(data: bytes, receipt_public_key: ed25519.Ed25519PublicKey) -> dict[str, Any]:
@@ -115,20 +110,49 @@ def verify_receipt(data: bytes, receipt_public_key: ed25519.Ed25519PublicKey) ->
     another key. The caller still compares ``device_id``, ``seq`` and ``manifest_sha256`` with the
     entry it sent (``expect_receipt`` does all of it).
     """
+    return _open_doc(CTX_RECEIPT, "receipt", data, check_receipt_fields, receipt_public_key)
+
+
+def _sign_doc(
+    ctx: bytes,
+    what: str,
+    fields: Mapping[str, Any],
+    check: Callable[[Mapping[str, Any]], None],
+    signer_private_key: ed25519.Ed25519PrivateKey,
+) -> bytes:
+    doc = dict(fields)
+    key_id = receipt_key_id(signer_private_key.public_key())
+    if doc.setdefault("hq_key", key_id) != key_id:
+        raise ReceiptError("hq_key does not name the signing key")
+    check(doc)
+    try:
+        body = canonical.dumps(doc)
+    except canonical.CanonicalError as exc:
+        raise ReceiptError(f"{what} has no canonical form: {exc}") from exc
+    return body + signer_private_key.sign(ctx + body)
+
+
+def _open_doc(
+    ctx: bytes,
+    what: str,
+    data: bytes,
+    check: Callable[[Mapping[str, Any]], None],
+    public_key: ed25519.Ed25519PublicKey,
+) -> dict[str, Any]:
     if not SIGNATURE_LEN < len(data) <= MAX_RECEIPT_BYTES:
-        raise ReceiptError(f"receipt is {len(data)} bytes: not a receipt")
+        raise ReceiptError(f"{what} is {len(data)} bytes: not a {what}")
     body, sig = data[:-SIGNATURE_LEN], data[-SIGNATURE_LEN:]
-    if not verify_signature(receipt_public_key, sig, CTX_RECEIPT + body):
-        raise ReceiptError("receipt signature does not verify with the pinned receipt key")
+    if not verify_signature(public_key, sig, ctx + body):
+        raise ReceiptError(f"{what} signature does not verify with the pinned receipt key")
     try:
         doc = canonical.loads(body)
     except canonical.CanonicalError as exc:
-        raise ReceiptError(f"receipt body: {exc}") from exc
+        raise ReceiptError(f"{what} body: {exc}") from exc
     if not isinstance(doc, dict):
-        raise ReceiptError("receipt body is not a JSON object")
-    check_receipt_fields(doc)
-    if doc["hq_key"] != receipt_key_id(receipt_public_key):
-        raise ReceiptError("receipt names another headquarters key")
+        raise ReceiptError(f"{what} body is not a JSON object")
+    check(doc)
+    if doc["hq_key"] != receipt_key_id(public_key):
+        raise ReceiptError(f"{what} names another headquarters key")
     return doc
 
 
@@ -147,16 +171,75 @@ def expect_receipt(
     return doc
 
 
-def decode_receipt_header(value: str) -> bytes:
-    """The receipt bytes of a ``Bodycam-Receipt`` header (standard base64)."""
+def decode_receipt_header(value: str, name: str = "Bodycam-Receipt") -> bytes:
+    """The document bytes of a ``Bodycam-Receipt`` (or ``name``) header (standard base64)."""
     try:
         return base64.b64decode(value.strip(), validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise ReceiptError("Bodycam-Receipt header is not base64") from exc
+        raise ReceiptError(f"{name} header is not base64") from exc
 
 
 def encode_receipt_header(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
+
+
+# -- quarantine notices ------------------------------------------------------------------------
+
+# Every notice carries exactly these fields. ``file_sha256`` is the whole-file SHA-256 the unit
+# announced (what it sent), ``received_sha256`` that of the bytes headquarters holds.
+NOTICE_FIELDS = frozenset(
+    {
+        "device_id",
+        "seq",
+        "file_sha256",
+        "received_sha256",
+        "upload_id",
+        "code",
+        "reason",
+        "quarantined_utc_ns",
+        "hq_key",
+    }
+)
+MAX_NOTICE_TEXT = 1000  # characters of ``code`` and ``reason``: enough to say why, bounded for the unit
+
+
+def check_notice_fields(doc: Mapping[str, Any]) -> None:
+    """Raise ReceiptError unless ``doc`` has exactly the notice fields, each of the right type."""
+    missing = sorted(NOTICE_FIELDS - doc.keys())
+    extra = sorted(doc.keys() - NOTICE_FIELDS)
+    if missing or extra:
+        raise ReceiptError(f"quarantine notice fields: missing {missing}, unexpected {extra}")
+    for key in ("device_id", "upload_id", "code", "reason"):
+        value = doc[key]
+        if not isinstance(value, str) or not value or len(value) > MAX_NOTICE_TEXT:
+            raise ReceiptError(f"{key}: expected a non-empty string of at most {MAX_NOTICE_TEXT} characters")
+    _int(doc, "seq", 0)
+    _hex(doc, "file_sha256")
+    _hex(doc, "received_sha256")
+    _int(doc, "quarantined_utc_ns", 0)
+    _hex(doc, "hq_key")
+
+
+def make_quarantine_notice(fields: Mapping[str, Any], signer_private_key: ed25519.Ed25519PrivateKey) -> bytes:
+    """Headquarters' signed word that it quarantined an upload: like :func:`make_receipt`, with
+    :data:`NOTICE_FIELDS` and ``CTX_QUARANTINE``."""
+    return _sign_doc(CTX_QUARANTINE, "quarantine notice", fields, check_notice_fields, signer_private_key)
+
+
+def expect_quarantine_notice(
+    data: bytes,
+    receipt_public_key: ed25519.Ed25519PublicKey,
+    device_id: str,
+    seq: int,
+    file_sha256: str,
+) -> dict[str, Any]:
+    """The notice's fields when it is signed by ``receipt_public_key`` and names exactly this
+    upload (device, seq and the whole-file SHA-256 the unit sent); otherwise ReceiptError."""
+    doc = _open_doc(CTX_QUARANTINE, "quarantine notice", data, check_notice_fields, receipt_public_key)
+    for key, want in (("device_id", device_id), ("seq", seq), ("file_sha256", file_sha256)):
+        if doc[key] != want:
+            raise ReceiptError(f"quarantine notice {key} is {doc[key]!r}, the upload sent has {want!r}")
+    return doc
 
 
 # -- heartbeat bodies --------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 from agent.evidence.httpsig import sign_request
+from agent.sync.deadline import Deadline
 from hal.clock import Clock
 from hal.keystore import KeyStore
 
@@ -27,6 +28,8 @@ TUS_VERSION = "1.0.0"
 UPLOADS_PATH = "v1/uploads/"
 HEARTBEAT_PATH = "v1/heartbeat"
 MAX_ANSWER_BYTES = 256 * 1024  # an answer body bigger than this is not from our headquarters
+MAX_ERROR_TEXT = 200  # characters of an unsigned error code or message kept for logs, audit and status
+QUARANTINE_HEADER = "bodycam-quarantine"  # the signed notice on a 422 (docs/sync-protocol.md)
 SEND_SLICE_BYTES = 16 * 1024  # how much of a chunk goes to the socket between bandwidth checks
 
 Pace = Callable[[int], None]  # called before sending n bytes; may wait, or raise to abandon the send
@@ -56,12 +59,17 @@ class AuthError(SyncError):
 
 
 class RejectedError(SyncError):
-    """422: headquarters verified the file, found it bad and quarantined it."""
+    """422: headquarters says it verified the file, found it bad and quarantined it.
 
-    def __init__(self, message: str, status: int, code: str, detail: str) -> None:
+    Only ``notice_b64`` (the ``Bodycam-Quarantine`` header), once checked with the pinned receipt
+    key, makes that true; ``code`` and ``detail`` come from the unsigned body.
+    """
+
+    def __init__(self, message: str, status: int, code: str, detail: str, notice_b64: str | None) -> None:
         super().__init__(message, status)
         self.code = code
         self.detail = detail
+        self.notice_b64 = notice_b64
 
 
 class ConflictError(SyncError):
@@ -107,12 +115,20 @@ class AppendResult:
 
 @dataclass(frozen=True, slots=True)
 class Timeouts:
-    """Seconds. ``connect_s`` to set up TCP and TLS; ``io_s`` for any one read or write; ``ingest_s``
-    for the answer to the last chunk, which headquarters gives only after verifying the file."""
+    """Seconds. ``connect_s`` to set up TCP; ``io_s`` for any one read or write; ``ingest_s``
+    for the answer to the last chunk, which headquarters gives only after verifying the file.
+
+    ``request_s`` is the overall deadline of one request: connect, TLS, sending the body, the
+    answer's headers and body, all together (per-read timeouts alone let a peer that trickles
+    one byte at a time hold the sync thread for ever). The last chunk's request gets
+    ``ingest_s`` more, and a chunk held back by the bandwidth cap the time the cap needs. The
+    default, 120 s, carries a 1 MiB chunk over an uplink down to about 70 kbit/s.
+    """
 
     connect_s: float = 10.0
     io_s: float = 30.0
     ingest_s: float = 120.0
+    request_s: float = 120.0
 
 
 def tls_context(ca_path: Path) -> ssl.SSLContext:
@@ -210,8 +226,11 @@ class HqClient:
             raise ProtocolError(f"{doing}: offset {offset} outside 0..{length}", answer.status)
         return UploadInfo(offset, length)
 
-    def append(self, url: str, offset: int, chunk: bytes, *, last: bool, pace: Pace | None = None) -> AppendResult:
-        """PATCH one chunk at ``offset``; ``last`` when it reaches the end (waits for ingest)."""
+    def append(
+        self, url: str, offset: int, chunk: bytes, *, last: bool, pace: Pace | None = None, paced_s: float = 0.0
+    ) -> AppendResult:
+        """PATCH one chunk at ``offset``; ``last`` when it reaches the end (waits for ingest).
+        ``paced_s``: how long ``pace`` may hold the body back in all, added to the deadline."""
         doing = f"Sending {len(chunk)} bytes at {offset} to {url}"
         headers = {
             "Content-Type": "application/offset+octet-stream",
@@ -219,7 +238,8 @@ class HqClient:
             "Upload-Checksum": "sha256 " + base64.b64encode(hashlib.sha256(chunk).digest()).decode(),
         }
         timeout = self._timeouts.ingest_s if last else self._timeouts.io_s
-        answer = self._request("PATCH", url, doing, headers, chunk, timeout_s=timeout, pace=pace)
+        extra_s = paced_s + (self._timeouts.ingest_s if last else 0.0)
+        answer = self._request("PATCH", url, doing, headers, chunk, timeout_s=timeout, pace=pace, extra_s=extra_s)
         if answer.status == 409:
             raise OffsetMismatch(f"{doing}: headquarters is at another offset", 409)
         if answer.status == 460:
@@ -228,7 +248,8 @@ class HqClient:
             raise GoneError(f"{doing}: headquarters does not know the upload ({answer.status})", answer.status)
         if answer.status == 422:
             code, message = _error_fields(answer)
-            raise RejectedError(f"{doing}: headquarters quarantined it: {code}: {message}", 422, code, message)
+            raise RejectedError(f"{doing}: headquarters says it quarantined it: {code}: {message}", 422, code,
+                                message, answer.headers.get(QUARANTINE_HEADER))
         self._expect(doing, answer, (200, 204))
         new_offset = _int_header(answer, "upload-offset", doing)
         if new_offset != offset + len(chunk):
@@ -262,11 +283,16 @@ class HqClient:
     # ---- plumbing --------------------------------------------------------------------------
 
     def resolve(self, location: str, doing: str) -> str:
-        """An upload URL from a Location, refused unless it is on headquarters' own origin."""
+        """An upload URL from a Location, refused unless it names one upload under headquarters'
+        own uploads URL (same origin, one path segment below it, no query)."""
         url = urljoin(self.uploads_url, location)
         parts = urlsplit(url)
         if (parts.scheme, parts.hostname, parts.port or 443) != self._origin:
-            raise ProtocolError(f"{doing}: Location {location!r} points away from headquarters")
+            raise ProtocolError(f"{doing}: Location {_clip(location)!r} points away from headquarters")
+        prefix = urlsplit(self.uploads_url).path
+        name = parts.path[len(prefix):] if parts.path.startswith(prefix) else ""
+        if not name or "/" in name or name in (".", "..") or parts.query or parts.fragment:
+            raise ProtocolError(f"{doing}: Location {_clip(location)!r} is not an upload of headquarters")
         return url
 
     @staticmethod
@@ -275,7 +301,7 @@ class HqClient:
             return
         if answer.status in (401, 403):
             date = answer.headers.get("date")
-            hint = f"; headquarters' clock says {date}" if date else ""
+            hint = f"; headquarters' clock says {_clip(date, 64)}" if date else ""
             raise AuthError(f"{doing}: refused {answer.status} ({_error_text(answer)}){hint}", answer.status)
         if answer.status >= 500 or answer.status in (408, 429):
             raise TransientError(f"{doing}: headquarters answered {answer.status} ({_error_text(answer)})",
@@ -286,8 +312,14 @@ class HqClient:
         if self._conn is None:
             _, host, port = self._origin
             conn = http.client.HTTPSConnection(host, port, timeout=self._timeouts.connect_s, context=self._ctx)
-            conn.connect()
             self._conn = conn
+            # TCP and TLS by hand rather than conn.connect(): the TLS socket is in place before its
+            # handshake, so abort() (a stop, or the request's deadline) can break a stalled one.
+            raw = socket.create_connection((host, port), self._timeouts.connect_s)
+            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            tls = self._ctx.wrap_socket(raw, server_hostname=host, do_handshake_on_connect=False)
+            conn.sock = tls
+            tls.do_handshake()
         self._conn.timeout = timeout_s
         if self._conn.sock is not None:
             self._conn.sock.settimeout(timeout_s)
@@ -303,27 +335,38 @@ class HqClient:
         *,
         timeout_s: float | None = None,
         pace: Pace | None = None,
+        extra_s: float = 0.0,
     ) -> Answer:
+        """One request and its answer within the overall deadline (``Timeouts.request_s`` plus
+        ``extra_s``); the answer's body is read up to :data:`MAX_ANSWER_BYTES`."""
         target = urlsplit(url)
         path = target.path + (f"?{target.query}" if target.query else "")
         headers = {"Tus-Resumable": TUS_VERSION, **headers}
         headers.update(sign_request(method, url, headers, body, self._device_id, self._keystore,
                                     self._clock.utc_ns() // 1_000_000_000))
         headers["Content-Length"] = str(len(body))
+        deadline = Deadline(self._timeouts.request_s + extra_s, self.abort)
         try:
-            conn = self._connection(self._timeouts.io_s if timeout_s is None else timeout_s)
-            payload: bytes | Iterator[bytes] = body if pace is None or not body else _paced(body, pace)
-            conn.request(method, path, body=payload, headers=headers)
-            resp = conn.getresponse()
-            data = resp.read(MAX_ANSWER_BYTES + 1)
+            with deadline:
+                conn = self._connection(self._timeouts.io_s if timeout_s is None else timeout_s)
+                payload: bytes | Iterator[bytes] = body if pace is None or not body else _paced(body, pace)
+                conn.request(method, path, body=payload, headers=headers)
+                resp = conn.getresponse()
+                data = resp.read(MAX_ANSWER_BYTES + 1)
             answer = Answer(resp.status, {k.lower(): v for k, v in resp.getheaders()}, data)
+            if deadline.expired:
+                raise http.client.IncompleteRead(data)  # whatever came was cut off at the deadline
             if len(data) > MAX_ANSWER_BYTES:
                 self.close()
                 raise ProtocolError(f"{doing}: answer larger than {MAX_ANSWER_BYTES} bytes", resp.status)
+            if resp.length:  # read(n) returns a body cut short by the peer without complaint
+                raise http.client.IncompleteRead(data, resp.length)
             if resp.will_close:
                 self.close()
         except (OSError, http.client.HTTPException) as e:
             self.close()
+            if deadline.expired:
+                raise TransientError(f"{doing}: no complete answer within the {deadline.seconds:g} s deadline") from e
             raise TransientError(f"{doing}: {_describe(e)}") from e
         except BaseException:
             self.close()  # an abandoned send (stop requested mid-chunk) leaves the stream unusable
@@ -359,11 +402,19 @@ def _int_header(answer: Answer, name: str, doing: str) -> int:
 
 
 def _error_fields(answer: Answer) -> tuple[str, str]:
+    """The (code, message) of an error body, printable and clipped: unsigned text from the network
+    goes into logs, the audit trail and the status."""
     try:
         err = json.loads(answer.body)["error"]
-        return str(err["code"]), str(err["message"])
+        return _clip(str(err["code"])), _clip(str(err["message"]))
     except (ValueError, KeyError, TypeError):
-        return "unknown", answer.body[:200].decode("utf-8", "replace")
+        return "unknown", _clip(answer.body[:MAX_ERROR_TEXT].decode("utf-8", "replace"))
+
+
+def _clip(text: str, limit: int = MAX_ERROR_TEXT) -> str:
+    """``text`` with control characters made spaces and cut to ``limit`` characters."""
+    clean = "".join(c if c.isprintable() else " " for c in text[:limit + 1])
+    return clean if len(clean) <= limit else clean[:limit - 1] + "…"
 
 
 def _error_text(answer: Answer) -> str:

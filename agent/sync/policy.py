@@ -134,6 +134,15 @@ class TokenBucket:
         return bucket, wait_s
 
 
+def capped_send_s(n_bytes: int, bandwidth_bps: int, debt_bytes: int = 64 * 1024) -> float:
+    """How long a cap of ``bandwidth_bps`` (0: none) may hold back a body of ``n_bytes``, counting
+    a debt of up to ``debt_bytes`` left by the previous send: what a request's deadline must allow
+    on top of the network's own time."""
+    if bandwidth_bps <= 0 or n_bytes <= 0:
+        return 0.0
+    return (n_bytes + debt_bytes) * 8 / bandwidth_bps
+
+
 def bucket_for(bandwidth_bps: int, now_ns: int, burst_s: float = 0.25) -> TokenBucket:
     """A bucket for a cap in bits per second (0: none), holding ``burst_s`` seconds' worth."""
     rate = bandwidth_bps / 8.0

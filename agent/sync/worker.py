@@ -36,8 +36,16 @@ from agent.sync.client import (
     TransientError,
 )
 from agent.sync.heartbeat import heartbeat_body
-from agent.sync.policy import NS_PER_S, Backoff, bucket_for, choose_next, next_chunk, should_preempt
-from agent.sync.receipts import Sent, check_receipt
+from agent.sync.policy import (
+    NS_PER_S,
+    Backoff,
+    bucket_for,
+    capped_send_s,
+    choose_next,
+    next_chunk,
+    should_preempt,
+)
+from agent.sync.receipts import Sent, check_notice, check_receipt
 from agent.sync.state import FILE_NAME, UploadRecord, UploadState
 from hal.clock import Clock
 from hal.keystore import KeyStore
@@ -60,7 +68,8 @@ class SyncSettings:
     ``chunk_bytes``: bytes per PATCH, at most 4 MiB; after a cut at most this much is sent twice.
     ``auth_retry_s``: after a 401/403, uploads stop and only a heartbeat probes this often.
     ``entry_retry_s``: an entry that failed on its own (unreadable file, conflict, bad
-    receipt) waits this long while the rest of the backlog goes on.
+    receipt, a refusal without a valid signed notice) waits this long while the rest of the
+    backlog goes on.
     """
 
     interval_s: float = 5.0
@@ -80,7 +89,8 @@ class SyncSettings:
             heartbeat_s=sync.heartbeat_s,
             bandwidth_bps=sync.bandwidth_bps,
             chunk_bytes=sync.chunk_bytes,
-            timeouts=Timeouts(sync.connect_timeout_s, sync.io_timeout_s, sync.ingest_timeout_s),
+            timeouts=Timeouts(sync.connect_timeout_s, sync.io_timeout_s, sync.ingest_timeout_s,
+                              sync.request_deadline_s),
             backoff=Backoff(min(1.0, sync.backoff_max_s), sync.backoff_max_s),
         )
 
@@ -328,7 +338,8 @@ class SyncWorker:
             if len(chunk) != size:
                 raise EntryFailed(f"Reading {seg.path}: file shorter than the {rec.length} bytes announced")
             try:
-                result = client.append(rec.url, offset, chunk, last=offset + size == rec.length, pace=self._pace)
+                result = client.append(rec.url, offset, chunk, last=offset + size == rec.length, pace=self._pace,
+                                       paced_s=capped_send_s(size, self._settings.bandwidth_bps))
             except OffsetMismatch as e:
                 mismatches += 1
                 if mismatches > MAX_OFFSET_MISMATCHES:
@@ -341,7 +352,7 @@ class SyncWorker:
                     raise TransientError(f"{e} ({bad_checksums} times in a row)", e.status) from e
                 continue
             except RejectedError as e:
-                self._quarantine(seg, e)
+                self._refused(seg, rec, e)
                 return
             except ProtocolError as e:
                 if size == 0:  # asking again for the receipt of a finished upload
@@ -383,13 +394,28 @@ class SyncWorker:
         self._set(last_receipt={"seq": seg.seq, "utc_ns": self._clock.utc_ns(),
                                 "received_utc_ns": receipt.get("received_utc_ns")})
 
-    def _quarantine(self, seg: Segment, e: RejectedError) -> None:
-        self._store.mark_state(seg.seq, "quarantined")
+    def _refused(self, seg: Segment, rec: UploadRecord, e: RejectedError) -> None:
+        """A 422. Quarantined (terminal) only on a notice signed by the pinned receipt key that
+        names this upload; anything else is a claim from whoever holds the TLS endpoint: the
+        entry stays pending (its upload remembered, so a retry costs a HEAD and an empty PATCH),
+        waits ``entry_retry_s`` and alarms."""
+        sent = Sent(self._device_id, seg.seq, seg.manifest_sha256 or "", rec.file_sha256)
+        try:
+            notice = check_notice(e.notice_b64, self._receipt_key, sent)
+        except ReceiptError as err:
+            message = (f"entry {seg.seq} kept for retry: refusal not signed by headquarters ({err}): "
+                       f"{e.code}: {e.detail}")
+            self._audit("upload-refused", seg.path, "failed", seq=seg.seq, reason="refusal-unverified",
+                        error=str(err), code=e.code, message=e.detail, url=rec.url)
+            self._alarm("refusal-unverified", message)
+            self._defer(seg, message, audit=False)
+            return
+        self._store.mark_state(seg.seq, "quarantined", receipt=notice)
         self._uploads.drop(seg.seq)
         self._undefer(seg.seq)
-        self._audit("upload-refused", seg.path, "refused", seq=seg.seq, reason="quarantined", code=e.code,
-                    message=e.detail)
-        self._alarm("quarantined", f"headquarters quarantined entry {seg.seq}: {e.code}: {e.detail}")
+        self._audit("upload-refused", seg.path, "refused", seq=seg.seq, reason="quarantined", code=notice["code"],
+                    message=notice["reason"], upload_id=notice["upload_id"])
+        self._alarm("quarantined", f"headquarters quarantined entry {seg.seq}: {notice['code']}: {notice['reason']}")
 
     def _defer(self, seg: Segment, reason: str, *, audit: bool = True) -> None:
         retry_s = self._settings.entry_retry_s

@@ -12,6 +12,7 @@ import http.client
 import json
 import os
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -26,13 +27,13 @@ import pytest
 from agent.evidence.format import segment_filename
 from agent.evidence.httpsig import new_nonce, sign_request
 from agent.evidence.keys import load_receipt_public
-from agent.evidence.receipt import decode_receipt_header, expect_receipt, make_heartbeat
+from agent.evidence.receipt import decode_receipt_header, expect_quarantine_notice, expect_receipt, make_heartbeat
 from agent.evidence.segment import scan
 from hq.app import build_service, open_index
 from hq.cli import main as hq_main
 from hq.index import SqliteIndex
 from hq.keygen import keygen
-from hq.server import HqHttpServer, server_tls_context
+from hq.server import REQUEST_DEADLINE_S, HqHttpServer, server_tls_context
 from hq.tus import UploadMeta, encode_metadata
 from tests.evidence_util import ChainBuilder, MemorySigner
 
@@ -60,11 +61,12 @@ class Hq:
         self.index.close()
 
 
-def start_hq(data: Path) -> Hq:
+def start_hq(data: Path, request_deadline_s: float = REQUEST_DEADLINE_S) -> Hq:
     keys = data / "keys"
     index = open_index(data)
     service = build_service(data, keys, index)
-    server = HqHttpServer(("127.0.0.1", 0), service, server_tls_context(keys / "server.pem", keys / "server.key"))
+    server = HqHttpServer(("127.0.0.1", 0), service, server_tls_context(keys / "server.pem", keys / "server.key"),
+                          request_deadline_s)
     thread = threading.Thread(target=server.serve_forever, name="hq-test", daemon=True)
     thread.start()
     return Hq(data, keys, server, index, thread)
@@ -218,6 +220,12 @@ def test_tampered_segment_is_refused_quarantined_and_audited(hq: Hq, tmp_path: P
     assert status == 422
     assert json.loads(body)["error"]["code"] == "verification-failed"
     assert "bodycam-receipt" not in headers
+    # The refusal is signed with the receipt key and names exactly the file sent: the unit
+    # quarantines its entry on nothing less.
+    notice = expect_quarantine_notice(decode_receipt_header(headers["bodycam-quarantine"]),
+                                      load_receipt_public(hq.keys / "hq.pub"), "unit-42", 2,
+                                      hashlib.sha256(bytes(bad)).hexdigest())
+    assert notice["code"] == "verification-failed" and notice["received_sha256"] == notice["file_sha256"]
     assert not (hq.data / "evidence" / "unit-42" / segment_filename(2)).exists()
     [q] = hq.index.quarantined("unit-42")
     assert Path(q.location).read_bytes() == bytes(bad)
@@ -364,3 +372,24 @@ def test_an_oversized_body_is_refused_before_it_is_read(hq: Hq) -> None:
     assert r.status == 413 and json.loads(r.read())["error"]["code"] == "too-large"
     assert r.getheader("Connection") == "close"
     conn.close()
+
+
+def test_a_client_trickling_its_request_is_cut_at_the_deadline(tmp_path: Path) -> None:
+    # The mirror of the unit's deadline: a slow (or slowloris) client cannot hold a service thread.
+    keygen(tmp_path / "H" / "keys")
+    hq = start_hq(tmp_path / "H", request_deadline_s=0.5)
+    request = b"OPTIONS /v1/uploads/ HTTP/1.1\r\nHost: 127.0.0.1\r\nTus-Resumable: 1.0.0\r\n\r\n"
+    try:
+        ctx = ssl.create_default_context(cafile=str(hq.keys / "ca.pem"))
+        with socket.create_connection(("127.0.0.1", hq.port), 5) as raw, \
+                ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+            try:
+                for i in range(len(request)):  # one byte every 50 ms: every read is quick, the request is not
+                    tls.sendall(request[i:i + 1])
+                    time.sleep(0.05)
+                answer = tls.recv(65536)
+            except OSError:
+                answer = b""
+        assert not answer.startswith(b"HTTP/1.1"), answer
+    finally:
+        hq.stop()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import load_config, resolve_path
+from agent.config import Config, load_config, resolve_path
 from agent.evidence.format import segment_filename
 from agent.evidence.keys import FileKeyStore, load_hq_private, load_receipt_public
 from agent.evidence.receipt import verify_heartbeat
@@ -55,6 +55,16 @@ def setup(tmp_path: Path) -> Iterator[tuple[Path, Path, HqHttpServer]]:
     index.close()
 
 
+def provisioned(hq_dir: Path, unit: Path) -> tuple[Config, FileKeyStore, ChainBuilder, SystemClock, Store]:
+    """The provisioned unit's config, device key, a chain builder for its evidence, a clock, its store."""
+    cfg = load_config(unit / CONFIG_NAME)
+    signer = FileKeyStore(unit / "device.key")
+    chain = ChainBuilder(unit / "segments", signer=signer,  # type: ignore[arg-type]
+                         hq_key=load_hq_private(hq_dir / "keys" / "hq.key"), device_id=DEVICE)
+    clock = SystemClock()
+    return cfg, signer, chain, clock, Store(unit / "index.sqlite", clock)
+
+
 def run_until(worker: SyncWorker, done: object, timeout_s: float = 30.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -68,12 +78,7 @@ def run_until(worker: SyncWorker, done: object, timeout_s: float = 30.0) -> None
 def test_unit_uploads_an_incident_to_headquarters_and_is_acknowledged(
         setup: tuple[Path, Path, HqHttpServer]) -> None:
     hq_dir, unit, _ = setup
-    cfg = load_config(unit / CONFIG_NAME)
-    signer = FileKeyStore(unit / "device.key")
-    chain = ChainBuilder(unit / "segments", signer=signer,  # type: ignore[arg-type]
-                         hq_key=load_hq_private(hq_dir / "keys" / "hq.key"), device_id=DEVICE)
-    clock = SystemClock()
-    store = Store(unit / "index.sqlite", clock)
+    cfg, signer, chain, clock, store = provisioned(hq_dir, unit)
     paths = chain.incident(segments=3)
     seqs = [index_file(store, p, priority=1 if i == 3 else 0) for i, p in enumerate(paths)]
     settings = dataclasses.replace(SyncSettings.from_config(cfg.sync), chunk_bytes=64 * 1024)
@@ -119,12 +124,7 @@ def test_unit_uploads_an_incident_to_headquarters_and_is_acknowledged(
 
 def test_cut_connections_resume_at_headquarters_offset(setup: tuple[Path, Path, HqHttpServer]) -> None:
     hq_dir, unit, server = setup
-    cfg = load_config(unit / CONFIG_NAME)
-    signer = FileKeyStore(unit / "device.key")
-    chain = ChainBuilder(unit / "segments", signer=signer,  # type: ignore[arg-type]
-                         hq_key=load_hq_private(hq_dir / "keys" / "hq.key"), device_id=DEVICE)
-    clock = SystemClock()
-    store = Store(unit / "index.sqlite", clock)
+    cfg, signer, chain, clock, store = provisioned(hq_dir, unit)
     rng = random.Random(99)
     seqs = [index_file(store, chain.event("boot"))]
     seqs += [index_file(store, chain.segment(payload=rng.randbytes(600_000))) for _ in range(2)]
@@ -143,4 +143,26 @@ def test_cut_connections_resume_at_headquarters_offset(setup: tuple[Path, Path, 
         assert any(a.action == "upload-error" for a in store.audit_tail(200))  # the cuts did hit
     finally:
         proxy.close()
+        store.close()
+
+
+def test_a_segment_headquarters_refuses_is_quarantined_on_its_signed_notice(
+        setup: tuple[Path, Path, HqHttpServer]) -> None:
+    hq_dir, unit, _ = setup
+    cfg, signer, chain, clock, store = provisioned(hq_dir, unit)
+    path = chain.segment()
+    seq = index_file(store, path)
+    bad = bytearray(path.read_bytes())
+    bad[len(bad) // 2] ^= 0x40  # altered on the unit's disk after sealing: headquarters' verification fails
+    path.write_bytes(bytes(bad))
+    worker = SyncWorker(store, unit, signer, DEVICE, cfg.hq.url, resolve_path(unit, cfg.hq.ca),
+                        load_receipt_public(unit / "hq.pub"), clock, SyncSettings.from_config(cfg.sync), lambda: {},
+                        rng=random.Random(7))
+    try:
+        run_until(worker, lambda: store.segment(seq).state == "quarantined")  # type: ignore[union-attr]
+        seg = store.segment(seq)
+        assert seg is not None and seg.receipt is not None and seg.receipt["code"] == "verification-failed"
+        assert path.exists()  # kept, never deleted
+        assert worker.get_status()["alarm"]["kind"] == "quarantined"
+    finally:
         store.close()

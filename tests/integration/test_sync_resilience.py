@@ -4,16 +4,17 @@ resumes where headquarters is, and only a verified receipt acknowledges it."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from agent.config import SyncConfig
 from agent.evidence.keys import FileKeyStore, generate_device_key, public_pem
 from agent.store import Store
 from agent.sync.client import Timeouts
@@ -21,7 +22,7 @@ from agent.sync.policy import Backoff
 from agent.sync.worker import SyncSettings, SyncWorker
 from drivers.system_clock import SystemClock
 from tests.evidence_util import ChainBuilder
-from tests.unit.test_sync_support import CuttingProxy, FakeHq, index_file, make_pki
+from tests.unit.test_sync_support import CuttingProxy, FakeHq, index_file, make_pki, wait_for
 
 CHUNK = 256 * 1024
 
@@ -40,15 +41,6 @@ def unit(tmp_path: Path) -> Iterator[tuple[Path, Store, ChainBuilder, FakeHq, Pa
     yield data, store, chain, hq, pki.ca_pem
     hq.close()
     store.close()
-
-
-def wait_for(predicate: object, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_random_cuts_through_a_proxy_still_deliver_identical_bytes(unit: tuple[Path, Store, ChainBuilder, FakeHq, Path]
@@ -135,3 +127,30 @@ def test_sync_process_killed_mid_upload_resumes_the_same_upload(unit: tuple[Path
     assert len(hq.uploads) == 1 and up.received_bytes <= size + 65536
     starts = [a.detail for a in store.audit_tail(100) if a.actor == "sync" and a.action == "upload-start"]
     assert starts[0]["resumed"] is False and starts[-1]["resumed"] is True and starts[-1]["offset"] > 0
+
+
+def test_a_trickling_headquarters_is_given_up_at_the_configured_deadline(
+        unit: tuple[Path, Store, ChainBuilder, FakeHq, Path]) -> None:
+    data, store, chain, hq, ca = unit
+    seq = index_file(store, chain.event("boot"))
+    # Every answer one byte per 50 ms: no read ever waits long, so only the overall deadline
+    # (from the unit's [sync] settings) ends each request.
+    sync = dataclasses.replace(SyncConfig(), interval_s=0.1, io_timeout_s=5.0, request_deadline_s=0.5,
+                               backoff_max_s=1.0)
+    hq.faults.trickle_s = 0.05
+    worker = SyncWorker(store, data, chain.signer, chain.device_id, hq.url, ca, hq.receipt_key.public_key(),
+                        SystemClock(), SyncSettings.from_config(sync), lambda: {}, rng=random.Random(2))
+
+    def last_error() -> str:
+        return str((worker.get_status()["last_error"] or {}).get("message"))
+
+    worker.start()
+    try:
+        assert wait_for(lambda: "within the 0.5 s deadline" in last_error(), 20.0), worker.get_status()
+        assert worker.get_status()["state"] == "backoff"
+        assert store.segment(seq).state != "acknowledged"  # type: ignore[union-attr]
+        hq.faults.trickle_s = 0.0
+        assert wait_for(lambda: store.segment(seq).state == "acknowledged", 30.0), worker.get_status()  # type: ignore[union-attr]
+    finally:
+        worker.stop()
+    assert hq.trickled and all(sent < whole for sent, whole in hq.trickled), hq.trickled

@@ -183,6 +183,7 @@ BAD = [
     ('[sync]\nio_timeout_s = 601\n', "sync.io_timeout_s", "out of range"),
     ('[sync]\ningest_timeout_s = 0.5\n', "sync.ingest_timeout_s", "out of range"),
     ('[sync]\nbackoff_max_s = 0.5\n', "sync.backoff_max_s", "out of range"),
+    ('[sync]\nrequest_deadline_s = 0\n', "sync.request_deadline_s", "out of range"),
     ('[sync]\nheartbeat_s = "1m"\n', "sync.heartbeat_s", "expected a number"),
     ('[cameras.chest]\ndriver = "no spaces"\n', "cameras.chest.driver", "is not"),
     ('[cameras.chest]\nenabled = "yes"\n', "cameras.chest.enabled", "expected true or false"),
@@ -388,6 +389,7 @@ def configs(draw: st.DrawFn) -> Config:
             io_timeout_s=draw(st.floats(0.5, 600.0)),
             ingest_timeout_s=draw(st.floats(1.0, 3600.0)),
             backoff_max_s=draw(st.floats(1.0, 86400.0)),
+            request_deadline_s=draw(st.floats(0.5, 3600.0)),
         ),
         **{name: draw(_sensor) for name in SENSOR_SECTIONS},
     )

@@ -19,14 +19,15 @@ from agent.sync.client import (
     OffsetMismatch,
     ProtocolError,
     RejectedError,
+    Timeouts,
     TransientError,
     upload_metadata,
 )
-from agent.sync.heartbeat import canonical_value
+from agent.sync.heartbeat import canonical_value, heartbeat_body
 from agent.sync.state import FILE_NAME, UploadRecord, UploadState
 from hq.tus import parse_metadata
 from tests.evidence_util import MemorySigner
-from tests.unit.test_sync_support import FakeHq, Unit, make_pki, make_unit
+from tests.unit.test_sync_support import FakeHq, SlowTlsPeer, Unit, make_pki, make_unit, wait_for
 
 
 @pytest.fixture
@@ -37,8 +38,14 @@ def unit(tmp_path: Path) -> Iterator[Unit]:
     u.store.close()
 
 
-def client(u: Unit, url: str | None = None, signer: MemorySigner | None = None) -> HqClient:
-    return HqClient(url or u.hq.url, u.pki.ca_pem, u.chain.device_id, signer or u.chain.signer, u.clock)
+def client(u: Unit, url: str | None = None, signer: MemorySigner | None = None,
+           timeouts: Timeouts | None = None) -> HqClient:
+    return HqClient(url or u.hq.url, u.pki.ca_pem, u.chain.device_id, signer or u.chain.signer, u.clock,
+                    timeouts or Timeouts())
+
+
+# Every read is quick (io_s 2 s), the whole answer never is: one overall deadline per request.
+TRICKLE = Timeouts(connect_s=2.0, io_s=2.0, ingest_s=2.0, request_s=0.5)
 
 
 def test_create_head_append_round_trip(unit: Unit) -> None:
@@ -86,6 +93,49 @@ def test_server_errors_are_transient_and_422_is_a_rejection(unit: Unit) -> None:
     with pytest.raises(RejectedError) as rej:
         c.append(url, 0, b"abc", last=True)
     assert rej.value.code == "bad-signature" and "quarantined" in str(rej.value)
+    assert rej.value.notice_b64  # the signed notice travels with it, for the worker to check
+
+
+def test_a_trickled_answer_fails_at_the_overall_deadline(unit: Unit) -> None:
+    c = client(unit, timeouts=TRICKLE)
+    url = c.create(10, {"device_id": unit.chain.device_id, "seq": "3", "filename": "z.bcs", "sha256": "01" * 32})
+    unit.hq.faults.trickle_s = 0.05  # a ~150-byte answer over ~8 s
+    for ask in (lambda: c.head(url), lambda: c.append(url, 0, b"01234", last=False),
+                lambda: c.heartbeat(heartbeat_body({}, unit.chain.signer))):
+        with pytest.raises(TransientError, match="within the 0.5 s deadline"):
+            ask()
+    # The client hung up on each answer long before its end.
+    assert wait_for(lambda: len(unit.hq.trickled) == 3), unit.hq.trickled
+    assert all(sent < whole for sent, whole in unit.hq.trickled), unit.hq.trickled
+    unit.hq.faults.trickle_s = 0.0
+    assert c.head(url).length == 10  # the next request opens a fresh connection
+
+
+def test_a_trickled_tls_handshake_fails_at_the_overall_deadline(unit: Unit) -> None:
+    peer = SlowTlsPeer(delay_s=0.05, give_up_s=8.0)
+    try:
+        c = client(unit, url=peer.url, timeouts=TRICKLE)
+        with pytest.raises(TransientError, match="within the 0.5 s deadline"):
+            c.heartbeat(b"{}")
+        assert wait_for(lambda: peer.sent) and peer.gave_up == 0  # the client left first
+    finally:
+        peer.close()
+
+
+def test_an_answer_cut_short_is_transient_not_believed(unit: Unit) -> None:
+    c = client(unit)
+    unit.hq.faults.short_body = True
+    with pytest.raises(TransientError, match="IncompleteRead"):
+        c.heartbeat(heartbeat_body({}, unit.chain.signer))
+
+
+def test_error_text_from_the_network_is_clipped_and_printable(unit: Unit) -> None:
+    c = client(unit)
+    unit.hq.faults.fail_500 = 1
+    unit.hq.faults.error_message = "x\n" * 50_000  # 150 kB of JSON
+    with pytest.raises(TransientError) as info:
+        c.heartbeat(b"{}")
+    assert len(str(info.value)) < 400 and "\n" not in str(info.value)
 
 
 def test_location_on_another_origin_is_refused(unit: Unit) -> None:
@@ -95,6 +145,10 @@ def test_location_on_another_origin_is_refused(unit: Unit) -> None:
     with pytest.raises(ProtocolError):
         c.resolve(f"http://127.0.0.1:{unit.hq.port}/v1/uploads/1", "test")
     assert c.resolve("/v1/uploads/abc", "test") == f"{unit.hq.url}/v1/uploads/abc"
+    for elsewhere in ("/v1/heartbeat", "/v1/uploads/", "/v1/uploads/a/b", "/v1/uploads/../heartbeat",
+                      "/v1/uploads/abc?x=1", "/other/abc"):
+        with pytest.raises(ProtocolError, match="not an upload"):
+            c.resolve(elsewhere, "test")
 
 
 def test_another_ca_is_refused_before_anything_is_sent(unit: Unit, tmp_path: Path) -> None:

@@ -92,9 +92,9 @@ def test_command_line_options(tmp_path: Path, hq_pub: Path, capsys: pytest.Captu
 def test_settings_from_the_sync_section() -> None:
     s = SyncSettings.from_config(SyncConfig(interval_s=2.0, heartbeat_s=30.0, bandwidth_bps=1000, chunk_bytes=32768,
                                             connect_timeout_s=3.0, io_timeout_s=4.0, ingest_timeout_s=50.0,
-                                            backoff_max_s=600.0))
+                                            backoff_max_s=600.0, request_deadline_s=70.0))
     assert (s.interval_s, s.heartbeat_s, s.bandwidth_bps, s.chunk_bytes) == (2.0, 30.0, 1000, 32768)
-    assert (s.timeouts.connect_s, s.timeouts.io_s, s.timeouts.ingest_s) == (3.0, 4.0, 50.0)
+    assert (s.timeouts.connect_s, s.timeouts.io_s, s.timeouts.ingest_s, s.timeouts.request_s) == (3.0, 4.0, 50.0, 70.0)
     assert (s.backoff.initial_s, s.backoff.max_s) == (1.0, 600.0)
     assert SyncSettings.from_config(SyncConfig(backoff_max_s=1.0)).backoff.initial_s == 1.0
 

@@ -30,7 +30,7 @@ from cryptography.x509.oid import NameOID
 
 from agent.evidence.httpsig import NonceCache, SignatureError, verify_request
 from agent.evidence.manifest import parse_manifest_record
-from agent.evidence.receipt import encode_receipt_header, make_receipt, verify_heartbeat
+from agent.evidence.receipt import encode_receipt_header, make_quarantine_notice, make_receipt, verify_heartbeat
 from agent.evidence.segment import scan
 from agent.store import Store
 from agent.sync.client import Timeouts
@@ -115,6 +115,10 @@ class Faults:
     slow_s: float = 0.0  # wait this long before answering a PATCH
     receipt: str = "good"  # good | forged | other-seq | other-manifest | other-device | missing | garbage
     reject_422: bool = False
+    notice: str = "good"  # with reject_422: good | missing | forged | other-seq | other-file | garbage
+    trickle_s: float = 0.0  # send every answer one byte per this many seconds
+    short_body: bool = False  # announce a longer body than is sent, then close
+    error_message: str = "test failure"  # the message of the 500s of fail_500
     auth: int = 0  # answer every request with this status (401/403) while set
     conflict_seq: set[int] = field(default_factory=set)  # 409 on create for these seqs
     on_patch: Callable[[Upload], None] | None = None
@@ -134,6 +138,7 @@ class FakeHq:
         self.evidence: dict[tuple[str, int], bytes] = {}
         self.heartbeats: list[dict[str, Any]] = []
         self.requests: list[tuple[str, str]] = []
+        self.trickled: list[tuple[int, int]] = []  # (bytes sent, bytes of the answer) per trickled answer
         self.lock = threading.Lock()
         self._nonces = NonceCache()
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -181,6 +186,26 @@ class FakeHq:
         return encode_receipt_header(make_receipt(fields, key))
 
 
+    def notice_for(self, up: Upload, code: str, reason: str) -> str | None:
+        mode = self.faults.notice
+        if mode == "missing":
+            return None
+        if mode == "garbage":
+            return "bm90IGEgbm90aWNl"
+        fields: dict[str, Any] = {
+            "device_id": up.device_id,
+            "seq": up.seq + 1 if mode == "other-seq" else up.seq,
+            "file_sha256": "0" * 64 if mode == "other-file" else up.sha256,
+            "received_sha256": hashlib.sha256(bytes(up.data)).hexdigest(),
+            "upload_id": up.id,
+            "code": code,
+            "reason": reason,
+            "quarantined_utc_ns": self.now_s() * 1_000_000_000,
+        }
+        key = ed25519.Ed25519PrivateKey.generate() if mode == "forged" else self.receipt_key
+        return encode_receipt_header(make_quarantine_notice(fields, key))
+
+
 class _QuietServer(ThreadingHTTPServer):
     daemon_threads = True
 
@@ -198,17 +223,43 @@ class _Handler(BaseHTTPRequestHandler):
     # ---- plumbing -------------------------------------------------------------------------
 
     def _reply(self, status: int, headers: dict[str, str] | None = None, body: bytes = b"") -> None:
+        if self.server_hq.faults.trickle_s:
+            self._trickle(status, headers or {}, body)
+            return
         self.send_response(status)
         self.send_header("Tus-Resumable", "1.0.0")
         for k, v in (headers or {}).items():
             self.send_header(k, v)
-        self.send_header("Content-Length", str(len(body)))
+        short = self.server_hq.faults.short_body and bool(body)
+        self.send_header("Content-Length", str(len(body) + 10 if short else len(body)))
         self.end_headers()
         if body and self.command != "HEAD":
             self.wfile.write(body)
+        if short:  # a clean TLS close (close_notify), so the client sees a plain end of stream
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self.wfile.flush()
+                self.connection.unwrap()
 
-    def _error(self, status: int, code: str, message: str) -> None:
-        self._reply(status, {"Content-Type": "application/json"},
+    def _trickle(self, status: int, headers: dict[str, str], body: bytes) -> None:
+        """The whole answer, one byte at a time: every read is quick, the answer never is."""
+        hq = self.server_hq
+        lines = [f"HTTP/1.1 {status} {self.responses.get(status, ('',))[0]}", "Tus-Resumable: 1.0.0",
+                 *(f"{k}: {v}" for k, v in headers.items()), f"Content-Length: {len(body)}", "", ""]
+        answer = "\r\n".join(lines).encode() + (body if self.command != "HEAD" else b"")
+        sent = 0
+        try:
+            for i in range(len(answer)):
+                self.wfile.write(answer[i:i + 1])
+                self.wfile.flush()
+                sent += 1
+                time.sleep(hq.faults.trickle_s)
+        except OSError:
+            self.close_connection = True
+        hq.trickled.append((sent, len(answer)))
+
+    def _error(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+        self._reply(status, {"Content-Type": "application/json", **(headers or {})},
                     json.dumps({"error": {"code": code, "message": message}}).encode())
 
     def _drop(self) -> None:
@@ -223,7 +274,7 @@ class _Handler(BaseHTTPRequestHandler):
             return None
         if hq.faults.fail_500 > 0:
             hq.faults.fail_500 -= 1
-            self._error(500, "internal", "test failure")
+            self._error(500, "internal", hq.faults.error_message)
             return None
         try:
             target = f"https://{self.headers['Host']}{self.path}"
@@ -323,7 +374,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(204, {"Upload-Offset": str(reported)})
             return
         if hq.faults.reject_422:
-            self._error(422, "bad-signature", "manifest signature does not verify (test)")
+            code, reason = "bad-signature", "manifest signature does not verify (test)"
+            notice = hq.notice_for(up, code, reason)
+            self._error(422, code, reason, {} if notice is None else {"Bodycam-Quarantine": notice})
             return
         up.done = True
         hq.evidence[(up.device_id, up.seq)] = bytes(up.data)
@@ -403,6 +456,52 @@ class CuttingProxy:
             s.close()
 
 
+# ---- a peer that trickles its TLS handshake --------------------------------------------------
+
+
+class SlowTlsPeer:
+    """A TCP server on 127.0.0.1 that answers a ClientHello with the header of a 16 KiB handshake
+    record, then one byte of it every ``delay_s`` seconds: no read ever times out, the handshake
+    never ends. It gives up (closes) after ``give_up_s``; ``sent`` counts the record's bytes."""
+
+    def __init__(self, delay_s: float, give_up_s: float) -> None:
+        self._delay_s = delay_s
+        self._give_up_s = give_up_s
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self.url = f"https://127.0.0.1:{self.port}"
+        self.sent: list[int] = []  # per connection, once it ended
+        self.gave_up = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def close(self) -> None:
+        self._listener.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._trickle, args=(conn,), daemon=True).start()
+
+    def _trickle(self, conn: socket.socket) -> None:
+        sent = 0
+        end = time.monotonic() + self._give_up_s
+        with conn:
+            try:
+                conn.recv(65536)  # the ClientHello
+                conn.sendall(b"\x16\x03\x03\x40\x00")  # handshake record, 16384 bytes follow
+                while time.monotonic() < end:
+                    conn.sendall(b"\x00")
+                    sent += 1
+                    time.sleep(self._delay_s)
+                self.gave_up += 1
+            except OSError:
+                pass
+        self.sent.append(sent)
+
+
 # ---- an agent-like unit ---------------------------------------------------------------------
 
 
@@ -475,6 +574,16 @@ def make_unit(tmp_path: Path) -> Unit:
     pki = make_pki(tmp_path / "pki")
     hq = FakeHq(pki, {chain.device_id: chain.signer.public_key()}, now_s=lambda: clock.utc_ns() // 1_000_000_000)
     return Unit(data_dir, clock, store, chain, pki, hq)
+
+
+def wait_for(predicate: Callable[[], object], timeout_s: float = 10.0) -> bool:
+    """Poll ``predicate`` in real time until it holds (True) or ``timeout_s`` passes (False)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False
 
 
 def drive(worker: SyncWorker, clock: FakeClock, passes: int = 50, until: Callable[[], bool] | None = None) -> int:

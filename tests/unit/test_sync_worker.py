@@ -308,6 +308,36 @@ def test_422_quarantines_locally_keeps_the_file_and_alarms(unit: Unit) -> None:
     assert refused[0].outcome == "refused" and refused[0].detail["code"] == "bad-signature"
     assert [k for k, _ in unit.alarms] == ["quarantined", "quarantined"]
     assert json.loads((unit.data_dir / FILE_NAME).read_text())["uploads"] == {}
+    notice = unit.store.segment(seq).receipt  # type: ignore[union-attr]
+    assert notice is not None and notice["code"] == "bad-signature" and notice["seq"] == seq  # kept as proof
+
+
+@pytest.mark.parametrize("notice", ["missing", "forged", "other-seq", "other-file", "garbage"])
+def test_a_refusal_without_a_valid_signed_notice_never_quarantines(unit: Unit, notice: str) -> None:
+    seq, nxt = unit.add_segment(), unit.add_segment()
+    unit.hq.faults.reject_422, unit.hq.faults.notice = True, notice
+    worker = unit.worker(entry_retry_s=600.0)
+    worker.run_once()
+    # Whoever holds the TLS endpoint can send a 422: without headquarters' signature it moves nothing.
+    assert states(unit) == {seq: "uploading", nxt: "uploading"}
+    assert sorted(json.loads((unit.data_dir / FILE_NAME).read_text())["uploads"]) == [str(seq), str(nxt)]
+    st = worker.get_status()
+    assert st["alarm"]["kind"] == "refusal-unverified" and sorted(st["deferred"]) == [seq, nxt]
+    refused = unit.audit("upload-refused")
+    assert [(a.outcome, a.detail["reason"]) for a in refused] == [("failed", "refusal-unverified")] * 2
+    patches = sum(1 for m, _ in unit.hq.requests if m == "PATCH")
+    for _ in range(20):  # no hot loop: the entries wait entry_retry_s
+        unit.clock.advance(20.0)
+        worker.run_once()
+    assert sum(1 for m, _ in unit.hq.requests if m == "PATCH") == patches
+    # A real headquarters' signed notice then settles it, without sending the file again.
+    received = unit.hq.upload_for(seq).received_bytes  # type: ignore[union-attr]
+    unit.hq.faults.notice = "good"
+    unit.clock.advance(600.0)
+    worker.run_once()
+    assert states(unit) == {seq: "quarantined", nxt: "quarantined"}
+    assert unit.hq.upload_for(seq).received_bytes == received  # type: ignore[union-attr]
+    assert unit.store.segment(seq).receipt["upload_id"] == unit.hq.upload_for(seq).id  # type: ignore[union-attr,index]
 
 
 @pytest.mark.parametrize("status", [401, 403])
