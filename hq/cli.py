@@ -14,6 +14,7 @@ from pathlib import Path
 from types import FrameType
 
 from agent.evidence.keys import KeyFileError, fingerprint, load_device_public, public_der, public_pem
+from agent.textsafe import install_safe_logging
 from hq import decrypt_cmd
 from hq.app import build_service, open_index
 from hq.audit import Auditor
@@ -251,7 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # logs hold what units send (ids, file names, headers): escaped, never replayed on a terminal
+    install_safe_logging(logging.INFO, "%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     code: int = args.func(args)
     return code

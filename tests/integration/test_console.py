@@ -208,6 +208,7 @@ def test_a_config_change_is_validated_persisted_and_signed(unit: Unit) -> None:
 def test_a_person_logs_in_by_hand_and_types_changes(unit: Unit) -> None:
     line = unit.line
     line.type("logout")
+    line.session = None  # the script's session ended with it
     assert "error (login-required)" in line.type("record mark")
     out = line.type("login")
     nonce = out.split("challenge for unit it-unit-1: ")[1].split()[0]
