@@ -14,7 +14,7 @@ from pathlib import Path
 from types import FrameType
 
 from agent.evidence.keys import KeyFileError, fingerprint, load_device_public, public_der, public_pem
-from agent.textsafe import install_safe_logging
+from agent.textsafe import install_safe_logging, safe_text
 from hq import decrypt_cmd
 from hq.app import build_service, open_index
 from hq.audit import Auditor
@@ -158,10 +158,10 @@ def cmd_evidence_list(args: argparse.Namespace) -> int:
     for r in rows:
         receipt = r["receipt"]
         tail = f"receipt through {receipt['contiguous_through']}" if receipt else r.get("reason", "no receipt")
-        print(
+        print(safe_text(  # ids, kinds and reasons came from units
             f"{r['device_id']:<20} {r['seq'] if r['seq'] is not None else '-':>8} {r['kind'] or '-':<8} "
             f"{r.get('size_bytes', '-'):>11} {r['received_utc']:<27} {r['status']}: {tail}"
-        )
+        ))
     return 0
 
 
