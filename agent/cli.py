@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from agent.textsafe import install_safe_logging
+
 CTL_COMMANDS = ("start", "stop", "mark", "status", "stealth", "mute")
 
 
@@ -64,11 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    # logs hold text from outside (headquarters' error texts, driver messages): escaped, never replayed
+    install_safe_logging(logging.DEBUG if args.verbose else logging.INFO,
+                         "%(asctime)s %(levelname)s %(name)s: %(message)s")
     code: int = args.func(args)
     return code
 

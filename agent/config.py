@@ -99,8 +99,9 @@ class ConsoleConfig:
     certificate it signed for this unit may log in too. ``login_required_for_read``: also ask
     for a login before showing status and diagnostics (changes always need one). After
     ``lockout_after`` failed logins in a row the line refuses logins for ``lockout_base_s``,
-    doubling with each further failure up to ``lockout_max_s``. A login ends after
-    ``session_idle_s`` without a command, or when the line drops.
+    doubling with each further failure up to ``lockout_max_s``; the count is kept in the data dir
+    across restarts. A login ends on logout, after ``session_idle_s`` without a command from its
+    holder, or when the line drops.
     """
 
     device: str = ""
@@ -111,7 +112,7 @@ class ConsoleConfig:
     lockout_after: int = 3
     lockout_base_s: float = 30.0
     lockout_max_s: float = 900.0
-    session_idle_s: float = 900.0
+    session_idle_s: float = 300.0
 
 
 STORAGE_THRESHOLD_KEYS = ("warn_free_bytes", "critical_free_bytes", "full_free_bytes", "reserve_free_bytes")
@@ -424,7 +425,7 @@ def _build(root: _Section) -> Config:
         lockout_after=s.getint("lockout_after", 3, minval=1, maxval=100),
         lockout_base_s=s.getfloat("lockout_base_s", 30.0, minval=0.1, maxval=3600.0),
         lockout_max_s=s.getfloat("lockout_max_s", 900.0, minval=0.1, maxval=86400.0),
-        session_idle_s=s.getfloat("session_idle_s", 900.0, minval=10.0, maxval=86400.0),
+        session_idle_s=s.getfloat("session_idle_s", 300.0, minval=1.0, maxval=3600.0),
     )
     if console.lockout_max_s < console.lockout_base_s:
         raise s.error("lockout_max_s", f"{_fmt(console.lockout_max_s)} is below console.lockout_base_s "

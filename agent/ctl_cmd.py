@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from agent.control import request
+from agent.textsafe import safe_text
 
 
 def cmd_ctl(args: argparse.Namespace) -> int:
@@ -28,13 +29,13 @@ def cmd_ctl(args: argparse.Namespace) -> int:
     except PermissionError:
         print(f"bodycam ctl: permission denied on {sock} (run as the agent's user)", file=sys.stderr)
         return 3
-    if args.json or args.command == "status":
+    if args.json or args.command == "status":  # json.dumps escapes every control: safe on a terminal
         print(json.dumps(reply, indent=2, sort_keys=True))
     elif reply["ok"]:
         print(f"{args.command}: ok {json.dumps(reply['data'], sort_keys=True)}")
     if not reply["ok"]:
         err = reply["error"]
-        print(f"bodycam ctl: {args.command} refused: {err['message']} ({err['code']})", file=sys.stderr)
+        print(safe_text(f"bodycam ctl: {args.command} refused: {err['message']} ({err['code']})"), file=sys.stderr)
         return 1
     return 0
 

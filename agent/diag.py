@@ -3,7 +3,9 @@
 It speaks the console's machine mode (one JSON object per line), logs in by signing the unit's
 challenge with the technician's key when a command needs it, and prints what the unit answers
 as the same tables a terminal shows, or as JSON with ``--json``. With no command it is
-interactive, with line editing and history.
+interactive, with line editing and history. A login opens a session on the unit that only this
+client's requests carry; the client logs it out before it exits, on an error, Ctrl-C, SIGTERM
+or SIGHUP too. Everything the unit sends is shown with its terminal controls escaped.
 
 Exit codes: 0 done; 1 the unit refused or the self-test failed; 2 bad usage or key file;
 3 the port is absent, busy or silent; 4 the login was refused.
@@ -18,13 +20,18 @@ import itertools
 import json
 import os
 import shlex
+import signal
 import stat
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from types import FrameType
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from agent.console import render
+from agent.textsafe import safe_text
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric import ed25519
@@ -33,11 +40,18 @@ if TYPE_CHECKING:
 # The key and serial libraries load when diag runs.
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PORT, EXIT_LOGIN = 0, 1, 2, 3, 4
+EXIT_INTERRUPTED = 130
 DEFAULT_TIMEOUT_S = 10.0
 SELFTEST_TIMEOUT_S = 60.0
+LOGOUT_TIMEOUT_S = 3.0
 HISTORY = Path.home() / ".bodycam_diag_history"
 LOGIN_CODES = ("bad-signature", "unknown-key", "bad-certificate", "certificate-expired", "locked",
-               "no-challenge", "no-technicians")
+               "no-challenge", "no-technicians", "session-ended")
+
+
+def say(text: object, file: IO[str] | None = None) -> None:
+    """Print text that may hold what the unit sent: its terminal controls are shown escaped."""
+    print(safe_text(text, multiline=True), file=file or sys.stdout)
 
 
 class DiagError(Exception):
@@ -149,10 +163,14 @@ class ConsoleClient:
         self._ids = itertools.count(1)
         self._buf = b""
         self._synced = False
+        self.session: str | None = None  # the unit's id for our login: only requests carrying it act as us
 
     def request(self, cmd: str, args: list[str] | dict[str, Any], timeout_s: float | None = None) -> dict[str, Any]:
         req_id = next(self._ids)
-        line = json.dumps({"cmd": cmd, "args": args, "id": req_id}, separators=(",", ":")).encode() + b"\n"
+        doc: dict[str, Any] = {"cmd": cmd, "args": args, "id": req_id}
+        if self.session is not None:
+            doc["session"] = self.session
+        line = json.dumps(doc, separators=(",", ":")).encode() + b"\n"
         # Ctrl-U and a line end first: whatever half line the unit holds is dropped or ended
         prefix = b"" if self._synced else b"\x15\r\n"
         self.port.write(prefix + line)
@@ -189,6 +207,7 @@ class ConsoleClient:
     def login(self, key: ed25519.Ed25519PrivateKey, cert: str | None) -> dict[str, Any]:
         from agent.console.auth import login_message, raw_public
 
+        self.session = None
         challenge = self.request("login", [])
         if not challenge.get("ok"):
             raise DiagError(EXIT_LOGIN, "login refused: " + _error_text(challenge))
@@ -200,14 +219,39 @@ class ConsoleClient:
         answer = self.request("login", args)
         if not answer.get("ok"):
             raise DiagError(EXIT_LOGIN, "login refused: " + _error_text(answer))
+        session = (answer.get("data") or {}).get("session")
+        self.session = session if isinstance(session, str) else None
         return answer
+
+    def logout(self) -> None:
+        """End our session on the unit, if we opened one. Never raises: it runs on the way out."""
+        if self.session is None:
+            return
+        try:
+            self.request("logout", [], LOGOUT_TIMEOUT_S)
+        except (DiagError, OSError) as exc:
+            print(f"bodycam diag: could not log out ({safe_text(exc)}); the unit ends the session when it "
+                  "is idle", file=sys.stderr)
+        finally:
+            self.session = None
 
     def call(self, cmd: str, args: list[str], key: ed25519.Ed25519PrivateKey | None,
              cert: str | None) -> dict[str, Any]:
-        """One command; logs in first if the unit says it needs a login and a key is at hand."""
+        """One command; logs in first if the unit says it needs a login (or that our session
+        ended) and a key is at hand."""
+        if cmd == "logout":
+            answer = self.request(cmd, args)
+            self.session = None
+            return answer
         timeout = SELFTEST_TIMEOUT_S if cmd == "selftest" else None
         answer = self.request(cmd, args, timeout)
-        if not answer.get("ok") and (answer.get("error") or {}).get("code") == "login-required" and key:
+        code = (answer.get("error") or {}).get("code")
+        if code == "session-ended":
+            self.session = None
+            print(f"bodycam diag: {_error_text(answer)}", file=sys.stderr)
+            if not key:  # without a key, ask again as anyone: a read still works
+                return self.request(cmd, args, timeout)
+        if code in ("login-required", "session-ended") and key:
             self.login(key, cert)
             answer = self.request(cmd, args, timeout)
         return answer
@@ -215,19 +259,20 @@ class ConsoleClient:
 
 def _error_text(answer: dict[str, Any]) -> str:
     err = answer.get("error") or {}
-    return f"{err.get('message')} ({err.get('code')})"
+    return safe_text(f"{err.get('message')} ({err.get('code')})")
 
 
 def show(answer: dict[str, Any], cmd: str, as_json: bool) -> int:
     """Print an answer; the exit code it means."""
     if as_json:
-        print(json.dumps(answer, indent=None, sort_keys=True))
+        # ensure_ascii: every control and non-ASCII character is a \u escape, inert on a terminal
+        print(json.dumps(answer, indent=None, sort_keys=True, ensure_ascii=True))
     elif answer.get("ok"):
-        print(render.render(answer.get("cmd") or cmd, answer.get("data") or {}))
+        say(render.render(str(answer.get("cmd") or cmd), answer.get("data") or {}))
     else:
         err = answer.get("error") or {}
-        print(render.render_error(str(err.get("code")), str(err.get("message"))), file=sys.stderr)
-        if err.get("code") == "login-required":
+        say(render.render_error(str(err.get("code")), str(err.get("message"))), file=sys.stderr)
+        if err.get("code") in ("login-required", "session-ended"):
             print("hint: give your technician key with --key FILE", file=sys.stderr)
     if not answer.get("ok"):
         code = (answer.get("error") or {}).get("code")
@@ -259,8 +304,8 @@ def interactive(client: ConsoleClient, key: ed25519.Ed25519PrivateKey | None, ce
         with contextlib.suppress(OSError):
             readline.read_history_file(HISTORY)
     version = client.request("version", [])
-    unit = (version.get("data") or {}).get("device_id", "?")
-    print(f"connected to unit {unit} on {client.device}; `help` lists commands, `quit` leaves")
+    unit = safe_text((version.get("data") or {}).get("device_id", "?"))
+    print(f"connected to unit {unit} on {safe_text(client.device)}; `help` lists commands, `quit` leaves")
     try:
         while True:
             try:
@@ -280,7 +325,7 @@ def interactive(client: ConsoleClient, key: ed25519.Ed25519PrivateKey | None, ce
             try:
                 show(client.call(words[0], words[1:], key, cert), words[0], False)
             except DiagError as exc:
-                print(f"error: {exc}", file=sys.stderr)
+                say(f"error: {exc}", file=sys.stderr)
                 if exc.exit_code == EXIT_PORT:
                     return exc.exit_code
     except KeyboardInterrupt:
@@ -290,6 +335,25 @@ def interactive(client: ConsoleClient, key: ed25519.Ed25519PrivateKey | None, ce
         if readline is not None:
             with contextlib.suppress(OSError):
                 readline.write_history_file(HISTORY)
+
+
+@contextlib.contextmanager
+def _interrupted_by_signals() -> Iterator[None]:
+    """SIGTERM and SIGHUP (the terminal closed) interrupt like Ctrl-C, so the logout still runs."""
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+    signals = [sig for sig in (signal.SIGTERM, getattr(signal, "SIGHUP", None)) if sig is not None]
+    saved = {sig: signal.signal(sig, interrupt) for sig in signals}
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
 
 
 def cmd_diag(args: argparse.Namespace) -> int:
@@ -305,16 +369,21 @@ def cmd_diag(args: argparse.Namespace) -> int:
         key = load_technician_key(args.key) if args.key is not None else None
         cert = _cert_for(args)
         port = open_port(args.port, args.baud)
+        client = ConsoleClient(port, args.port, args.baud, args.timeout)
         try:
-            client = ConsoleClient(port, args.port, args.baud, args.timeout)
-            if not args.command:
-                return interactive(client, key, cert)
-            return show(client.call(args.command[0], args.command[1:], key, cert), args.command[0], args.json)
+            with _interrupted_by_signals():
+                if not args.command:
+                    return interactive(client, key, cert)
+                return show(client.call(args.command[0], args.command[1:], key, cert), args.command[0], args.json)
         finally:
+            client.logout()  # a login never outlives this run, whatever ended it
             port.close()
     except DiagError as exc:
-        print(f"bodycam diag: {exc}", file=sys.stderr)
+        say(f"bodycam diag: {exc}", file=sys.stderr)
         return exc.exit_code
+    except KeyboardInterrupt:
+        print("bodycam diag: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except Exception as exc:  # keys module errors and the like: a message, not a traceback
         if type(exc).__name__ != "KeyFileError":
             raise

@@ -11,6 +11,7 @@ from typing import TextIO
 from agent.evidence.keys import KeyFileError, fingerprint, load_device_public, load_hq_private, public_der
 from agent.evidence.media_check import check_media
 from agent.evidence.verify import Report, find_files, verify_path
+from agent.textsafe import safe_text
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -95,7 +96,7 @@ def _print_report(
 ) -> None:
     print(f"Evidence:    {path} ({r.files} files)", file=out)
     print(f"Device key:  {key_path} (SHA-256 {fp[:16]}...), {key_note}", file=out)
-    print(f"Device:      {r.device_id}", file=out)
+    print(f"Device:      {safe_text(r.device_id)}", file=out)
     if r.first_seq is not None:
         print(
             f"Chain:       seq {r.first_seq}..{r.last_seq}: {r.segments} segments, {r.events} events, "
@@ -110,10 +111,10 @@ def _print_report(
     print(f"Content:     {content}", file=out)
     for p in r.problems:
         seq = f" (seq {p.seq})" if p.seq is not None else ""
-        print(f"PROBLEM  {p.name}{seq}: {p.reason}", file=out)
+        print(safe_text(f"PROBLEM  {p.name}{seq}: {p.reason}"), file=out)  # names and reasons come from files
     for w in r.warnings:
         seq = f" (seq {w.seq})" if w.seq is not None else ""
-        print(f"warning  {w.name}{seq}: {w.reason}", file=out)
+        print(safe_text(f"warning  {w.name}{seq}: {w.reason}"), file=out)
     if r.ok:
         print("RESULT: OK - every signature, hash and link holds; the entries are complete and in order", file=out)
     else:

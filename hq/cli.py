@@ -16,6 +16,7 @@ from types import FrameType
 from agent.dirlock import DirLock, DirLockError
 from agent.evidence.keys import KeyFileError, fingerprint, load_device_public, public_der, public_pem
 from agent.fserrors import explain
+from agent.textsafe import install_safe_logging, safe_text
 from hq import decrypt_cmd
 from hq.app import build_service, open_index, prepare
 from hq.audit import Auditor
@@ -168,10 +169,10 @@ def cmd_evidence_list(args: argparse.Namespace) -> int:
     for r in rows:
         receipt = r["receipt"]
         tail = f"receipt through {receipt['contiguous_through']}" if receipt else r.get("reason", "no receipt")
-        print(
+        print(safe_text(  # ids, kinds and reasons came from units
             f"{r['device_id']:<20} {r['seq'] if r['seq'] is not None else '-':>8} {r['kind'] or '-':<8} "
             f"{r.get('size_bytes', '-'):>11} {r['received_utc']:<27} {r['status']}: {tail}"
-        )
+        ))
     return 0
 
 
@@ -287,7 +288,8 @@ def _take_locks(args: argparse.Namespace) -> list[DirLock]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # logs hold what units send (ids, file names, headers): escaped, never replayed on a terminal
+    install_safe_logging(logging.INFO, "%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     try:
         locks = _take_locks(args)

@@ -12,6 +12,7 @@ from agent.evidence.decrypt import DecryptError, open_metadata, open_segment
 from agent.evidence.keys import KeyFileError, load_hq_private
 from agent.evidence.manifest import ManifestError, parse_manifest_record
 from agent.evidence.segment import scan
+from agent.textsafe import safe_text
 
 
 def cmd_decrypt(args: argparse.Namespace) -> int:
@@ -27,7 +28,7 @@ def cmd_decrypt(args: argparse.Namespace) -> int:
         try:
             failures += _decrypt_one(seg, key, out)
         except (OSError, DecryptError, ManifestError) as exc:
-            print(f"{seg}: FAILED: {exc}", file=sys.stderr)
+            print(safe_text(f"{seg}: FAILED: {exc}"), file=sys.stderr)  # problems quote the file
             failures += 1
     return 1 if failures else 0
 
@@ -57,7 +58,7 @@ def _decrypt_one(seg: Path, key: object, out: Path) -> int:
         os.replace(tmp, media)
         print(f"{seg.name}: {media} ({opened.plaintext_length} bytes, {opened.chunks} chunks)")
     else:
-        print(f"{seg.name}: event {m['event']}")
+        print(safe_text(f"{seg.name}: event {m['event']}"))  # the event name is the unit's
     stem.with_suffix(".json").write_text(json.dumps(m, indent=2, sort_keys=True) + "\n")
     return 0
 

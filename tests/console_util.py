@@ -33,6 +33,7 @@ class Line:
         os.close(slave)
         self.buf = b""
         self.ids = iter(range(1, 10**9))
+        self.session: str | None = None  # the id the unit gave this script's login; its requests carry it
 
     def close(self) -> None:
         os.close(self.master)
@@ -76,10 +77,16 @@ class Line:
         out += self.read_until(b" ", 2)  # the rest of the prompt: "> ", or "# " when logged in
         return out.decode("utf-8", "replace")
 
-    def ask(self, cmd: str, args: list[Any] | dict[str, Any] | None = None, timeout_s: float = 30.0) -> dict[str, Any]:
-        """A script sends one JSON request; its JSON answer."""
+    def ask(self, cmd: str, args: list[Any] | dict[str, Any] | None = None, timeout_s: float = 30.0,
+            session: str | None = "") -> dict[str, Any]:
+        """A script sends one JSON request; its JSON answer. It carries this script's session id
+        unless ``session`` says otherwise (None: none)."""
         req_id = next(self.ids)
-        self.write(json.dumps({"cmd": cmd, "args": args or [], "id": req_id}).encode() + b"\n")
+        req: dict[str, Any] = {"cmd": cmd, "args": args or [], "id": req_id}
+        chosen = self.session if session == "" else session
+        if chosen is not None and cmd != "login":
+            req["session"] = chosen
+        self.write(json.dumps(req).encode() + b"\n")
         deadline = time.monotonic() + timeout_s
         while True:
             while b"\n" in self.buf:
@@ -99,7 +106,9 @@ class Line:
         challenge = self.ask("login")
         assert challenge["ok"], challenge
         sig = key.sign(login_message(challenge["data"]["device_id"], bytes.fromhex(challenge["data"]["nonce"])))
-        return self.ask("login", {"key": raw_public(key.public_key()).hex(), "signature": sig.hex()})
+        doc = self.ask("login", {"key": raw_public(key.public_key()).hex(), "signature": sig.hex()})
+        self.session = doc["data"].get("session") if doc["ok"] else None
+        return doc
 
     def wait_served(self, timeout_s: float = 20.0) -> None:
         """Until the unit answers on this line (it may still be reopening the device)."""

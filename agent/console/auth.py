@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -200,15 +200,40 @@ class Lockout:
     def failed(self, now_ns: int) -> int:
         """Count a failure; returns the lock it starts (0: none yet)."""
         self.failures += 1
-        if self.failures < self.after:
-            return 0
-        lock = min(self.max_ns, self.base_ns << min(32, self.failures - self.after))
-        self.locked_until_ns = now_ns + lock
+        lock = self.current_lock_ns()
+        if lock:
+            self.locked_until_ns = now_ns + lock
         return lock
 
     def succeeded(self) -> None:
         self.failures = 0
         self.locked_until_ns = None
+
+    def current_lock_ns(self) -> int:
+        """The length of the lock the failures so far earn (0: below ``after``)."""
+        if self.failures < self.after:
+            return 0
+        return min(self.max_ns, self.base_ns << min(32, self.failures - self.after))
+
+    def to_record(self, now_ns: int, utc_ns: int) -> dict[str, int]:
+        """What survives a restart: the failure count and, in UTC, until when logins are refused."""
+        return {"failures": self.failures, "locked_until_utc_ns": utc_ns + self.remaining_ns(now_ns)}
+
+    def restore(self, record: object, now_ns: int, utc_ns: int) -> None:
+        """Take up a saved :meth:`to_record` after a restart (ValueError if it is not one).
+
+        The remaining lock is the saved end minus the current UTC, but never longer than the
+        lock the failures earn: a clock set back cannot lengthen it past that, and monotonic
+        time does not survive a reboot.
+        """
+        if not isinstance(record, dict):
+            raise ValueError("not an object")
+        failures, until = record.get("failures"), record.get("locked_until_utc_ns")
+        if type(failures) is not int or type(until) is not int or failures < 0:
+            raise ValueError("failures and locked_until_utc_ns must be whole numbers")
+        self.failures = min(failures, 1 << 20)
+        remaining = max(0, min(self.current_lock_ns(), until - utc_ns))
+        self.locked_until_ns = now_ns + remaining if remaining else None
 
 
 # -- one line's login state --------------------------------------------------------------------
@@ -223,12 +248,16 @@ class Challenge:
 class Authenticator:
     """One line's challenge and lockout. Pure: randomness and time come from the caller.
 
+    ``on_lockout_change(lockout, now_ns)`` is called after every change of the lockout (a
+    failure, or a success that cleared failures), so the caller can persist it.
     Not thread-safe: the console thread of that line owns it.
     """
 
-    def __init__(self, trust: TrustStore, lockout: Lockout) -> None:
+    def __init__(self, trust: TrustStore, lockout: Lockout,
+                 on_lockout_change: Callable[[Lockout, int], None] | None = None) -> None:
         self.trust = trust
         self.lockout = lockout
+        self._on_change = on_lockout_change
         self._challenge: Challenge | None = None
 
     def challenge(self, nonce: bytes, now_ns: int) -> bytes:
@@ -258,11 +287,18 @@ class Authenticator:
                 raise AuthError("bad-signature", "signature does not verify for this unit and challenge")
         except AuthError as exc:
             lock = self.lockout.failed(now_ns)
+            self._changed(now_ns)
             if lock:
                 raise AuthError(exc.code, f"{exc}; logins refused for {_secs(lock)} s") from None
             raise
-        self.lockout.succeeded()
+        if self.lockout.failures:
+            self.lockout.succeeded()
+            self._changed(now_ns)
         return tech
+
+    def _changed(self, now_ns: int) -> None:
+        if self._on_change is not None:
+            self._on_change(self.lockout, now_ns)
 
     def forget(self) -> None:
         self._challenge = None

@@ -2,15 +2,19 @@
 
 A line that starts with ``{`` is a machine line (one JSON object, never echoed); any other line
 is typed by a person: it is echoed, backspace and DEL rub out the last character, Ctrl-U the
-whole line, Ctrl-C abandons it, and terminal escape sequences (arrow keys) are swallowed. CR,
+whole line, Ctrl-C abandons it, and terminal escape sequences (arrow keys) are swallowed; the
+echo shows C1 controls and bidi overrides escaped, so line noise cannot drive the terminal. CR,
 LF and CRLF all end a line. Bytes past ``max_line`` are dropped up to the end of the line, which
 is then reported as overlong: whatever arrives, the next line starts clean.
 """
 
 from __future__ import annotations
 
+import codecs
 import re
 from dataclasses import dataclass
+
+from agent.textsafe import safe_text
 
 MAX_LINE = 4096
 
@@ -67,6 +71,7 @@ class LineAssembler:
         self._discarding = False
         self._esc = 0  # 0: none, 1: after ESC, 2: inside a CSI sequence
         self._after_cr = False
+        self._echo_text = codecs.getincrementaldecoder("utf-8")("replace")
 
     @property
     def pending(self) -> bool:
@@ -81,6 +86,7 @@ class LineAssembler:
         self._overflow = False
         self._discarding = False
         self._esc = 0
+        self._echo_text.reset()
 
     def resync(self) -> None:
         """Drop everything up to and including the next line end (after a flood or a lost line)."""
@@ -128,7 +134,7 @@ class LineAssembler:
             return
         self._buf += chunk
         if self._echoing():
-            echo += chunk
+            echo += safe_text(self._echo_text.decode(chunk)).encode()
 
     def _control(self, byte: int, events: list[Event], echo: bytearray) -> None:
         after_cr, self._after_cr = self._after_cr, False

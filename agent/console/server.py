@@ -3,7 +3,12 @@
 The thread owns the port and the session. It reads with a short timeout, hands bytes to the
 session and writes its answers with a write timeout, so a host that stops reading cannot block
 it for long. When the device disappears (cable pulled, USB gadget re-enumerated) the login ends
-and the port is reopened with backoff. Nothing escapes the thread: every error is logged and the
+and the port is reopened with backoff. Where the port shows modem lines (a UART wired with
+DCD or DSR), the laptop dropping DTR, as it does when its program closes the port, ends the
+login too, once the line had been seen up. A pty or a USB gadget shows no modem lines; there
+the login ends on the idle timeout, and a script's session id keeps the next client out of it.
+A received break cannot be told from a framing error through pyserial (both read as NUL), so
+it is not used. Nothing escapes the thread: every error is logged and the
 loop goes on, because the console must never take recording down with it.
 """
 
@@ -51,6 +56,14 @@ class Port(Protocol):
     def reset_output_buffer(self) -> None: ...
 
     def close(self) -> None: ...
+
+
+def carrier(port: Any) -> bool | None:
+    """Whether the other end holds the line up (DCD or DSR); None where the port cannot tell."""
+    try:
+        return bool(port.cd or port.dsr)
+    except Exception:  # a pty (ENOTTY), a fake, a driver without modem lines
+        return None
 
 
 def open_serial(device: str, baud: int) -> Port:
@@ -101,6 +114,7 @@ class ConsoleServer:
         self._clock = clock
         self._opener = opener
         self._port: Port | None = None
+        self._carrier: bool | None = None  # DCD or DSR up; None: the port shows no modem lines
         self._stop = threading.Event()
         self._guard = FloodGuard(parse_per_s=max(4096, baud // 10 * 2))
         self._thread = threading.Thread(target=self._run, name="console", daemon=True)
@@ -137,6 +151,7 @@ class ConsoleServer:
             try:
                 if self._port is None:
                     self._port = self._opener(self.device, self.baud)
+                    self._carrier = carrier(self._port)
                     backoff, reported = 0.0, None
                     self._set(open=True, opens=1 + self._status["opens"], last_error=None)
                     log.info("console: serving %s at %d baud", self.device, self.baud)
@@ -177,6 +192,7 @@ class ConsoleServer:
             if waiting:
                 data += port.read(min(READ_MAX, waiting))
         now = self._clock.monotonic_ns()
+        self._watch_carrier(port, now)
         out = b""
         if data:
             self._set(bytes_in=len(data))
@@ -191,6 +207,19 @@ class ConsoleServer:
         out += self._guarded(lambda: self._session.tick(now))
         if out:
             self._write(port, out)
+
+    def _watch_carrier(self, port: Port, now_ns: int) -> None:
+        """End the login when the other end drops DTR; the port stays open for the next one."""
+        if self._carrier is None:
+            return  # this port shows no modem lines
+        up = carrier(port)
+        if self._carrier and up is False:
+            log.info("console: %s: the other end dropped the line (DCD/DSR low)", self.device)
+            try:
+                self._session.hangup(now_ns, "carrier lost")
+            except Exception:
+                log.exception("console: ending the session")
+        self._carrier = up
 
     def _guarded(self, step: Any) -> bytes:
         """A session step that must not take the line down: its failure is logged, not raised."""

@@ -6,6 +6,7 @@ cannot be read, pyserial missing) is logged and the unit records on without it.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Callable
@@ -21,6 +22,8 @@ from agent.console.auth import Authenticator, Lockout, TrustStore, key_fingerpri
 from agent.console.logring import LogRing
 from agent.console.server import ConsoleServer
 from agent.console.session import Session
+from agent.fsutil import atomic_write_bytes
+from hal.clock import Clock
 
 if TYPE_CHECKING:
     from agent.daemon import Agent
@@ -60,6 +63,43 @@ def load_trust(cfg: ConsoleConfig, data_dir: Path, device_id: str) -> TrustStore
     return TrustStore(device_id, listed, ca)
 
 
+LOCKOUT_FILE = "console-lockout.json"
+
+
+class LockoutFile:
+    """The console's login lockout under the data dir, so that restarting the agent does not
+    clear it. Written atomically at every change; a file that cannot be read or written is
+    logged, and the console goes on with what it has in memory."""
+
+    def __init__(self, path: Path, clock: Clock) -> None:
+        self.path = path
+        self._clock = clock
+
+    def load_into(self, lockout: Lockout) -> None:
+        try:
+            record = json.loads(self.path.read_bytes())
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as exc:
+            log.error("console: reading the lockout state %s: %s; starting with none", self.path, exc)
+            return
+        try:
+            lockout.restore(record, self._clock.monotonic_ns(), self._clock.utc_ns())
+        except ValueError as exc:
+            log.error("console: the lockout state in %s is not usable (%s); starting with none", self.path, exc)
+            return
+        if lockout.failures:
+            log.warning("console: %d failed logins in a row before the restart; logins refused for %.0f s",
+                        lockout.failures, lockout.remaining_ns(self._clock.monotonic_ns()) / 1e9)
+
+    def save(self, lockout: Lockout, now_ns: int) -> None:
+        data = json.dumps(lockout.to_record(now_ns, self._clock.utc_ns()), sort_keys=True).encode()
+        try:
+            atomic_write_bytes(self.path, data)
+        except OSError as exc:
+            log.error("console: saving the lockout state: %s; it lasts until the agent stops", exc)
+
+
 @dataclass
 class ConsoleService:
     """A started console: its server thread and the log ring it installed."""
@@ -93,7 +133,10 @@ def start_console(agent: Agent, config_path: Path,
         trust = load_trust(cfg, agent.data_dir, agent.config.device.id)
         backend = AgentBackend(agent, config_path=config_path, ring=ring, trust=trust, restart=restart)
         lockout = Lockout(cfg.lockout_after, round(cfg.lockout_base_s * 1e9), round(cfg.lockout_max_s * 1e9))
-        session = Session(backend, Authenticator(trust, lockout), random_bytes=os.urandom, utc_ns=agent.clock.utc_ns,
+        saved = LockoutFile(agent.data_dir / LOCKOUT_FILE, agent.clock)
+        saved.load_into(lockout)
+        session = Session(backend, Authenticator(trust, lockout, saved.save), random_bytes=os.urandom,
+                          utc_ns=agent.clock.utc_ns,
                           login_required_for_read=cfg.login_required_for_read,
                           session_idle_ns=round(cfg.session_idle_s * 1e9))
         server = ConsoleServer(cfg.device, cfg.baud, session, agent.clock)

@@ -4,10 +4,18 @@ The session turns what the parser assembles into commands, runs them against the
 answers in the mode the line was written in: text and a prompt for a person, one JSON object
 per line for a script. Time and randomness come from the caller, so every behaviour (lockout,
 login expiry, error rate limits, flood handling) is tested without I/O or sleeps.
+
+A login opens a technician session; it is not a property of the line. A script's login answer
+carries a fresh session id that every later request must carry to act as that technician, so a
+client that comes after it on the same line (a second ``bodycam diag`` without a key) is
+anonymous whatever the first one left behind. A person's typed login serves that person's
+typed lines only. Either ends on ``logout``, after ``session_idle_ns`` without a request from
+its holder, on a new login, and when the line drops.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import re
@@ -22,12 +30,13 @@ from agent.console.auth import CTX_LOGIN, NONCE_BYTES, Authenticator, AuthError,
 from agent.console.backend import BackendError, ConsoleBackend
 from agent.console.commands import CHANGE, COMMANDS, READ, ConsoleError, Context, bind
 from agent.console.parser import MAX_LINE, Interrupted, Line, LineAssembler, Rejected
+from agent.textsafe import safe_text
 
 log = logging.getLogger(__name__)
 
 ANONYMOUS = "console:anonymous"
 PARTIAL_LINE_TTL_NS = 120_000_000_000  # a line left half-typed this long is forgotten
-_UNSAFE = {c: "?" for c in (*range(0x20), 0x7F) if c != 0x0A}
+SESSION_ID_BYTES = 16
 _HEX_KEY = re.compile(r"[0-9a-fA-F]{64}")
 
 
@@ -104,6 +113,23 @@ class FloodGuard:
 
 
 @dataclass
+class TechSession:
+    """An open technician login. ``session_id`` is what a script's requests must carry; None
+    for a person's typed login, which serves typed lines only."""
+
+    tech: Technician
+    session_id: str | None
+    last_activity_ns: int
+
+    def admits(self, machine: bool, session_id: object) -> bool:
+        """Does a request in this mode, carrying ``session_id``, belong to this session?"""
+        if self.session_id is None:
+            return not machine
+        return machine and isinstance(session_id, str) and hmac.compare_digest(
+            session_id.encode("utf-8", "replace"), self.session_id.encode())
+
+
+@dataclass
 class _Reply:
     cmd: str | None
     ok: bool
@@ -137,9 +163,10 @@ class Session:
         self._random = random_bytes
         self._utc_ns = utc_ns
         self._parser = LineAssembler(max_line)
-        self._tech: Technician | None = None
-        self._expired = False
-        self._last_activity_ns = 0
+        self._login: TechSession | None = None
+        self._caller: Technician | None = None  # who sent the request being handled (None: anonymous)
+        self._machine = False  # the mode of the request being handled
+        self._ended: str | None = None  # why the last session ended, for the next refusal
         self._last_byte_ns = 0
         self._now_ns = 0
         self._at_line_start = True
@@ -154,11 +181,12 @@ class Session:
 
     @property
     def technician_name(self) -> str | None:
-        return None if self._tech is None else self._tech.name
+        """The technician the request being handled acts as (None: anonymous)."""
+        return None if self._caller is None else self._caller.name
 
     @property
     def actor(self) -> str:
-        return ANONYMOUS if self._tech is None else self._tech.actor
+        return ANONYMOUS if self._caller is None else self._caller.actor
 
     def begin_login(self) -> dict[str, Any]:
         if self.auth.trust.empty:
@@ -182,18 +210,31 @@ class Session:
                 self.backend.audit(ANONYMOUS, "console-login", target, "failed", code=exc.code,
                                    failures=self.auth.lockout.failures)
             raise
-        self._tech, self._expired, self._last_activity_ns = tech, False, self._now_ns
+        if self._login is not None:
+            self._end_session("replaced by a new login")
+        session_id = self._random(SESSION_ID_BYTES).hex() if self._machine else None
+        self._login = TechSession(tech, session_id, self._now_ns)
+        self._caller, self._ended = tech, None
         self.backend.audit(tech.actor, "console-login", self.backend.device_id, "ok",
                            technician=tech.name, fingerprint=tech.fingerprint, via=tech.via)
-        return {"technician": tech.name, "fingerprint": tech.fingerprint, "via": tech.via,
-                "idle_timeout_s": round(self.session_idle_ns / 1e9)}
+        answer: dict[str, Any] = {"technician": tech.name, "fingerprint": tech.fingerprint, "via": tech.via,
+                                  "idle_timeout_s": round(self.session_idle_ns / 1e9)}
+        if session_id is not None:
+            answer["session"] = session_id
+        return answer
 
     def logout(self, reason: str = "logout") -> dict[str, Any]:
-        tech, self._tech = self._tech, None
+        ended = self._login is not None
+        self._end_session(reason)
+        self._caller = None
+        return {"logged_out": ended}
+
+    def _end_session(self, reason: str) -> None:
+        login, self._login = self._login, None
         self.auth.forget()
-        if tech is not None:
-            self.backend.audit(tech.actor, "console-logout", self.backend.device_id, "ok", reason=reason)
-        return {"logged_out": tech is not None}
+        if login is not None:
+            self._ended = reason
+            self.backend.audit(login.tech.actor, "console-logout", self.backend.device_id, "ok", reason=reason)
 
     # -- the line --------------------------------------------------------------------------------
 
@@ -228,9 +269,7 @@ class Session:
     def hangup(self, now_ns: int, reason: str) -> None:
         """The line went away (cable pulled, device gone): a login never outlives its line."""
         self._now_ns = now_ns
-        if self._tech is not None:
-            self.logout(reason=f"line lost: {reason}")
-        self.auth.forget()
+        self._end_session(f"line lost: {reason}")
         self._parser.reset()
         self._greeted = False
         self._at_line_start = True
@@ -249,9 +288,8 @@ class Session:
     # -- internals ---------------------------------------------------------------------------
 
     def _expire_login(self, now_ns: int) -> None:
-        if self._tech is not None and now_ns - self._last_activity_ns > self.session_idle_ns:
-            self.logout(reason="idle")
-            self._expired = True
+        if self._login is not None and now_ns - self._login.last_activity_ns > self.session_idle_ns:
+            self._end_session("idle")
 
     def _line(self, line: Line) -> bytes:
         self._last_machine = line.machine
@@ -266,7 +304,7 @@ class Session:
             return self._answer(_Reply(None, False, code="bad-args", message=str(exc)), False)
         if not words:
             return self._prompt()
-        return self._answer(self._dispatch(words[0], words[1:]), False)
+        return self._answer(self._dispatch(words[0], words[1:], False, None), False)
 
     def _machine_line(self, text: str) -> bytes:
         req_id: object = None
@@ -284,10 +322,13 @@ class Session:
         if not isinstance(args, list | dict):
             return self._answer(_Reply(req["cmd"], False, code="bad-request",
                                        message='"args" must be an array or an object'), True, req_id)
-        return self._answer(self._dispatch(req["cmd"], args), True, req_id)
+        return self._answer(self._dispatch(req["cmd"], args, True, req.get("session")), True, req_id)
 
-    def _dispatch(self, name: str, raw: list[Any] | dict[str, Any]) -> _Reply:
+    def _dispatch(self, name: str, raw: list[Any] | dict[str, Any], machine: bool, session_id: object) -> _Reply:
         self._expire_login(self._now_ns)
+        self._machine = machine
+        login = self._login
+        self._caller = login.tech if login is not None and login.admits(machine, session_id) else None
         cmd = COMMANDS.get(name.lower())
         if cmd is None:
             return _Reply(name[:32], False, code="unknown-command",
@@ -297,15 +338,20 @@ class Session:
         except ConsoleError as exc:
             return _Reply(cmd.name, False, code=exc.code, message=str(exc))
         access = cmd.access_for(args)
-        if self._tech is None and (access == CHANGE or (access == READ and self.login_required_for_read)):
-            why = " (the last login ended after being idle)" if self._expired else ""
+        stale = session_id is not None and self._caller is None
+        if stale or (self._caller is None and (access == CHANGE or (access == READ and self.login_required_for_read))):
             if access == CHANGE and self._audit_failures.take(self._now_ns):
                 self.backend.audit(ANONYMOUS, f"console-{cmd.name}", self.backend.device_id, "refused",
-                                   reason="not logged in", args=_audit_args(args))
+                                   reason="session ended" if stale else "not logged in", args=_audit_args(args))
+            if stale:  # a script that believes it is logged in must learn that it is not, not act anonymously
+                why = f" ({self._ended})" if self._ended else ""
+                return _Reply(cmd.name, False, code="session-ended",
+                              message=f"this session is not open on the unit{why}: log in again")
+            why = " (the last login ended after being idle)" if self._ended == "idle" else ""
             return _Reply(cmd.name, False, code="login-required",
                           message=f"`{cmd.name}` needs a technician login{why}")
-        if self._tech is not None:
-            self._last_activity_ns = self._now_ns
+        if login is not None and self._caller is not None:
+            login.last_activity_ns = self._now_ns  # only its holder keeps a session alive
         ctx = Context(self.backend, self, self.actor, self._now_ns, self._state)
         try:
             data = cmd.handler(ctx, args)
@@ -344,7 +390,9 @@ class Session:
             text = render.render(reply.cmd or "", reply.data)
         else:
             text = render.render_error(reply.code, reply.message)
-        out += text.translate(_UNSAFE).replace("\n", "\r\n").encode("utf-8", "replace") + b"\r\n"
+        # answers hold text from outside (driver errors, log lines, config values): nothing in it may
+        # drive the technician's terminal
+        out += safe_text(text, multiline=True).replace("\n", "\r\n").encode() + b"\r\n"
         self._at_line_start = True
         return bytes(out) + self._prompt()
 
@@ -352,11 +400,11 @@ class Session:
         out = b""
         if not self._greeted:
             self._greeted = True
-            out = (f"bodycam console, unit {self.backend.device_id}, firmware {__version__}. "
+            out = (f"bodycam console, unit {safe_text(self.backend.device_id)}, firmware {__version__}. "
                    "Type help.\r\n").encode()
-        mark = "#" if self._tech is not None else ">"
+        mark = "#" if self._login is not None and self._login.session_id is None else ">"
         self._at_line_start = False
-        return out + f"bodycam:{self.backend.device_id}{mark} ".encode()
+        return out + f"bodycam:{safe_text(self.backend.device_id)}{mark} ".encode()
 
 
 def _audit_args(args: dict[str, Any]) -> dict[str, Any]:

@@ -11,7 +11,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import signal
 import sqlite3
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -28,9 +30,20 @@ from agent.console.service import EXIT_RESTART
 from agent.evidence.manifest import parse_manifest_record
 from agent.evidence.segment import scan
 from tests.console_util import Line, NullModem, diag
-from tests.integration.agent_util import AgentProcess, provision_sim, verify_json
+from tests.integration.agent_util import BIN, AgentProcess, provision_sim, verify_json
 
 PROMPT = b"bodycam:it-unit-1"
+# a technician key file whose name (the name the unit logs and shows) is a terminal attack: clear the
+# screen, retitle the window, forge a verdict with CSI as one C1 character, reverse the text after it
+EVIL = "\x1b[2J\x1b[H\x1b]0;pwned\x07\u009b32mVERDICT: PASS\u009b0m\u202eevil"
+ACTIVE = ("\x1b", "\x07", "\u009b", "\u202e")
+
+
+def audit_rows(data: Path, action: str) -> list[dict[str, Any]]:
+    with sqlite3.connect(f"file:{data / 'index.sqlite'}?mode=ro", uri=True) as db:
+        rows = db.execute("SELECT actor, action, target, outcome, detail FROM audit WHERE action = ? ORDER BY id",
+                          (action,)).fetchall()
+    return [{"actor": a, "action": b, "target": t, "outcome": o, "detail": json.loads(d)} for a, b, t, o, d in rows]
 
 
 @dataclasses.dataclass
@@ -41,12 +54,10 @@ class Unit:
     line: Line
     key: ed25519.Ed25519PrivateKey
     key_path: Path
+    evil: ed25519.Ed25519PrivateKey  # trusted, under a name full of terminal controls
 
     def audit(self, action: str) -> list[dict[str, Any]]:
-        with sqlite3.connect(f"file:{self.data / 'index.sqlite'}?mode=ro", uri=True) as db:
-            rows = db.execute("SELECT actor, action, target, outcome, detail FROM audit WHERE action = ? ORDER BY id",
-                              (action,)).fetchall()
-        return [{"actor": a, "action": b, "target": t, "outcome": o, "detail": json.loads(d)} for a, b, t, o, d in rows]
+        return audit_rows(self.data, action)
 
     def events(self, name: str) -> list[dict[str, Any]]:
         out = []
@@ -60,28 +71,43 @@ class Unit:
         return out
 
 
-@pytest.fixture(scope="module")
-def unit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Unit]:
-    data = tmp_path_factory.mktemp("console") / "unit"
+def write_public(path: Path, key: ed25519.Ed25519PrivateKey) -> None:
+    path.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                   serialization.PublicFormat.SubjectPublicKeyInfo))
+
+
+def console_unit(data: Path, **console: Any) -> tuple[Path, Line, ed25519.Ed25519PrivateKey, Path]:
+    """A provisioned simulated unit whose console is a pty and trusts alice: (config, line, key, key file)."""
     cfg_path = provision_sim(data, pre_event_s=2.0, segment_s=4.0)
     key = ed25519.Ed25519PrivateKey.generate()
     key_path = data.parent / "alice.key"
     key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                            serialization.NoEncryption()))
     key_path.chmod(0o600)
-    (data / "alice.pub").write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
-                                                                   serialization.PublicFormat.SubjectPublicKeyInfo))
+    write_public(data / "alice.pub", key)
     link = data.parent / "console-tty"
     line = Line(link, PROMPT)
     cfg = load_config(cfg_path)
-    console = dataclasses.replace(cfg.console, device=str(link), technician_keys=("alice.pub",), lockout_after=2,
-                                  lockout_base_s=1.0, lockout_max_s=2.0)
+    settings = dataclasses.replace(cfg.console, device=str(link), technician_keys=("alice.pub",), **console)
+    cfg_path.write_text(render_config(dataclasses.replace(cfg, console=settings)))
+    return cfg_path, line, key, key_path
+
+
+@pytest.fixture(scope="module")
+def unit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Unit]:
+    data = tmp_path_factory.mktemp("console") / "unit"
+    data.mkdir(parents=True)
+    evil = ed25519.Ed25519PrivateKey.generate()
+    write_public(data / f"{EVIL}.pub", evil)
+    cfg_path, line, key, key_path = console_unit(data, lockout_after=2, lockout_base_s=1.0, lockout_max_s=2.0)
+    cfg = load_config(cfg_path)
+    console = dataclasses.replace(cfg.console, technician_keys=("alice.pub", f"{EVIL}.pub"))
     cfg_path.write_text(render_config(dataclasses.replace(cfg, console=console)))
     agent = AgentProcess(data, cfg_path)
     try:
         agent.wait_ready()
         line.wait_served()
-        yield Unit(data, cfg_path, agent, line, key, key_path)
+        yield Unit(data, cfg_path, agent, line, key, key_path, evil)
     finally:
         if agent.proc.poll() is None:
             agent.terminate()
@@ -208,6 +234,7 @@ def test_a_config_change_is_validated_persisted_and_signed(unit: Unit) -> None:
 def test_a_person_logs_in_by_hand_and_types_changes(unit: Unit) -> None:
     line = unit.line
     line.type("logout")
+    line.session = None  # the script's session ended with it
     assert "error (login-required)" in line.type("record mark")
     out = line.type("login")
     nonce = out.split("challenge for unit it-unit-1: ")[1].split()[0]
@@ -319,6 +346,68 @@ def test_the_diag_client_runs_the_selftest_and_logs_in_by_itself(unit: Unit, tmp
         modem.close()
 
 
+def test_a_later_diag_without_a_key_does_not_act_as_the_technician_before_it(unit: Unit) -> None:
+    modem = NullModem(unit.line)
+    try:
+        out = diag("--port", modem.path, "--key", str(unit.key_path), "--json", "record", "mark")
+        assert out.returncode == 0 and json.loads(out.stdout)["ok"], out.stderr
+        logouts = len(unit.audit("console-logout"))
+        starts = len(unit.events("record-start"))
+        for args in (["record", "start"], ["record", "stop"], ["config", "set", "sync.interval_s", "7"]):
+            out = diag("--port", modem.path, "--json", *args)  # the next person on the line, no key
+            assert json.loads(out.stdout)["error"]["code"] == "login-required", out.stdout
+            assert unit.audit(f"console-{args[0]}")[-1]["actor"] == "console:anonymous"
+        assert len(unit.events("record-start")) == starts
+        assert load_config(unit.config).sync.interval_s != 7
+        logout = unit.audit("console-logout")[logouts - 1]  # diag logged out before it exited
+        assert logout["actor"].startswith("console:alice:") and logout["detail"]["reason"] == "logout"
+    finally:
+        modem.close()
+
+
+def test_an_interrupted_diag_still_logs_out(unit: Unit, tmp_path: Path) -> None:
+    modem = NullModem(unit.line)
+    try:
+        proc = subprocess.Popen([str(BIN / "bodycam"), "diag", "--port", modem.path, "--key", str(unit.key_path)],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=dict(os.environ, HOME=str(tmp_path), PYTHONUNBUFFERED="1"))
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write("record mark\n")
+        proc.stdin.flush()
+        while "recording" not in (line := proc.stdout.readline()):
+            assert line, proc.stderr.read() if proc.stderr else ""
+        logouts = len(unit.audit("console-logout"))
+        proc.send_signal(signal.SIGINT)  # Ctrl-C
+        proc.communicate(timeout=30)
+        logout = unit.audit("console-logout")[logouts:]
+        assert [r["detail"]["reason"] for r in logout] == ["logout"], logout
+        assert logout[0]["actor"].startswith("console:alice:")
+    finally:
+        modem.close()
+
+
+def test_a_log_answer_full_of_terminal_controls_reaches_the_screen_escaped(unit: Unit) -> None:
+    assert unit.line.login(unit.evil)["ok"]
+    for _ in range(2):  # the unit logs each start and stop with its actor: the technician's name
+        assert unit.line.ask("record", ["start"])["ok"]
+        assert unit.line.ask("record", ["stop"])["ok"]
+    assert unit.line.ask("logout")["ok"]
+    unit.line.session = None
+    typed = unit.line.type("log 50")
+    assert "VERDICT: PASS" in typed and not any(c in typed for c in ACTIVE), typed
+    modem = NullModem(unit.line)
+    try:
+        out = diag("--port", modem.path, "log", "50")
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.count("VERDICT: PASS") >= 4
+        assert not any(c in out.stdout for c in ACTIVE), out.stdout
+        assert "\\x1b[2J\\x1b[H\\x1b]0;pwned\\x07\\x9b32m" in out.stdout
+        raw = diag("--port", modem.path, "--json", "log", "50").stdout  # JSON: the data as it is, inert
+        assert not any(c in raw for c in ACTIVE) and EVIL in "\n".join(json.loads(raw)["data"]["lines"])
+    finally:
+        modem.close()
+
+
 def test_diag_says_clearly_when_the_port_is_absent_or_silent(unit: Unit, tmp_path: Path) -> None:
     out = diag("--port", str(tmp_path / "ttyACM9"), "status")
     assert out.returncode == 3 and "no such port" in out.stderr
@@ -329,6 +418,47 @@ def test_diag_says_clearly_when_the_port_is_absent_or_silent(unit: Unit, tmp_pat
     finally:
         os.close(master)
         os.close(slave)
+
+
+# -- a unit of its own: idle timeout, lockout across a restart ---------------------------------------
+
+
+def test_an_idle_session_ends_and_the_lockout_survives_a_restart(tmp_path: Path) -> None:
+    data = tmp_path / "unit"
+    cfg_path, line, key, _ = console_unit(data, session_idle_s=2.0, lockout_after=1, lockout_base_s=120.0,
+                                          lockout_max_s=600.0)
+    agent = AgentProcess(data, cfg_path)
+    try:
+        agent.wait_ready()
+        line.wait_served()
+        assert line.login(key)["ok"]
+        assert line.ask("record", ["mark"])["ok"]
+        for _ in range(8):  # someone else polls the line; that keeps no one's session alive
+            assert line.ask("status", session=None)["ok"]
+            time.sleep(0.5)
+        doc = line.ask("record", ["start"])
+        assert doc["error"]["code"] == "session-ended" and "idle" in doc["error"]["message"], doc
+        logout = [r for r in audit_rows(data, "console-logout") if r["detail"]["reason"] == "idle"]
+        assert len(logout) == 1 and logout[0]["actor"].startswith("console:alice:")
+
+        line.session = None
+        assert line.login(ed25519.Ed25519PrivateKey.generate())["error"]["code"] == "unknown-key"  # locked 120 s
+        assert line.ask("login")["error"]["code"] == "locked"
+        agent.terminate()
+        assert agent.wait(60) == 0
+        line.close()
+        line = Line(line.link, PROMPT)
+        agent = AgentProcess(data, cfg_path)  # a restart must not be a way around the lockout
+        agent.wait_ready()
+        line.wait_served()
+        doc = line.ask("login")
+        assert doc["error"]["code"] == "locked", doc
+        assert "PRIVATE KEY" not in (data / "console-lockout.json").read_text()
+    finally:
+        if agent.proc.poll() is None:
+            agent.terminate()
+            agent.wait(60)
+        line.close()
 
 
 # -- last: reboot ------------------------------------------------------------------------------------

@@ -61,7 +61,7 @@ def test_every_default() -> None:
     for name in SENSOR_SECTIONS:
         assert getattr(c, name) == SensorConfig(driver="sim", enabled=True)
     assert c.control == ControlConfig("ctl.sock")
-    assert c.console == ConsoleConfig("", 115200, (), "", False, 3, 30.0, 900.0, 900.0)
+    assert c.console == ConsoleConfig("", 115200, (), "", False, 3, 30.0, 900.0, 300.0)
     assert c.storage == StorageConfig(0, 0, 0, 0, 604800.0)
     assert c.sync == SyncConfig(5.0, 60.0, 0, 1_048_576, 10.0, 30.0, 120.0, 300.0)
 
@@ -156,7 +156,8 @@ BAD = [
     ('[console]\nlockout_max_s = 86401\n', "console.lockout_max_s", "out of range"),
     ('[console]\nlockout_base_s = 60\nlockout_max_s = 30\n', "console.lockout_max_s",
      "30 is below console.lockout_base_s (60)"),
-    ('[console]\nsession_idle_s = 5\n', "console.session_idle_s", "out of range 10..86400"),
+    ('[console]\nsession_idle_s = 0.5\n', "console.session_idle_s", "out of range 1..3600"),
+    ('[console]\nsession_idle_s = 3601\n', "console.session_idle_s", "out of range 1..3600"),
     ('[control]\nsocket = ""\n', "control.socket", "must not be empty"),
     ('[storage]\nwarn_free_bytes = -1\n', "storage.warn_free_bytes", "out of range"),
     ('[storage]\nreserve_free_bytes = -1\n', "storage.reserve_free_bytes", "out of range"),
@@ -232,8 +233,8 @@ GOOD_EDGES = [
     "[sync]\nconnect_timeout_s = 0.5\nio_timeout_s = 600\ningest_timeout_s = 3600\nbackoff_max_s = 86400\n",
     *[f"[console]\nbaud = {b}\n" for b in STANDARD_BAUDS],
     '[console]\ntechnician_keys = ["alice.pub", "-----BEGIN PUBLIC KEY-----\\nMCow\\n-----END PUBLIC KEY-----"]\n',
-    "[console]\nlockout_after = 1\nlockout_base_s = 0.1\nlockout_max_s = 0.1\nsession_idle_s = 10\n",
-    "[console]\nlockout_after = 100\nlockout_base_s = 3600\nlockout_max_s = 86400\nsession_idle_s = 86400\n",
+    "[console]\nlockout_after = 1\nlockout_base_s = 0.1\nlockout_max_s = 0.1\nsession_idle_s = 1\n",
+    "[console]\nlockout_after = 100\nlockout_base_s = 3600\nlockout_max_s = 86400\nsession_idle_s = 3600\n",
 ]
 
 
@@ -377,7 +378,7 @@ def configs(draw: st.DrawFn) -> Config:
             lockout_after=draw(st.integers(1, 100)),
             lockout_base_s=draw(st.floats(0.1, 3600.0)),
             lockout_max_s=draw(st.floats(3600.0, 86400.0)),
-            session_idle_s=draw(st.floats(10.0, 86400.0)),
+            session_idle_s=draw(st.floats(1.0, 3600.0)),
         ),
         storage=StorageConfig(warn, critical, full, reserve, draw(st.floats(0.0, 365.0 * 86400))),
         sync=SyncConfig(
@@ -464,7 +465,7 @@ CHANGES = [
     "[console]\nlockout_after = 4\n",
     "[console]\nlockout_base_s = 31\n",
     "[console]\nlockout_max_s = 901\n",
-    "[console]\nsession_idle_s = 901\n",
+    "[console]\nsession_idle_s = 301\n",
     "[storage]\nwarn_free_bytes = 1\n",
     "[storage]\nreserve_free_bytes = 1\n",
     "[storage]\ncritical_free_bytes = 1\n",

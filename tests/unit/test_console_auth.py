@@ -200,3 +200,43 @@ def test_public_pems_are_parsed_and_other_kinds_refused() -> None:
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     with pytest.raises(ValueError, match="Ed25519"):
         parse_public_pems(x)
+
+
+def test_the_lockout_survives_a_restart_as_a_record() -> None:
+    before = lockout(after=2)
+    before.failed(10 * S)
+    before.failed(11 * S)  # locked for 30 s from 11 s
+    record = before.to_record(now_ns=21 * S, utc_ns=UTC)  # 20 s of it left
+    after = lockout(after=2)  # the restarted agent: a new monotonic clock
+    after.restore(record, now_ns=5 * S, utc_ns=UTC + 4 * S)  # 4 s of downtime
+    assert after.failures == 2 and after.remaining_ns(5 * S) == 16 * S
+    assert after.failed(30 * S) == 60 * S  # the next failure doubles, as if nothing had restarted
+
+
+def test_a_clock_set_back_cannot_lengthen_a_restored_lock() -> None:
+    before = lockout(after=1)
+    before.failed(0)
+    after = lockout(after=1)
+    after.restore(before.to_record(0, UTC), now_ns=0, utc_ns=UTC - 3600 * S)
+    assert after.remaining_ns(0) == 30 * S
+    later = lockout(after=1)
+    later.restore(before.to_record(0, UTC), now_ns=0, utc_ns=UTC + 3600 * S)
+    assert later.remaining_ns(0) == 0 and later.failures == 1
+
+
+@pytest.mark.parametrize("record", [None, [], {}, {"failures": "3", "locked_until_utc_ns": 0},
+                                    {"failures": -1, "locked_until_utc_ns": 0}, {"failures": 1}])
+def test_a_malformed_lockout_record_is_refused(record: object) -> None:
+    with pytest.raises(ValueError):
+        lockout().restore(record, 0, UTC)
+
+
+def test_every_lockout_change_is_reported_for_saving() -> None:
+    key, stranger = ed25519.Ed25519PrivateKey.generate(), ed25519.Ed25519PrivateKey.generate()
+    seen: list[int] = []
+    auth = Authenticator(trust_with(key), lockout(after=5), lambda lk, now: seen.append(lk.failures))
+    with pytest.raises(AuthError):
+        answer(auth, stranger, 0)
+    answer(auth, key, 10 * S)
+    answer(auth, key, 20 * S)  # nothing to clear: nothing to save
+    assert seen == [1, 0]

@@ -163,3 +163,50 @@ def test_describe_names_the_usual_problems() -> None:
     assert describe(serial.SerialException(errno.ENOENT, "x")) == "no such device"
     assert describe(serial.SerialException(errno.EACCES, "x")) == "permission denied"
     assert "busy" in describe(serial.SerialException(11, "Could not exclusively lock port /dev/x"))
+
+
+class ModemPort(FakePort):
+    """A UART with modem lines: ``up`` is what DCD/DSR show (the laptop's DTR through the cable)."""
+
+    def __init__(self, reads: list[bytes | Exception]) -> None:
+        super().__init__(reads)
+        self.up = True
+
+    @property
+    def cd(self) -> bool:
+        return self.up
+
+    @property
+    def dsr(self) -> bool:
+        return self.up
+
+
+def test_dtr_dropped_by_the_laptop_ends_the_login_and_the_port_stays_open() -> None:
+    rig = Rig()
+    rig.login()
+    port = ModemPort([b'{"cmd":"version","id":1}\n'])
+    opener = Opener(port)
+    server = ConsoleServer("/dev/fake", 115200, rig.session, FakeClock(start_mono_ns=rig.now), opener)
+
+    def dropped_then_back() -> bool:
+        if b'"id":1' in port.written and port.up:
+            port.up = False  # the technician's program closed the port
+        elif not port.up and any(a["action"] == "console-logout" for a in rig.backend.audits):
+            port.up = True
+            port.reads.append(b'{"cmd":"reboot","id":2}\n')  # the next program on the line
+        return b'"id":2' in port.written
+
+    run(server, dropped_then_back)
+    logout = [a for a in rig.backend.audits if a["action"] == "console-logout"]
+    assert [a["reason"] for a in logout] == ["line lost: carrier lost"]
+    assert b"login-required" in port.written or b"session-ended" in port.written
+    assert opener.calls == 1  # the port stayed open for the next program
+
+
+def test_a_port_without_modem_lines_is_never_hung_up() -> None:
+    rig = Rig()
+    rig.login()
+    port = FakePort([b'{"cmd":"version","id":1}\n'])
+    server = ConsoleServer("/dev/fake", 115200, rig.session, FakeClock(start_mono_ns=rig.now), Opener(port))
+    run(server, lambda: b'"id":1' in port.written)
+    assert not [a for a in rig.backend.audits if "carrier" in a.get("reason", "")]

@@ -111,6 +111,7 @@ class Rig:
         self.now = 100 * S
         self.session = Session(self.backend, self.auth, random_bytes=os.urandom, utc_ns=lambda: 1_715_680_800 * S,
                                login_required_for_read=read_login, session_idle_ns=900 * S)
+        self.session_id: str | None = None  # what this script's requests carry after its login
 
     def type(self, line: str) -> str:
         self.now += S // 10
@@ -119,6 +120,8 @@ class Rig:
     def ask(self, cmd: str, args: list[Any] | dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
         self.now += S // 10
         req: dict[str, Any] = {"cmd": cmd, **extra}
+        if self.session_id is not None and cmd != "login":
+            req.setdefault("session", self.session_id)
         if args is not None:
             req["args"] = args
         out = self.session.feed(json.dumps(req).encode() + b"\n", self.now).decode()
@@ -132,7 +135,9 @@ class Rig:
         challenge = self.ask("login")
         assert challenge["ok"], challenge
         sig = key.sign(login_message(UNIT, bytes.fromhex(challenge["data"]["nonce"])))
-        return self.ask("login", {"key": raw_public(key.public_key()).hex(), "signature": sig.hex()})
+        doc = self.ask("login", {"key": raw_public(key.public_key()).hex(), "signature": sig.hex()})
+        self.session_id = doc["data"]["session"] if doc["ok"] else None
+        return doc
 
 
 READ_COMMANDS = [["status"], ["sensors"], ["selftest"], ["log", "3"], ["time"], ["gps"], ["storage"], ["sync"],
@@ -284,13 +289,15 @@ def test_logins_and_failures_are_audited_and_lock_the_line() -> None:
     assert [a["outcome"] for a in r.backend.audits] == ["failed", "failed", "failed", "refused", "ok"]
     assert r.ask("logout")["data"] == {"logged_out": True}
     assert r.backend.audits[-1]["action"] == "console-logout"
-    assert r.ask("reboot")["error"]["code"] == "login-required"
+    assert r.ask("reboot")["error"]["code"] == "session-ended"
+    assert r.ask("reboot", session=None)["error"]["code"] == "login-required"
 
 
-def test_the_prompt_shows_a_login() -> None:
+def test_a_scripts_login_is_not_a_persons_prompt() -> None:
     r = Rig()
     r.login()
-    assert r.type("").endswith("bodycam:unit-7# ")
+    assert r.type("").endswith("bodycam:unit-7> ")
+    assert "login-required" in r.type("reboot")
 
 
 def test_a_login_ends_when_idle_and_when_the_line_drops() -> None:
@@ -299,11 +306,84 @@ def test_a_login_ends_when_idle_and_when_the_line_drops() -> None:
     r.now += 901 * S
     r.session.tick(r.now)
     doc = r.ask("reboot")
+    assert doc["error"]["code"] == "session-ended" and "idle" in doc["error"]["message"]
+    doc = r.ask("reboot", session=None)
     assert doc["error"]["code"] == "login-required" and "idle" in doc["error"]["message"]
     r.login()
     r.session.hangup(r.now, "cable pulled")
-    assert r.ask("reboot")["error"]["code"] == "login-required"
+    assert r.ask("reboot")["error"]["code"] == "session-ended"
     assert r.backend.audits[-2]["reason"] == "line lost: cable pulled"
+
+
+def test_a_client_after_a_login_on_the_same_line_acts_as_nobody() -> None:
+    r = Rig()
+    assert r.login()["ok"]
+    assert r.ask("record", ["mark"])["ok"]  # the client that signed, with its session id
+    for cmd, args in [("record", ["start"]), ("record", ["stop"]), ("config", ["set", "recording.pre_event_s", "7"]),
+                      ("sync", ["now"]), ("reboot", [])]:
+        doc = r.ask(cmd, args, session=None)  # the next client on the line, without a key
+        assert doc["error"]["code"] == "login-required", doc
+        assert r.backend.audits[-1]["actor"] == "console:anonymous"
+    assert r.ask("help", session=None)["data"]["logged_in_as"] is None
+    assert "lat_deg" not in r.ask("gps", session=None)["data"]["fix"]
+    assert "login-required" in r.type("record start")  # nor a person typing on the line
+    forged = r.ask("record", ["start"], session="00" * 16)
+    assert forged["error"]["code"] == "session-ended"
+    acted = [c for c in r.backend.calls if c[0] in ("record", "config_set", "sync_now", "reboot")]
+    assert acted == [("record", ("mark", acted[0][1][1], None))]  # only the signed mark
+
+
+def test_a_persons_login_serves_typed_lines_only() -> None:
+    r = Rig()
+    out = r.type("login")
+    nonce = out.split("challenge for unit unit-7: ")[1].split()[0]
+    sig = r.key.sign(login_message(UNIT, bytes.fromhex(nonce))).hex()
+    assert "logged in as alice" in r.type(f"login {raw_public(r.key.public_key()).hex()} {sig}")
+    assert r.ask("record", ["start"])["error"]["code"] == "login-required"  # a script on the same line
+    assert "error" not in r.type("record start")
+
+
+def test_only_the_sessions_holder_keeps_it_alive() -> None:
+    r = Rig()
+    r.login()
+    for _ in range(20):  # someone else polls the line for 20 minutes
+        r.now += 60 * S
+        assert r.ask("status", session=None)["ok"]
+        r.session.tick(r.now)
+    doc = r.ask("record", ["start"])
+    assert doc["error"]["code"] == "session-ended" and "idle" in doc["error"]["message"]
+    logout = [a for a in r.backend.audits if a["action"] == "console-logout"]
+    assert [a["reason"] for a in logout] == ["idle"] and logout[0]["actor"].startswith("console:alice:")
+    assert r.backend.audits[-1]["outcome"] == "refused" and r.backend.audits[-1]["reason"] == "session ended"
+
+
+def test_a_new_login_ends_the_previous_session() -> None:
+    r = Rig()
+    r.login()
+    first = r.session_id
+    r.login()
+    assert r.ask("record", ["mark"], session=first)["error"]["code"] == "session-ended"
+    assert r.ask("record", ["mark"])["ok"]
+    assert any(a.get("reason") == "replaced by a new login" for a in r.backend.audits)
+
+
+def test_text_from_the_unit_reaches_a_terminal_with_its_controls_escaped() -> None:
+    r = Rig()
+    evil = "\x1b[2J\x1b]0;owned\x07\u009b31mVERDICT: PASS\u202e\r"
+    r.backend.log_tail = lambda n: [evil]  # type: ignore[method-assign]
+    out = r.type("log 1")
+    assert "VERDICT: PASS" in out
+    for byte in ("\x1b", "\x07", "\u009b", "\u202e"):
+        assert byte not in out
+    assert "\\x1b[2J" in out and "\\x9b31m" in out and "\\u202e" in out
+    doc = r.ask("log", ["1"])  # JSON mode carries the data as it is: JSON escapes are inert
+    assert doc["data"]["lines"] == [evil]
+
+
+def test_the_echo_of_typed_bytes_escapes_c1_controls() -> None:
+    r = Rig()
+    out = r.session.feed("x\u009b2J\u202ey".encode(), r.now)
+    assert out == b"x\\x9b2J\\u202ey"
 
 
 def test_a_unit_without_technician_keys_says_so() -> None:
