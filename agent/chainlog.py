@@ -31,7 +31,7 @@ from agent.evidence.segment import (
     seal_salvaged,
     write_event,
 )
-from agent.fsutil import create_new_bytes, fsync_dir, publish_new
+from agent.fsutil import create_new_bytes, fsync_dir, no_room, publish_new, retry_when_full
 from agent.store import Store
 from hal.clock import Clock
 from hal.keystore import KeyStore
@@ -99,7 +99,11 @@ class OpenSegment:
 
 
 class ChainLog:
-    """Appends entries to one device's chain. Not thread-safe: one thread (the recorder) owns it."""
+    """Appends entries to one device's chain. Not thread-safe: one thread (the recorder) owns it.
+
+    ``make_room`` frees space when the disk is full (see :mod:`agent.reserve`): an event, or the
+    manifest that seals what a failed segment left, is written again after it; footage never is.
+    """
 
     def __init__(
         self,
@@ -115,8 +119,10 @@ class ChainLog:
         clock: Clock,
         chunk_bytes: int,
         opener: FileOpener = OsSegmentFile,
+        make_room: Callable[[], bool] = no_room,
     ) -> None:
         self.dir = data_dir / "segments"
+        self._make_room = make_room
         self._opener = opener
         self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._data_dir = data_dir
@@ -209,7 +215,7 @@ class ChainLog:
             sealed=seal_metadata(sealed_meta, self._hq_public, self.device_id, seq) if sealed_meta else None,
         )
         name_ = segment_filename(seq)
-        create_new_bytes(self.dir / name_, buf.getvalue(), mode=0o600)
+        retry_when_full(lambda: create_new_bytes(self.dir / name_, buf.getvalue(), mode=0o600), self._make_room)
         self._store.record_event_entry(
             seq,
             device_id=self.device_id,
@@ -316,25 +322,31 @@ class ChainLog:
             "tracks": [],
             "marks": [],
         }
-        with path.open("r+b") as fh:
-            fh.truncate(salvage.keep_bytes)
-            fh.seek(salvage.keep_bytes)
-            signed = seal_salvaged(
-                fh,
-                salvage,
-                header,
-                signer=self._signer,
-                hq_public=self._hq_public,
-                seq=seq,
-                prev=self.head_hash,
-                fields=fields,
-                firmware=self._firmware,
-                config_sha256=self._config_sha256,
-                time=time,
-                flags=["recovered", "clock-unsynced"],
-            )
-            fh.flush()
-            os.fsync(fh.fileno())
+
+        def append_manifest() -> SignedManifest:
+            # truncating first makes a second try after a full disk start from the same bytes
+            with path.open("r+b") as fh:
+                fh.truncate(salvage.keep_bytes)
+                fh.seek(salvage.keep_bytes)
+                signed = seal_salvaged(
+                    fh,
+                    salvage,
+                    header,
+                    signer=self._signer,
+                    hq_public=self._hq_public,
+                    seq=seq,
+                    prev=self.head_hash,
+                    fields=fields,
+                    firmware=self._firmware,
+                    config_sha256=self._config_sha256,
+                    time=time,
+                    flags=["recovered", "clock-unsynced"],
+                )
+                fh.flush()
+                os.fsync(fh.fileno())
+            return signed
+
+        signed = retry_when_full(append_manifest, self._make_room)
         final = self.dir / segment_filename(seq)
         publish_new(path, final)
         self._store.record_segment_entry(
