@@ -15,6 +15,7 @@ import pytest
 
 from agent.evidence.manifest import parse_manifest_record
 from agent.evidence.segment import scan
+from agent.dirlock import LOCK_NAME
 from agent.reserve import RESERVE_NAME
 from tests.integration.agent_util import AgentProcess, provision_sim, run_cli, verify_json
 from tests.integration.diskfill import (
@@ -112,11 +113,16 @@ def test_start_on_a_full_disk_without_a_reserve_is_one_line_and_exit_2(tmp_path:
         cfg = provision_sim(data)
         (data / RESERVE_NAME).unlink(missing_ok=True)  # a unit from before the reserve, or one that spent it
         fill(mnt)
-        listing = sorted(p.relative_to(data) for p in data.rglob("*"))
+        listing = _listing(data)
         out = run_cli("run", "--sim", "--data-dir", str(data), "--config", str(cfg), "--duration", "1")
         assert out.returncode == 2, out.stderr
         lines = out.stderr.strip().splitlines()
         assert len(lines) == 1 and "is full" in lines[0] and "free space" in lines[0], out.stderr
         assert "Traceback" not in out.stderr
-        assert sorted(p.relative_to(data) for p in data.rglob("*")) == listing  # nothing left behind
+        assert _listing(data) == listing  # nothing left behind
         free(mnt)
+
+
+def _listing(data: Path) -> list[Path]:
+    """What is in the data dir, but the lock file, which every start uses and leaves (agent.dirlock)."""
+    return sorted(p.relative_to(data) for p in data.rglob("*") if p.name != LOCK_NAME)
