@@ -38,11 +38,12 @@ class Rig:
         opener: FileOpener = OsSegmentFile,
         signer: MemorySigner | None = None,
         hq: x25519.X25519PrivateKey | None = None,
+        store_class: type[Store] = Store,
     ) -> None:
         self.clock = FakeClock()
         self.signer = signer or MemorySigner()
         self.hq = hq or x25519.X25519PrivateKey.generate()
-        self.store = Store(tmp_path / "index.sqlite", self.clock)
+        self.store = store_class(tmp_path / "index.sqlite", self.clock)
         self.dir = tmp_path
         self.chain = self.restart_chain(opener)
         self.video = VideoEncoder("chest", W, H, FPS, 1, gop_frames=FPS, bitrate_bps=200_000)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import os
 import random
 import statistics
@@ -21,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.evidence.manifest import parse_manifest_record
-from agent.evidence.segment import scan
 from tests.integration.agent_util import AgentProcess, provision_sim, verify_json
+from tests.integration.killharness import chain_manifests as manifests
+from tests.integration.killharness import sealed_digests
 
 FS_BYTES = 192 << 20  # room above the test config's thresholds (warn at 64 MiB + hysteresis)
 FILLER = "filler.bin"
@@ -81,18 +80,10 @@ def free(mount_point: Path) -> None:
         (mount_point / FILLER).unlink()
 
 
-def sealed_digests(data: Path) -> dict[str, str]:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (data / "segments").glob("*.bcs")}
-
-
 def last_entry(data: Path) -> dict[str, Any] | None:
     """The manifest of the newest sealed entry in the data dir."""
-    for path in sorted((data / "segments").glob("*.bcs"), reverse=True):
-        with path.open("rb") as fh:
-            found = scan(fh)
-        if found.manifest_record is not None:
-            return parse_manifest_record(found.manifest_record).manifest
-    return None
+    found = manifests(data)
+    return found[-1] if found else None
 
 
 def wait_status(agent: AgentProcess, key: str, want: str, timeout_s: float = 20.0) -> float:

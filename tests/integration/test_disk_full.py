@@ -9,12 +9,9 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from agent.evidence.manifest import parse_manifest_record
-from agent.evidence.segment import scan
 from agent.dirlock import LOCK_NAME
 from agent.reserve import RESERVE_NAME
 from tests.integration.agent_util import AgentProcess, provision_sim, run_cli, verify_json
@@ -22,6 +19,7 @@ from tests.integration.diskfill import (
     fill,
     free,
     last_entry,
+    manifests,
     mount_problem,
     sealed_digests,
     small_fs,
@@ -93,17 +91,10 @@ def test_disk_filled_while_recording_keeps_the_chain_explained(tmp_path: Path) -
         assert all(after.get(name) == digest for name, digest in before.items())  # nothing sealed changed
         doc = verify_json(data, "--hq-key", str(data / "dev-hq" / "hq.key"))
         assert doc["_exit"] == 0 and doc["ok"], doc.get("problems")
-        events = [m.get("event") for m in map(_manifest, sorted((data / "segments").glob("*.bcs")))]
+        events = [m.get("event") for m in manifests(data)]
         assert "storage-full" in events and "storage-ok" in events
     for log in logs[:2]:
         assert "Traceback" not in log.read_text(errors="replace"), log.read_text(errors="replace")
-
-
-def _manifest(path: Path) -> dict[str, Any]:
-    with path.open("rb") as fh:
-        found = scan(fh)
-    assert found.manifest_record is not None
-    return parse_manifest_record(found.manifest_record).manifest
 
 
 @needs_mount
