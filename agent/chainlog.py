@@ -9,10 +9,12 @@ sequence number is already on disk fails with EEXIST instead of overwriting evid
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import os
 import uuid
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +33,8 @@ from agent.evidence.segment import (
     seal_salvaged,
     write_event,
 )
-from agent.fsutil import create_new_bytes, fsync_dir, publish_new
+from agent.fserrors import is_disk_full
+from agent.fsutil import create_new_bytes, fsync_dir, no_room, publish_new, retry_when_full
 from agent.store import Store
 from hal.clock import Clock
 from hal.keystore import KeyStore
@@ -99,7 +102,11 @@ class OpenSegment:
 
 
 class ChainLog:
-    """Appends entries to one device's chain. Not thread-safe: one thread (the recorder) owns it."""
+    """Appends entries to one device's chain. Not thread-safe: one thread (the recorder) owns it.
+
+    ``make_room`` frees space when the disk is full (see :mod:`agent.reserve`): an event, or the
+    manifest that seals what a failed segment left, is written again after it; footage never is.
+    """
 
     def __init__(
         self,
@@ -115,8 +122,10 @@ class ChainLog:
         clock: Clock,
         chunk_bytes: int,
         opener: FileOpener = OsSegmentFile,
+        make_room: Callable[[], bool] = no_room,
     ) -> None:
         self.dir = data_dir / "segments"
+        self._make_room = make_room
         self._opener = opener
         self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._data_dir = data_dir
@@ -130,6 +139,7 @@ class ChainLog:
         self._clock = clock
         self._chunk_bytes = chunk_bytes
         self.head_seq, self.head_hash = self._find_head()
+        self._unindexed: deque[tuple[int, Callable[[], None]]] = deque()  # on disk, index writes pending
         self.gnss_offset_ns: int | None = None  # unit UTC minus GNSS time, from the latest fix
 
     # -- head ----------------------------------------------------------------------------------
@@ -175,6 +185,29 @@ class ChainLog:
             fields["gnss_offset_ns"] = self.gnss_offset_ns
         return fields
 
+    def _index(self, seq: int, record: Callable[[], None]) -> None:
+        """Index entry ``seq``, already on disk under its final name and the chain head.
+
+        Once published the entry is part of the chain, whatever the index says: when the disk is
+        full (and the reserve spent) its index row waits, and every later entry's with it, so the
+        index stays in chain order; the next entry retries them, and what is still waiting at the
+        next start is indexed by recovery (a sealed file ahead of the index). Before, a failed
+        index write left the head behind a published file, and every later entry of this run
+        failed on that sequence number."""
+        self._unindexed.append((seq, record))
+        while self._unindexed:
+            pending, write = self._unindexed[0]
+            try:
+                write()
+            except Exception as exc:
+                if not is_disk_full(exc):
+                    self._unindexed.clear()
+                    raise
+                log.error("chain: seq %d is sealed on disk but not indexed yet (%s); %d entries wait",
+                          pending, exc, len(self._unindexed))
+                return
+            self._unindexed.popleft()
+
     # -- events --------------------------------------------------------------------------------
 
     def event(
@@ -209,8 +242,10 @@ class ChainLog:
             sealed=seal_metadata(sealed_meta, self._hq_public, self.device_id, seq) if sealed_meta else None,
         )
         name_ = segment_filename(seq)
-        create_new_bytes(self.dir / name_, buf.getvalue(), mode=0o600)
-        self._store.record_event_entry(
+        retry_when_full(lambda: create_new_bytes(self.dir / name_, buf.getvalue(), mode=0o600), self._make_room)
+        self.head_seq, self.head_hash = seq, signed.hash
+        self._index(seq, functools.partial(
+            self._store.record_event_entry,
             seq,
             device_id=self.device_id,
             boot_id=self.boot_id,
@@ -222,8 +257,7 @@ class ChainLog:
             size_bytes=len(buf.getvalue()),
             flags=flags or [],
             priority=1 if name in ("mark", "recovered-after-power-loss") else 0,
-        )
-        self.head_seq, self.head_hash = seq, signed.hash
+        ))
         log.info("chain: seq %d event %s %s", seq, name, full_detail or "")
         return signed
 
@@ -273,7 +307,9 @@ class ChainLog:
         seg.fh.close()
         final = self.dir / segment_filename(seq)
         publish_new(seg.path, final)
-        self._store.record_segment_entry(
+        self.head_seq, self.head_hash = seq, result.signed.hash
+        self._index(seq, functools.partial(
+            self._store.record_segment_entry,
             seq,
             device_id=self.device_id,
             boot_id=self.boot_id,
@@ -290,8 +326,7 @@ class ChainLog:
             flags=flags,
             marks=len(fields.get("marks", [])),
             priority=priority,
-        )
-        self.head_seq, self.head_hash = seq, result.signed.hash
+        ))
         return result
 
     def seal_salvaged(self, path: Path, salvage: Salvage, header: dict[str, Any]) -> SignedManifest:
@@ -316,28 +351,36 @@ class ChainLog:
             "tracks": [],
             "marks": [],
         }
-        with path.open("r+b") as fh:
-            fh.truncate(salvage.keep_bytes)
-            fh.seek(salvage.keep_bytes)
-            signed = seal_salvaged(
-                fh,
-                salvage,
-                header,
-                signer=self._signer,
-                hq_public=self._hq_public,
-                seq=seq,
-                prev=self.head_hash,
-                fields=fields,
-                firmware=self._firmware,
-                config_sha256=self._config_sha256,
-                time=time,
-                flags=["recovered", "clock-unsynced"],
-            )
-            fh.flush()
-            os.fsync(fh.fileno())
+
+        def append_manifest() -> SignedManifest:
+            # truncating first makes a second try after a full disk start from the same bytes
+            with path.open("r+b") as fh:
+                fh.truncate(salvage.keep_bytes)
+                fh.seek(salvage.keep_bytes)
+                signed = seal_salvaged(
+                    fh,
+                    salvage,
+                    header,
+                    signer=self._signer,
+                    hq_public=self._hq_public,
+                    seq=seq,
+                    prev=self.head_hash,
+                    fields=fields,
+                    firmware=self._firmware,
+                    config_sha256=self._config_sha256,
+                    time=time,
+                    flags=["recovered", "clock-unsynced"],
+                )
+                fh.flush()
+                os.fsync(fh.fileno())
+            return signed
+
+        signed = retry_when_full(append_manifest, self._make_room)
         final = self.dir / segment_filename(seq)
         publish_new(path, final)
-        self._store.record_segment_entry(
+        self.head_seq, self.head_hash = seq, signed.hash
+        self._index(seq, functools.partial(
+            self._store.record_segment_entry,
             seq,
             device_id=self.device_id,
             boot_id=str(header["boot_id"]),
@@ -354,8 +397,7 @@ class ChainLog:
             flags=["clock-unsynced", "recovered"],
             marks=0,
             priority=1,
-        )
-        self.head_seq, self.head_hash = seq, signed.hash
+        ))
         log.warning(
             "recovered seq %d from %s: %d chunks (%d attested by checkpoint), %.1f s",
             seq,

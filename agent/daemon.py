@@ -23,10 +23,12 @@ from agent.control import ControlError, ControlServer
 from agent.dirlock import DirLock, DirLockError
 from agent.evidence.keys import FileKeyStore, KeyFileError, generate_hq_key, load_hq_public
 from agent.fserrors import explain
+from agent.fsutil import free_bytes
 from agent.identity import KEY_NAME, IdentityError, check_identity, require_no_evidence
 from agent.provision import CONFIG_NAME, ProvisionError, provision
 from agent.recorder import CommandError, Recorder, RecorderSettings
 from agent.recovery import recover
+from agent.reserve import RESERVE_NAME, ReserveError, SpaceReserve, no_room_message
 from agent.sdnotify import Notifier
 from agent.state import State, StateFile, resume_state
 from agent.storage import StorageMaintainer, disk_bytes, recording_bytes_per_second, thresholds_for
@@ -97,7 +99,16 @@ class Agent:
         self.config_path = config_path or data_dir / CONFIG_NAME  # where console changes are saved
         self.clock = clock
         self.boot_id = str(uuid.uuid4())
-        self.store = Store(data_dir / "index.sqlite", clock)
+        # first: the room to sign events must exist before anything else writes (agent.reserve)
+        self.reserve = SpaceReserve(data_dir / RESERVE_NAME)
+        if not self.reserve.fill():
+            raise ReserveError(no_room_message(data_dir))
+        if free_bytes(data_dir) < self.reserve.step_bytes:
+            # starting on a full disk: SQLite creates its WAL and index (and fails with an I/O
+            # error, not "disk full", without room for them) before the first event is written
+            log.warning("the file system holding %s is full: starting on the space reserve", data_dir)
+            self.reserve.make_room()
+        self.store = Store(data_dir / "index.sqlite", clock, make_room=self.reserve.make_room)
         self.keystore = FileKeyStore(data_dir / "device.key")
         hq_public = load_hq_public(resolve_path(data_dir, config.hq.public_key))
         self.chain = ChainLog(
@@ -111,6 +122,7 @@ class Agent:
             store=self.store,
             clock=clock,
             chunk_bytes=config.evidence.chunk_bytes,
+            make_room=self.reserve.make_room,
         )
         self.sensors: Sensors = build_sensors(config, clock, sim)
         self.state_file = StateFile(data_dir / "state.json")
@@ -131,6 +143,8 @@ class Agent:
             state_file=self.state_file,
             indicators=self.sensors.indicators,
             request_keyframes=self.sensors.request_keyframes,
+            make_room=self.reserve.make_room,
+            on_space_fault=lambda: self.storage.space_fault(),
         )
         self.workers: list[SensorWorker] = build_workers(
             self.sensors,
@@ -157,6 +171,7 @@ class Agent:
                 "storage_level", "storage", level=new.value, free_bytes=free
             ),
             bytes_per_second=bps,
+            reserve=self.reserve,
         )
         self.sync: SyncWorker | None = None
         self.sync_problem: str | None = None
@@ -373,8 +388,14 @@ class Agent:
             # the chain belongs to the recorder thread; writing beside it could fork the chain
             log.error("the recorder did not finish sealing in time; no shutdown event is written")
         else:
-            self.chain.event("shutdown", {"reason": "stop requested"})
-        self.store.audit("agent", "shutdown", self.config.device.id, "ok")
+            try:
+                self.chain.event("shutdown", {"reason": "stop requested"})
+            except Exception as exc:  # the reserve is spent: the next boot's events explain the gap
+                log.error("cannot sign the shutdown event: %s", exc)
+        try:
+            self.store.audit("agent", "shutdown", self.config.device.id, "ok")
+        except Exception as exc:
+            log.error("cannot audit the shutdown: %s", exc)
         for dev in (self.sensors.indicators, self.sensors.power):
             if dev is not None:
                 dev.close()
@@ -422,7 +443,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 2
     try:
         agent = _open_agent(args, data_dir)
-    except (ConfigError, KeyFileError, ProvisionError, UnitError, IdentityError) as exc:
+    except (ConfigError, KeyFileError, ProvisionError, UnitError, IdentityError, ReserveError) as exc:
         message = str(exc)
     except (OSError, StoreError) as exc:
         message = explain(exc, data_dir)

@@ -30,6 +30,12 @@ def _errno_of(exc: BaseException) -> int | None:
     return None
 
 
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` (or an error it was raised from) says the disk is full: ENOSPC or EDQUOT
+    from the OS, SQLITE_FULL from SQLite (which the store wraps in its own error)."""
+    return _errno_of(exc) in (errno.ENOSPC, errno.EDQUOT)
+
+
 def explain(exc: BaseException, where: Path, *, option: str = "--data-dir") -> str:
     """A one-line message for a failed file operation under ``where``, with advice for the usual causes."""
     what = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

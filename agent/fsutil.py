@@ -1,4 +1,5 @@
-"""Atomic, durable file helpers: write-then-rename, rename that never replaces, directory fsync, free space."""
+"""Atomic, durable file helpers: write-then-rename, rename that never replaces, directory fsync,
+free space, and writing again once room is made on a full disk."""
 
 from __future__ import annotations
 
@@ -9,8 +10,12 @@ import os
 import secrets
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
+
+from agent.fserrors import is_disk_full
 
 StrPath = str | os.PathLike[str]
+T = TypeVar("T")
 
 
 class StorageError(OSError):
@@ -210,9 +215,29 @@ def create_new_bytes(path: StrPath, data: bytes, mode: int = 0o600, *, os_calls:
 
 
 def free_bytes(path: StrPath) -> int:
-    """Bytes available to an unprivileged writer on the filesystem holding ``path``."""
+    """Bytes available to an unprivileged writer on the filesystem holding ``path``; 0 when it
+    has no inode left (nothing new can be created there, however many blocks are free)."""
     try:
         st = os.statvfs(os.fspath(path))
     except OSError as e:
         raise _wrap(e, "Reading free space", path) from e
+    if st.f_files and not st.f_favail:
+        return 0
     return st.f_bavail * st.f_frsize
+
+
+def no_room() -> bool:
+    """A ``make_room`` for writers without a space reserve: nothing can be freed."""
+    return False
+
+
+def retry_when_full(write: Callable[[], T], make_room: Callable[[], bool]) -> T:
+    """Call ``write``; while it fails because the disk is full and ``make_room()`` frees some
+    space (it returns False once it cannot), call it again. ``write`` must leave nothing half
+    done when it raises (a rolled-back transaction, an atomic write), so calling it again is safe."""
+    while True:
+        try:
+            return write()
+        except Exception as exc:
+            if not is_disk_full(exc) or not make_room():
+                raise

@@ -9,7 +9,6 @@ only call that reads from another thread; it returns a snapshot taken under a sm
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import queue
 import threading
@@ -21,6 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.chainlog import ChainLog, OpenSegment
+from agent.fserrors import is_disk_full
+from agent.fsutil import no_room, retry_when_full
 from agent.media.muxer import SegmentMuxer
 from agent.media.packets import EncodedPacket, MediaError, TrackSpec
 from agent.prebuffer import PreEventBuffer
@@ -37,17 +38,6 @@ HOLD_MAX_NS = 1_000_000_000  # a track waits at most this long for the anchor tr
 PRE_EVENT_MARGIN_NS = 250_000_000
 PUBLISH_INTERVAL_NS = 100_000_000
 REOPEN_INTERVAL_NS = 1_000_000_000  # after a storage fault, try a new segment at most once a second
-
-
-def _os_error(exc: BaseException | None) -> OSError | None:
-    """The OSError behind an exception (muxers wrap the sink's errors), if any."""
-    seen = 0
-    while exc is not None and seen < 8:
-        if isinstance(exc, OSError):
-            return exc
-        exc = exc.__cause__ or exc.__context__
-        seen += 1
-    return None
 
 
 class CommandError(Exception):
@@ -96,7 +86,13 @@ class _Command:
 
 class Recorder:
     """Owns the evidence path. Thread contract: ``post_*`` and ``command`` from any thread;
-    everything else runs on the recorder's own thread, started by ``start``."""
+    everything else runs on the recorder's own thread, started by ``start``.
+
+    When a segment write fails because the disk is full, no new segment is opened until the
+    storage maintainer has measured the disk again and posted its level (``on_space_fault``
+    asks it to, at once): footage never takes the space freed to sign the events
+    (``make_room``, used for the state file; the chain log and the store have their own).
+    """
 
     def __init__(
         self,
@@ -110,8 +106,13 @@ class Recorder:
         state_file: StateFile,
         indicators: Indicators | None = None,
         request_keyframes: Callable[[], None] = lambda: None,
+        make_room: Callable[[], bool] = no_room,
+        on_space_fault: Callable[[], None] = lambda: None,
     ) -> None:
         self._chain = chain
+        self._make_room = make_room
+        self._on_space_fault = on_space_fault
+        self._space_fault = False  # a write found the disk full; cleared by the next storage level
         self._store = store
         self._clock = clock
         self._s = settings
@@ -240,10 +241,13 @@ class Recorder:
                 msg = self._inbox.get(timeout=tick_s)
             except queue.Empty:
                 msg = None
-            try:
-                if isinstance(msg, tuple) and msg[0] == "shutdown":
+            if isinstance(msg, tuple) and msg[0] == "shutdown":
+                try:
                     self._shutdown()
-                    return
+                except Exception:  # the thread ends regardless: stop() must never wait on a loop
+                    log.exception("recorder: shutting down")
+                return
+            try:
                 self._handle(msg)
                 self._release_held(force=False)
                 self._housekeeping()
@@ -364,6 +368,8 @@ class Recorder:
         return True
 
     def _try_open(self, start_ns: int, trigger: str) -> _Segment | None:
+        if self._space_fault:
+            return None  # the disk was full: wait for the maintainer's measurement
         now = self._clock.monotonic_ns()
         if self._open_failed_ns is not None and now - self._open_failed_ns < REOPEN_INTERVAL_NS:
             return None
@@ -373,6 +379,8 @@ class Recorder:
             self._open_failed_ns = now
             self._last_error = f"cannot open a segment: {exc}"
             log.error("recording, but %s; retrying at the next keyframe", self._last_error)
+            if is_disk_full(exc):
+                self._disk_full_seen()
             return None
         self._open_failed_ns = None
         if self._stealth:
@@ -397,10 +405,11 @@ class Recorder:
         the disk is salvaged now, as recovery would after a power cut; if even that fails, the
         partial file stays for recovery at the next start. A signed event explains the gap.
         """
-        err = _os_error(exc)
-        full = err is not None and err.errno == errno.ENOSPC
+        full = is_disk_full(exc)
         self._last_error = f"writing segment {seg.open.segment_id}: {exc}"
         log.error("storage fault: %s", self._last_error)
+        if full:
+            self._disk_full_seen()
         if seg is self._current:
             self._current = None
         if seg is self._closing:
@@ -426,6 +435,16 @@ class Recorder:
             )
         except Exception as event_exc:
             log.error("could not record the storage fault in the chain: %s", event_exc)
+
+    def _disk_full_seen(self) -> None:
+        """Open no segment until the maintainer has measured the disk (and says how full it is)."""
+        if self._space_fault:
+            return
+        self._space_fault = True
+        try:
+            self._on_space_fault()
+        except Exception:
+            log.exception("recorder: reporting the full disk to the storage maintainer")
 
     def _open_segment(self, start_ns: int, trigger: str) -> _Segment:
         assert self._recording_id is not None
@@ -515,15 +534,23 @@ class Recorder:
                 raise CommandError(f"unknown command {cmd.name!r}")
             answer: dict[str, Any] = handler(cmd.actor, **cmd.args)
         except CommandError as exc:
-            self._store.audit(cmd.actor, cmd.name, "recorder", "refused", reason=str(exc))
+            self._audit(cmd, "refused", reason=str(exc))
             cmd.reply.set_exception(exc)
             return
         except Exception as exc:
-            self._store.audit(cmd.actor, cmd.name, "recorder", "failed", reason=str(exc))
+            self._audit(cmd, "failed", reason=str(exc))
             cmd.reply.set_exception(exc)
             raise
-        self._store.audit(cmd.actor, cmd.name, "recorder", "ok", **answer)
+        self._audit(cmd, "ok", **answer)
         cmd.reply.set_result(answer)
+
+    def _audit(self, cmd: _Command, outcome: str, **detail: Any) -> None:
+        """Audit a command; a store that cannot take the record is logged, and the command is
+        still answered (a caller waiting on it must never time out because the disk is full)."""
+        try:
+            self._store.audit(cmd.actor, cmd.name, "recorder", outcome, **detail)
+        except Exception as exc:
+            log.error("cannot audit %s by %s (%s): %s", cmd.name, cmd.actor, outcome, exc)
 
     def _cmd_start(self, actor: str, trigger: str = "ctl") -> dict[str, Any]:
         if self._state is State.RECORDING:
@@ -533,9 +560,11 @@ class Recorder:
                 f"storage {self._storage_level}: new recordings are refused until headquarters acknowledges "
                 "footage and space is freed (nothing unacknowledged is ever overwritten)"
             )
+        recording_id = str(uuid.uuid4())
+        # signed first: a start that cannot be recorded in the chain is refused, state unchanged
+        self._chain.event("record-start", {"trigger": trigger, "by": actor}, recording_id=recording_id)
         self._state = transition(self._state, Event.RECORD)
-        self._recording_id = str(uuid.uuid4())
-        self._chain.event("record-start", {"trigger": trigger, "by": actor}, recording_id=self._recording_id)
+        self._recording_id = recording_id
         start = self._pre.start_ns()
         held = self._pre.drain()
         if start is None:
@@ -565,13 +594,26 @@ class Recorder:
     def _cmd_stop(self, actor: str) -> dict[str, Any]:
         if self._state is not State.RECORDING:
             raise CommandError("not recording")
-        rec = self._finish_recording()
-        self._chain.event("record-stop", {"by": actor}, recording_id=rec)
-        self._state = transition(self._state, Event.STOP)
-        self._persist()
+        rec = self._stop_recording(actor)
         self._apply_indicators(pulse=True)
         log.info("READY (stopped by %s)", actor)
         return {"recording_id": rec}
+
+    def _stop_recording(self, by: str) -> str:
+        """Seal what is open and leave RECORDING; the stop is signed if the chain can take it.
+
+        The state changes even when the ``record-stop`` event cannot be written (the disk is
+        full and the reserve spent): a stop never fails half-way, leaving a recording without
+        its id. The seals and the failure are logged; the chain's next event explains the gap."""
+        rec = self._finish_recording()
+        self._state = transition(self._state, Event.STOP)
+        try:
+            self._chain.event("record-stop", {"by": by}, recording_id=rec)
+        except Exception as exc:
+            self._last_error = f"cannot sign record-stop: {type(exc).__name__}: {exc}"
+            log.error("recording %s stopped by %s, but %s", rec, by, self._last_error)
+        self._persist()
+        return rec
 
     def _finish_recording(self) -> str:
         self._release_held(force=True)
@@ -650,6 +692,7 @@ class Recorder:
         headquarters acknowledged.
         """
         old, self._storage_level = self._storage_level, level
+        self._space_fault = False  # the maintainer has measured: its level says what may be written
         if level == old:
             return {"level": level, "changed": False}
         detail = {"level": level, "previous": old, "free_bytes": free_bytes}
@@ -664,10 +707,7 @@ class Recorder:
             log.warning("storage %s: pre-event buffer given up (%d bytes free)", level, free_bytes)
         if level == "exhausted" and self._state is State.RECORDING:
             log.error("storage exhausted: stopping the recording so its last segment seals cleanly")
-            rec = self._finish_recording()
-            self._chain.event("record-stop", {"by": "storage"}, recording_id=rec)
-            self._state = transition(self._state, Event.STOP)
-            self._persist()
+            self._stop_recording("storage")
         self._apply_indicators(pulse=level in ("full", "exhausted"))
         return {"level": level, "changed": True}
 
@@ -743,10 +783,8 @@ class Recorder:
     def _shutdown(self) -> None:
         try:
             if self._state is State.RECORDING:
-                rec = self._finish_recording()
-                self._chain.event("record-stop", {"by": "shutdown"}, recording_id=rec)
                 # the state file still says RECORDING only if we never get here: a crash resumes recording
-                self._state = transition(self._state, Event.STOP)
+                self._stop_recording("shutdown")
             self._state = transition(self._state, Event.SHUTDOWN)
             self._persist()
         finally:
@@ -754,15 +792,21 @@ class Recorder:
             self._publish()
 
     def _persist(self) -> None:
-        self._state_file.save(
-            PersistedState(
-                state=self._state,
-                since_utc_ns=self._clock.utc_ns(),
-                since_mono_ns=self._clock.monotonic_ns(),
-                boot_id=self._chain.boot_id,
-                recording_id=self._recording_id,
-            )
+        """Save the state file (from the reserve when the disk is full). A file that cannot be
+        saved is logged, never raised: the state in memory is right, and the old file at worst
+        makes the next start resume a recording."""
+        persisted = PersistedState(
+            state=self._state,
+            since_utc_ns=self._clock.utc_ns(),
+            since_mono_ns=self._clock.monotonic_ns(),
+            boot_id=self._chain.boot_id,
+            recording_id=self._recording_id,
         )
+        try:
+            retry_when_full(lambda: self._state_file.save(persisted), self._make_room)
+        except OSError as exc:
+            self._last_error = f"cannot save the state file: {exc}"
+            log.error("recorder: %s", self._last_error)
 
     def _apply_indicators(self, pulse: bool = False) -> None:
         ind = self._indicators

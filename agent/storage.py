@@ -25,6 +25,7 @@ from typing import Any
 
 from agent import fsutil
 from agent.config import STORAGE_THRESHOLD_KEYS, Config, ConfigError, StorageConfig
+from agent.reserve import ReserveError, SpaceReserve
 from agent.store import Segment, Store
 from hal.clock import Clock
 
@@ -49,6 +50,9 @@ WARN_FLOOR_DISK_DIVISOR = 8
 # not flap while recording eats what retention just freed.
 HYSTERESIS_RECORDING_S = 60.0
 HYSTERESIS_MIN_BYTES = 16 * MIB
+# While the disk is exhausted or the space reserve is on loan, free space is measured this often,
+# so the level goes back up (and the reserve is filled again) soon after space is freed.
+DEGRADED_INTERVAL_S = 1.0
 
 # For recording_bytes_per_second: Matroska framing, chunk tags and manifests on top of the
 # streams; and a FLIR Lepton's raw rate (160x120, 16 bit, 9 Hz), an upper bound for lossless FFV1.
@@ -277,6 +281,11 @@ class StorageMaintainer:
     On a level change ``on_level(old, new, free_bytes)`` is called on the pass's thread (it
     should only post to the recorder), then the change is audited; a callback that raises is
     logged and called again on the next pass with the same ``old``, until it succeeds.
+    :meth:`space_fault` (a write found the disk full) runs a pass at once and calls
+    ``on_level`` even if the level did not change, so the recorder hears the measurement.
+
+    With a :class:`~agent.reserve.SpaceReserve`, the part of it released to sign events counts
+    as used, not free; once that much is really free again, the pass fills the reserve back.
     A file is unlinked, its directory synced, then its row marked, so a crash in between
     leaves a missing file that the next pass records, never a marked row with its file present.
 
@@ -297,6 +306,8 @@ class StorageMaintainer:
         free_bytes: Callable[[Path], int] = fsutil.free_bytes,
         os_calls: fsutil.OsCalls | None = None,
         actor: str = "storage",
+        reserve: SpaceReserve | None = None,
+        degraded_interval_s: float = DEGRADED_INTERVAL_S,
     ) -> None:
         if not interval_s > 0 or not keep_acknowledged_s >= 0 or not bytes_per_second > 0:
             raise ValueError("interval_s and bytes_per_second must be > 0, keep_acknowledged_s >= 0")
@@ -311,6 +322,10 @@ class StorageMaintainer:
         self._measure = free_bytes
         self._os = os_calls or fsutil.OsCalls()
         self._actor = actor
+        self._reserve = reserve
+        self._degraded_interval_s = min(degraded_interval_s, interval_s)
+        self._force_report = threading.Event()  # set by space_fault: report the next level regardless
+        self._wake = threading.Event()
         self._pass_lock = threading.Lock()  # one pass at once; guards _reported and _failed_unlinks
         self._reported = StorageLevel.OK  # the level on_level last accepted
         self._failed_unlinks: dict[int, str] = {}  # seq -> error already logged and audited
@@ -337,13 +352,27 @@ class StorageMaintainer:
     def stop(self, timeout_s: float = 5.0) -> None:
         """End the thread after the pass in progress (waits at most ``timeout_s``)."""
         self._stop.set()
+        self._wake.set()
         if self._thread.is_alive():
             self._thread.join(timeout_s)
 
+    def space_fault(self) -> None:
+        """A write found the disk full: measure now and report the level even if unchanged."""
+        self._force_report.set()
+        self._wake.set()
+
     def _run(self) -> None:
         self._pass_logged()
-        while not self._stop.wait(self._interval_s):
+        while not self._stop.is_set():
+            self._wake.wait(self._next_interval_s())
+            self._wake.clear()
+            if self._stop.is_set():
+                return
             self._pass_logged()
+
+    def _next_interval_s(self) -> float:
+        degraded = self.level is StorageLevel.EXHAUSTED or (self._reserve is not None and self._reserve.missing_bytes)
+        return self._degraded_interval_s if degraded else self._interval_s
 
     def _pass_logged(self) -> None:
         try:
@@ -362,7 +391,7 @@ class StorageMaintainer:
         """One pass, on the caller's thread; returns the level. Raises when free space cannot be
         measured or the store fails while recording a level change."""
         with self._pass_lock:
-            free = self._measure(self._data_dir)
+            free = self._free_now()
             now = self._clock.utc_ns()
             error: str | None = None
             try:
@@ -372,13 +401,28 @@ class StorageMaintainer:
                 error = f"retention: {type(exc).__name__}: {exc}"
                 retention = RetentionPass(now, 0, 0, 0)
             if retention.files:
-                free = self._measure(self._data_dir)
+                free = self._free_now()
             with self._lock:
                 self._free, self._last_pass_utc_ns, self._last_error = free, now, error
                 self._last_retention = retention
                 self._deleted_files += retention.files
                 self._deleted_bytes += retention.bytes
             return self._update_level(free)
+
+    def _free_now(self) -> int:
+        """Free bytes, the reserve's missing part counted as used; refills the reserve when the
+        space is there (which leaves the figure as it was)."""
+        free = self._measure(self._data_dir)
+        if self._reserve is None:
+            return free
+        missing = self._reserve.missing_bytes
+        if missing and free >= missing + self._reserve.step_bytes:
+            try:
+                self._reserve.fill()
+            except ReserveError as exc:
+                log.error("storage: %s", exc)
+            free = self._measure(self._data_dir)
+        return max(0, free - self._reserve.missing_bytes)
 
     # -- retention ------------------------------------------------------------------------------
 
@@ -435,11 +479,15 @@ class StorageMaintainer:
             log.log(logging.WARNING if new.severity > old.severity else logging.INFO,
                     "storage %s -> %s: %d bytes free, %.2f h of recording left%s", old.value, new.value,
                     free, left, f" ({LEVEL_ALARMS[new]})" if LEVEL_ALARMS[new] else "")
-        if self._reported is not new:
+        forced = self._force_report.is_set()
+        if self._reported is not new or forced:
             try:
+                self._force_report.clear()
                 self._on_level(self._reported, new, free)
                 self._reported = new
             except Exception:
+                if forced:
+                    self._force_report.set()
                 log.exception("storage: level callback for %s -> %s failed; retrying next pass",
                               self._reported.value, new.value)
         if new is not old:
@@ -472,4 +520,6 @@ class StorageMaintainer:
                 "deleted_files_total": self._deleted_files,
                 "deleted_bytes_total": self._deleted_bytes,
             }
+        if self._reserve is not None:
+            status["reserve"] = self._reserve.get_status()
         return status

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
@@ -12,11 +13,15 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, ParamSpec, Self, TypeVar
 
 from sqlite_utils import Database
 
+from agent.fsutil import no_room, retry_when_full
 from hal.clock import Clock
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 SEGMENT_STATES = ("open", "sealed", "uploading", "acknowledged", "quarantined")
 KINDS = ("segment", "event")
@@ -172,6 +177,19 @@ def _check_sha256(name: str, value: str | None, *, required: bool) -> None:
         raise StoreError(f"{name} must be 64 lowercase hex digits, got {value!r}")
 
 
+def _room_when_full(method: Callable[P, R]) -> Callable[P, R]:
+    """A write that fails with SQLITE_FULL is rolled back whole; run it again after the store's
+    ``make_room`` freed some space (see :func:`agent.fsutil.retry_when_full`)."""
+
+    @functools.wraps(method)
+    def write(*args: P.args, **kwargs: P.kwargs) -> R:
+        store = args[0]
+        assert isinstance(store, Store)
+        return retry_when_full(lambda: method(*args, **kwargs), store._make_room)
+
+    return write
+
+
 class Store:
     """The local index of evidence on this unit, in one SQLite file (WAL, synchronous=FULL).
 
@@ -180,7 +198,9 @@ class Store:
     sync and console threads are serialised and each write is one transaction. Returned values
     are copies, safe to keep after the call. Other processes may read the file concurrently
     (WAL); the agent is the only writer. ``busy_timeout_s`` is how long a write waits for
-    another process's lock before failing (0: fail at once).
+    another process's lock before failing (0: fail at once). ``make_room`` is called (from the
+    writing thread) when the disk is full, to free some space before the write is tried again;
+    it returns False when it cannot (see :mod:`agent.reserve`).
     """
 
     def __init__(
@@ -190,17 +210,23 @@ class Store:
         *,
         busy_timeout_s: float = 5.0,
         migrations: Sequence[Migration] = MIGRATIONS,
+        make_room: Callable[[], bool] = no_room,
     ) -> None:
         self.path = Path(path)
         self._clock = clock
+        self._make_room = make_room
         self._lock = threading.RLock()
+        self._db: Database | None = None
+        # opening may create the WAL and its shared-memory index: on a full disk, make room first
+        retry_when_full(lambda: self._open(busy_timeout_s, migrations), make_room)
+
+    def _open(self, busy_timeout_s: float, migrations: Sequence[Migration]) -> None:
         try:
             # Create it 0600 before SQLite does; SQLite gives -wal and -shm the same mode.
             os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
             os.chmod(self.path, 0o600)
         except OSError as e:
             raise StoreError(f"Creating store {self.path}: {e.strerror}") from e
-        self._db: Database | None = None
         try:
             conn = sqlite3.connect(self.path, timeout=busy_timeout_s, check_same_thread=False)
         except sqlite3.Error as e:
@@ -293,6 +319,7 @@ class Store:
 
     # ---- segments -------------------------------------------------------------------------
 
+    @_room_when_full
     def open_segment(
         self, seq: int, kind: str, path: str, recording_id: str | None, mono_start_ns: int, utc_start_ns: int
     ) -> None:
@@ -308,6 +335,7 @@ class Store:
                 "created_utc_ns": now, "updated_utc_ns": now,
             })
 
+    @_room_when_full
     def seal_segment(
         self,
         seq: int,
@@ -399,6 +427,7 @@ class Store:
              "priority": priority},
         )
 
+    @_room_when_full
     def _record_sealed(self, kind: str, seq: int, device_id: str, boot_id: str, row: dict[str, Any]) -> None:
         doing = f"Recording {kind} entry {seq}"
         _check_sha256("manifest_sha256", row["manifest_sha256"], required=True)
@@ -411,6 +440,7 @@ class Store:
             )
             self._advance_chain(db, device_id, seq, row["manifest_sha256"], boot_id, now)
 
+    @_room_when_full
     def advance_chain(self, device_id: str, seq: int, head_hash: str, boot_id: str) -> None:
         """Move ``device_id``'s chain head to entry ``seq`` (which must be indexed) with hash
         ``head_hash``. The head only moves forward: ``seq`` must exceed the current head."""
@@ -460,6 +490,7 @@ class Store:
                 "state = 'sealed'", order_by="priority DESC, seq ASC", limit=limit))
         return [Segment.from_row(r) for r in rows]
 
+    @_room_when_full
     def mark_state(self, seq: int, state: str, *, receipt: Mapping[str, Any] | None = None) -> None:
         """Move an entry along :data:`NEXT_STATES` (same state: no-op), storing ``receipt`` if given."""
         now = self._clock.utc_ns()
@@ -474,6 +505,7 @@ class Store:
                 sets, args = sets + ", receipt=?", [*args, json.dumps(dict(receipt), sort_keys=True)]
             db.conn.execute(f"UPDATE segments SET {sets} WHERE seq=?", (*args, seq))
 
+    @_room_when_full
     def set_upload_offset(self, seq: int, offset: int) -> None:
         """Record how many bytes of ``seq`` HQ has confirmed, so an upload resumes there."""
         now = self._clock.utc_ns()
@@ -503,6 +535,7 @@ class Store:
         with self._reading("Reading chain heads") as db:
             return frozenset(int(r[0]) for r in db.conn.execute("SELECT head_seq FROM chain"))
 
+    @_room_when_full
     def mark_deleted_local(self, seq: int, *, actor: str, **detail: Any) -> None:
         """Record that the file of entry ``seq`` was removed from the unit, and audit it
         (action 'delete-local', ``detail`` added to the record), in one transaction.
@@ -532,6 +565,7 @@ class Store:
 
     # ---- audit ----------------------------------------------------------------------------
 
+    @_room_when_full
     def audit(self, actor: str, action: str, target: str, outcome: str, **detail: Any) -> int:
         """Append one audit record and return its id. There is no way to change or remove one."""
         if outcome not in OUTCOMES:

@@ -38,11 +38,12 @@ class Rig:
         opener: FileOpener = OsSegmentFile,
         signer: MemorySigner | None = None,
         hq: x25519.X25519PrivateKey | None = None,
+        store_class: type[Store] = Store,
     ) -> None:
         self.clock = FakeClock()
         self.signer = signer or MemorySigner()
         self.hq = hq or x25519.X25519PrivateKey.generate()
-        self.store = Store(tmp_path / "index.sqlite", self.clock)
+        self.store = store_class(tmp_path / "index.sqlite", self.clock)
         self.dir = tmp_path
         self.chain = self.restart_chain(opener)
         self.video = VideoEncoder("chest", W, H, FPS, 1, gop_frames=FPS, bitrate_bps=200_000)
@@ -62,7 +63,9 @@ class Rig:
             anchor="chest",
             state_file=StateFile(tmp_path / "state.json"),
             request_keyframes=self.video.request_keyframe,
+            on_space_fault=self._space_fault,
         )
+        self.space_faults = 0  # how often the recorder asked the storage maintainer to measure now
         self.chain.event("boot")
         self.frame = 0
         self.fed_video_ns: list[int] = []
@@ -82,6 +85,9 @@ class Rig:
             self.frame += 1
             self.clock.advance_ns(S // FPS)
             self.rec.step(None)
+
+    def _space_fault(self) -> None:
+        self.space_faults += 1
 
     def restart_chain(self, opener: FileOpener = OsSegmentFile) -> ChainLog:
         """A new chain log on the same store and files, as the next start of the unit makes it."""

@@ -52,9 +52,11 @@ RUNNING: list[subprocess.Popen[bytes]] = []  # every agent started, killed by th
 class AgentProcess:
     """``bodycam run --sim`` as a child process, with its log captured to a file."""
 
-    def __init__(self, data: Path, config: Path, duration_s: float | None = None) -> None:
+    def __init__(
+        self, data: Path, config: Path, duration_s: float | None = None, *, log_path: Path | None = None
+    ) -> None:
         self.data = data
-        self.log_path = data / "agent.log"
+        self.log_path = log_path or data / "agent.log"  # elsewhere when the data dir's disk is filled
         cmd = [str(BIN / "bodycam"), "run", "--sim", "--data-dir", str(data), "--config", str(config)]
         if duration_s is not None:
             cmd += ["--duration", str(duration_s)]

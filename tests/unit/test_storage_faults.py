@@ -21,7 +21,14 @@ def test_disk_full_mid_segment_salvages_and_keeps_recording(tmp_path: Path) -> N
     files = FaultyFiles(FaultPlan(fail_write_after_bytes=5_000, write_errno=errno.ENOSPC))
     rig = Rig(tmp_path, pre_event_s=0, segment_s=4, opener=files)
     rig.rec.step_command("start")
-    rig.tick(60)  # the first segment fails part-way; the disk "recovers" for the next one
+    rig.tick(30)  # the first segment fails part-way
+    assert rig.space_faults == 1  # the maintainer is asked to measure at once
+    assert rig.rec.status()["segment"] is None  # and no footage is written until it has
+    rig.tick(10)
+    assert rig.rec.status()["segment"] is None
+    # it found room (the disk "recovers" for the next segment): recording goes on
+    rig.rec.step_command("storage_level", "storage", level="ok", free_bytes=10**9)
+    rig.tick(30)
     rig.rec.step_command("stop")
     ms = rig.manifests()
     kinds = [m.get("event") or ("recovered" if "recovered" in m["flags"] else "segment") for m in ms]
