@@ -10,7 +10,7 @@ import pytest
 
 from agent.evidence import canonical
 from agent.evidence.decrypt import open_segment
-from agent.evidence.format import MAGIC, REC_CHECKPOINT, REC_MANIFEST
+from agent.evidence.format import MAGIC, REC_CHECKPOINT, REC_HEADER, REC_MANIFEST
 from agent.evidence.manifest import ManifestError, check_manifest
 from agent.evidence.segment import SegmentError, SegmentWriter, plan_salvage, scan, seal_salvaged
 from agent.evidence.verify import verify_path
@@ -38,15 +38,19 @@ def test_unsigned_garbage_manifest_is_reported_not_raised(tmp_path: Path) -> Non
     assert any(p.name == "0000000001.bcs" and "manifest" in p.reason for p in report.problems)
 
 
-def test_event_file_with_extra_records_is_a_problem(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("rtype", "reason"),
+    [(REC_HEADER, "event entry carries other records"), (REC_CHECKPOINT, "checkpoint before the header")],
+)
+def test_event_file_with_extra_records_is_a_problem(tmp_path: Path, rtype: int, reason: str) -> None:
     b = ChainBuilder(tmp_path / "segments")
     path = b.event("boot")
     data = path.read_bytes()
-    cp = canonical.dumps({"chunks": 0}) + bytes(64)
-    extra = struct.pack(">BI", REC_CHECKPOINT, len(cp)) + cp
+    body = canonical.dumps({"chunks": 0}) + (bytes(64) if rtype == REC_CHECKPOINT else b"")
+    extra = struct.pack(">BI", rtype, len(body)) + body
     path.write_bytes(data[: len(MAGIC)] + extra + data[len(MAGIC) :])
     report = verify_path(b.folder, b.signer.public_key())
-    assert any("event entry carries other records" in p.reason for p in report.problems)
+    assert any(reason in p.reason for p in report.problems)
 
 
 def test_caller_cannot_override_computed_manifest_fields(tmp_path: Path) -> None:
