@@ -10,6 +10,7 @@ import argparse
 import base64
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +23,10 @@ from agent.evidence.format import (
     REC_DATA,
     b64decode_strict,
 )
+from agent.evidence.keys import load_device_public, load_hq_private
 from agent.evidence.media_check import check_media
 from agent.evidence.verify import Report, verify_path
+from agent.verify_cmd import proven
 from agent.verify_cmd import run as verify_cmd
 from tests.evidence_util import (
     ChainBuilder,
@@ -365,3 +368,30 @@ def test_ok_with_a_final_shutdown_says_so(tmp_path: Path, capsys: pytest.Capture
     doc = json.loads(capsys.readouterr().out)
     assert (doc["start_proven"], doc["end_proven"]) == (False, True)
 
+
+
+# -- section 12.3: the document's own test vector ------------------------------------------------
+
+
+def test_the_documents_test_vector_verifies_as_the_document_says(tmp_path: Path) -> None:
+    doc = (Path(__file__).parents[2] / "docs" / "evidence-format.md").read_text()
+    pub = re.search(r"(-----BEGIN PUBLIC KEY-----\n.*?\n-----END PUBLIC KEY-----)", doc, re.S)
+    hq = re.search(r"(-----BEGIN PRIVATE KEY-----\n.*?\n-----END PRIVATE KEY-----)", doc, re.S)
+    assert pub is not None and hq is not None
+    (tmp_path / "device.pub").write_text(pub.group(1) + "\n")
+    (tmp_path / "hq.key").write_text(hq.group(1) + "\n")
+    (tmp_path / "hq.key").chmod(0o600)
+    folder = tmp_path / "segments"
+    folder.mkdir()
+    for name in ("0000000000.bcs", "0000000001.bcs"):
+        block = re.search(re.escape(f"`{name}`, base64:") + r"\n\n```\n(.*?)```", doc, re.S)
+        assert block is not None
+        (folder / name).write_bytes(base64.b64decode(block.group(1)))
+    device_pub, hq_key = load_device_public(tmp_path / "device.pub"), load_hq_private(tmp_path / "hq.key")
+    report = verify_path(folder, device_pub, hq_key=hq_key, decode=check_media)
+    assert report.ok, report.problems
+    assert [w.reason for w in report.warnings] == [
+        "chain ends without a clean shutdown event: later entries may be missing, "
+        "the unit may still be running, or it lost power"
+    ]
+    assert f"RESULT: OK - every signature, hash and link holds; {proven(report)}\n" in doc
