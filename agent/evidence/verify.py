@@ -95,8 +95,8 @@ def find_files(path: Path) -> list[Path]:
     In a folder, every name ending in ``.bcs`` is taken, whatever it is (a directory or a
     dangling link named so is reported by ``check_file``, never skipped), in code point order.
     """
-    if path.is_file():
-        return [path]
+    if not path.is_dir():
+        return [path]  # one file; check_file says so if it is not a regular one
     folder = path / "segments" if (path / "segments").is_dir() else path
     return sorted(p for p in folder.iterdir() if p.name.endswith(SEGMENT_SUFFIX))
 

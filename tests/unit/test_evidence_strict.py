@@ -246,6 +246,8 @@ def test_a_directory_or_dangling_link_named_bcs_is_a_problem(tmp_path: Path) -> 
     assert _reasons(report, "0000000009.bcs") == ["is a directory, not an evidence file"]
     assert _reasons(report, "0000000010.bcs") == ["is a symbolic link to nothing (dangling), not an evidence file"]
     assert "not a regular file" in _reasons(report, "0000000011.bcs")[0]
+    one = verify_path(b.folder / "0000000011.bcs", b.signer.public_key())  # given alone, not read as a folder
+    assert "not a regular file" in _reasons(one, "0000000011.bcs")[0]
 
 
 def test_the_file_named_after_its_seq_is_kept_and_the_copy_reported(tmp_path: Path) -> None:
