@@ -116,6 +116,20 @@ def _print_report(
         seq = f" (seq {w.seq})" if w.seq is not None else ""
         print(safe_text(f"warning  {w.name}{seq}: {w.reason}"), file=out)
     if r.ok:
-        print("RESULT: OK - every signature, hash and link holds; the entries are complete and in order", file=out)
+        print(f"RESULT: OK - every signature, hash and link holds; {proven(r)}", file=out)
     else:
         print(f"RESULT: FAILED - {len(r.problems)} problem(s)", file=out)
+
+
+def proven(r: Report) -> str:
+    """What an OK result proves about completeness: the inside of the set always, its ends only
+    from genesis and from a final clean shutdown (the text of section 1, "What verification
+    does not prove")."""
+    inside = f"no entry is missing or out of order from seq {r.first_seq} to seq {r.last_seq}"
+    start = "which is the chain's start" if r.first_seq == 0 else f"entries before seq {r.first_seq} are not in the set"
+    end = (
+        "the set ends with a clean shutdown"
+        if r.clean_end
+        else f"the end is NOT proven: entries after seq {r.last_seq} may exist (no final shutdown event)"
+    )
+    return f"{inside} ({start}); {end}"

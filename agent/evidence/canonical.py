@@ -1,9 +1,13 @@
-"""Canonical JSON: the byte form that is hashed and signed.
+"""Canonical JSON: the byte form that is hashed and signed (docs/evidence-format.md, section 3).
 
-The encoding is RFC 8785 (JCS) restricted to what the format uses: objects with ASCII keys,
-strings, integers, booleans, null and arrays -- no floating point numbers anywhere, so every
-encoder agrees on the bytes. Python's json module with sorted keys, no whitespace and
-``ensure_ascii=False`` produces exactly JCS for that subset.
+It is RFC 8785 (JCS) restricted to objects with ASCII keys, strings, integers, booleans, null
+and arrays -- with one deliberate difference: integers are written as exact decimal integers of
+any magnitude in -(2**63-1) .. 2**63-1. JCS serializes every number as an IEEE-754 double, so for
+an integer beyond 2**53 (every nanosecond UTC timestamp) a JCS encoder writes a rounded value or
+refuses; its bytes differ from these and the signature does not verify. Below 2**53 in magnitude
+the two agree byte for byte. A reader must parse integers exactly, never through doubles: this
+module's ``loads`` does (Python integers are exact) and rejects any fraction or exponent.
+Python's json module with sorted keys, no whitespace and ``ensure_ascii=False`` writes this form.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-MAX_SAFE_INT = 2**63 - 1
+MAX_INT = 2**63 - 1  # exact integers only; beyond JCS's 2**53 (see the module docstring)
 
 
 class CanonicalError(ValueError):
@@ -27,7 +31,7 @@ def _check(value: Any, path: str, depth: int = 0) -> None:
     if value is None or isinstance(value, bool | str):
         return
     if isinstance(value, int):
-        if not -MAX_SAFE_INT <= value <= MAX_SAFE_INT:
+        if not -MAX_INT <= value <= MAX_INT:
             raise CanonicalError(f"{path}: integer out of range")
         return
     if isinstance(value, float):

@@ -10,7 +10,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.evidence.format import GENESIS_PREV
+from agent.evidence.format import GENESIS_PREV, segment_filename
 
 # Events that explain a hole in footage: the unit says why it did not record.
 GAP_EXPLAINING_EVENTS = frozenset(
@@ -82,7 +82,9 @@ def verify_chain(entries: list[Entry], expected_device_id: str | None = None) ->
 
     ordered: list[Entry] = []
     for seq in sorted(by_seq):
-        group = by_seq[seq]
+        # The file named after its seq is kept; other names in code point order (a copy named
+        # "0000000003-copy.bcs" sorts before "0000000003.bcs" but is the one reported).
+        group = sorted(by_seq[seq], key=lambda e: (e.name != segment_filename(e.seq), e.name))
         first = group[0]
         for other in group[1:]:
             if other.hash == first.hash:
@@ -159,7 +161,7 @@ def _majority_device(entries: list[Entry]) -> str:
 def _check_boot_and_time(prev: Entry, cur: Entry, report: ChainReport) -> None:
     pt, ct = prev.manifest["time"], cur.manifest["time"]
     if prev.manifest["boot_id"] == cur.manifest["boot_id"]:
-        if "recovered" in cur.manifest["flags"]:
+        if cur.kind == "segment" and "recovered" in cur.manifest["flags"]:
             return  # sealed by the next boot, whose monotonic clock may have restarted
         if ct["signed_mono_ns"] < pt["signed_mono_ns"]:
             report.problems.append(

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -11,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.evidence import canonical
+from agent.evidence.format import b64decode_strict
 from agent.evidence.keys import HqPrivateKey, fingerprint, public_der
 from agent.evidence.manifest import SignedManifest
 from agent.evidence.sealing import SealError, open_sealed
@@ -38,12 +37,12 @@ def unwrap_content_key(header: dict[str, Any], hq_key: HqPrivateKey) -> tuple[by
             f"segment is sealed to headquarters key {str(header.get('hq_key'))[:16]}..., not {want[:16]}..."
         )
     try:
-        wrapped = base64.b64decode(str(header["enc"]), validate=True)
+        wrapped = b64decode_strict(str(header["enc"]))
         prefix_hex = str(header["nonce_prefix"])
         if len(prefix_hex) != 14:
             raise ValueError("nonce prefix is not 7 bytes")
         prefix = bytes.fromhex(prefix_hex)
-    except (KeyError, binascii.Error, ValueError) as exc:
+    except (KeyError, ValueError) as exc:
         raise DecryptError(f"malformed header: {exc}") from exc
     bare = {k: v for k, v in header.items() if k != "enc"}
     try:
@@ -113,9 +112,9 @@ def open_metadata(signed: SignedManifest, hq_key: HqPrivateKey) -> dict[str, Any
         return None
     info = sealed_info(str(signed.manifest["device_id"]), signed.seq)
     try:
-        raw = open_sealed(base64.b64decode(str(sealed), validate=True), hq_key, info)
+        raw = open_sealed(b64decode_strict(str(sealed)), hq_key, info)
         value = canonical.loads(raw)
-    except (SealError, binascii.Error, canonical.CanonicalError) as exc:
+    except (SealError, ValueError) as exc:  # CanonicalError and a bad base64 are ValueErrors
         raise DecryptError(f"sealed metadata: {exc}") from exc
     if not isinstance(value, dict):
         raise DecryptError("sealed metadata is not an object")

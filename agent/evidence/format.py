@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import re
+
 FORMAT_VERSION = 1
 MAGIC = b"BODYCAM\x01"
 
@@ -32,6 +35,19 @@ SEGMENT_SUFFIX = ".bcs"
 PARTIAL_SUFFIX = ".part"
 
 FLAGS = frozenset({"pre-event", "recovered", "stealth", "muted", "clock-unsynced"})
+# The flag sets each kind of entry may carry (section 8.5). Events carry none.
+SEGMENT_FLAGS = frozenset({"pre-event", "stealth", "muted", "clock-unsynced"})  # any subset
+RECOVERED_FLAGS = ["clock-unsynced", "recovered"]  # exactly, since salvage flags its clock
+LEGACY_RECOVERED_FLAGS = ["recovered"]  # early 0.1.0 builds: accepted with a warning
+
+TIME_SOURCES = frozenset({"gnss", "ntp", "rtc", "unsynced"})
+
+HEADER_MEMBERS = frozenset(
+    {"format", "type", "device_id", "boot_id", "segment_id", "suite", "hq_key", "aead", "nonce_prefix",
+     "chunk_bytes", "started", "enc"}
+)
+LEGACY_OPTIONAL_HEADER_MEMBERS = frozenset({"started"})  # early 0.1.0 builds wrote no `started`
+STARTED_MEMBERS = frozenset({"mono_ns", "utc_ns", "recording_id"})
 
 EVENT_TYPES = frozenset(
     {
@@ -59,3 +75,18 @@ EVENT_TYPES = frozenset(
 
 def segment_filename(seq: int) -> str:
     return f"{seq:010d}{SEGMENT_SUFFIX}"
+
+
+_BASE64 = re.compile(r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
+
+
+def b64decode_strict(text: str) -> bytes:
+    """Strict base64 (section 3): RFC 4648 section 4 alphabet, "=" padding, no other character,
+    and canonical (RFC 4648 section 3.5: the padding bits are zero). Raises ValueError otherwise."""
+    if not _BASE64.fullmatch(text):
+        raise ValueError("not strict base64 (alphabet, padding or length)")
+    raw = base64.b64decode(text, validate=True)
+    if base64.b64encode(raw).decode("ascii") != text:
+        raise ValueError("not canonical base64 (non-zero padding bits)")
+    return raw
+

@@ -16,6 +16,8 @@ from agent.evidence.keys import HqPrivateKey, HqPublicKey
 
 SUITE_X25519 = "DHKEM(X25519,HKDF-SHA256)/HKDF-SHA256/AES-256-GCM"
 SUITE_P256 = "DHKEM(P-256,HKDF-SHA256)/HKDF-SHA256/AES-256-GCM"
+# A wrapped 32-byte content key: KEM encapsulation (32 or 65 bytes) + 32-byte key + 16-byte tag.
+WRAPPED_KEY_BYTES = {SUITE_X25519: 32 + 32 + 16, SUITE_P256: 65 + 32 + 16}
 
 
 class SealError(Exception):

@@ -410,6 +410,9 @@ def scan(
             result.chunks += 1
             result.chunk_sizes.append(len(item.body))
         elif item.rtype == REC_CHECKPOINT:
+            if result.header_body is None:
+                result.problems.append(f"checkpoint before the header at offset {item.offset}")
+                break
             if len(item.body) <= SIGNATURE_LEN:
                 result.problems.append(f"checkpoint at offset {item.offset} too short")
                 break

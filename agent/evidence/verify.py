@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,15 +23,20 @@ from agent.evidence.format import (
     CTX_CHECKPOINT,
     CTX_MANIFEST,
     FORMAT_VERSION,
+    HEADER_MEMBERS,
+    LEGACY_OPTIONAL_HEADER_MEMBERS,
+    LEGACY_RECOVERED_FLAGS,
     MAGIC,
     MAX_CHUNK_BYTES,
     MIN_CHUNK_BYTES,
     SEGMENT_SUFFIX,
+    STARTED_MEMBERS,
+    b64decode_strict,
     segment_filename,
 )
 from agent.evidence.keys import HqPrivateKey, verify_signature
-from agent.evidence.manifest import ManifestError, SignedManifest, parse_manifest_record
-from agent.evidence.sealing import SUITE_P256, SUITE_X25519
+from agent.evidence.manifest import HEX64, ManifestError, SignedManifest, parse_manifest_record
+from agent.evidence.sealing import SUITE_P256, SUITE_X25519, WRAPPED_KEY_BYTES
 from agent.evidence.segment import Scan, scan
 
 Progress = Callable[[int, int, str], None]
@@ -73,6 +79,10 @@ class Report:
             "first_seq": self.first_seq,
             "last_seq": self.last_seq,
             "clean_end": self.clean_end,
+            # what an OK result proves about completeness: nothing is missing between first_seq
+            # and last_seq; the start only from seq 0, the end only from a final shutdown event
+            "start_proven": self.first_seq == 0,
+            "end_proven": self.clean_end,
             "decrypted": self.decrypted,
             "problems": [p.as_dict() for p in self.problems],
             "warnings": [w.as_dict() for w in self.warnings],
@@ -80,16 +90,39 @@ class Report:
 
 
 def find_files(path: Path) -> list[Path]:
-    """A data dir (its ``segments/``), a folder of segments, or one file."""
-    if path.is_file():
-        return [path]
+    """A data dir (its ``segments/``), a folder of segments, or one file.
+
+    In a folder, every name ending in ``.bcs`` is taken, whatever it is (a directory or a
+    dangling link named so is reported by ``check_file``, never skipped), in code point order.
+    """
+    if not path.is_dir():
+        return [path]  # one file; check_file says so if it is not a regular one
     folder = path / "segments" if (path / "segments").is_dir() else path
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix == SEGMENT_SUFFIX)
+    return sorted(p for p in folder.iterdir() if p.name.endswith(SEGMENT_SUFFIX))
+
+
+def _not_a_file(path: Path) -> str | None:
+    """Why ``path`` cannot be an evidence file (None: it is a regular file, or a link to one)."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return "is a symbolic link to nothing (dangling), not an evidence file" if path.is_symlink() else None
+    except OSError:
+        return None  # open() below reports it with its reason
+    if stat.S_ISDIR(mode):
+        return "is a directory, not an evidence file"
+    if not stat.S_ISREG(mode):
+        return "is not a regular file (a device, socket or pipe), not an evidence file"
+    return None
 
 
 def check_file(path: Path, device_pub: ed25519.Ed25519PublicKey) -> tuple[FileResult, Scan | None]:
     """Everything that public material can prove about one file."""
     result = FileResult(path)
+    odd = _not_a_file(path)
+    if odd is not None:
+        result.problems.append(odd)
+        return result, None
     try:
         with path.open("rb") as fh:
             structure = scan(fh)
@@ -117,6 +150,11 @@ def check_file(path: Path, device_pub: ed25519.Ed25519PublicKey) -> tuple[FileRe
         if structure.header_body is not None or structure.chunks or structure.checkpoints:
             result.problems.append("event entry carries other records (an event file is the manifest alone)")
         return result, structure
+    if m["flags"] == LEGACY_RECOVERED_FLAGS:
+        result.warnings.append(
+            "recovered segment flagged only 'recovered' (written by an early 0.1.0 build; "
+            "now flagged 'clock-unsynced' too): its UTC times were not synchronised"
+        )
     _check_segment_body(result, signed, structure, device_pub)
     return result, structure
 
@@ -131,6 +169,12 @@ def _check_segment_body(result: FileResult, signed: SignedManifest, s: Scan, pub
         if s.header.get(key) != m.get(key):
             result.problems.append(f"header {key} differs from the manifest's")
     result.problems.extend(header_problems(s.header))
+    result.warnings.extend(header_warnings(s.header))
+    recovered = "recovered" in m["flags"]
+    if not s.chunks:
+        result.problems.append("segment has no data chunk")
+    elif not recovered and s.checkpoints and s.checkpoints[-1].actual_chunks == s.chunks:
+        result.problems.append("checkpoint after the final chunk (a sealed segment ends: final chunk, manifest)")
     if hashlib.sha256(s.header_body).hexdigest() != c["header_sha256"]:
         result.problems.append("header hash differs from the manifest's (header altered)")
     if s.manifest_offset != c["length"]:
@@ -139,7 +183,7 @@ def _check_segment_body(result: FileResult, signed: SignedManifest, s: Scan, pub
         result.problems.append("ciphertext SHA-256 differs from the signed manifest (content altered)")
     if s.chunks != c["chunks"]:
         result.problems.append(f"{s.chunks} chunks, the manifest says {c['chunks']}")
-    if "checkpoints" in c and len(s.checkpoints) != c["checkpoints"]:
+    if len(s.checkpoints) != c["checkpoints"]:
         result.problems.append(f"{len(s.checkpoints)} checkpoints, the manifest says {c['checkpoints']}")
     for i, cp in enumerate(s.checkpoints):
         if not verify_signature(pub, cp.signature, CTX_CHECKPOINT + cp.body):
@@ -158,12 +202,25 @@ def _same_int(value: object, expected: int) -> bool:
 
 
 def header_problems(h: dict[str, Any]) -> list[str]:
-    """What is wrong with a segment header's fixed fields (empty: nothing)."""
+    """What is wrong with a segment header's members (empty: nothing); see ``header_warnings``."""
     problems = []
-    if h.get("format") != FORMAT_VERSION:
+    missing = HEADER_MEMBERS - LEGACY_OPTIONAL_HEADER_MEMBERS - h.keys()
+    if missing:
+        problems.append(f"header lacks {', '.join(sorted(missing))}")
+    extra = h.keys() - HEADER_MEMBERS
+    if extra:
+        problems.append(f"header has unknown member(s) {', '.join(sorted(extra))}")
+    if not _same_int(h.get("format"), FORMAT_VERSION):
         problems.append(f"header format {h.get('format')!r} is not supported (known: {FORMAT_VERSION})")
     if h.get("type") != "segment-header":
         problems.append(f"header type {h.get('type')!r} is not a segment header")
+    for key in ("device_id", "boot_id", "segment_id"):
+        if key in h and not isinstance(h[key], str):
+            problems.append(f"header {key} is not a string")
+    if "hq_key" in h and not (isinstance(h["hq_key"], str) and HEX64.fullmatch(h["hq_key"])):
+        problems.append("header hq_key is not a SHA-256 fingerprint in lowercase hex")
+    if "enc" in h and not _enc_ok(h["enc"], h.get("suite")):
+        problems.append("header enc is not the strict base64 of one wrapped key for its suite")
     if h.get("aead") != "AES-256-GCM-STREAM":
         problems.append(f"header aead {h.get('aead')!r} is unknown")
     if h.get("suite") not in (SUITE_X25519, SUITE_P256):
@@ -174,7 +231,37 @@ def header_problems(h: dict[str, Any]) -> list[str]:
     prefix = h.get("nonce_prefix")
     if not isinstance(prefix, str) or not re.fullmatch(r"[0-9a-f]{14}", prefix):
         problems.append("header nonce_prefix is not 7 bytes of lowercase hex")
+    if "started" in h and not _started_ok(h["started"]):
+        problems.append("header started is neither {} nor {mono_ns: int, utc_ns: int, recording_id: string or null}")
     return problems
+
+
+def _started_ok(started: object) -> bool:
+    if started == {}:
+        return True
+    return (
+        isinstance(started, dict)
+        and started.keys() == STARTED_MEMBERS
+        and type(started["mono_ns"]) is int
+        and type(started["utc_ns"]) is int
+        and (started["recording_id"] is None or isinstance(started["recording_id"], str))
+    )
+
+
+def _enc_ok(enc: object, suite: object) -> bool:
+    if not isinstance(enc, str):
+        return False
+    try:
+        wrapped = b64decode_strict(enc)
+    except ValueError:
+        return False
+    return suite not in WRAPPED_KEY_BYTES or len(wrapped) == WRAPPED_KEY_BYTES[suite]
+
+
+def header_warnings(h: dict[str, Any]) -> list[str]:
+    """What an old writer left out of a header that today's writer puts in."""
+    missing = LEGACY_OPTIONAL_HEADER_MEMBERS - h.keys()
+    return [f"header lacks {key} (written by an early 0.1.0 build)" for key in sorted(missing)]
 
 
 Decoder = Callable[[bytes, SignedManifest], list[str]]

@@ -10,9 +10,9 @@ import pytest
 
 from agent.evidence import canonical
 from agent.evidence.decrypt import open_segment
-from agent.evidence.format import MAGIC, REC_CHECKPOINT, REC_MANIFEST
+from agent.evidence.format import MAGIC, REC_CHECKPOINT, REC_HEADER, REC_MANIFEST
 from agent.evidence.manifest import ManifestError, check_manifest
-from agent.evidence.segment import SegmentError, SegmentWriter, plan_salvage, scan, seal_salvaged
+from agent.evidence.segment import SegmentError, SegmentWriter
 from agent.evidence.verify import verify_path
 from tests.evidence_util import CONFIG_SHA, ChainBuilder, time_fields
 
@@ -38,15 +38,19 @@ def test_unsigned_garbage_manifest_is_reported_not_raised(tmp_path: Path) -> Non
     assert any(p.name == "0000000001.bcs" and "manifest" in p.reason for p in report.problems)
 
 
-def test_event_file_with_extra_records_is_a_problem(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("rtype", "reason"),
+    [(REC_HEADER, "event entry carries other records"), (REC_CHECKPOINT, "checkpoint before the header")],
+)
+def test_event_file_with_extra_records_is_a_problem(tmp_path: Path, rtype: int, reason: str) -> None:
     b = ChainBuilder(tmp_path / "segments")
     path = b.event("boot")
     data = path.read_bytes()
-    cp = canonical.dumps({"chunks": 0}) + bytes(64)
-    extra = struct.pack(">BI", REC_CHECKPOINT, len(cp)) + cp
+    body = canonical.dumps({"chunks": 0}) + (bytes(64) if rtype == REC_CHECKPOINT else b"")
+    extra = struct.pack(">BI", rtype, len(body)) + body
     path.write_bytes(data[: len(MAGIC)] + extra + data[len(MAGIC) :])
     report = verify_path(b.folder, b.signer.public_key())
-    assert any("event entry carries other records" in p.reason for p in report.problems)
+    assert any(reason in p.reason for p in report.problems)
 
 
 def test_caller_cannot_override_computed_manifest_fields(tmp_path: Path) -> None:
@@ -67,47 +71,7 @@ def test_caller_cannot_override_computed_manifest_fields(tmp_path: Path) -> None
 def test_salvage_of_a_segment_cut_after_its_final_chunk_still_decrypts(tmp_path: Path) -> None:
     """Power lost between the final (last-flagged) chunk and the manifest: the salvage must open."""
     b = ChainBuilder(tmp_path)
-    buf = io.BytesIO()
-    w = SegmentWriter(
-        buf,
-        signer=b.signer,
-        hq_public=b.hq_public,
-        device_id="d",
-        boot_id="x",
-        segment_id="s",
-        started={"mono_ns": 0, "utc_ns": 0, "recording_id": "r"},
-    )
-    payload = bytes(range(256)) * 600
-    w.write(payload)
-    w.checkpoint(5)
-    fields = {"recording_id": "r", "trigger": "button", "container": "matroska", "tracks": [], "marks": []}
-    result = w.finish(
-        seq=0, prev=None, fields=fields, firmware="t", config_sha256=CONFIG_SHA, time=time_fields(0, 1), flags=[]
-    )
-    whole = buf.getvalue()
-    cut = whole[: whole.rindex(struct.pack(">B", REC_MANIFEST) + struct.pack(">I", len(result.signed.record_body())))]
-    path = tmp_path / "cut.part"
-    path.write_bytes(cut)
-    with path.open("rb") as fh:
-        s = scan(fh)
-    salvage = plan_salvage(s, len(cut))
-    assert salvage is not None and s.header is not None
-    with path.open("r+b") as fh:
-        fh.seek(salvage.keep_bytes)
-        seal_salvaged(
-            fh,
-            salvage,
-            s.header,
-            signer=b.signer,
-            hq_public=b.hq_public,
-            seq=0,
-            prev=None,
-            fields={"recording_id": "r", "trigger": "recovered", "container": "matroska", "tracks": [], "marks": []},
-            firmware="t",
-            config_sha256=CONFIG_SHA,
-            time=time_fields(0, 1),
-            flags=["recovered"],
-        )
+    path = b.salvaged(["clock-unsynced", "recovered"], cut_after_final=True)
     parts: list[bytes] = []
     opened = open_segment(path, b.hq_key, parts.append, recovered=True)
-    assert not opened.problems and b"".join(parts) == payload
+    assert not opened.problems and len(b"".join(parts)) == 71_000
