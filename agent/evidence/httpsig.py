@@ -21,6 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from agent.evidence.format import b64decode_strict
 from agent.evidence.keys import verify_signature
 from hal.keystore import KeyStore
 
@@ -184,24 +185,12 @@ def _parse_input(value: str) -> tuple[list[str], dict[str, str | int], str]:
     return components, params, params_text
 
 
-def strict_b64decode(text: str) -> bytes:
-    """RFC 4648 base64 with padding, in its one canonical spelling: ``ValueError`` for anything else.
-
-    Python's decoder ignores the unused low bits of the last character, so several spellings
-    decode to the same bytes; a signed value must have exactly one.
-    """
-    raw = base64.b64decode(text, validate=True)
-    if base64.b64encode(raw).decode("ascii") != text:
-        raise ValueError("not canonical base64 (non-zero padding bits or missing padding)")
-    return raw
-
-
 def _parse_signature(value: str) -> bytes:
     m = re.fullmatch(rf"{LABEL}=:([A-Za-z0-9+/=]+):", value)
     if m is None:
         raise SignatureError("malformed", f"Signature must be {LABEL}=:<base64>:")
     try:
-        return strict_b64decode(m.group(1))
+        return b64decode_strict(m.group(1))
     except (binascii.Error, ValueError) as exc:
         raise SignatureError("malformed", "Signature is not canonical base64") from exc
 
@@ -264,7 +253,7 @@ def verify_request(
 
 def _b64(text: str, key_id: str) -> bytes:
     try:
-        return strict_b64decode(text)
+        return b64decode_strict(text)
     except (binascii.Error, ValueError) as exc:
         raise SignatureError("digest", "Content-Digest is not canonical base64", key_id) from exc
 
