@@ -9,14 +9,19 @@ STAMP := $(VENV)/.installed
 
 setup: $(STAMP)
 
+# pip's own chatter (build back-end warnings) goes to $(VENV)/setup.log, shown only if it fails.
 $(STAMP): pyproject.toml
+	@echo "setting up $(VENV): Python packages for bodycam and its tests (about a minute, once)"
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
-	touch $(STAMP)
+	@$(BIN)/pip install --quiet --upgrade pip > $(VENV)/setup.log 2>&1 && \
+	$(BIN)/pip install --quiet -e '.[test]' >> $(VENV)/setup.log 2>&1 || \
+	{ cat $(VENV)/setup.log; echo "setting up $(VENV) failed (log above, also in $(VENV)/setup.log)"; exit 1; }
+	@touch $(STAMP)
 
+# The demo exits 130 after a Ctrl-C it handled (it printed where things stand); make is already
+# interrupted then, so the recipe passes quietly instead of adding "Error 130".
 run: $(STAMP)
-	$(BIN)/python scripts/demo.py --data-dir $(DATA)
+	@$(BIN)/python scripts/demo.py --data-dir $(DATA) || [ $$? -eq 130 ]
 
 lint: $(STAMP)
 	$(BIN)/ruff check agent hal hq drivers tests scripts
