@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DATA ?= run-data
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test lint unit integration bench faults hil clean
+.PHONY: setup prereqs run test lint unit integration bench faults hil clean
 
 setup: $(STAMP)
 
@@ -27,13 +27,18 @@ lint: $(STAMP)
 	$(BIN)/ruff check agent hal hq drivers tests scripts
 	$(BIN)/mypy agent hal hq
 
-test: lint
+# What the tests need besides .venv (gpsd, shellcheck, systemd's tools, make, python3-venv): checked
+# first, so a fresh machine fails naming the apt-get command instead of skipping tests.
+prereqs:
+	@$(PYTHON) scripts/check-prereqs
+
+test: prereqs lint
 	$(BIN)/pytest -q --ignore=tests/hil
 
 unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit
 
-integration: $(STAMP)
+integration: prereqs $(STAMP)
 	$(BIN)/pytest -q tests/integration
 
 bench: $(STAMP)
@@ -41,7 +46,7 @@ bench: $(STAMP)
 
 # The hardware-in-the-loop suite: the agent started as its systemd unit starts it, on simulated
 # sensors, a real gpsd fed through a pty and a real headquarters on loopback.
-hil: $(STAMP)
+hil: prereqs $(STAMP)
 	BODYCAM_HIL_SUMMARY=hil-summary.txt $(BIN)/pytest -q tests/hil --junitxml=hil-report.xml; \
 	status=$$?; cat hil-summary.txt 2>/dev/null; exit $$status
 
