@@ -42,7 +42,7 @@ integration: prereqs $(STAMP)
 	$(BIN)/pytest -q tests/integration
 
 bench: $(STAMP)
-	$(BIN)/python scripts/bench.py
+	@$(BIN)/python scripts/bench.py
 
 # The hardware-in-the-loop suite: the agent started as its systemd unit starts it, on simulated
 # sensors, a real gpsd fed through a pty and a real headquarters on loopback.
