@@ -189,6 +189,7 @@ class Demo:
             if code == 0:
                 self.check()
                 code = self.report()
+            self.check()  # a Ctrl-C during the report: it was let finish, but say so
         except Interrupted:
             self.stop_all()
             say(self.interrupted_line())
