@@ -130,7 +130,7 @@ def progress_line(elapsed_s: float, status: Mapping[str, Any] | None, unsent: in
         configured = float(status.get("pre_event", {}).get("configured_s", 0.0))
         held = min(elapsed_s, configured)
         return (
-            f"{head} ready, not recording: the pre-event buffer holds the last {held:.0f} of {configured:.0f} s "
+            f"{head} ready, not recording: pre-event buffer {held:.0f} of {configured:.0f} s "
             f"(in memory; it becomes the start of the recording){coming}"
         )
     return f"{head} the unit is {status.get('state')}{upload}{coming}"
@@ -265,14 +265,22 @@ class Demo:
         return code
 
     def watch(self, agent: subprocess.Popen[bytes]) -> None:
-        """Print progress every few seconds until the incident is recorded and uploaded (or the agent ends)."""
+        """Print progress every few seconds until the incident is recorded and uploaded (or the agent ends).
+
+        Times count from when the unit first answers, which is when its scripted buttons start.
+        """
         t0 = time.monotonic()
+        ready_at: float | None = None
         next_print = PROGRESS_EVERY_S
         sock = self.unit / "ctl.sock"
         while agent.poll() is None:
             self.check()
-            elapsed = time.monotonic() - t0
             status = self.status(sock)
+            now = time.monotonic()
+            if status is not None and ready_at is None:
+                ready_at = now
+                next_print = PROGRESS_EVERY_S
+            elapsed = now - (t0 if ready_at is None else ready_at)
             counts = self.unsent() if status is not None else None  # the agent has made its index by then
             unsent = None if counts is None else counts[1]
             if finished(elapsed, status, unsent, self.timeline):

@@ -23,8 +23,8 @@ def test_the_estimate_is_the_last_press_plus_the_measured_overhead() -> None:
 def test_the_silent_pre_event_wait_says_what_fills_and_when_recording_starts() -> None:
     assert progress_line(5.2, None, None, TIMELINE) == "  [   5 s] the unit is starting: opening its simulated sensors"
     line = progress_line(20.0, status("ready"), 0, TIMELINE)
-    assert "pre-event buffer holds the last 20 of 30 s" in line and line.endswith("next: record button at 35 s")
-    assert "last 30 of 30 s" in progress_line(34.0, status("ready"), 0, TIMELINE)
+    assert "pre-event buffer 20 of 30 s" in line and line.endswith("next: record button at 35 s")
+    assert "pre-event buffer 30 of 30 s" in progress_line(34.0, status("ready"), 0, TIMELINE)
 
 
 def test_recording_and_after_say_what_is_sealed_and_what_waits_to_upload() -> None:
