@@ -5,38 +5,48 @@ BIN := $(VENV)/bin
 DATA ?= run-data
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test lint unit integration bench faults hil clean
+.PHONY: setup prereqs run test lint unit integration bench faults hil clean
 
 setup: $(STAMP)
 
+# pip's own chatter (build back-end warnings) goes to $(VENV)/setup.log, shown only if it fails.
 $(STAMP): pyproject.toml
+	@echo "setting up $(VENV): Python packages for bodycam and its tests (about a minute, once)"
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
-	touch $(STAMP)
+	@$(BIN)/pip install --quiet --upgrade pip > $(VENV)/setup.log 2>&1 && \
+	$(BIN)/pip install --quiet -e '.[test]' >> $(VENV)/setup.log 2>&1 || \
+	{ cat $(VENV)/setup.log; echo "setting up $(VENV) failed (log above, also in $(VENV)/setup.log)"; exit 1; }
+	@touch $(STAMP)
 
+# The demo exits 130 after a Ctrl-C it handled (it printed where things stand); make is already
+# interrupted then, so the recipe passes quietly instead of adding "Error 130".
 run: $(STAMP)
-	$(BIN)/python scripts/demo.py --data-dir $(DATA)
+	@$(BIN)/python scripts/demo.py --data-dir $(DATA) || [ $$? -eq 130 ]
 
 lint: $(STAMP)
 	$(BIN)/ruff check agent hal hq drivers tests scripts
 	$(BIN)/mypy agent hal hq
 
-test: lint
+# What the tests need besides .venv (gpsd, shellcheck, systemd's tools, make, python3-venv): checked
+# first, so a fresh machine fails naming the apt-get command instead of skipping tests.
+prereqs:
+	@$(PYTHON) scripts/check-prereqs
+
+test: prereqs lint
 	$(BIN)/pytest -q --ignore=tests/hil
 
 unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit
 
-integration: $(STAMP)
+integration: prereqs $(STAMP)
 	$(BIN)/pytest -q tests/integration
 
 bench: $(STAMP)
-	$(BIN)/python scripts/bench.py
+	@$(BIN)/python scripts/bench.py
 
 # The hardware-in-the-loop suite: the agent started as its systemd unit starts it, on simulated
 # sensors, a real gpsd fed through a pty and a real headquarters on loopback.
-hil: $(STAMP)
+hil: prereqs $(STAMP)
 	BODYCAM_HIL_SUMMARY=hil-summary.txt $(BIN)/pytest -q tests/hil --junitxml=hil-report.xml; \
 	status=$$?; cat hil-summary.txt 2>/dev/null; exit $$status
 

@@ -1,8 +1,10 @@
-"""`make bench`: throughput, CPU and latency figures of the evidence path and the agent, as JSON.
+"""`make bench`: throughput, CPU and latency figures of the evidence path and the agent.
 
-Prints one JSON document on stdout (and writes it to bench-results.json in the repo root);
-progress goes to stderr. Figures and ratios only: a goal is printed beside a ratio, never
-asserted, because timings depend on the machine and on whatever else runs on it.
+Says first how long it will take; progress goes to stderr; at the end it prints a short table
+(figure, measured, goal, ratio, met or not) and a one-line verdict, and writes the full JSON to
+bench-results.json in the repo root (--output elsewhere; --json also prints it on stdout).
+Figures and ratios only: a goal is printed beside a figure, never asserted, because timings
+depend on the machine and on whatever else runs on it.
 
 Sections: evidence (sealing and verification throughput against openssl), agent (the real
 agent process at 1080p30 on simulated sensors), vs_ffmpeg (the same clip through the agent
@@ -28,6 +30,7 @@ sys.path.insert(0, str(REPO))  # for tests.evidence_util, which builds evidence 
 
 from bench import agent_run, evidence, sync, vs_ffmpeg  # noqa: E402
 from bench.common import Result, machine, run_section  # noqa: E402
+from bench.summary import estimate_s, render, rows, verdict  # noqa: E402
 
 from agent import __version__  # noqa: E402
 
@@ -53,11 +56,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=REPO / "bench-results.json", help="where to write the JSON")
     parser.add_argument("--keep", type=Path, metavar="DIR",
                         help="work in DIR and keep the agent data dirs and clips there (default: a temp dir)")
+    parser.add_argument("--json", action="store_true", help="also print the full JSON on stdout")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     wanted = args.only or list(SECTIONS)
+    seconds = estimate_s([n for n in SECTIONS if n in wanted], args.quick)
+    about = f"{seconds} s" if seconds < 120 else f"{seconds / 60:.0f} min"
+    print(f"make bench: about {about} on a 2-core machine (longer when it is busy): "
+          f"{', '.join(n for n in SECTIONS if n in wanted)}; progress below, the verdict at the end", flush=True)
 
     doc: Result = {
         "bench": "bodycam",
@@ -83,8 +91,10 @@ def main(argv: list[str] | None = None) -> int:
     doc["finished_utc"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     text = json.dumps(doc, indent=2)
     args.output.write_text(text + "\n")
-    log.info("results written to %s", args.output)
-    sys.stdout.write(text + "\n")
+    if args.json:
+        sys.stdout.write(text + "\n")
+    table = rows(doc)
+    print(f"\n{render(table)}\n\n{verdict(table)}\nevery figure, with what it measures: {args.output}", flush=True)
     return 0
 
 

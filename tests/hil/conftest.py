@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.gpsd_util import GPSD, Gpsd
+from tests.gpsd_util import Gpsd
 from tests.hil.rig import STARTED, Headquarters, NmeaFeeder
+from tests.prereqs import require_tool
 
 SUMMARY = Path(os.environ.get("BODYCAM_HIL_SUMMARY", "hil-summary.txt"))
 _blocks: dict[str, list[str]] = {}
@@ -19,8 +20,7 @@ _outcomes: dict[str, str] = {}
 
 @pytest.fixture
 def gpsd(tmp_path: Path) -> Iterator[Gpsd]:
-    if GPSD is None:
-        pytest.skip("gpsd not installed (Debian package gpsd)")
+    require_tool("gpsd")
     server = Gpsd(tmp_path)
     server.start()
     try:

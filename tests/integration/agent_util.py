@@ -113,14 +113,3 @@ def verify_json(data: Path, *extra: str) -> dict[str, Any]:
     doc: dict[str, Any] = json.loads(out.stdout)
     doc["_exit"] = out.returncode
     return doc
-
-
-def ffprobe_streams(path: Path) -> list[dict[str, Any]]:
-    out = subprocess.run(
-        ["ffprobe", "-v", "error", "-count_frames", "-show_streams", "-of", "json", str(path)],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    streams: list[dict[str, Any]] = json.loads(out.stdout)["streams"]
-    return streams

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
-
-import pytest
 
 from agent.evidence.manifest import parse_manifest_record
 from agent.evidence.segment import scan
@@ -15,14 +12,12 @@ from agent.store import Store
 from tests.fakes import FakeClock
 from tests.integration.agent_util import (
     AgentProcess,
-    ffprobe_streams,
     provision_sim,
     run_cli,
     verify_json,
     with_inputs_script,
 )
-
-pytestmark = pytest.mark.skipif(shutil.which("ffprobe") is None, reason="ffprobe (Debian ffmpeg) is not installed")
+from tests.media_probe import probe
 
 
 def manifests(data: Path) -> list[dict]:  # type: ignore[type-arg]
@@ -83,13 +78,13 @@ def test_scripted_incident_records_verifies_and_decodes(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr
     total_video = 0
     for seg in segs:
-        streams = ffprobe_streams(out / f"{seg['seq']:010d}.mkv")
-        assert [s["codec_name"] for s in streams] == ["h264", "ffv1", "opus"]
+        streams = probe(out / f"{seg['seq']:010d}.mkv").streams
+        assert [s.codec for s in streams] == ["h264", "ffv1", "opus"]
         video = next(t for t in seg["tracks"] if t["name"] == "chest")
         thermal = next(t for t in seg["tracks"] if t["name"] == "thermal")
-        assert int(streams[0]["nb_read_frames"]) == video["frames"]
-        assert int(streams[1]["nb_read_frames"]) == thermal["frames"]
-        assert streams[0]["width"] == 1280 and streams[1]["pix_fmt"] == "gray16le"
+        assert streams[0].frames_decoded == video["frames"]
+        assert streams[1].frames_decoded == thermal["frames"]
+        assert streams[0].width == 1280 and streams[1].pix_fmt == "gray16le"
         total_video += video["frames"] + video["dropped"]
     # 30 fps: every frame is stored or declared dropped by the sensor; nothing lost between segments.
     # (the footage ends with the last packet of any track: a thermal frame lasts 115 ms, ~3.5 video frames)

@@ -24,13 +24,13 @@ from drivers.system_clock import SystemClock
 from hal.clock import TimeSource
 from hal.common import SensorError
 from hal.gnss import FixMode, GnssFix
-from tests.gpsd_util import GPSD, Gpsd, free_port
-
-pytestmark = pytest.mark.skipif(GPSD is None, reason="gpsd not installed (Debian package gpsd)")
+from tests.gpsd_util import Gpsd, free_port
+from tests.prereqs import require_tool
 
 
 @pytest.fixture
 def gpsd(tmp_path: Path) -> Iterator[Gpsd]:
+    require_tool("gpsd")
     server = Gpsd(tmp_path)
     try:
         server.start()

@@ -21,17 +21,16 @@ from pathlib import Path
 import pytest
 
 from tests.integration.test_systemd import needs_analyze, passwd_entry, stage_root, user_database
+from tests.prereqs import needs, require_tool
 
 REPO = Path(__file__).resolve().parents[2]
 PREFIX = "/opt/bodycam-ci"  # not the default: proves every installed file follows PREFIX
 DEV_BIN = Path(sys.executable).parent
 UNITS = ("bodycam-agent.service", "bodycam-console@ttyGS0.service")
 
-pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="make is absent")
-
-
 @pytest.fixture(scope="module")
 def stage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    require_tool("make")
     root = tmp_path_factory.mktemp("stage")
     out = subprocess.run(
         ["make", "-C", str(REPO), "install", f"DESTDIR={root}", f"PREFIX={PREFIX}", f"INSTALL_PYTHON={sys.executable}"],
@@ -122,7 +121,7 @@ def enrolment(stdout: str) -> tuple[str, str]:
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="provision-unit hands the data dir to the agent's user: needs root")
-@pytest.mark.skipif(shutil.which("systemd-sysusers") is None, reason="systemd-sysusers is absent (package systemd)")
+@needs("systemd-sysusers")
 def test_provision_unit_against_the_staged_root(stage: Path, hq_keys: Path, tmp_path: Path) -> None:
     user_database(stage)
     first = provision(stage, "--device-id", "unit-0042", "--hq-pub", str(hq_keys / "hq.pub"),

@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
-import pytest
-
 from tests.integration.killharness import run_harness
-
-pytestmark = pytest.mark.skipif(shutil.which("ffprobe") is None, reason="ffprobe (Debian ffmpeg) is not installed")
 
 
 def test_kill_while_recording_loses_nothing_sealed(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.agent_util import BIN, provision_sim
+from tests.prereqs import needs
 
 REPO = Path(__file__).resolve().parents[2]
 SYSTEMD = REPO / "systemd"
@@ -29,9 +30,7 @@ HOST_UNITS = Path("/usr/lib/systemd/system")
 AGENT_EXPOSURE = 1.4
 CONSOLE_EXPOSURE = 0.5
 
-needs_analyze = pytest.mark.skipif(
-    shutil.which("systemd-analyze") is None, reason="systemd-analyze is absent (Debian package: systemd)"
-)
+needs_analyze = needs("systemd-analyze")
 
 
 def unit_settings(path: Path) -> dict[str, list[str]]:
@@ -161,7 +160,7 @@ def passwd_entry(root: Path, name: str) -> list[str]:
     raise AssertionError(f"no {name} in {root / 'etc/passwd'}")
 
 
-@pytest.mark.skipif(shutil.which("systemd-sysusers") is None, reason="systemd-sysusers is absent (package systemd)")
+@needs("systemd-sysusers", "systemd-tmpfiles")
 def test_sysusers_and_tmpfiles_make_a_private_data_dir(tmp_path: Path) -> None:
     user_database(tmp_path)
     out = subprocess.run(["systemd-sysusers", f"--root={tmp_path}", str(SYSTEMD / "sysusers.d/bodycam.conf")],
@@ -222,18 +221,13 @@ def test_udev_rules_parse() -> None:
 SCRIPTS = sorted([REPO / "scripts/provision-unit", *(REPO / "scripts/image").rglob("*.sh")])
 
 
-@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck is absent (Debian package: shellcheck)")
+@needs("shellcheck")
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: str(p.relative_to(REPO)))
 def test_shell_scripts_are_shellcheck_clean(script: Path) -> None:
     out = subprocess.run(["shellcheck", "--shell=bash", str(script)], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout
 
 
-def agent_uses_sdnotify() -> bool:
-    return "agent.sdnotify" in (REPO / "agent/daemon.py").read_text()
-
-
-@pytest.mark.skipif(not agent_uses_sdnotify(), reason="agent/daemon.py does not notify systemd yet")
 def test_the_agent_notifies_ready_then_pings_then_stopping(tmp_path: Path) -> None:
     config = provision_sim(tmp_path / "data")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)

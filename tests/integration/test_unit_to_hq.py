@@ -4,18 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import time
 from pathlib import Path
-
-import pytest
 
 from agent.store import Store
 from tests.fakes import FakeClock
 from tests.integration.agent_util import AgentProcess, run_cli
 from tests.integration.hq_util import HqProcess, hq_keygen, provision_for_hq, wait_until
-
-pytestmark = pytest.mark.skipif(shutil.which("ffprobe") is None, reason="ffprobe (Debian ffmpeg) is not installed")
 
 
 def test_record_sync_receipts_and_export_verify(tmp_path: Path) -> None:

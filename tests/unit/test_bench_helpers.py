@@ -4,6 +4,7 @@ and the sync section's chunking, cut offsets and curl config."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,6 +19,10 @@ from scripts.bench.common import (
     seal_ceiling,
     sum_tracks,
 )
+from scripts.bench.summary import estimate_s as bench_estimate_s
+from scripts.bench.summary import render as render_summary
+from scripts.bench.summary import rows as summary_rows
+from scripts.bench.summary import verdict as summary_verdict
 from scripts.bench.sync import (
     CurlRequest,
     best,
@@ -182,3 +187,53 @@ def test_median_run_keeps_the_middle_run_and_lists_them_all() -> None:
     assert median_run([{"error": "boom"}]) == {"error": "boom"}
     assert best([{"MB_per_s": 1.0}, {"error": "boom"}, {"MB_per_s": 3.0}]) == 3.0
     assert best([{"error": "boom"}]) is None
+
+
+# --- the verdict table (scripts/bench/summary.py) ----------------------------------------------
+
+
+def _bench_doc() -> dict[str, Any]:
+    def chunk(mb_per_cpu_s: float) -> dict[str, Any]:
+        return {"sealing": {"mb_per_cpu_s": mb_per_cpu_s}, "openssl_aes_256_gcm_mb_per_s": 1000.0,
+                "ratio_cpu": mb_per_cpu_s / 1000, "goal": 0.9}
+
+    return {"sections": {
+        "evidence": {"sealing": {"goal_ratio": 0.9, "chunk_1024k": chunk(950.0), "chunk_64k": chunk(500.0)},
+                     "verification": {"public": {"mb_per_s": 600.0}}},
+        "agent": {"process": {"cpu": {"cpu_s_per_footage_s": 0.4}, "memory": {"peak_rss_mib": 150.0},
+                              "frames": {"dropped_total": 3, "dropped_goal": 0}}},
+        "vs_ffmpeg": {"error": "BenchError: ffmpeg is not installed (not on PATH)"},
+        "sync": {"summary": {"ratio_capped_achieved_over_cap": 0.95, "cap_goal": 0.9,
+                             "worst_run_resent_chunks_per_cut": 1.0, "resent_goal_max_chunks_per_cut": 1,
+                             "recorder_dropped_while_syncing": {"uncapped": 0, "capped": None}, "dropped_goal": 0}},
+    }}
+
+
+def test_the_verdict_table_judges_each_figure_against_its_recorded_goal() -> None:
+    table = {row.figure: row for row in summary_rows(_bench_doc())}
+    sealing_64k, sealing_1m = table["sealing, 64k chunks (per CPU s)"], table["sealing, 1024k chunks (per CPU s)"]
+    assert (sealing_64k.ratio, sealing_64k.met, sealing_64k.goal) == (0.5, False, ">= 0.9 x openssl")
+    assert (sealing_1m.ratio, sealing_1m.met) == (0.95, True)
+    assert table["verification, public"].met is None  # no goal: listed for information
+    assert (table["agent 1080p30: frames dropped"].measured, table["agent 1080p30: frames dropped"].met) == ("3", False)
+    assert table["vs_ffmpeg: section failed"].met is False
+    assert table["sync: rate under a bandwidth cap"].met is True
+    assert table["sync: chunks re-sent per cut (worst run)"].met is True
+    assert table["sync: frames dropped while syncing (capped)"].measured == "missing"
+    assert table["sync: frames dropped while syncing (capped)"].met is None
+
+
+def test_the_verdict_names_what_was_missed_and_the_table_has_one_line_per_row() -> None:
+    table = summary_rows(_bench_doc())
+    assert summary_verdict(table) == (
+        "4 of 7 goals met; missed: sealing, 64k chunks (per CPU s); agent 1080p30: frames dropped; "
+        "vs_ffmpeg: section failed")
+    text = render_summary(table).splitlines()
+    assert len(text) == 1 + len(table) and text[0].split() == ["figure", "measured", "goal", "ratio", "met"]
+    assert text[1].startswith("sealing, 64k chunks") and text[1].endswith("NO")
+
+
+def test_the_estimate_adds_up_the_sections_asked_for() -> None:
+    full = bench_estimate_s(["evidence", "agent", "vs_ffmpeg", "sync"], quick=False)
+    assert bench_estimate_s(["evidence"], quick=False) < full
+    assert bench_estimate_s(["evidence", "agent", "vs_ffmpeg", "sync"], quick=True) < full

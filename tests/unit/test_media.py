@@ -1,14 +1,10 @@
-"""Encoders and the segment muxer on synthetic HAL frames, checked with ffprobe and PyAV decoding."""
+"""Encoders and the segment muxer on synthetic HAL frames, checked by probing and decoding them with PyAV."""
 
 from __future__ import annotations
 
 import io
-import json
-import shutil
-import subprocess
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import av
 import numpy as np
@@ -27,6 +23,7 @@ from agent.media import (
 from hal.audio import AudioChunk
 from hal.camera import VideoFrame
 from hal.thermal import ThermalFrame
+from tests.media_probe import ProbedPacket, ProbedStream, ProbeError, probe
 
 T0_NS = 5_000_000_000_000  # an arbitrary host monotonic time, far from zero
 FPS = 30
@@ -106,29 +103,13 @@ def mux(tracks: Sequence[TrackSpec], packets: Iterable[EncodedPacket], start_ns:
     return bytes(sink.buffer), muxer
 
 
-def ffprobe(data: bytes, *args: str) -> dict[str, Any]:
-    """Run ffprobe on ``data`` through a pipe (no file) and return its JSON."""
-    if shutil.which("ffprobe") is None:
-        pytest.skip("ffprobe not installed (Debian package ffmpeg); needed to check the files independently")
-    command = ["ffprobe", "-v", "error", "-of", "json", *args, "-i", "pipe:0"]
-    result = subprocess.run(command, input=data, capture_output=True, check=True, timeout=60)
-    assert result.stderr == b"", result.stderr.decode()
-    parsed: dict[str, Any] = json.loads(result.stdout)
-    return parsed
+def probe_streams(data: bytes) -> tuple[ProbedStream, ...]:
+    """Per stream: codec, size, title, and the frames decoded (ffprobe's -count_frames)."""
+    return probe(data).streams
 
 
-def probe_streams(data: bytes) -> list[dict[str, Any]]:
-    """Per stream: codec, size, tags, and the frames ffprobe decoded (-count_frames)."""
-    streams: list[dict[str, Any]] = ffprobe(data, "-count_frames", "-show_streams")["streams"]
-    return streams
-
-
-def probe_packets(data: bytes) -> dict[int, list[dict[str, str]]]:
-    packets = ffprobe(data, "-show_entries", "packet=stream_index,pts_time,duration_time,flags")["packets"]
-    by_stream: dict[int, list[dict[str, str]]] = {}
-    for packet in packets:
-        by_stream.setdefault(int(packet["stream_index"]), []).append(packet)
-    return by_stream
+def probe_packets(data: bytes) -> dict[int, tuple[ProbedPacket, ...]]:
+    return {s.index: s.packets for s in probe(data).streams}
 
 
 @dataclass
@@ -201,18 +182,27 @@ def test_packets_are_on_the_monotonic_timeline(recording: Recording) -> None:
 
 def test_segment_has_three_tracks_with_expected_codecs_and_frame_counts(recording: Recording,
                                                                          segment: bytes) -> None:
-    streams = probe_streams(segment)
-    assert [(s["codec_name"], s["tags"]["title"]) for s in streams] == [
-        ("h264", "chest"), ("opus", "mic"), ("ffv1", "thermal")]
-    video, audio, thermal = streams
-    assert (video["width"], video["height"], video["pix_fmt"]) == (1280, 720, "yuv420p")
-    assert (audio["sample_rate"], audio["channels"]) == ("48000", 1)
-    assert (thermal["width"], thermal["height"], thermal["pix_fmt"]) == (160, 120, "gray16le")
-    assert int(video["nb_read_frames"]) == DURATION_S * FPS
-    assert int(audio["nb_read_frames"]) == len(recording.of("mic"))
-    assert int(thermal["nb_read_frames"]) == len(recording.thermal_source)
-    tags = ffprobe(segment, "-show_format")["format"]["tags"]
-    assert tags["title"] == "unit test" and tags["DEVICE"] == "bc-0001"
+    probed = probe(segment)
+    assert [(s.codec, s.title) for s in probed.streams] == [("h264", "chest"), ("opus", "mic"), ("ffv1", "thermal")]
+    video, audio, thermal = probed.streams
+    assert (video.width, video.height, video.pix_fmt) == (1280, 720, "yuv420p")
+    assert (audio.sample_rate_hz, audio.channels) == (48_000, 1)
+    assert (thermal.width, thermal.height, thermal.pix_fmt) == (160, 120, "gray16le")
+    assert video.frames_decoded == DURATION_S * FPS
+    assert audio.frames_decoded == len(recording.of("mic"))
+    assert thermal.frames_decoded == len(recording.thermal_source)
+    assert probed.tags["title"] == "unit test" and probed.tags["DEVICE"] == "bc-0001"
+
+
+def test_the_probe_fails_on_damaged_media_as_ffprobe_would(segment: bytes) -> None:
+    """The PyAV probe is as strict as ``ffprobe -v error`` with an empty stderr: a decoder's
+    complaint fails it, even where the decoder conceals the damage and returns frames."""
+    damaged = bytearray(segment)
+    middle = len(damaged) // 2
+    for i in range(middle, middle + 2000, 7):
+        damaged[i] ^= 0x5A
+    with pytest.raises(ProbeError):
+        probe(bytes(damaged))
 
 
 def test_segment_track_durations_match_within_one_frame(recording: Recording, segment: bytes) -> None:
@@ -224,11 +214,11 @@ def test_segment_track_durations_match_within_one_frame(recording: Recording, se
     }
     for index, (duration_s, frame_s) in expected.items():
         first, last = packets[index][0], packets[index][-1]
-        span = float(last["pts_time"]) + float(last["duration_time"]) - float(first["pts_time"])
+        span = last.pts_s + last.duration_s - first.pts_s
         assert abs(span - duration_s) < frame_s, (index, span, duration_s)
     # The segment starts at 0 with the earliest packet (audio, primed before the first frame).
-    assert float(packets[1][0]["pts_time"]) == 0.0
-    assert float(packets[0][0]["pts_time"]) == pytest.approx(0.0065, abs=0.001)
+    assert packets[1][0].pts_s == 0.0
+    assert packets[0][0].pts_s == pytest.approx(0.0065, abs=0.001)
 
 
 def test_segment_decodes_with_pyav(recording: Recording, segment: bytes) -> None:
@@ -276,13 +266,13 @@ def test_consecutive_segments_cut_at_a_keyframe_hold_every_frame_once(recording:
     for start_ns, packets in parts:
         data, muxer = mux(recording.specs, packets, start_ns, metadata={"start_mono_ns": str(start_ns)})
         assert sum(muxer.packets_written().values()) == len(packets)
-        tags = ffprobe(data, "-show_format")["format"]["tags"]
-        assert int(tags["START_MONO_NS"]) == start_ns
-        probed = probe_packets(data)
-        assert "K" in probed[0][0]["flags"]  # each segment starts decodable
-        video_times_ns += [start_ns + round(float(p["pts_time"]) * 1e9) for p in probed[0]]
-        for stream in probe_streams(data):
-            counts[int(stream["index"])] += int(stream["nb_read_frames"])
+        probed = probe(data)
+        assert int(probed.tags["START_MONO_NS"]) == start_ns
+        video = probed.streams[0]
+        assert video.packets[0].keyframe  # each segment starts decodable
+        video_times_ns += [start_ns + round(p.pts_s * 1e9) for p in video.packets]
+        for stream in probed.streams:
+            counts[stream.index] += stream.frames_decoded
     assert counts == {0: 90, 1: len(recording.of("mic")), 2: len(recording.thermal_source)}
     # Matroska keeps milliseconds: every frame is where it was, to within one.
     assert len(video_times_ns) == 90
@@ -339,8 +329,8 @@ def test_two_cameras_share_one_file() -> None:
     data, muxer = mux([chest.spec, shoulder.spec], packets, T0_NS)
     assert muxer.frames_written() == {"chest": 45, "shoulder": 40}
     streams = probe_streams(data)
-    assert [(s["codec_name"], s["width"], s["height"], s["nb_read_frames"], s["tags"]["title"])
-            for s in streams] == [("h264", 640, 360, "45", "chest"), ("h264", 320, 240, "40", "shoulder")]
+    assert [(s.codec, s.width, s.height, s.frames_decoded, s.title)
+            for s in streams] == [("h264", 640, 360, 45, "chest"), ("h264", 320, 240, 40, "shoulder")]
 
 
 def test_aac_audio_muxes_and_counts() -> None:
@@ -353,7 +343,7 @@ def test_aac_audio_muxes_and_counts() -> None:
     assert packets[1].frames == 1024
     data, _ = mux([encoder.spec], packets, packets[0].pts_ns)
     (stream,) = probe_streams(data)
-    assert stream["codec_name"] == "aac" and int(stream["nb_read_frames"]) == len(packets)
+    assert stream.codec == "aac" and stream.frames_decoded == len(packets)
 
 
 def test_audio_gap_from_a_driver_overrun_shows_in_pts() -> None:
@@ -379,7 +369,7 @@ def test_short_writes_lose_nothing(recording: Recording, segment: bytes) -> None
         muxer.write(packet)
     muxer.close()
     assert muxer.bytes_written == len(sink.buffer) and sink.writes > len(sink.buffer) // 1000
-    assert [int(s["nb_read_frames"]) for s in probe_streams(bytes(sink.buffer))] == [
+    assert [s.frames_decoded for s in probe_streams(bytes(sink.buffer))] == [
         90, len(recording.of("mic")), 27]
 
 

@@ -1,0 +1,171 @@
+"""The verdict of ``make bench``: each headline figure beside its goal, as a short table.
+
+The goals are the ones the sections record beside their figures (``goal``, ``goal_ratio``,
+``cap_goal``, ``dropped_goal``, ``resent_goal_max_chunks_per_cut``); a figure without a goal is
+listed for information, its verdict ``-``. Nothing here asserts: timings depend on the machine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+# Seconds each section took on this project's 2-core development machine, busy with other work
+# (make bench, December 2026: 9 min 21 s in all), full run and --quick.
+SECTION_WALL_S: dict[str, tuple[int, int]] = {
+    "evidence": (25, 10),
+    "agent": (80, 30),
+    "vs_ffmpeg": (150, 35),
+    "sync": (310, 140),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    figure: str
+    measured: str
+    goal: str
+    ratio: float | None  # the figure against its reference (openssl, ffmpeg, the cap), when it has one
+    met: bool | None  # None: no goal, or the figure is missing
+
+
+def estimate_s(sections: Iterable[str], quick: bool) -> int:
+    return sum(SECTION_WALL_S[name][1 if quick else 0] for name in sections)
+
+
+def _get(doc: Mapping[str, Any], *path: str) -> Any:
+    node: Any = doc
+    for key in path:
+        if not isinstance(node, Mapping) or key not in node:
+            return None
+        node = node[key]
+    return node
+
+
+def _num(value: Any, unit: str = "", digits: int = 2) -> str:
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return "missing"
+    return f"{value:.{digits}f}{unit}" if isinstance(value, float) else f"{value}{unit}"
+
+
+def _verdict(value: Any, ok: Callable[[float], bool]) -> bool | None:
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return None
+    return ok(float(value))
+
+
+def _at_least(goal: float) -> Callable[[float], bool]:
+    return lambda v: v >= goal
+
+
+def _at_most(goal: float) -> Callable[[float], bool]:
+    return lambda v: v <= goal
+
+
+def evidence_rows(section: Mapping[str, Any]) -> list[Row]:
+    rows = []
+    sealing = _get(section, "sealing") or {}
+    for key in sorted((k for k in sealing if k.startswith("chunk_")), key=lambda k: int(k[6:].rstrip("k"))):
+        part = sealing[key]
+        goal = part.get("goal", sealing.get("goal_ratio"))
+        ratio = part.get("ratio_cpu")
+        rows.append(Row(
+            f"sealing, {key[len('chunk_'):]} chunks (per CPU s)",
+            f"{_num(_get(part, 'sealing', 'mb_per_cpu_s'), ' MB/s', 1)} (openssl AES-GCM "
+            f"{_num(part.get('openssl_aes_256_gcm_mb_per_s'), '', 1)})",
+            f">= {goal} x openssl" if goal is not None else "-",
+            ratio,
+            _verdict(ratio, _at_least(goal)) if goal is not None else None,
+        ))
+    for label in ("public", "with_hq_key"):
+        rate = _get(section, "verification", label, "mb_per_s")
+        if rate is not None:
+            rows.append(Row(f"verification, {label.replace('_', ' ')}", _num(rate, " MB/s", 1), "-", None, None))
+    return rows
+
+
+def agent_rows(section: Mapping[str, Any]) -> list[Row]:
+    dropped = _get(section, "process", "frames", "dropped_total")
+    goal = _get(section, "process", "frames", "dropped_goal")
+    return [
+        Row("agent 1080p30: CPU per second of footage", _num(_get(section, "process", "cpu", "cpu_s_per_footage_s"),
+                                                              " s/s", 3), "-", None, None),
+        Row("agent 1080p30: peak memory", _num(_get(section, "process", "memory", "peak_rss_mib"), " MiB", 1),
+            "-", None, None),
+        Row("agent 1080p30: frames dropped", _num(dropped), _num(goal), None,
+            _verdict(dropped, _at_most(goal)) if goal is not None else None),
+    ]
+
+
+def vs_ffmpeg_rows(section: Mapping[str, Any]) -> list[Row]:
+    ratio = section.get("ratio_agent_over_ffmpeg")
+    goal = section.get("goal", section.get("goal_ratio"))
+    return [Row(
+        "agent vs ffmpeg: CPU per second of the clip",
+        f"{_num(_get(section, 'agent', 'cpu', 'cpu_s_per_footage_s'), ' s/s', 3)} "
+        f"(ffmpeg {_num(_get(section, 'ffmpeg', 'cpu_s_per_footage_s'), '', 3)})",
+        f"<= {goal} x ffmpeg" if goal is not None else "-",
+        ratio,
+        _verdict(ratio, _at_most(goal)) if goal is not None else None,
+    )]
+
+
+def sync_rows(section: Mapping[str, Any]) -> list[Row]:
+    s = section.get("summary") or {}
+    rows = [Row("sync: upload rate (uncapped)", f"{_num(s.get('uncapped_sync_MB_per_s'), ' MB/s', 1)} "
+                f"(curl {_num(s.get('uncapped_curl_MB_per_s'), '', 1)})", "-", s.get("ratio_sync_over_curl"), None)]
+    cap_goal, capped = s.get("cap_goal"), s.get("ratio_capped_achieved_over_cap")
+    rows.append(Row("sync: rate under a bandwidth cap", _num(capped, " of the cap"),
+                    f">= {cap_goal} of the cap" if cap_goal is not None else "-", capped,
+                    _verdict(capped, _at_least(cap_goal)) if cap_goal is not None else None))
+    resent_goal, worst = s.get("resent_goal_max_chunks_per_cut"), s.get("worst_run_resent_chunks_per_cut")
+    rows.append(Row("sync: chunks re-sent per cut (worst run)", _num(worst), f"<= {resent_goal}", None,
+                    _verdict(worst, _at_most(resent_goal)) if resent_goal is not None else None))
+    drop_goal = s.get("dropped_goal")
+    for mode, dropped in (s.get("recorder_dropped_while_syncing") or {}).items():
+        rows.append(Row(f"sync: frames dropped while syncing ({mode})", _num(dropped), _num(drop_goal), None,
+                        _verdict(dropped, _at_most(drop_goal)) if drop_goal is not None else None))
+    return rows
+
+
+SECTION_ROWS: dict[str, Callable[[Mapping[str, Any]], list[Row]]] = {
+    "evidence": evidence_rows,
+    "agent": agent_rows,
+    "vs_ffmpeg": vs_ffmpeg_rows,
+    "sync": sync_rows,
+}
+
+
+def rows(doc: Mapping[str, Any]) -> list[Row]:
+    """The headline rows of every section that ran; a failed section is one row with its error."""
+    out: list[Row] = []
+    for name, section in (doc.get("sections") or {}).items():
+        if "error" in section:
+            out.append(Row(f"{name}: section failed", str(section["error"])[:60], "-", None, False))
+            continue
+        out += SECTION_ROWS[name](section)
+    return out
+
+
+def render(table: Iterable[Row]) -> str:
+    """A fixed-width table: figure, measured, goal, ratio, met."""
+    lines = [("figure", "measured", "goal", "ratio", "met")]
+    for row in table:
+        ratio = "-" if row.ratio is None else f"{row.ratio:.2f}"
+        met = "-" if row.met is None else ("yes" if row.met else "NO")
+        lines.append((row.figure, row.measured, row.goal, ratio, met))
+    widths = [max(len(line[i]) for line in lines) for i in range(4)]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(line[:4], widths, strict=True)) + "  " + line[4]
+        for line in lines
+    )
+
+
+def verdict(table: Iterable[Row]) -> str:
+    """One line: how many goals were met, and which were not."""
+    judged = [row for row in table if row.met is not None]
+    missed = [row.figure for row in judged if not row.met]
+    if not missed:
+        return f"all {len(judged)} goals met"
+    return f"{len(judged) - len(missed)} of {len(judged)} goals met; missed: {'; '.join(missed)}"
