@@ -88,7 +88,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         _require_keys(keys, "server.pem", "server.key", "receipt.key")
         tls = server_tls_context(keys / "server.pem", keys / "server.key")
         index = open_index(args.data_dir)
-    except (ListenError, OSError, HqIndexError) as exc:
+    except (ListenError, OSError, HqIndexError, KeyFileError) as exc:
         return _fail("serve", _serve_problem(exc, args.listen), 2)
     try:
         service = build_service(args.data_dir, keys, index)
@@ -124,8 +124,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def _require_keys(keys: Path, *names: str) -> None:
     for name in names:
         if not (keys / name).is_file():
-            raise FileNotFoundError(errno.ENOENT, f"{keys / name} does not exist: create headquarters' keys with "
-                                    f"`bodycam-hq keygen --data-dir DIR` (DIR/keys), or give --keys DIR")
+            make = f"--data-dir {keys.parent}" if keys.name == "keys" else f"--out {keys}"
+            raise KeyFileError(f"{keys / name} does not exist: create headquarters' keys with "
+                               f"`bodycam-hq keygen {make}`, or give the folder that holds them with --keys DIR")
 
 
 def _serve_problem(exc: Exception, listen: str) -> str:
