@@ -12,9 +12,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from agent.cliargs import Parser, add_common, add_verbose, commands_epilog, device_id
 from agent.textsafe import install_safe_logging
 
-CTL_COMMANDS = ("start", "stop", "mark", "status", "stealth", "mute")
+VERBOSE_HELP = "log more: debug lines from every module"
 
 
 def _lazy(module: str, func: str) -> Any:
@@ -26,41 +27,53 @@ def _lazy(module: str, func: str) -> Any:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bodycam", description="bodycam: wearable evidence camera agent")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = Parser(prog="bodycam", description="bodycam: wearable evidence camera agent. "
+                    "`bodycam COMMAND --help` explains each command.")
+    add_common(parser, VERBOSE_HELP)
+    sub: argparse._SubParsersAction[argparse.ArgumentParser] = parser.add_subparsers(  # type: ignore[assignment]
+        dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("run", help="run the agent")
-    p.add_argument("--data-dir", type=Path, required=True)
+    p = sub.add_parser("run", help="run the agent (records, seals, syncs)",
+                       description="Run the agent on a provisioned data dir until stopped (SIGTERM or Ctrl-C).")
+    p.add_argument("--data-dir", type=Path, required=True, help="the unit's data dir (keys, config, evidence)")
     p.add_argument("--config", type=Path, help="config file (default: <data-dir>/bodycam.toml)")
     p.add_argument("--sim", action="store_true", help="simulated sensors; provisions a development unit if needed")
-    p.add_argument("--device-id", help="device id when --sim provisions (default sim-unit-1)")
+    p.add_argument("--device-id", type=device_id, help="device id when --sim provisions (default sim-unit-1)")
     p.add_argument("--duration", type=float, help="stop cleanly after this many seconds")
     p.add_argument("--console", metavar="DEVICE",
                    help="serve the technician console on this serial device (overrides [console] device)")
     p.set_defaults(func=_lazy("agent.daemon", "cmd_run"))
 
-    p = sub.add_parser("ctl", help="control a running agent through its local socket")
-    p.add_argument("--data-dir", type=Path, default=Path("."))
+    from agent.ctl_cmd import COMMANDS as CTL_COMMANDS  # light: the socket client only
+
+    p = sub.add_parser("ctl", help="control a running agent through its local socket",
+                       description="Control a running agent through its local socket (mode 0600).\n"
+                       "Exit codes: 0 done; 1 refused or failed; 2 bad usage; 3 no agent listening.",
+                       epilog=commands_epilog("commands", CTL_COMMANDS))
+    p.add_argument("--data-dir", type=Path, default=Path("."), help="the agent's data dir (default: .)")
     p.add_argument("--socket", type=Path, help="control socket (default <data-dir>/ctl.sock)")
-    p.add_argument("--json", action="store_true")
-    p.add_argument("command", choices=CTL_COMMANDS)
+    p.add_argument("--json", action="store_true", help="print the agent's whole answer as JSON")
+    p.add_argument("command", choices=tuple(CTL_COMMANDS), metavar="COMMAND", help="one of the commands below")
     p.add_argument("value", nargs="?", help="on|off for stealth and mute; a note for mark")
     p.set_defaults(func=_lazy("agent.ctl_cmd", "cmd_ctl"))
 
     p = sub.add_parser("drivers", help="list every driver, its HAL kind, and whether it is usable here (and why not)")
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--kind", help="only drivers of this HAL kind")
+    p.add_argument("--json", action="store_true", help="print the list as JSON")
+    p.add_argument("--kind", help="only drivers of this HAL kind (camera, thermal, microphone, gnss, ...)")
     p.set_defaults(func=_lazy("agent.drivers_cmd", "run"))
 
-    from agent import diag, provision, verify_cmd  # diag's module is light: its libraries load when it runs
+    from agent import diag_args, provision, verify_cmd  # diag's own libraries load when it runs
 
-    p = sub.add_parser("diag", help="technician client for a unit's serial console")
-    diag.add_arguments(p)
+    p = sub.add_parser("diag", help="technician client for a unit's serial console",
+                       description=diag_args.DESCRIPTION, epilog=diag_args.commands_help())
+    diag_args.add_arguments(p)
     p.set_defaults(func=_lazy("agent.diag", "cmd_diag"))
 
     provision.add_parser(sub)
     verify_cmd.add_parser(sub)
+    for name, choice in sub.choices.items():
+        if name != "diag":  # diag passes what follows its command to the unit
+            add_verbose(choice, VERBOSE_HELP)
     return parser
 
 

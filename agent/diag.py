@@ -14,23 +14,18 @@ Exit codes: 0 done; 1 the unit refused or the self-test failed; 2 bad usage or k
 from __future__ import annotations
 
 import argparse
-import contextlib
 import errno
 import itertools
 import json
 import os
-import shlex
-import signal
 import stat
 import sys
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from types import FrameType
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from agent.console import render
+from agent.diag_args import DEFAULT_TIMEOUT_S
 from agent.textsafe import safe_text
 
 if TYPE_CHECKING:
@@ -41,10 +36,8 @@ if TYPE_CHECKING:
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PORT, EXIT_LOGIN = 0, 1, 2, 3, 4
 EXIT_INTERRUPTED = 130
-DEFAULT_TIMEOUT_S = 10.0
 SELFTEST_TIMEOUT_S = 60.0
 LOGOUT_TIMEOUT_S = 3.0
-HISTORY = Path.home() / ".bodycam_diag_history"
 LOGIN_CODES = ("bad-signature", "unknown-key", "bad-certificate", "certificate-expired", "locked",
                "no-challenge", "no-technicians", "session-ended")
 
@@ -85,6 +78,10 @@ def load_technician_key(path: Path) -> ed25519.Ed25519PrivateKey:
         data = path.read_bytes()
     except OSError as exc:
         raise DiagError(EXIT_USAGE, f"reading key {path}: {exc.strerror}") from None
+    if b"PUBLIC KEY-----" in data and b"PRIVATE KEY-----" not in data:
+        private = path.with_suffix("") if path.suffix == ".pub" else None
+        raise DiagError(EXIT_USAGE, f"{path} is a public key; --key needs the technician's private key"
+                                    + (f" ({private}?)" if private else " (the file without .pub)"))
     if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise DiagError(EXIT_USAGE, f"{path} is readable by others (mode {stat.S_IMODE(st.st_mode):04o}); "
                                     f"run chmod 600 {path}")
@@ -97,8 +94,9 @@ def load_technician_key(path: Path) -> ed25519.Ed25519PrivateKey:
     return key
 
 
-def generate_technician_key(path: Path) -> str:
-    """Write a new key (0600) and ``<path>.pub``; return the public key's fingerprint."""
+def generate_technician_key(path: Path, pub_path: Path | None = None) -> str:
+    """Write a new key (0600) and its public key (``<path>.pub`` unless given); return the public
+    key's fingerprint."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ed25519
 
@@ -110,7 +108,7 @@ def generate_technician_key(path: Path) -> str:
                             serialization.NoEncryption())
     write_private_pem(path, pem)
     pub = key.public_key()
-    write_public_pem(path.with_name(path.name + ".pub"),
+    write_public_pem(pub_path or path.with_name(path.name + ".pub"),
                      pub.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
     return key_fingerprint(pub)
 
@@ -295,68 +293,10 @@ def _cert_for(args: argparse.Namespace) -> str | None:
         raise DiagError(EXIT_USAGE, f"reading certificate {path}: {exc.strerror}") from None
 
 
-def interactive(client: ConsoleClient, key: ed25519.Ed25519PrivateKey | None, cert: str | None) -> int:
-    try:
-        import readline
-    except ImportError:  # not on every platform; typing still works without history
-        readline = None  # type: ignore[assignment]
-    if readline is not None:
-        with contextlib.suppress(OSError):
-            readline.read_history_file(HISTORY)
-    version = client.request("version", [])
-    unit = safe_text((version.get("data") or {}).get("device_id", "?"))
-    print(f"connected to unit {unit} on {safe_text(client.device)}; `help` lists commands, `quit` leaves")
-    try:
-        while True:
-            try:
-                line = input(f"{unit}> ")
-            except EOFError:
-                print()
-                return EXIT_OK
-            try:
-                words = shlex.split(line)
-            except ValueError as exc:
-                print(f"error: {exc}")
-                continue
-            if not words:
-                continue
-            if words[0] in ("quit", "exit"):
-                return EXIT_OK
-            try:
-                show(client.call(words[0], words[1:], key, cert), words[0], False)
-            except DiagError as exc:
-                say(f"error: {exc}", file=sys.stderr)
-                if exc.exit_code == EXIT_PORT:
-                    return exc.exit_code
-    except KeyboardInterrupt:
-        print()
-        return EXIT_OK
-    finally:
-        if readline is not None:
-            with contextlib.suppress(OSError):
-                readline.write_history_file(HISTORY)
-
-
-@contextlib.contextmanager
-def _interrupted_by_signals() -> Iterator[None]:
-    """SIGTERM and SIGHUP (the terminal closed) interrupt like Ctrl-C, so the logout still runs."""
-
-    def interrupt(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
-        yield
-        return
-    signals = [sig for sig in (signal.SIGTERM, getattr(signal, "SIGHUP", None)) if sig is not None]
-    saved = {sig: signal.signal(sig, interrupt) for sig in signals}
-    try:
-        yield
-    finally:
-        for sig, handler in saved.items():
-            signal.signal(sig, handler)
-
-
 def cmd_diag(args: argparse.Namespace) -> int:
+    from agent.diag_args import hoist_options
+
+    hoist_options(args)
     try:
         if args.keygen is not None:
             fp = generate_technician_key(args.keygen)
@@ -364,14 +304,17 @@ def cmd_diag(args: argparse.Namespace) -> int:
             print(f"fingerprint {fp}: send {args.keygen.name}.pub (never the key) to headquarters")
             return EXIT_OK
         if not args.port:
-            print("bodycam diag: --port DEVICE is required", file=sys.stderr)
+            print("bodycam diag: --port DEVICE is required (the unit's serial port, e.g. /dev/ttyACM0)",
+                  file=sys.stderr)
             return EXIT_USAGE
         key = load_technician_key(args.key) if args.key is not None else None
         cert = _cert_for(args)
         port = open_port(args.port, args.baud)
         client = ConsoleClient(port, args.port, args.baud, args.timeout)
         try:
-            with _interrupted_by_signals():
+            from agent.diag_shell import interactive, interrupted_by_signals
+
+            with interrupted_by_signals():
                 if not args.command:
                     return interactive(client, key, cert)
                 return show(client.call(args.command[0], args.command[1:], key, cert), args.command[0], args.json)
@@ -391,20 +334,11 @@ def cmd_diag(args: argparse.Namespace) -> int:
         return EXIT_USAGE
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The ``bodycam diag`` options (agent.cli defines the same; kept here for tests and docs)."""
-    p.add_argument("--port", help="the unit's serial port (/dev/ttyACM0, /dev/ttyUSB0...)")
-    p.add_argument("--baud", type=int, default=115200, help="baud rate (default 115200, 8N1)")
-    p.add_argument("--key", type=Path, help="technician private key (PEM Ed25519, mode 0600)")
-    p.add_argument("--cert", type=Path, help="certificate from headquarters (default: KEY.cert if present)")
-    p.add_argument("--json", action="store_true", help="print the unit's JSON answer (one-shot mode)")
-    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds to wait for an answer")
-    p.add_argument("--keygen", type=Path, metavar="KEY", help="create a technician key pair and exit")
-    p.add_argument("command", nargs=argparse.REMAINDER, help="a console command (none: interactive)")
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="bodycam diag", description=__doc__.splitlines()[0])
+    from agent.cliargs import Parser
+    from agent.diag_args import DESCRIPTION, add_arguments, commands_help
+
+    parser = Parser(prog="bodycam diag", description=DESCRIPTION, epilog=commands_help())
     add_arguments(parser)
     return cmd_diag(parser.parse_args(argv))
 

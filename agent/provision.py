@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import shlex
 import shutil
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ from urllib.parse import urlsplit
 
 from cryptography import x509
 
+from agent.cliargs import DEVICE_ID_RULE, device_id
 from agent.config import Config, ConfigError, default_config, parse_config, render_config
 from agent.dirlock import DirLock, DirLockError
 from agent.evidence.keys import KeyFileError, generate_device_key, load_hq_public, load_receipt_public
@@ -115,9 +117,11 @@ def _provision_locked(data_dir: Path, config: Config, hq_pub: Path, hq_ca: Path 
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("provision", help="create this unit's identity key and config")
-    p.add_argument("--data-dir", type=Path, required=True)
-    p.add_argument("--device-id", required=True)
+    p = sub.add_parser("provision", help="create this unit's identity key and config",
+                       description="Create the unit's Ed25519 identity (device.key, 0600), copy headquarters' "
+                       "public key and write bodycam.toml; prints the line that enrols the unit at headquarters.")
+    p.add_argument("--data-dir", type=Path, required=True, help="the unit's data dir (created 0700 if absent)")
+    p.add_argument("--device-id", type=device_id, required=True, help="the unit's id: " + DEVICE_ID_RULE)
     p.add_argument("--hq-pub", type=Path, required=True, help="headquarters' public key (hq.pub)")
     p.add_argument("--force", action="store_true", help="replace an existing identity (the old key is lost)")
     p.add_argument("--hq-url", default="", help="headquarters' sync service, https://HOST[:PORT] (needs --hq-ca)")
@@ -136,5 +140,14 @@ def run(args: argparse.Namespace) -> int:
         return 1
     print(f"provisioned {args.device_id} in {args.data_dir}")
     print(f"device public key: {args.data_dir / 'device.pub'} (SHA-256 {fp})")
-    print(f"enrol at headquarters with: bodycam-hq enroll --device-id {args.device_id} --device-pub device.pub")
+    print(f"enrol at headquarters with: {enrol_line(args.device_id, args.data_dir, args.hq_pub)}")
     return 0
+
+
+def enrol_line(device: str, data_dir: Path, hq_pub: Path) -> str:
+    """The command that enrols this unit, runnable as printed: absolute paths, and headquarters'
+    data dir when hq.pub came from its keys/ folder (a placeholder otherwise)."""
+    keys = hq_pub.resolve().parent
+    hq_dir = str(keys.parent) if keys.name == "keys" else "HQ_DATA_DIR"
+    return (f"bodycam-hq enroll --data-dir {shlex.quote(hq_dir)} --device-id {device} "
+            f"--device-pub {shlex.quote(str((data_dir / PUB_NAME).resolve()))}")

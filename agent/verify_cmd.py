@@ -8,18 +8,27 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
+from agent.cliargs import device_id
 from agent.evidence.keys import KeyFileError, fingerprint, load_device_public, load_hq_private, public_der
 from agent.evidence.media_check import check_media
 from agent.evidence.verify import Report, find_files, verify_path
+from agent.humanize import duration, plural
 from agent.textsafe import safe_text
+
+EXIT_CODES = ("exit codes: 0 every check holds; 1 problems found (each printed with its file, seq and reason),\n"
+              "or no evidence files; 2 bad usage, a missing path or an unreadable key")
+MISMATCH = "manifest signature does not verify"
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("verify", help="verify evidence offline (signatures, hashes, chain; content with --hq-key)")
+    p = sub.add_parser("verify", help="verify evidence offline (signatures, hashes, chain; content with --hq-key)",
+                       description="Verify evidence offline with public keys only: every signature, hash, "
+                       "checkpoint and the chain.",
+                       epilog=EXIT_CODES)
     p.add_argument("path", type=Path, help="a data dir, a folder of segments, or one segment file")
     p.add_argument("--device-pub", type=Path, help="the device public key to trust (PEM)")
     p.add_argument("--hq-key", type=Path, help="headquarters' private key: also decrypt and decode the content")
-    p.add_argument("--device-id", help="the device id the evidence must belong to")
+    p.add_argument("--device-id", type=device_id, help="the device id the evidence must belong to")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=run)
 
@@ -76,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
     fp = fingerprint(public_der(device_pub))
     if args.json:
         doc = report.as_dict()
-        doc["device_key"] = {"path": str(key_path), "fingerprint": fp, "trusted_because": key_note}
+        doc["device_key"] = {"path": str(key_path), "fingerprint": fp, "trusted_because": key_note,
+                             "matches": not key_mismatch(report)}
         json.dump(doc, out, indent=2)
         out.write("\n")
     else:
@@ -94,13 +104,18 @@ def _progress(done: int, total: int, name: str) -> None:
 def _print_report(
     out: TextIO, path: Path, r: Report, key_path: Path, fp: str, key_note: str, decrypted: bool
 ) -> None:
-    print(f"Evidence:    {path} ({r.files} files)", file=out)
+    print(f"Evidence:    {path} ({plural(r.files, 'file')})", file=out)
     print(f"Device key:  {key_path} (SHA-256 {fp[:16]}...), {key_note}", file=out)
+    if key_mismatch(r):
+        print("Device:      unknown: no entry is signed by this key", file=out)
+        print(f"RESULT: FAILED - the device key does not match this evidence: none of the {plural(r.files, 'file')}"
+              " is signed by it; pass the device.pub headquarters enrolled for this unit (--device-pub)", file=out)
+        return
     print(f"Device:      {safe_text(r.device_id)}", file=out)
     if r.first_seq is not None:
         print(
-            f"Chain:       seq {r.first_seq}..{r.last_seq}: {r.segments} segments, {r.events} events, "
-            f"{r.footage_ns / 1e9:.1f} s of footage",
+            f"Chain:       seq {r.first_seq}..{r.last_seq}: {plural(r.segments, 'segment')}, "
+            f"{plural(r.events, 'event')}, {duration(r.footage_ns / 1e9)} of footage",
             file=out,
         )
     content = (
@@ -118,7 +133,13 @@ def _print_report(
     if r.ok:
         print(f"RESULT: OK - every signature, hash and link holds; {proven(r)}", file=out)
     else:
-        print(f"RESULT: FAILED - {len(r.problems)} problem(s)", file=out)
+        print(f"RESULT: FAILED - {plural(len(r.problems), 'problem')}", file=out)
+
+
+def key_mismatch(r: Report) -> bool:
+    """No entry verifies with the key given: the wrong key, not tampered evidence."""
+    per_file = [p for p in r.problems if p.name != "-"]
+    return r.device_id is None and bool(per_file) and all(p.reason.startswith(MISMATCH) for p in per_file)
 
 
 def proven(r: Report) -> str:

@@ -1,8 +1,10 @@
-"""The ``bodycam-hq`` command: keygen, decrypt, serve, enroll, revoke, evidence list and export."""
+"""The ``bodycam-hq`` command: keygen, decrypt, serve, enroll, revoke, evidence list, export and
+technician certificates."""
 
 from __future__ import annotations
 
 import argparse
+import errno
 import getpass
 import json
 import logging
@@ -13,11 +15,13 @@ import time
 from pathlib import Path
 from types import FrameType
 
+from agent.cliargs import DEVICE_ID_RULE, Parser, Renamed, add_common, add_verbose
 from agent.dirlock import DirLock, DirLockError
 from agent.evidence.keys import KeyFileError, fingerprint, load_device_public, public_der, public_pem
 from agent.fserrors import explain
+from agent.humanize import plural
 from agent.textsafe import install_safe_logging, safe_text
-from hq import decrypt_cmd
+from hq import decrypt_cmd, technician_cmd
 from hq.app import build_service, open_index, prepare
 from hq.audit import Auditor
 from hq.export import ExportError, evidence_rows, export, parse_time
@@ -81,16 +85,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         host, port = parse_listen(args.listen)
         check_listen(host, args.allow_remote)
+        _require_keys(keys, "server.pem", "server.key", "receipt.key")
         tls = server_tls_context(keys / "server.pem", keys / "server.key")
         index = open_index(args.data_dir)
-    except (ListenError, OSError, HqIndexError) as exc:
-        return _fail("serve", str(exc), 2)
+    except (ListenError, OSError, HqIndexError, KeyFileError) as exc:
+        return _fail("serve", _serve_problem(exc, args.listen), 2)
     try:
         service = build_service(args.data_dir, keys, index)
         server = HqHttpServer((host, port), service, tls)
     except (KeyFileError, OSError) as exc:
         index.close()
-        return _fail("serve", str(exc), 2)
+        return _fail("serve", _serve_problem(exc, args.listen), 2)
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -116,10 +121,30 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _require_keys(keys: Path, *names: str) -> None:
+    for name in names:
+        if not (keys / name).is_file():
+            make = f"--data-dir {keys.parent}" if keys.name == "keys" else f"--out {keys}"
+            raise KeyFileError(f"{keys / name} does not exist: create headquarters' keys with "
+                               f"`bodycam-hq keygen {make}`, or give the folder that holds them with --keys DIR")
+
+
+def _serve_problem(exc: Exception, listen: str) -> str:
+    """One line for a service that cannot start: which file or address, and what to do."""
+    if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
+        return (f"{listen} is already in use (another bodycam-hq serve?): stop that one, "
+                "or listen elsewhere with --listen HOST:PORT")
+    if isinstance(exc, OSError) and exc.errno == errno.EACCES and exc.filename is None:
+        return f"not allowed to listen on {listen}: use a port above 1023, or run as a user allowed to"
+    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}"
+    return str(exc)
+
+
 def cmd_enroll(args: argparse.Namespace) -> int:
     device_id: str = args.device_id
     if not valid_device_id(device_id):
-        return _fail("enroll", f"{device_id!r} is not a valid device id (letters, digits, . _ -; at most 64)", 2)
+        return _fail("enroll", f"--device-id {device_id!r} is not a device id: use {DEVICE_ID_RULE}", 2)
     try:
         pub = load_device_public(args.device_pub)
     except KeyFileError as exc:
@@ -159,8 +184,8 @@ def cmd_revoke(args: argparse.Namespace) -> int:
 
 def cmd_evidence_list(args: argparse.Namespace) -> int:
     with open_index(args.data_dir) as index:
-        rows = evidence_rows(index, args.device)
-        _auditor(index).record("evidence-list", _actor(), args.device or "*", "ok", rows=len(rows))
+        rows = evidence_rows(index, args.device_id)
+        _auditor(index).record("evidence-list", _actor(), args.device_id or "*", "ok", rows=len(rows))
     if args.json:
         json.dump(rows, sys.stdout, indent=2)
         print()
@@ -180,14 +205,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     keys: Path = args.keys or args.data_dir / "keys"
     with open_index(args.data_dir) as index:
         audit = _auditor(index)
-        target = f"{args.device} -> {args.out}"
+        target = f"{args.device_id} -> {args.out}"
         try:
             from_ns = parse_time(args.from_) if args.from_ else None
             to_ns = parse_time(args.to) if args.to else None
             result = export(
                 index,
                 FileEvidenceStore(args.data_dir),
-                args.device,
+                args.device_id,
                 args.out,
                 from_ns,
                 to_ns,
@@ -207,23 +232,30 @@ def cmd_export(args: argparse.Namespace) -> int:
             first_seq=result.first_seq,
             last_seq=result.last_seq,
         )
-    print(
-        f"exported {result.entries} entries (seq {result.first_seq}..{result.last_seq}) of {args.device} to {args.out}"
-    )
+    print(f"exported {plural(result.entries, 'entry', 'entries')} (seq {result.first_seq}..{result.last_seq}) "
+          f"of {args.device_id} to {args.out}")
     print(f"check it with: bodycam verify {args.out} --device-pub {args.out / 'device.pub'}")
     return 0
 
 
+VERBOSE_HELP = "log more: each audit record and request (serve logs them without -v)"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bodycam-hq", description="bodycam headquarters")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = Parser(prog="bodycam-hq", description="bodycam headquarters: keys, the sync service, enrolment, "
+                    "evidence and exports. `bodycam-hq COMMAND --help` explains each command.")
+    add_common(parser, VERBOSE_HELP)
+    sub: argparse._SubParsersAction[argparse.ArgumentParser] = parser.add_subparsers(  # type: ignore[assignment]
+        dest="command", required=True, metavar="COMMAND")
     data = argparse.ArgumentParser(add_help=False)
-    data.add_argument("--data-dir", type=Path, required=True, help="headquarters' data dir")
+    data.add_argument("--data-dir", type=Path, required=True,
+                      help="headquarters' data dir (made by keygen --data-dir or serve)")
 
     p = sub.add_parser("keygen", help="create headquarters' keys, CA and TLS certificate")
     p.add_argument("--out", type=Path, help="where to write the keys (default: DATA_DIR/keys)")
-    p.add_argument("--data-dir", type=Path, help="headquarters' data dir")
-    p.add_argument("--profile", choices=("default", "fips"), default="default")
+    p.add_argument("--data-dir", type=Path, help="headquarters' data dir: keys go to DATA_DIR/keys")
+    p.add_argument("--profile", choices=("default", "fips"), default="default",
+                   help="default: X25519 and Ed25519; fips: P-256 for FIPS-approved primitives")
     p.add_argument("--san", action="append", default=[], help="extra DNS name or IP for server.pem (repeatable)")
     p.add_argument("--force", action="store_true", help="overwrite existing keys (evidence sealed to them is lost)")
     p.set_defaults(func=cmd_keygen)
@@ -237,41 +269,51 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("enroll", parents=[data], help="enrol a unit's public key")
-    p.add_argument("--device-id", required=True)
-    p.add_argument("--device-pub", type=Path, required=True)
+    p.add_argument("--device-id", required=True, help="the unit's id, as provisioned")
+    p.add_argument("--device-pub", type=Path, required=True, help="the unit's device.pub (from its data dir)")
     p.set_defaults(func=cmd_enroll)
 
     p = sub.add_parser("revoke", parents=[data], help="revoke a unit: its requests are refused")
-    p.add_argument("--device-id", required=True)
+    p.add_argument("--device-id", required=True, help="the unit to revoke")
     p.set_defaults(func=cmd_revoke)
 
     p = sub.add_parser("evidence", help="held evidence")
-    esub = p.add_subparsers(dest="evidence_command", required=True)
+    esub = p.add_subparsers(dest="evidence_command", required=True, metavar="COMMAND")
     p = esub.add_parser("list", parents=[data], help="list segments held, their verification and receipts")
-    p.add_argument("--device")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--device-id", "--device", action=Renamed, help="only this unit's evidence")
+    p.add_argument("--json", action="store_true", help="print the list as JSON")
     p.set_defaults(func=cmd_evidence_list)
 
     p = sub.add_parser("export", parents=[data], help="export a unit's evidence for bodycam verify")
-    p.add_argument("--device", required=True)
+    p.add_argument("--device-id", "--device", action=Renamed, required=True, help="the unit whose evidence to export")
     p.add_argument("--from", dest="from_", help="UTC start (ISO 8601 or ns)")
     p.add_argument("--to", help="UTC end (ISO 8601 or ns)")
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True, help="a new or empty folder for the export")
     p.add_argument("--keys", type=Path, help="keys dir, for receipts/hq.pub (default: DATA_DIR/keys)")
     p.set_defaults(func=cmd_export)
+
+    technician_cmd.add_parser(sub, data)
+    for choice in [*sub.choices.values(), *esub.choices.values()]:
+        add_verbose(choice, VERBOSE_HELP)
     return parser
 
 
 # Which lock on headquarters' data dir each command holds while it runs (agent.dirlock): one service
 # per data dir; commands that only add rows (enrol, revoke, list, export) run beside it; keygen, which
 # replaces files the service reads, runs alone.
-_SHARED = ("serve", "enroll", "revoke", "evidence", "export")
+_SHARED = ("serve", "enroll", "revoke", "evidence", "export", "technician")
+# Commands that only read or add to a headquarters that exists: a mistyped --data-dir is refused,
+# never silently made into a new, empty headquarters.
+_NEEDS_SETUP = ("enroll", "revoke", "evidence", "export", "technician")
 
 
 def _take_locks(args: argparse.Namespace) -> list[DirLock]:
     data_dir: Path | None = getattr(args, "data_dir", None)
     if data_dir is None or args.command not in (*_SHARED, "keygen"):
         return []
+    if args.command in _NEEDS_SETUP and not is_set_up(data_dir):
+        raise DirLockError(f"{data_dir} is not a headquarters data dir (no keys/, no index.sqlite): check the "
+                           f"path, or set one up with `bodycam-hq keygen --data-dir {data_dir}` then serve")
     prepare(data_dir)
     wanted = [DirLock(data_dir, f"bodycam-hq {args.command}", shared=args.command in _SHARED)]
     if args.command == "serve":
@@ -287,10 +329,18 @@ def _take_locks(args: argparse.Namespace) -> list[DirLock]:
     return held
 
 
+def is_set_up(data_dir: Path) -> bool:
+    """Whether keygen or serve ever made ``data_dir`` a headquarters."""
+    return (data_dir / "keys").is_dir() or (data_dir / "index.sqlite").is_file()
+
+
 def main(argv: list[str] | None = None) -> int:
-    # logs hold what units send (ids, file names, headers): escaped, never replayed on a terminal
-    install_safe_logging(logging.INFO, "%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
+    # commands say what they did on stdout; their audit records go to the log, shown with -v.
+    # A service's log is its output: serve logs at INFO.
+    level = logging.INFO if args.verbose or args.command == "serve" else logging.WARNING
+    # logs hold what units send (ids, file names, headers): escaped, never replayed on a terminal
+    install_safe_logging(level, "%(levelname)s %(name)s: %(message)s")
     try:
         locks = _take_locks(args)
     except (DirLockError, OSError) as exc:

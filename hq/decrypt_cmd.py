@@ -7,7 +7,9 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import BinaryIO
 
+from agent.cliargs import Renamed
 from agent.evidence.decrypt import DecryptError, open_metadata, open_segment
 from agent.evidence.keys import KeyFileError, load_hq_private
 from agent.evidence.manifest import ManifestError, parse_manifest_record
@@ -17,12 +19,12 @@ from agent.textsafe import safe_text
 
 def cmd_decrypt(args: argparse.Namespace) -> int:
     try:
-        key = load_hq_private(args.key)
+        key = load_hq_private(args.hq_key)
     except KeyFileError as exc:
         print(f"bodycam-hq decrypt: {exc}", file=sys.stderr)
         return 2
     out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
+    out.mkdir(mode=0o700, parents=True, exist_ok=True)
     failures = 0
     for seg in args.segments:
         try:
@@ -47,7 +49,7 @@ def _decrypt_one(seg: Path, key: object, out: Path) -> int:
     if m["type"] == "segment":
         media = stem.with_suffix(".mkv")
         tmp = media.with_name(media.name + ".tmp")
-        with tmp.open("wb") as fh:
+        with _private(tmp) as fh:
             opened = open_segment(seg, key, fh.write, recovered="recovered" in m["flags"])  # type: ignore[arg-type]
         if opened.problems:
             tmp.unlink()
@@ -59,13 +61,25 @@ def _decrypt_one(seg: Path, key: object, out: Path) -> int:
         print(f"{seg.name}: {media} ({opened.plaintext_length} bytes, {opened.chunks} chunks)")
     else:
         print(safe_text(f"{seg.name}: event {m['event']}"))  # the event name is the unit's
-    stem.with_suffix(".json").write_text(json.dumps(m, indent=2, sort_keys=True) + "\n")
+    with _private(stem.with_suffix(".json")) as fh:  # holds the opened sealed metadata: plaintext too
+        fh.write((json.dumps(m, indent=2, sort_keys=True) + "\n").encode())
     return 0
 
 
+def _private(path: Path) -> BinaryIO:
+    """Open ``path`` for writing, readable by its owner only (0600), whatever was there before:
+    decrypted evidence is never left readable by every user of the machine."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    os.fchmod(fd, 0o600)
+    return os.fdopen(fd, "wb")
+
+
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("decrypt", help="decrypt segments to playable media files and JSON manifests")
-    p.add_argument("segments", nargs="+", type=Path)
-    p.add_argument("--key", type=Path, required=True, help="hq.key")
-    p.add_argument("--out", type=Path, required=True)
+    p = sub.add_parser("decrypt", help="decrypt segments to playable media files and JSON manifests",
+                       description="Decrypt segments with headquarters' private key. Plaintext files are "
+                       "created 0600 (owner only). Exit codes: 0 all decrypted; 1 a segment failed; 2 bad key.")
+    p.add_argument("segments", nargs="+", type=Path, help="segment files (*.bcs)")
+    p.add_argument("--hq-key", "--key", action=Renamed, type=Path, required=True,
+                   help="headquarters' private key (keys/hq.key)")
+    p.add_argument("--out", type=Path, required=True, help="folder for the media files (.mkv) and manifests (.json)")
     p.set_defaults(func=cmd_decrypt)

@@ -7,9 +7,10 @@ console turns them into CRLF for the wire.
 
 from __future__ import annotations
 
-import datetime
 from collections.abc import Callable, Sequence
 from typing import Any
+
+from agent.humanize import duration, hours, millis, offset_ms, plural, size, utc
 
 MAX_CELL = 48
 
@@ -39,39 +40,11 @@ def _cell(value: object, limit: int = MAX_CELL) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def size(n: object) -> str:
-    if not isinstance(n, int | float):
-        return "?"
-    value = float(n)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(value) < 1000 or unit == "TB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return "?"
-
-
-def duration(seconds: object) -> str:
-    if not isinstance(seconds, int | float):
-        return "?"
-    s = int(seconds)
-    if s < 120:
-        return f"{seconds:.1f} s" if isinstance(seconds, float) and s < 10 else f"{s} s"
-    if s < 7200:
-        return f"{s // 60} min"
-    return f"{s // 3600} h {s % 3600 // 60:02d} min"
-
-
 def num(value: object, digits: int = 1) -> str:
     """A measurement as people read it: 26.3, not 26.273; "-" when unknown."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return "-"
     return f"{value:.{digits}f}"
-
-
-def utc(ns: object) -> str:
-    if not isinstance(ns, int):
-        return "-"
-    return datetime.datetime.fromtimestamp(ns / 1e9, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _flatten(data: object, prefix: str = "") -> list[tuple[str, object]]:
@@ -115,13 +88,13 @@ def _status(d: dict[str, Any]) -> str:
         ("recording", d.get("state")),
         ("uptime", duration(d.get("uptime_s"))),
         ("storage", f"{st.get('level')}, {size(st.get('free_bytes'))} free, "
-                    f"{num(st.get('hours_left'))} h of recording left"),
+                    f"{hours(st.get('hours_left'))} of recording left"),
         ("battery", "none" if not battery else battery.get("error") or
          f"{num(battery.get('pct'), 0)} %{' (charging)' if battery.get('charging') else ''}"),
         ("time", f"{t.get('source')}, {'synced' if t.get('synced') else 'NOT synced'}"
-                 + ("" if offset is None else f", {offset:+} ms from GNSS")),
+                 + ("" if offset is None else f", {offset_ms(offset, 'GNSS')}")),
         ("gnss", f"{gnss.get('fix')}, accuracy {num(gnss.get('h_acc_m'))} m" if gnss and fixed else "no fix"),
-        ("sync", f"{sync.get('state')}, backlog {sync.get('backlog_entries', 0)} entries "
+        ("sync", f"{sync.get('state')}, backlog {plural(sync.get('backlog_entries') or 0, 'entry', 'entries')} "
                  f"({size(sync.get('backlog_bytes', 0))}), last receipt {utc(sync.get('last_receipt_utc_ns'))}"),
         ("dropped", ", ".join(f"{k} {v}" for k, v in (d.get("dropped") or {}).items()) or "-"),
         ("faults", "none" if not faults else faults[0]),
@@ -168,7 +141,39 @@ def _login(d: dict[str, Any]) -> str:
     return f"logged in as {d.get('technician')} (key {str(d.get('fingerprint'))[:16]}, {d.get('via')})"
 
 
+def _storage(d: dict[str, Any]) -> str:
+    index = d.get("index") or {}
+    reserve = d.get("reserve") or {}
+    items: list[tuple[str, object]] = [
+        ("level", d.get("level") if not d.get("alarm") else f"{d.get('level')}: {d.get('alarm')}"),
+        ("free", size(d.get("free_bytes"))),
+        ("recording left", hours(d.get("hours_left"))),
+        ("recording rate", f"{size(d.get('bytes_per_second'))}/s"),
+        ("keep synced for", duration(d.get("keep_acknowledged_s"))),
+        ("evidence held", f"{plural(index.get('count') or 0, 'entry', 'entries')}, {size(index.get('bytes'))}"),
+        ("last pass", utc(d.get("last_pass_utc_ns"))),
+        ("freed since start",
+         f"{plural(d.get('deleted_files_total') or 0, 'file')}, {size(d.get('deleted_bytes_total', 0))}"),
+        ("last error", d.get("last_error") or "none"),
+    ]
+    if reserve:
+        items.append(("reserve", generic(reserve).replace("\n", "; ")))
+    return pairs(items)
+
+
+def _time(d: dict[str, Any]) -> str:
+    uncertainty = d.get("uncertainty_ms")
+    return pairs([
+        ("utc", utc(d.get("utc_ns"))),
+        ("source", f"{d.get('source')}, {'synced' if d.get('synced') else 'NOT synced'}"),
+        ("uncertainty", "-" if uncertainty is None else f"± {millis(uncertainty)}"),
+        ("gnss", offset_ms(d.get("gnss_offset_ms"), "GNSS")),
+        ("uptime", duration(d.get("monotonic_s"))),
+    ])
+
+
 RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
+    "storage": _storage, "time": _time,
     "help": _help, "status": _status, "sensors": _sensors, "selftest": _selftest, "log": _log,
     "keys": _keys, "config": _config, "login": _login,
 }

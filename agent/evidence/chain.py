@@ -112,16 +112,18 @@ def verify_chain(entries: list[Entry], expected_device_id: str | None = None) ->
             Finding(
                 head.name,
                 head.seq,
-                f"set starts at seq {head.seq}: entries 0..{head.seq - 1} are not in it "
+                f"set starts at seq {head.seq}: "
+                + ("entry 0 is" if head.seq == 1 else f"entries 0..{head.seq - 1} are") + " not in it "
                 "(freed after acknowledgement, or a partial export); their link is checked from here on",
             )
         )
 
     for prev, cur in zip(ordered, ordered[1:], strict=False):
         if cur.seq != prev.seq + 1:
-            missing = f"{prev.seq + 1}" if cur.seq == prev.seq + 2 else f"{prev.seq + 1}..{cur.seq - 1}"
+            lo, hi = prev.seq + 1, cur.seq - 1
+            gap = f"entry {lo} is" if lo == hi else f"entries {lo}..{hi} are"
             report.problems.append(
-                Finding(cur.name, cur.seq, f"entries {missing} are missing before this one (deleted or withheld)")
+                Finding(cur.name, cur.seq, f"{gap} missing before this one (deleted or withheld)")
             )
         elif cur.manifest["prev"] != prev.hash:
             report.problems.append(

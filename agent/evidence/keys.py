@@ -68,6 +68,9 @@ def _read_private(path: Path) -> bytes:
         data = path.read_bytes()
     except OSError as exc:
         raise KeyFileError(f"reading private key {path}: {exc.strerror}") from exc
+    if b"PUBLIC KEY-----" in data and b"PRIVATE KEY-----" not in data:  # before the mode: .pub files are 0644
+        raise KeyFileError(f"{path} is a public key; a private key is needed here "
+                           "(hq.key rather than hq.pub, device.key rather than device.pub)")
     if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise KeyFileError(
             f"{path} is readable by others (mode {stat.S_IMODE(st.st_mode):04o}); run chmod 600 on it"

@@ -124,9 +124,9 @@ HUMAN = [
     ("sensors", ["SENSOR", "chest", "thermal", "audio", "gnss", "sim"]),
     ("selftest", ["sensor chest", "encoder video", "seal test segment", "evidence index", "clock", "VERDICT: PASS"]),
     ("log 5", [" I "]),
-    ("time", ["utc_ns", "source", "synced"]),
+    ("time", ["utc ", " UTC", "source", "synced"]),  # human units (issue 12), not raw ns
     ("gps", ["fix", "receiver", "hidden: log in to see it"]),
-    ("storage", ["level", "free_bytes", "hours_left"]),
+    ("storage", ["level", "free", "recording left", "evidence held"]),  # human units (issue 12)
     ("sync", ["state", "backlog_entries"]),
     ("keys", ["device", "hq-encryption", "technician", "alice"]),
     ("config get recording.pre_event_s", ["running", "2.0"]),

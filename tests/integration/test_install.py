@@ -126,7 +126,7 @@ def test_provision_unit_against_the_staged_root(stage: Path, hq_keys: Path, tmp_
     user_database(stage)
     first = provision(stage, "--device-id", "unit-0042", "--hq-pub", str(hq_keys / "hq.pub"),
                       "--hq-url", "https://hq.example.org:8443", "--hq-ca", str(hq_keys / "ca.pem"),
-                      "--hq-data", str(tmp_path / "hq-data"), "--enable")
+                      "--hq-data", str(hq_keys.parent), "--enable")  # the headquarters that made the keys
     assert first.returncode == 0, first.stderr
     data = stage / "var/lib/bodycam"
     entry = passwd_entry(stage, "bodycam")

@@ -82,7 +82,7 @@ def test_deleted_segment_is_a_gap(chain: tuple[ChainBuilder, list[Path]]) -> Non
     b, paths = chain
     paths[3].unlink()
     r = verify(b.folder, b)
-    assert any(p.seq == 4 and "entries 3 are missing" in p.reason for p in r.problems), reasons(r)
+    assert any(p.seq == 4 and "entry 3 is missing" in p.reason for p in r.problems), reasons(r)
 
 
 def test_swapped_file_names_are_still_ordered_by_seq(chain: tuple[ChainBuilder, list[Path]]) -> None:

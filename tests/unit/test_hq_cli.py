@@ -92,6 +92,7 @@ def test_enrol_list_revoke_and_export_rules(tmp_path: Path, capsys: pytest.Captu
     data = str(tmp_path / "H")
     unit = ChainBuilder(tmp_path / "unit", device_id="unit-9")
     pub = unit.write_device_pub(tmp_path / "device.pub")
+    assert main(["keygen", "--data-dir", data]) == 0  # enrol refuses a data dir that was never set up
     assert main(["enroll", "--data-dir", data, "--device-id", "unit-9", "--device-pub", str(pub)]) == 0
     assert main(["enroll", "--data-dir", data, "--device-id", "unit-9", "--device-pub", str(pub)]) == 0  # idempotent
     assert main(["enroll", "--data-dir", data, "--device-id", "unit-10", "--device-pub", str(pub)]) == 1  # same key
