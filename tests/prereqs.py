@@ -28,6 +28,8 @@ TOOLS: dict[str, tuple[str, str]] = {
     "systemd-sysusers": ("systemd", "the agent's user and data dir are made from the shipped sysusers.d"),
     "systemd-tmpfiles": ("systemd", "the agent's user and data dir are made from the shipped tmpfiles.d"),
     "make": ("make", "make install is run into a staging tree"),
+    "socat": ("socat", "the README's console example pairs two ptys with it"),
+    "ffprobe": ("ffmpeg", "the README's decryption example probes the decrypted files with it"),
 }
 MIN_PYTHON = (3, 11)
 # gpsd is installed in sbin, which is not on every user's PATH

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -22,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.agent_util import BIN
+from tests.prereqs import needs
 
 REPO = Path(__file__).resolve().parents[2]
 DOCS = [REPO / "README.md", REPO / "docs" / "console.md", REPO / "docs" / "deployment.md"]
@@ -138,7 +138,7 @@ def run_block(commands: list[str], scratch: Path) -> list[str]:
 BLOCKS = [(path, i, block) for path in DOCS for i, block in enumerate(shell_blocks(path))]
 
 
-@pytest.mark.skipif(shutil.which("socat") is None, reason="socat is needed for the pty pair (apt install socat)")
+@needs("socat", "ffprobe")
 @pytest.mark.parametrize(("path", "index", "commands"), BLOCKS,
                          ids=[f"{p.name}-{i}" for p, i, _ in BLOCKS])
 def test_every_documented_command_runs(path: Path, index: int, commands: list[str], scratch: Path) -> None:
