@@ -20,7 +20,7 @@ run: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check agent hal hq drivers tests scripts
-	$(BIN)/mypy agent hal hq
+	$(BIN)/mypy agent hal hq drivers
 
 test: lint
 	$(BIN)/pytest -q --ignore=tests/hil
