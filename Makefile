@@ -25,7 +25,7 @@ run: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check agent hal hq drivers tests scripts
-	$(BIN)/mypy agent hal hq
+	$(BIN)/mypy agent hal hq drivers
 
 # What the tests need besides .venv (gpsd, shellcheck, systemd's tools, make, python3-venv): checked
 # first, so a fresh machine fails naming the apt-get command instead of skipping tests.

@@ -6,11 +6,12 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import functools
 import os
 import secrets
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import ParamSpec, Protocol, TypeVar, runtime_checkable
 
 from agent.fserrors import is_disk_full
 
@@ -241,3 +242,27 @@ def retry_when_full(write: Callable[[], T], make_room: Callable[[], bool]) -> T:
         except Exception as exc:
             if not is_disk_full(exc) or not make_room():
                 raise
+
+
+@runtime_checkable
+class MakesRoom(Protocol):
+    """An object whose writes may free space first (the store)."""
+
+    def _make_room(self) -> bool: ...
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def room_when_full(method: Callable[P, R]) -> Callable[P, R]:
+    """A method whose write, failing with the disk full, is rolled back whole and run again after
+    its object's ``_make_room`` freed some space (:func:`retry_when_full`)."""
+
+    @functools.wraps(method)
+    def write(*args: P.args, **kwargs: P.kwargs) -> R:
+        owner = args[0]
+        assert isinstance(owner, MakesRoom)
+        return retry_when_full(lambda: method(*args, **kwargs), owner._make_room)
+
+    return write

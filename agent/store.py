@@ -2,192 +2,37 @@
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import json
 import os
-import re
-import sqlite3
-import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, ParamSpec, Self, TypeVar
+from typing import Any, Self
 
 from sqlite_utils import Database
 
-from agent.fsutil import no_room, retry_when_full
+from agent.fsutil import no_room, retry_when_full, room_when_full
+from agent.sqlitedb import SqliteFile
+from agent.storeschema import (
+    KINDS,
+    MIGRATIONS,
+    NEXT_STATES,
+    OUTCOMES,
+    SEGMENT_STATES,
+    AuditEntry,
+    Migration,
+    Segment,
+    StoreError,
+    advance_chain,
+    check_path,
+    check_sha256,
+    count_entries,
+    insert_audit,
+)
 from hal.clock import Clock
 
-P = ParamSpec("P")
-R = TypeVar("R")
-
-SEGMENT_STATES = ("open", "sealed", "uploading", "acknowledged", "quarantined")
-KINDS = ("segment", "event")
-OUTCOMES = ("ok", "refused", "failed")
-
-# Which states mark_state may move a segment to. open -> sealed only via seal_segment, which
-# also advances the chain; acknowledged and quarantined are final.
-NEXT_STATES: dict[str, frozenset[str]] = {
-    "open": frozenset({"quarantined"}),
-    "sealed": frozenset({"uploading", "acknowledged", "quarantined"}),
-    "uploading": frozenset({"sealed", "acknowledged", "quarantined"}),
-    "acknowledged": frozenset(),
-    "quarantined": frozenset(),
-}
-
-_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
-
-Migration = Callable[[Database], None]
-
-# Read by name, so a later migration adding a column does not break older readers.
-_SEGMENT_COLUMNS = (
-    "seq", "kind", "path", "state", "recording_id", "mono_start_ns", "mono_end_ns", "utc_start_ns",
-    "utc_end_ns", "bytes", "chunks", "ciphertext_sha256", "manifest_sha256", "flags", "marks", "priority",
-    "upload_offset", "receipt", "created_utc_ns", "updated_utc_ns", "local_deleted_utc_ns",
-)
-
-
-class StoreError(Exception):
-    """A store operation failed; the message says what was being done."""
-
-
-_SCHEMA_V1 = (
-    f"""CREATE TABLE segments (
-        seq INTEGER PRIMARY KEY,
-        kind TEXT NOT NULL CHECK (kind IN {KINDS}),
-        path TEXT NOT NULL,
-        state TEXT NOT NULL CHECK (state IN {SEGMENT_STATES}),
-        recording_id TEXT,
-        mono_start_ns INTEGER NOT NULL,
-        mono_end_ns INTEGER,
-        utc_start_ns INTEGER NOT NULL,
-        utc_end_ns INTEGER,
-        bytes INTEGER NOT NULL DEFAULT 0,
-        chunks INTEGER NOT NULL DEFAULT 0,
-        ciphertext_sha256 TEXT,
-        manifest_sha256 TEXT,
-        flags TEXT NOT NULL DEFAULT '[]',
-        marks INTEGER NOT NULL DEFAULT 0,
-        priority INTEGER NOT NULL DEFAULT 0,
-        upload_offset INTEGER NOT NULL DEFAULT 0,
-        receipt TEXT,
-        created_utc_ns INTEGER NOT NULL,
-        updated_utc_ns INTEGER NOT NULL)""",
-    "CREATE INDEX segments_upload ON segments (state, priority DESC, seq)",
-    """CREATE TABLE chain (
-        device_id TEXT PRIMARY KEY,
-        head_seq INTEGER NOT NULL REFERENCES segments (seq),
-        head_hash TEXT NOT NULL,
-        boot_id TEXT NOT NULL,
-        updated_utc_ns INTEGER NOT NULL)""",
-    f"""CREATE TABLE audit (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        utc_ns INTEGER NOT NULL,
-        mono_ns INTEGER NOT NULL,
-        actor TEXT NOT NULL,
-        action TEXT NOT NULL,
-        target TEXT NOT NULL,
-        outcome TEXT NOT NULL CHECK (outcome IN {OUTCOMES}),
-        detail TEXT NOT NULL)""",
-    # Append-only even for someone holding a raw connection, not just through this API.
-    """CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
-        BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END""",
-    """CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
-        BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END""",
-)
-
-
-def _v1(db: Database) -> None:
-    for statement in _SCHEMA_V1:
-        db.conn.execute(statement)
-
-
-def _v2(db: Database) -> None:
-    # When the file of an acknowledged entry was removed from the unit; the row itself stays.
-    db.conn.execute("ALTER TABLE segments ADD COLUMN local_deleted_utc_ns INTEGER")
-    # Retention's candidates, without scanning every acknowledged row of the unit's life.
-    db.conn.execute(
-        "CREATE INDEX segments_local_acknowledged ON segments (seq)"
-        " WHERE state = 'acknowledged' AND local_deleted_utc_ns IS NULL"
-    )
-
-
-# MIGRATIONS[i] takes the schema from user_version i to i + 1. Append; never edit a released one.
-MIGRATIONS: tuple[Migration, ...] = (_v1, _v2)
-
-
-@dataclass(frozen=True, slots=True)
-class Segment:
-    """One row of ``segments`` (column ``bytes`` is ``size_bytes`` here)."""
-
-    seq: int
-    kind: str
-    path: str
-    state: str
-    recording_id: str | None
-    mono_start_ns: int
-    mono_end_ns: int | None
-    utc_start_ns: int
-    utc_end_ns: int | None
-    size_bytes: int
-    chunks: int
-    ciphertext_sha256: str | None
-    manifest_sha256: str | None
-    flags: tuple[str, ...]
-    marks: int
-    priority: int
-    upload_offset: int
-    receipt: dict[str, Any] | None
-    created_utc_ns: int
-    updated_utc_ns: int
-    local_deleted_utc_ns: int | None = None  # when its file was removed from the unit, if it was
-
-    @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> Segment:
-        fields = {name: row[name] for name in _SEGMENT_COLUMNS}
-        fields["size_bytes"] = fields.pop("bytes")
-        fields["flags"] = tuple(json.loads(fields["flags"]))
-        fields["receipt"] = None if fields["receipt"] is None else json.loads(fields["receipt"])
-        return cls(**fields)
-
-
-@dataclass(frozen=True, slots=True)
-class AuditEntry:
-    id: int
-    utc_ns: int
-    mono_ns: int
-    actor: str
-    action: str
-    target: str
-    outcome: str
-    detail: dict[str, Any]
-
-
-def _check_path(doing: str, path: str) -> None:
-    if not path or Path(path).is_absolute() or ".." in Path(path).parts:
-        raise StoreError(f"{doing}: path {path!r} is not relative to the data dir")
-
-
-def _check_sha256(name: str, value: str | None, *, required: bool) -> None:
-    if value is None and not required:
-        return
-    if value is None or not _SHA256_HEX.fullmatch(value):
-        raise StoreError(f"{name} must be 64 lowercase hex digits, got {value!r}")
-
-
-def _room_when_full(method: Callable[P, R]) -> Callable[P, R]:
-    """A write that fails with SQLITE_FULL is rolled back whole; run it again after the store's
-    ``make_room`` freed some space (see :func:`agent.fsutil.retry_when_full`)."""
-
-    @functools.wraps(method)
-    def write(*args: P.args, **kwargs: P.kwargs) -> R:
-        store = args[0]
-        assert isinstance(store, Store)
-        return retry_when_full(lambda: method(*args, **kwargs), store._make_room)
-
-    return write
+__all__ = ["AuditEntry", "KINDS", "MIGRATIONS", "Migration", "NEXT_STATES", "OUTCOMES", "SEGMENT_STATES",
+           "Segment", "Store", "StoreError", "check_path", "check_sha256"]
 
 
 class Store:
@@ -215,64 +60,36 @@ class Store:
         self.path = Path(path)
         self._clock = clock
         self._make_room = make_room
-        self._lock = threading.RLock()
-        self._db: Database | None = None
         # opening may create the WAL and its shared-memory index: on a full disk, make room first
-        retry_when_full(lambda: self._open(busy_timeout_s, migrations), make_room)
+        self._file = retry_when_full(lambda: self._open(busy_timeout_s, migrations), make_room)
+        self._lock = self._file.lock
+        self._transaction = self._file.transaction
+        self._reading = self._file.reading
 
-    def _open(self, busy_timeout_s: float, migrations: Sequence[Migration]) -> None:
+    def _open(self, busy_timeout_s: float, migrations: Sequence[Migration]) -> SqliteFile:
+        file = SqliteFile(self.path, "store", StoreError, busy_timeout_s=busy_timeout_s)
         try:
-            # Create it 0600 before SQLite does; SQLite gives -wal and -shm the same mode.
-            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
-            os.chmod(self.path, 0o600)
-        except OSError as e:
-            raise StoreError(f"Creating store {self.path}: {e.strerror}") from e
-        try:
-            conn = sqlite3.connect(self.path, timeout=busy_timeout_s, check_same_thread=False)
-        except sqlite3.Error as e:
-            raise StoreError(f"Opening store {self.path}: {e}") from e
-        try:
-            self._db = Database(conn, execute_plugins=False)
-            self._configure()
-            self._migrate(migrations)
-        except BaseException as e:
-            conn.close()
-            self._db = None
-            if isinstance(e, sqlite3.Error):
-                raise StoreError(f"Opening store {self.path}: {e}") from e
+            self._migrate(file, migrations)
+        except BaseException:
+            file.close()
             raise
+        return file
 
-    # ---- lifecycle ------------------------------------------------------------------------
-
-    def _configure(self) -> None:
-        db = self._conn_db()
-        db.enable_wal()
-        if db.journal_mode != "wal":
-            raise StoreError(f"Opening store {self.path}: WAL refused (journal_mode={db.journal_mode})")
-        db.conn.execute("PRAGMA synchronous=FULL")  # evidence index: durability over speed
-        db.conn.execute("PRAGMA foreign_keys=ON")
-        if db.conn.execute("PRAGMA foreign_keys").fetchone()[0] != 1:
-            raise StoreError(f"Opening store {self.path}: SQLite without foreign key support")
-
-    def _migrate(self, migrations: Sequence[Migration]) -> None:
-        db = self._conn_db()
-        version = self.schema_version()
+    def _migrate(self, file: SqliteFile, migrations: Sequence[Migration]) -> None:
+        version = file.user_version()
         if version > len(migrations):
             raise StoreError(
                 f"Opening store {self.path}: schema version {version} is newer than this software "
                 f"({len(migrations)})"
             )
         for target, migration in enumerate(migrations[version:], start=version + 1):
-            with self._transaction(f"Migrating store to schema {target}"):
+            with file.transaction(f"Migrating store to schema {target}") as db:
                 migration(db)
                 db.conn.execute(f"PRAGMA user_version={target}")
 
     def close(self) -> None:
         """Close the connection; idempotent. Later calls raise :class:`StoreError`."""
-        with self._lock:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
+        self._file.close()
 
     def __enter__(self) -> Self:
         return self
@@ -282,51 +99,19 @@ class Store:
     ) -> None:
         self.close()
 
-    def _conn_db(self) -> Database:
-        if self._db is None:
-            raise StoreError(f"Store {self.path} is closed")
-        return self._db
-
-    @contextlib.contextmanager
-    def _transaction(self, doing: str) -> Iterator[Database]:
-        """Hold the lock and one IMMEDIATE transaction: all of the block, or none of it."""
-        with self._lock:
-            db = self._conn_db()
-            try:
-                db.conn.execute("BEGIN IMMEDIATE")
-                try:
-                    yield db
-                except BaseException:
-                    db.rollback()
-                    raise
-                db.conn.execute("COMMIT")
-            except sqlite3.Error as e:
-                db.rollback()
-                raise StoreError(f"{doing}: {e}") from e
-
-    @contextlib.contextmanager
-    def _reading(self, doing: str) -> Iterator[Database]:
-        with self._lock:
-            db = self._conn_db()
-            try:
-                yield db
-            except sqlite3.Error as e:
-                raise StoreError(f"{doing}: {e}") from e
-
     def schema_version(self) -> int:
-        with self._reading("Reading schema version") as db:
-            return int(db.conn.execute("PRAGMA user_version").fetchone()[0])
+        return self._file.user_version()
 
     # ---- segments -------------------------------------------------------------------------
 
-    @_room_when_full
+    @room_when_full
     def open_segment(
         self, seq: int, kind: str, path: str, recording_id: str | None, mono_start_ns: int, utc_start_ns: int
     ) -> None:
         """Index a segment being written (state 'open'); ``path`` is relative to the data dir."""
         if kind not in KINDS:
             raise StoreError(f"Opening segment {seq}: kind {kind!r} is not one of {KINDS}")
-        _check_path(f"Opening segment {seq}", path)
+        check_path(f"Opening segment {seq}", path)
         now = self._clock.utc_ns()
         with self._transaction(f"Opening segment {seq}") as db:
             db.table("segments").insert({
@@ -335,7 +120,7 @@ class Store:
                 "created_utc_ns": now, "updated_utc_ns": now,
             })
 
-    @_room_when_full
+    @room_when_full
     def seal_segment(
         self,
         seq: int,
@@ -353,8 +138,8 @@ class Store:
         priority: int = 0,
     ) -> None:
         """Seal an open segment and make its manifest the chain head, in one transaction."""
-        _check_sha256("manifest_sha256", manifest_sha256, required=True)
-        _check_sha256("ciphertext_sha256", ciphertext_sha256, required=True)
+        check_sha256("manifest_sha256", manifest_sha256, required=True)
+        check_sha256("ciphertext_sha256", ciphertext_sha256, required=True)
         now = self._clock.utc_ns()
         with self._transaction(f"Sealing segment {seq}") as db:
             updated = db.conn.execute(
@@ -417,7 +202,7 @@ class Store:
     ) -> None:
         """Index a segment sealed without an 'open' row (its seq is assigned at seal time) and
         make it the chain head: :meth:`open_segment` + :meth:`seal_segment` in one step."""
-        _check_sha256("ciphertext_sha256", ciphertext_sha256, required=True)
+        check_sha256("ciphertext_sha256", ciphertext_sha256, required=True)
         self._record_sealed(
             "segment", seq, device_id, boot_id,
             {"path": path, "recording_id": recording_id, "mono_start_ns": mono_start_ns,
@@ -427,12 +212,12 @@ class Store:
              "priority": priority},
         )
 
-    @_room_when_full
+    @room_when_full
     def _record_sealed(self, kind: str, seq: int, device_id: str, boot_id: str, row: dict[str, Any]) -> None:
         doing = f"Recording {kind} entry {seq}"
-        _check_sha256("manifest_sha256", row["manifest_sha256"], required=True)
-        _check_sha256("ciphertext_sha256", row["ciphertext_sha256"], required=False)
-        _check_path(doing, row["path"])
+        check_sha256("manifest_sha256", row["manifest_sha256"], required=True)
+        check_sha256("ciphertext_sha256", row["ciphertext_sha256"], required=False)
+        check_path(doing, row["path"])
         now = self._clock.utc_ns()
         with self._transaction(doing) as db:
             db.table("segments").insert(
@@ -440,26 +225,18 @@ class Store:
             )
             self._advance_chain(db, device_id, seq, row["manifest_sha256"], boot_id, now)
 
-    @_room_when_full
+    @room_when_full
     def advance_chain(self, device_id: str, seq: int, head_hash: str, boot_id: str) -> None:
         """Move ``device_id``'s chain head to entry ``seq`` (which must be indexed) with hash
         ``head_hash``. The head only moves forward: ``seq`` must exceed the current head."""
-        _check_sha256("head_hash", head_hash, required=True)
+        check_sha256("head_hash", head_hash, required=True)
         now = self._clock.utc_ns()
         with self._transaction(f"Advancing chain of {device_id} to {seq}") as db:
             self._advance_chain(db, device_id, seq, head_hash, boot_id, now)
 
-    def _advance_chain(self, db: Database, device_id: str, seq: int, head_hash: str, boot_id: str,
-                       now: int) -> None:
-        row = db.conn.execute("SELECT head_seq FROM chain WHERE device_id=?", (device_id,)).fetchone()
-        if row is not None and seq <= row[0]:
-            raise StoreError(f"Advancing chain of {device_id}: entry {seq} is not after head {row[0]}")
-        db.conn.execute(
-            "INSERT INTO chain (device_id, head_seq, head_hash, boot_id, updated_utc_ns) VALUES (?,?,?,?,?)"
-            " ON CONFLICT (device_id) DO UPDATE SET head_seq=excluded.head_seq,"
-            " head_hash=excluded.head_hash, boot_id=excluded.boot_id, updated_utc_ns=excluded.updated_utc_ns",
-            (device_id, seq, head_hash, boot_id, now),
-        )
+    @staticmethod
+    def _advance_chain(db: Database, *args: Any) -> None:
+        advance_chain(db, *args)  # a seam: tests fail it to prove sealing and chaining are one transaction
 
     def chain_head(self, device_id: str) -> tuple[int, str] | None:
         """(seq, manifest hash) of the last chained entry, or None before the first."""
@@ -490,7 +267,7 @@ class Store:
                 "state = 'sealed'", order_by="priority DESC, seq ASC", limit=limit))
         return [Segment.from_row(r) for r in rows]
 
-    @_room_when_full
+    @room_when_full
     def mark_state(self, seq: int, state: str, *, receipt: Mapping[str, Any] | None = None) -> None:
         """Move an entry along :data:`NEXT_STATES` (same state: no-op), storing ``receipt`` if given."""
         now = self._clock.utc_ns()
@@ -505,7 +282,7 @@ class Store:
                 sets, args = sets + ", receipt=?", [*args, json.dumps(dict(receipt), sort_keys=True)]
             db.conn.execute(f"UPDATE segments SET {sets} WHERE seq=?", (*args, seq))
 
-    @_room_when_full
+    @room_when_full
     def set_upload_offset(self, seq: int, offset: int) -> None:
         """Record how many bytes of ``seq`` HQ has confirmed, so an upload resumes there."""
         now = self._clock.utc_ns()
@@ -535,7 +312,7 @@ class Store:
         with self._reading("Reading chain heads") as db:
             return frozenset(int(r[0]) for r in db.conn.execute("SELECT head_seq FROM chain"))
 
-    @_room_when_full
+    @room_when_full
     def mark_deleted_local(self, seq: int, *, actor: str, **detail: Any) -> None:
         """Record that the file of entry ``seq`` was removed from the unit, and audit it
         (action 'delete-local', ``detail`` added to the record), in one transaction.
@@ -560,30 +337,19 @@ class Store:
             db.conn.execute(
                 "UPDATE segments SET local_deleted_utc_ns=?, updated_utc_ns=? WHERE seq=?", (utc_ns, utc_ns, seq)
             )
-            self._insert_audit(db, utc_ns, mono_ns, actor, "delete-local", path, "ok",
+            insert_audit(db, utc_ns, mono_ns, actor, "delete-local", path, "ok",
                                {"seq": seq, "bytes": size, **detail})
 
     # ---- audit ----------------------------------------------------------------------------
 
-    @_room_when_full
+    @room_when_full
     def audit(self, actor: str, action: str, target: str, outcome: str, **detail: Any) -> int:
         """Append one audit record and return its id. There is no way to change or remove one."""
         if outcome not in OUTCOMES:
             raise StoreError(f"Auditing {action}: outcome {outcome!r} is not one of {OUTCOMES}")
         utc_ns, mono_ns = self._clock.utc_ns(), self._clock.monotonic_ns()
         with self._transaction(f"Auditing {action} by {actor}") as db:
-            return self._insert_audit(db, utc_ns, mono_ns, actor, action, target, outcome, detail)
-
-    @staticmethod
-    def _insert_audit(db: Database, utc_ns: int, mono_ns: int, actor: str, action: str, target: str,
-                      outcome: str, detail: Mapping[str, Any]) -> int:
-        cursor = db.conn.execute(
-            "INSERT INTO audit (utc_ns, mono_ns, actor, action, target, outcome, detail)"
-            " VALUES (?,?,?,?,?,?,?)",
-            (utc_ns, mono_ns, actor, action, target, outcome,
-             json.dumps(dict(detail), sort_keys=True, default=str)),  # default=str: never fail to audit
-        )
-        return int(cursor.lastrowid or 0)
+            return insert_audit(db, utc_ns, mono_ns, actor, action, target, outcome, detail)
 
     def audit_tail(self, n: int) -> list[AuditEntry]:
         """The last ``n`` audit records, oldest first (n <= 0: none)."""
@@ -611,19 +377,7 @@ class Store:
     def stats(self) -> dict[str, Any]:
         """Entry counts and bytes, in total and per state (every state present)."""
         with self._reading("Reading store stats") as db:
-            rows = db.conn.execute(
-                "SELECT state, count(*), coalesce(sum(bytes), 0) FROM segments GROUP BY state"
-            ).fetchall()
-            audit_entries = db.conn.execute("SELECT count(*) FROM audit").fetchone()[0]
-        by_state = {state: {"count": 0, "bytes": 0} for state in SEGMENT_STATES}
-        for state, count, size in rows:
-            by_state[state] = {"count": count, "bytes": size}
-        return {
-            "by_state": by_state,
-            "count": sum(v["count"] for v in by_state.values()),
-            "bytes": sum(v["bytes"] for v in by_state.values()),
-            "audit_entries": audit_entries,
-        }
+            return count_entries(db)
 
     def get_status(self) -> dict[str, object]:
         """For the console and health report: the file, its schema and PRAGMAs, and :meth:`stats`."""

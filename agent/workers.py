@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from agent.backoff import Backoff
 from hal.clock import Clock
 from hal.common import SensorError
 
@@ -20,6 +21,7 @@ log = logging.getLogger(__name__)
 READ_TIMEOUT_S = 0.25
 BACKOFF_START_S = 0.5
 BACKOFF_MAX_S = 30.0
+REOPEN_BACKOFF = Backoff(BACKOFF_START_S, BACKOFF_MAX_S)
 
 
 class Readable(Protocol):
@@ -36,14 +38,14 @@ class Readable(Protocol):
 
 def next_backoff(previous_s: float) -> float:
     """Pure: the wait before the next reopen attempt."""
-    return min(BACKOFF_MAX_S, max(BACKOFF_START_S, previous_s * 2))
+    return REOPEN_BACKOFF.after(previous_s)
 
 
 class SensorWorker:
     """Drives one device on its own thread. ``handle`` runs on that thread for every item.
 
     ``on_fault(sensor, error)`` and ``on_recovered(sensor)`` are called on transitions only.
-    Thread contract: ``start``/``stop``/``status`` from any thread.
+    Thread contract: ``start``/``stop``/``get_status`` from any thread.
     """
 
     def __init__(
@@ -92,7 +94,8 @@ class SensorWorker:
         self._stop.set()
         self._set("abandoned", "hung inside a device call")
 
-    def status(self) -> dict[str, object]:
+    def get_status(self) -> dict[str, object]:
+        """The thread's state, items handled, restarts and last error, and the device's own status."""
         with self._lock:
             own: dict[str, object] = {
                 "state": self._state,
@@ -105,6 +108,8 @@ class SensorWorker:
         except Exception as exc:  # a status getter must never break the status page
             own["device"] = {"error": str(exc)}
         return own
+
+    status = get_status  # the old name, kept until every caller says get_status
 
     def _set(self, state: str, error: str | None = None) -> None:
         with self._lock:

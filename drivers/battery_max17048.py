@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 
+from drivers.battery_common import GaugeReadings
 from drivers.i2c_port import I2cError, I2cPort, SmbusPort, probe_bus
 from drivers.pacing import check_int, check_name
 from drivers.registry import register
@@ -44,9 +45,8 @@ class Max17048:
         self._given = i2c
         self._lock = threading.Lock()
         self._port: I2cPort | None = None
-        self._last: PowerStatus | None = None
         self._version: int | None = None
-        self._last_error: str | None = None
+        self._gauge = GaugeReadings(self.name, "max17048")
 
     @classmethod
     def probe(cls) -> Availability:
@@ -66,7 +66,7 @@ class Max17048:
                 self._version = self._word(REG_VERSION)
             except I2cError as exc:
                 self._port = None
-                self._last_error = str(exc)
+                self._gauge.last_error = str(exc)
                 raise SensorError(f"{self.name}: no MAX17048 at 0x36: {exc}") from exc
 
     def close(self) -> None:
@@ -77,28 +77,14 @@ class Max17048:
 
     def read(self) -> PowerStatus:
         with self._lock:
-            if self._port is None:
-                raise SensorError(f"{self.name}: read while closed")
-            try:
-                voltage, pct, rate = decode(self._word(REG_VCELL), self._word(REG_SOC), self._word(REG_CRATE),
-                                            self._cells)
-            except I2cError as exc:
-                self._last_error = str(exc)
-                raise SensorError(f"{self.name}: {exc}") from exc
-            charging = rate > 0
-            self._last = PowerStatus(self._clock.monotonic_ns(), pct, charging, charging, None, voltage)
-            return self._last
+            return self._gauge.read(self._port is not None, self._measure, (I2cError,))
+
+    def _measure(self) -> PowerStatus:
+        voltage, pct, rate = decode(self._word(REG_VCELL), self._word(REG_SOC), self._word(REG_CRATE), self._cells)
+        charging = rate > 0
+        return PowerStatus(self._clock.monotonic_ns(), pct, charging, charging, None, voltage)
 
     def get_status(self) -> dict[str, object]:
         with self._lock:
-            last = self._last
-            return {
-                "name": self.name,
-                "driver": "max17048",
-                "open": self._port is not None,
-                "version": f"0x{self._version:04x}" if self._version is not None else None,
-                "battery_pct": last.battery_pct if last else None,
-                "voltage_v": last.voltage_v if last else None,
-                "charging": last.charging if last else None,
-                "last_error": self._last_error,
-            }
+            return self._gauge.status(self._port is not None, ("battery_pct", "voltage_v", "charging"),
+                                      version=f"0x{self._version:04x}" if self._version is not None else None)

@@ -6,6 +6,7 @@ import os
 import threading
 from pathlib import Path
 
+from drivers.battery_common import GaugeReadings
 from drivers.pacing import check_name
 from drivers.registry import register
 from hal.clock import Clock
@@ -79,8 +80,7 @@ class SysfsBattery:
         self._supply = supply
         self._lock = threading.Lock()
         self._battery: Path | None = None
-        self._last: PowerStatus | None = None
-        self._last_error: str | None = None
+        self._gauge = GaugeReadings(self.name, "sysfs")
 
     @classmethod
     def probe(cls) -> Availability:
@@ -95,8 +95,9 @@ class SysfsBattery:
         with self._lock:
             battery = self._root / self._supply if self._supply else find_battery(self._root)
             if battery is None or not (battery / "capacity").exists():
-                self._last_error = f"no battery under {self._root}" + (f" named {self._supply}" if self._supply else "")
-                raise SensorError(f"{self.name}: {self._last_error}")
+                error = f"no battery under {self._root}" + (f" named {self._supply}" if self._supply else "")
+                self._gauge.last_error = error
+                raise SensorError(f"{self.name}: {error}")
             self._battery = battery
 
     def close(self) -> None:
@@ -105,25 +106,15 @@ class SysfsBattery:
 
     def read(self) -> PowerStatus:
         with self._lock:
-            if self._battery is None:
-                raise SensorError(f"{self.name}: read while closed")
-            try:
-                self._last = read_supply(self._root, self._battery, self._clock.monotonic_ns())
-            except SensorError as exc:
-                self._last_error = str(exc)
-                raise SensorError(f"{self.name}: {exc}") from exc
-            return self._last
+            battery = self._battery
+
+            def measure() -> PowerStatus:
+                assert battery is not None
+                return read_supply(self._root, battery, self._clock.monotonic_ns())
+
+            return self._gauge.read(battery is not None, measure, (SensorError,))
 
     def get_status(self) -> dict[str, object]:
         with self._lock:
-            last = self._last
-            return {
-                "name": self.name,
-                "driver": "sysfs",
-                "open": self._battery is not None,
-                "supply": str(self._battery) if self._battery else None,
-                "battery_pct": last.battery_pct if last else None,
-                "charging": last.charging if last else None,
-                "external_power": last.external_power if last else None,
-                "last_error": self._last_error,
-            }
+            return self._gauge.status(self._battery is not None, ("battery_pct", "charging", "external_power"),
+                                      supply=str(self._battery) if self._battery else None)

@@ -111,7 +111,7 @@ class Pacer:
                 wake = deadline if ends else min(deadline, self.due_ns(self._next))
             self._clock.sleep(max(1, wake - now) / _NS_PER_S)  # never a zero sleep: no busy loop
 
-    def status(self) -> dict[str, object]:
+    def get_status(self) -> dict[str, object]:
         with self._lock:
             times = list(self._deliveries)
             delivered, dropped = self._delivered, self._dropped
@@ -171,7 +171,7 @@ class PacedDevice:
         pacer = self._last_pacer
         status: dict[str, object] = {"name": self.name, "open": self._pacer is not None}
         if pacer is not None:
-            status.update(pacer.status())
+            status.update(pacer.get_status())
         else:
             status.update({"delivered": 0, "dropped": 0, "rate_hz": round(float(self._rate_hz), 3)})
             status["achieved_rate_hz"] = None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 from typing import Any
 
 import numpy as np
@@ -12,7 +11,7 @@ import numpy.typing as npt
 from drivers import lepton_vospi
 from drivers.pacing import check_name
 from drivers.registry import register
-from drivers.v4l2_capture import Capture, cv2_module, open_capture, probe_device, resolve_device
+from drivers.v4l2_capture import Capture, CaptureLifecycle, open_capture, probe_device, resolve_device
 from hal.clock import Clock
 from hal.common import Availability, SensorError
 from hal.thermal import ThermalFrame
@@ -70,14 +69,10 @@ class PureThermal:
         if resolution_ck not in (1, 10):
             raise ValueError(f"resolution_ck: expected 1 (0.01 K) or 10 (0.1 K), got {resolution_ck!r}")
         self._resolution_ck = resolution_ck
-        self._given = capture
-        self._lock = threading.Lock()
-        self._cap: Capture | None = None
+        self._capture = CaptureLifecycle(self.name, capture)
         self._index = 0
         self._frames = 0
         self._bad_frames = 0
-        self._last_error: str | None = None
-        self._pos_msec_prop = 0
 
     @property
     def width(self) -> int:
@@ -96,27 +91,15 @@ class PureThermal:
         return probe_device(BY_ID, "PureThermal board")
 
     def open(self) -> None:
-        with self._lock:
-            if self._cap is not None:
-                return
-            try:
-                if self._given is not None:
-                    cap = self._given
-                else:
-                    source = resolve_device(self._device, BY_ID)
-                    cap = open_capture(source, fourcc="Y16 ", width=WIDTH, height=HEIGHT, convert_rgb=False)
-                    self._pos_msec_prop = int(cv2_module().CAP_PROP_POS_MSEC)
-            except SensorError as exc:
-                self._last_error = str(exc)
-                raise SensorError(f"{self.name}: {exc}") from exc
-            self._cap = cap
+        def make() -> Capture:
+            source = resolve_device(self._device, BY_ID)
+            return open_capture(source, fourcc="Y16 ", width=WIDTH, height=HEIGHT, convert_rgb=False)
+
+        if self._capture.open(make, kernel_timestamps=True):
             self._index = 0
 
     def close(self) -> None:
-        with self._lock:
-            cap, self._cap = self._cap, None
-        if cap is not None:
-            cap.release()
+        self._capture.close()
 
     def __enter__(self) -> PureThermal:
         self.open()
@@ -128,13 +111,7 @@ class PureThermal:
     def read(self, timeout_s: float) -> ThermalFrame | None:
         """The next frame. OpenCV's V4L2 read blocks for one frame (about 115 ms at 8.7 Hz)
         whatever ``timeout_s`` says; a failed grab raises SensorError (device unplugged)."""
-        cap = self._cap
-        if cap is None:
-            raise SensorError(f"{self.name}: read while closed")
-        ok, raw = cap.read()
-        if not ok or raw is None:
-            self._last_error = "no frame from the PureThermal (unplugged?)"
-            raise SensorError(f"{self.name}: {self._last_error}")
+        raw = self._capture.grab("no frame from the PureThermal (unplugged?)")
         now = self._clock.monotonic_ns()
         try:
             pixels, telemetry = split_y16(raw)
@@ -147,9 +124,8 @@ class PureThermal:
         if telemetry is not None:
             row = lepton_vospi.parse_telemetry_row_a(telemetry)
             fpa, sensor_ns = row.fpa_temp_ck, row.uptime_ms * 1_000_000
-        elif self._pos_msec_prop:
-            stamp_ms = cap.get(self._pos_msec_prop)  # the V4L2 buffer's kernel timestamp
-            sensor_ns = round(stamp_ms * 1e6) if stamp_ms > 0 else now
+        else:
+            sensor_ns = self._capture.sensor_ns(now)
         if self._resolution_ck != 1:
             pixels = np.minimum(pixels.astype(np.uint32) * self._resolution_ck, 0xFFFF).astype(np.uint16)
         frame = ThermalFrame(self._index, now, sensor_ns, WIDTH, HEIGHT, pixels, fpa)
@@ -161,10 +137,10 @@ class PureThermal:
         return {
             "name": self.name,
             "driver": "purethermal",
-            "open": self._cap is not None,
+            "open": self._capture.is_open,
             "device": str(self._device) if self._device is not None else BY_ID,
             "frames": self._frames,
             "bad_frames": self._bad_frames,
             "dropped": 0,
-            "last_error": self._last_error,
+            "last_error": self._capture.last_error,
         }

@@ -5,10 +5,10 @@ from __future__ import annotations
 import math
 import threading
 
+from drivers.battery_common import GaugeReadings
 from drivers.pacing import check_bool, check_float, check_name
 from drivers.registry import register
 from hal.clock import Clock
-from hal.common import SensorError
 from hal.power import PowerStatus
 
 _NS_PER_HOUR = 3600 * 1_000_000_000
@@ -42,7 +42,7 @@ class SimPower:
         self._lock = threading.Lock()
         self._anchor: tuple[int, float] | None = None  # (mono_ns, pct) when last opened or (un)docked
         self._charging = self._start_charging
-        self._last: PowerStatus | None = None
+        self._gauge = GaugeReadings(self.name, "sim")
         self._opened_ns = 0
 
     def open(self) -> None:
@@ -73,30 +73,22 @@ class SimPower:
     def read(self) -> PowerStatus:
         """The gauge now; raises SensorError when closed."""
         with self._lock:
-            if self._anchor is None:
-                raise SensorError(f"{self.name}: read while closed")
-            now = self._clock.monotonic_ns()
-            pct = self._level(now)
-            elapsed_s = (now - self._opened_ns) / 1e9
-            self._last = PowerStatus(
-                mono_ns=now,
-                battery_pct=round(pct, 2),
-                charging=self._charging and pct < 100.0,
-                external_power=self._charging,
-                temperature_c=round(self._temperature_c + 0.5 * math.sin(elapsed_s / 300), 2),
-                voltage_v=round(3.3 + 0.9 * pct / 100, 3),  # a Li-ion cell from empty to full
-            )
-            return self._last
+            return self._gauge.read(self._anchor is not None, self._measure)
+
+    def _measure(self) -> PowerStatus:
+        now = self._clock.monotonic_ns()
+        pct = self._level(now)
+        elapsed_s = (now - self._opened_ns) / 1e9
+        return PowerStatus(
+            mono_ns=now,
+            battery_pct=round(pct, 2),
+            charging=self._charging and pct < 100.0,
+            external_power=self._charging,
+            temperature_c=round(self._temperature_c + 0.5 * math.sin(elapsed_s / 300), 2),
+            voltage_v=round(3.3 + 0.9 * pct / 100, 3),  # a Li-ion cell from empty to full
+        )
 
     def get_status(self) -> dict[str, object]:
         with self._lock:
-            last = self._last
-            return {
-                "name": self.name,
-                "driver": "sim",
-                "open": self._anchor is not None,
-                "battery_pct": last.battery_pct if last else None,
-                "charging": self._charging,
-                "temperature_c": last.temperature_c if last else None,
-                "last_error": None,
-            }
+            return self._gauge.status(self._anchor is not None, ("battery_pct", "temperature_c"),
+                                      charging=self._charging)

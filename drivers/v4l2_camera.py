@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import threading
 from fractions import Fraction
 from typing import Any
 
@@ -13,10 +12,10 @@ import numpy.typing as npt
 
 from drivers.pacing import check_float, check_int, check_name
 from drivers.registry import register
-from drivers.v4l2_capture import Capture, cv2_module, open_capture, probe_device
+from drivers.v4l2_capture import Capture, CaptureLifecycle, cv2_module, open_capture, probe_device
 from hal.camera import VideoFormat, VideoFrame
 from hal.clock import Clock
-from hal.common import Availability, SensorError
+from hal.common import Availability
 
 log = logging.getLogger(__name__)
 
@@ -82,12 +81,8 @@ class V4l2Camera:
             raise ValueError("width and height must be even for yuv420p")
         self._fps = Fraction(check_float("fps", fps, 1.0, 240.0)).limit_denominator(1001)
         self._fourcc = fourcc
-        self._given = capture
-        self._lock = threading.Lock()
-        self._cap: Capture | None = None
+        self._capture = CaptureLifecycle(self.name, capture)
         self._index = 0
-        self._pos_msec_prop = 0
-        self._last_error: str | None = None
 
     @property
     def format(self) -> VideoFormat:
@@ -104,31 +99,18 @@ class V4l2Camera:
         return probe_device("*-video-index0", "V4L2 camera")
 
     def open(self) -> None:
-        with self._lock:
-            if self._cap is not None:
-                return
-            try:
-                if self._given is not None:
-                    cap = self._given
-                elif self._csi is not None:
-                    pipeline = nvargus_pipeline(self._csi, self._width, self._height, round(self._fps))
-                    cap = open_capture(pipeline, backend="gstreamer")
-                else:
-                    cap = open_capture(self._device, backend=self._backend, fourcc=self._fourcc,
-                                       width=self._width, height=self._height, fps=float(self._fps))  # fmt: skip
-                if self._backend == "v4l2" and self._csi is None and self._given is None:
-                    self._pos_msec_prop = int(cv2_module().CAP_PROP_POS_MSEC)
-            except SensorError as exc:
-                self._last_error = str(exc)
-                raise SensorError(f"{self.name}: {exc}") from exc
-            self._cap = cap
+        def make() -> Capture:
+            if self._csi is not None:
+                pipeline = nvargus_pipeline(self._csi, self._width, self._height, round(self._fps))
+                return open_capture(pipeline, backend="gstreamer")
+            return open_capture(self._device, backend=self._backend, fourcc=self._fourcc,
+                                width=self._width, height=self._height, fps=float(self._fps))
+
+        if self._capture.open(make, kernel_timestamps=self._backend == "v4l2" and self._csi is None):
             self._index = 0
 
     def close(self) -> None:
-        with self._lock:
-            cap, self._cap = self._cap, None
-        if cap is not None:
-            cap.release()
+        self._capture.close()
 
     def __enter__(self) -> V4l2Camera:
         self.open()
@@ -139,18 +121,9 @@ class V4l2Camera:
 
     def read(self, timeout_s: float) -> VideoFrame | None:
         """The next frame as yuv420p; raises SensorError when the grab fails (unplugged, end of file)."""
-        cap = self._cap
-        if cap is None:
-            raise SensorError(f"{self.name}: read while closed")
-        ok, image = cap.read()
-        if not ok or image is None:
-            self._last_error = "no frame (camera unplugged, or the end of the file)"
-            raise SensorError(f"{self.name}: {self._last_error}")
+        image = self._capture.grab("no frame (camera unplugged, or the end of the file)")
         now = self._clock.monotonic_ns()
-        sensor_ns = now
-        if self._pos_msec_prop:
-            stamp_ms = cap.get(self._pos_msec_prop)  # the V4L2 buffer's kernel timestamp
-            sensor_ns = round(stamp_ms * 1e6) if stamp_ms > 0 else now
+        sensor_ns = self._capture.sensor_ns(now)
         data = bgr_to_yuv420p(image, self._width, self._height)
         frame = VideoFrame(self.name, self._index, now, sensor_ns, self._width, self._height, "yuv420p", data)
         self._index += 1
@@ -160,10 +133,10 @@ class V4l2Camera:
         return {
             "name": self.name,
             "driver": "v4l2",
-            "open": self._cap is not None,
+            "open": self._capture.is_open,
             "source": f"csi:{self._csi}" if self._csi is not None else self._device,
             "backend": "gstreamer" if self._csi is not None else self._backend,
             "frames": self._index,
             "dropped": 0,
-            "last_error": self._last_error,
+            "last_error": self._capture.last_error,
         }

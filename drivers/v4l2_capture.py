@@ -6,6 +6,8 @@ import glob
 import importlib
 import importlib.util
 import os
+import threading
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import numpy as np
@@ -96,3 +98,70 @@ def open_capture(
 
 def as_uint8(frame: npt.NDArray[Any]) -> npt.NDArray[np.uint8]:
     return np.ascontiguousarray(frame, dtype=np.uint8)
+
+
+class CaptureLifecycle:
+    """The open/read/close of one OpenCV capture, as every OpenCV driver needs it.
+
+    Opened at most once (a second ``open`` does nothing), released once, a failed grab raised
+    as SensorError naming the driver, and the V4L2 buffer's kernel timestamp read when asked
+    for. A capture given at construction (a test's fake, a file) is used instead of opening one.
+    Thread contract: ``open``/``close`` from any thread (under the lock); ``grab`` and
+    ``sensor_ns`` on the one consumer thread.
+    """
+
+    def __init__(self, name: str, given: Capture | None = None) -> None:
+        self.name = name
+        self.last_error: str | None = None
+        self._given = given
+        self._lock = threading.Lock()
+        self._cap: Capture | None = None
+        self._pos_msec_prop = 0
+
+    @property
+    def is_open(self) -> bool:
+        return self._cap is not None
+
+    def open(self, make: Callable[[], Capture], *, kernel_timestamps: bool) -> bool:
+        """Open with ``make`` (or take the capture given); False when it was open already.
+        ``kernel_timestamps``: read each frame's V4L2 timestamp (not for a given capture)."""
+        with self._lock:
+            if self._cap is not None:
+                return False
+            try:
+                if self._given is not None:
+                    cap = self._given
+                else:
+                    cap = make()
+                    if kernel_timestamps:
+                        self._pos_msec_prop = int(cv2_module().CAP_PROP_POS_MSEC)
+            except SensorError as exc:
+                self.last_error = str(exc)
+                raise SensorError(f"{self.name}: {exc}") from exc
+            self._cap = cap
+            return True
+
+    def close(self) -> None:
+        with self._lock:
+            cap, self._cap = self._cap, None
+        if cap is not None:
+            cap.release()
+
+    def grab(self, no_frame: str) -> npt.NDArray[Any]:
+        """The next image; SensorError when closed, or ``no_frame`` when the grab fails."""
+        cap = self._cap
+        if cap is None:
+            raise SensorError(f"{self.name}: read while closed")
+        ok, image = cap.read()
+        if not ok or image is None:
+            self.last_error = no_frame
+            raise SensorError(f"{self.name}: {no_frame}")
+        return image
+
+    def sensor_ns(self, fallback_ns: int) -> int:
+        """The last frame's kernel timestamp in ns when one is read, else ``fallback_ns``."""
+        cap = self._cap
+        if not self._pos_msec_prop or cap is None:
+            return fallback_ns
+        stamp_ms = cap.get(self._pos_msec_prop)  # the V4L2 buffer's kernel timestamp
+        return round(stamp_ms * 1e6) if stamp_ms > 0 else fallback_ns

@@ -6,18 +6,12 @@ with sqlite-utils. PostgreSQL can take over later behind the same protocol.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import sqlite3
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol, Self
 
-from sqlite_utils import Database
-
+from agent.sqlitedb import SqliteFile
 from hq.records import OUTCOMES, UPLOAD_STATES, AuditRecord, Device, Evidence, Quarantined, Upload
 
 
@@ -145,7 +139,8 @@ def _evidence(row: dict[str, Any]) -> Evidence:
 
 
 class SqliteIndex:
-    """The index in one SQLite file (WAL, synchronous=FULL), created 0600.
+    """The index in one SQLite file (WAL, synchronous=FULL), created 0600 (:class:`agent.sqlitedb.SqliteFile`,
+    as the unit's store).
 
     Thread contract: one connection guarded by one re-entrant lock held for each whole call, so
     the HTTP worker threads are serialised and each write is one transaction. Other processes
@@ -155,17 +150,10 @@ class SqliteIndex:
 
     def __init__(self, path: Path, busy_timeout_s: float = 10.0) -> None:
         self.path = path
-        self._lock = threading.RLock()
+        self._file = SqliteFile(path, "index", HqIndexError, busy_timeout_s=busy_timeout_s)
+        self._tx = self._file.transaction
+        self._rows = self._file.rows
         try:
-            os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
-            conn = sqlite3.connect(path, timeout=busy_timeout_s, check_same_thread=False, isolation_level=None)
-        except (OSError, sqlite3.Error) as exc:
-            raise HqIndexError(f"opening index {path}: {exc}") from exc
-        self._db: Database | None = Database(conn, execute_plugins=False)
-        try:
-            self._db.enable_wal()
-            conn.execute("PRAGMA synchronous=FULL")  # evidence index: durability over speed
-            conn.execute("PRAGMA foreign_keys=ON")
             with self._tx("creating the schema") as db:
                 version = int(db.conn.execute("PRAGMA user_version").fetchone()[0])
                 if version > SCHEMA_VERSION:
@@ -179,45 +167,13 @@ class SqliteIndex:
             raise
 
     def close(self) -> None:
-        with self._lock:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
+        self._file.close()
 
     def __enter__(self) -> Self:
         return self
 
     def __exit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
         self.close()
-
-    @contextlib.contextmanager
-    def _tx(self, doing: str) -> Iterator[Database]:
-        """The lock and one IMMEDIATE transaction: all of the block or none of it."""
-        with self._lock:
-            if self._db is None:
-                raise HqIndexError(f"{doing}: the index is closed")
-            db = self._db
-            try:
-                db.conn.execute("BEGIN IMMEDIATE")
-                try:
-                    yield db
-                except BaseException:
-                    db.conn.execute("ROLLBACK")
-                    raise
-                db.conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                if db.conn.in_transaction:
-                    db.conn.execute("ROLLBACK")
-                raise HqIndexError(f"{doing}: {exc}") from exc
-
-    def _rows(self, doing: str, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
-        with self._lock:
-            if self._db is None:
-                raise HqIndexError(f"{doing}: the index is closed")
-            try:
-                return list(self._db.query(sql, params))
-            except sqlite3.Error as exc:
-                raise HqIndexError(f"{doing}: {exc}") from exc
 
     # -- devices --------------------------------------------------------------------------
 

@@ -7,10 +7,14 @@ file, socket or clock, so the rules are tested without I/O (see docs/sync-protoc
 
 from __future__ import annotations
 
-import random
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Protocol, TypeVar
+
+from agent.backoff import Backoff
+
+__all__ = ["Backoff", "NS_PER_S", "MAX_CHUNK_BYTES", "Pending", "TokenBucket", "bucket_for", "capped_send_s",
+           "choose_next", "next_chunk", "should_preempt", "upload_key", "upload_order"]
 
 NS_PER_S = 1_000_000_000
 MAX_CHUNK_BYTES = 4 * 1024 * 1024  # docs/sync-protocol.md: chunks are at most 4 MiB
@@ -59,33 +63,6 @@ def should_preempt(current: Pending, candidates: Iterable[Pending]) -> bool:
     """True when a waiting entry outranks the one being uploaded by priority (checked between
     chunks; the current upload keeps its place at headquarters and resumes later)."""
     return any(c.seq != current.seq and c.priority > current.priority for c in candidates)
-
-
-# ---- backoff --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Backoff:
-    """Exponential backoff bounds: the ceiling starts at ``initial_s`` and doubles to ``max_s``."""
-
-    initial_s: float = 1.0
-    max_s: float = 300.0
-
-    def __post_init__(self) -> None:
-        if not 0 < self.initial_s <= self.max_s:
-            raise ValueError(f"backoff needs 0 < initial_s <= max_s, got {self.initial_s}, {self.max_s}")
-
-    def ceiling_s(self, failures: int) -> float:
-        """The largest wait after ``failures`` consecutive failures (1: ``initial_s``; 0: no wait)."""
-        if failures <= 0:
-            return 0.0
-        # Capped exponent: 2**64 s is already far beyond any max_s, and never overflows a float.
-        return min(self.max_s, self.initial_s * 2.0 ** min(failures - 1, 64))
-
-    def delay_s(self, failures: int, rng: random.Random) -> float:
-        """Full jitter (AWS architecture blog): uniform in [0, ceiling], so units that lost the
-        network together do not come back together."""
-        return rng.uniform(0.0, self.ceiling_s(failures))
 
 
 # ---- bandwidth cap --------------------------------------------------------------------------

@@ -8,7 +8,8 @@ from pathlib import Path
 from agent.config import Config, resolve_path
 from agent.evidence.keys import KeyFileError, load_receipt_public
 from agent.store import Store
-from agent.sync.worker import Alarm, StatusProvider, SyncSettings, SyncWorker
+from agent.sync.alarms import Alarm, AlarmCleared
+from agent.sync.worker import StatusProvider, SyncSettings, SyncWorker
 from hal.clock import Clock
 from hal.keystore import KeyStore
 
@@ -27,8 +28,10 @@ def build_sync_worker(
     clock: Clock,
     status_provider: StatusProvider,
     on_alarm: Alarm | None = None,
+    on_alarm_cleared: AlarmCleared | None = None,
 ) -> SyncWorker | None:
-    """The worker for this unit, or None when ``hq.url`` is empty (sync off).
+    """The worker for this unit, or None when ``hq.url`` is empty (sync off). ``on_alarm`` and
+    ``on_alarm_cleared`` carry its alarms to the unit (:func:`agent.sync.alarms.recorder_hooks`).
 
     Raises :class:`SyncSetupError` when ``hq.url`` is set but ``hq.ca`` is not, or when
     ``hq.public_key`` holds no receipt key: receipts could not be checked, so nothing could ever
@@ -47,4 +50,5 @@ def build_sync_worker(
     return SyncWorker(
         store, data_dir, keystore, config.device.id, config.hq.url, resolve_path(data_dir, config.hq.ca),
         receipt_key, clock, SyncSettings.from_config(config.sync), status_provider, on_alarm=on_alarm,
+        on_alarm_cleared=on_alarm_cleared,
     )
