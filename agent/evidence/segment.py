@@ -1,8 +1,6 @@
-"""Writing a segment as its bytes arrive, and sealing a salvaged one (reading: ``segscan``).
+"""Writing a segment as its bytes arrive, an event entry, and the manifest of a salvaged segment.
 
-A segment file is ``MAGIC`` then records ``type (1 byte) || length (u32 BE) || body``:
-one header ``H``, data chunks ``D`` with signed checkpoints ``C`` between them, and the
-signed manifest ``M`` last. An event entry is ``MAGIC`` then ``M`` alone.
+The file layout is described in :mod:`agent.evidence.segscan`, which reads it.
 """
 
 from __future__ import annotations

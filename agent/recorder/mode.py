@@ -177,9 +177,10 @@ def settle(mode: Mode) -> Mode:
 
 
 def _changed(old: Mode, new: Mode, *effects: Effect, pulse: bool = False) -> tuple[Effect, ...]:
-    """``effects``, plus saving and showing the state when it moved."""
+    """``effects``, after saving and showing the state when it moved (a sign that fails then
+    fails the command, never the record of the state)."""
     if new.state is not old.state:
-        return (*effects, Persist(), Indicate(indicator_patterns(new, pulse)))
+        return (Persist(), Indicate(indicator_patterns(new, pulse)), *effects)
     return effects
 
 
