@@ -89,3 +89,27 @@ class PreEventBuffer:
         kept = deque(p for p in self._packets if p.track != track)
         self.bytes = sum(len(p.data) for p in kept)
         self._packets = kept
+
+
+class BufferedDrops:
+    """Frames a sensor lost while the unit was buffering, kept as long as the pre-event footage
+    they punch holes in, so the recording that takes that footage declares them. Pure."""
+
+    def __init__(self, keep_ns: int) -> None:
+        self.keep_ns = keep_ns
+        self._drops: deque[tuple[int, str, int]] = deque()  # (mono_ns, track, count), oldest first
+
+    def add(self, mono_ns: int, track: str, count: int) -> None:
+        self._drops.append((mono_ns, track, count))
+        horizon = mono_ns - self.keep_ns
+        while self._drops and self._drops[0][0] < horizon:
+            self._drops.popleft()
+
+    def take_since(self, start_ns: int) -> dict[str, int]:
+        """Frames lost per track at or after ``start_ns``; forgets them all."""
+        out: dict[str, int] = {}
+        for mono, track, count in self._drops:
+            if mono >= start_ns:
+                out[track] = out.get(track, 0) + count
+        self._drops.clear()
+        return out

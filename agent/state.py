@@ -42,6 +42,8 @@ class IllegalTransition(Exception):
 
 # All of the recorder's behaviour. SHUTDOWN is legal from OFF too, so shutting down twice
 # (signal handler, then main loop) is harmless rather than an exception on the way out.
+# FAULT: a recording has had no segment open for agent.recorder.mode.OPEN_FAULT_NS, or every
+# media sensor has failed; RECOVER: the condition is gone (then RECORD if the recording goes on).
 TRANSITIONS: dict[tuple[State, Event], State] = {
     (State.OFF, Event.POWER_ON): State.READY,
     (State.READY, Event.RECORD): State.RECORDING,
