@@ -22,7 +22,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent import __version__
-from agent.config import Config, ConfigError, load_config, parse_config, render_config, resolve_path
+from agent.config import Config, ConfigError, load_config, resolve_path
+from agent.config.edit import set_setting
+from agent.config.table import lookup, settable_keys
 from agent.console import selftest
 from agent.console.auth import TrustStore, key_fingerprint
 from agent.console.backend import BackendError, SelftestItem
@@ -37,18 +39,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# What a technician may change over the console: tuning that cannot weaken the evidence. Keys,
-# headquarters, drivers, storage safety thresholds and the console device itself are not here.
-SETTABLE = (
-    "recording.pre_event_s",
-    "recording.pre_event_audio",
-    "recording.video_bitrate_bps",
-    "evidence.segment_s",
-    "sync.interval_s",
-    "sync.bandwidth_bps",
-    "console.login_required_for_read",
-    "console.session_idle_s",
-)
+# What a technician may change over the console: tuning that cannot weaken the evidence, as
+# declared in agent.config (keys, headquarters, drivers, storage thresholds and the console
+# device itself are not settable).
+SETTABLE = settable_keys()
 RESTART_DELAY_S = 1.0  # time for the answer to reach the technician before the agent stops
 _FIX_NAMES = {1: "no fix", 2: "2D fix", 3: "3D fix"}
 
@@ -62,19 +56,6 @@ def _plain(value: object) -> object:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
     return value
-
-
-def lookup(config: Config, key: str) -> object:
-    """The value at a dotted ``key`` (``recording.pre_event_s``, ``cameras.chest.driver``); KeyError."""
-    node: object = config
-    for part in key.split("."):
-        if isinstance(node, Mapping) and part in node:
-            node = node[part]
-        elif dataclasses.is_dataclass(node) and part in {f.name for f in dataclasses.fields(node)}:
-            node = getattr(node, part)
-        else:
-            raise KeyError(key)
-    return node
 
 
 def toml_text(value: object) -> str:
@@ -377,15 +358,11 @@ class AgentBackend:
             current = load_config(self._config_path)
         except (OSError, ConfigError) as exc:
             raise BackendError("unavailable", f"cannot read the config file: {exc}") from None
-        section_name, field = key.split(".")
-        section = getattr(current, section_name)
-        old = getattr(section, field)
+        old = lookup(current, key)
         new = coerce(value, old, key)
-        changed = dataclasses.replace(current, **{section_name: dataclasses.replace(section, **{field: new})})
-        text = render_config(changed)
         try:
-            checked = parse_config(text, "the changed config")
-        except ConfigError as exc:
+            text, checked = set_setting(before_bytes.decode("utf-8"), key, new, "the changed config")
+        except (UnicodeDecodeError, ConfigError) as exc:
             raise BackendError("bad-value", str(exc)) from None
         result = {"key": key, "old": _plain(old), "new": _plain(new), "config_sha256": checked.digest,
                   "applies": "after `reboot`"}
