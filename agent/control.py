@@ -64,7 +64,7 @@ def answer_line(raw: bytes, peer: Peer, handler: Handler) -> dict[str, Any]:
     except (UnicodeDecodeError, json.JSONDecodeError):
         return {"ok": False, "error": {"code": "bad-request", "message": "not a JSON line"}}
     except ControlError as exc:
-        return {"ok": False, "error": {"code": exc.code, "message": str(exc)}}
+        return {"ok": False, "error": exc.as_dict()}
     except Exception as exc:
         log.exception("control command failed")
         return {"ok": False, "error": {"code": "failed", "message": f"{type(exc).__name__}: {exc}"}}

@@ -113,6 +113,8 @@ def bind(cmd: Command, raw: list[Any] | dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for arg in cmd.args:
         if arg.name not in named or named[arg.name] is None:
+            if arg.required and arg.kind == "bool":
+                raise ConsoleError("bad-args", f'{cmd.name} needs "{arg.name}": true or false')
             if arg.required:
                 raise ConsoleError("bad-args", f"{arg.name} is missing: {cmd.usage}")
             out[arg.name] = arg.default

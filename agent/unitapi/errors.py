@@ -1,13 +1,13 @@
-"""The one refusal error of the unit API, shared by the control socket and the console."""
+"""The unit API's one refusal: :class:`agent.errors.CodedError`, by the name the front-ends use.
+
+A refusal has a stable ``code`` for scripts (unknown-command, bad-args, bad-request, forbidden,
+login-required, refused, bad-value, unavailable, failed...) and a one-line message: what is
+wrong and what to do. ``ControlError``, ``BackendError`` and ``ConsoleError`` are this class
+too, and the console's ``AuthError`` derives from it.
+"""
 
 from __future__ import annotations
 
+from agent.errors import CodedError
 
-class Refused(Exception):
-    """A request the unit will not or cannot carry out, with a stable ``code`` for scripts
-    (unknown-command, bad-args, bad-request, login-required, refused, bad-value, unavailable,
-    failed...). The message is one line: what is wrong and what to do."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
+Refused = CodedError
