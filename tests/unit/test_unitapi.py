@@ -123,3 +123,24 @@ def test_no_console_module_imports_the_daemon() -> None:
         names = [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
         names += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
         assert not [n for n in names if n and n.split(".")[:2] in (["agent", "daemon"], ["agent", "running"])], path
+
+
+def test_config_set_keeps_the_operators_comments(tmp_path: Path) -> None:
+    from agent.console.auth import TrustStore
+    from agent.console.logring import LogRing
+    from agent.unitapi.api import UnitApi
+    from tests.fakes import FakeClock
+    from tests.unit.test_console_backend import FakeAgent
+
+    agent = FakeAgent(tmp_path, FakeClock())
+    path = tmp_path / "bodycam.toml"
+    path.write_text('# unit 7: ops keeps this file\n[device]\nid = "unit-7"  # as enrolled\n\n'
+                    '[recording]\n# thirty seconds is the policy\npre_event_s = 30.0\n')
+    unit = UnitApi(agent, config_path=path, ring=LogRing(), trust=TrustStore("unit-7"))  # type: ignore[arg-type]
+    try:
+        assert unit.config_set("recording.pre_event_s", "12.5", "console:alice:ab")["changed"]
+        text = path.read_text()
+        assert "# unit 7: ops keeps this file" in text and "# thirty seconds is the policy" in text
+        assert "# as enrolled" in text and "pre_event_s = 12.5" in text
+    finally:
+        agent.store.close()
