@@ -2,7 +2,7 @@
 
 Requests ``{"cmd": "start"}``; answers ``{"ok": true, "data": {...}}`` or
 ``{"ok": false, "error": {"code": "...", "message": "..."}}``. The caller's uid (SO_PEERCRED)
-becomes the actor in the audit log.
+becomes the actor in the audit log and decides its access (``agent.unitapi.ctl``).
 """
 
 from __future__ import annotations
@@ -15,33 +15,43 @@ import socketserver
 import struct
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from agent.unitapi.errors import Refused
 
 log = logging.getLogger(__name__)
 
 MAX_LINE = 4096
-Handler = Callable[[str, str, dict[str, Any]], dict[str, Any]]
+ControlError = Refused  # the unit API's one refusal, by the name the socket has always used
 
 
-class ControlError(Exception):
-    """A request the unit refuses, with a stable code for scripts."""
+@dataclass(frozen=True, slots=True)
+class Peer:
+    """Who is on the other end of a connection, as the kernel says (None: it could not say)."""
 
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
+    uid: int | None
+    pid: int | None
+
+    @property
+    def actor(self) -> str:
+        return "ctl:unknown" if self.uid is None else f"ctl:uid={self.uid},pid={self.pid}"
 
 
-def peer_actor(sock: socket.socket) -> str:
+Handler = Callable[[str, Peer, dict[str, Any]], dict[str, Any]]
+
+
+def peer_of(sock: socket.socket) -> Peer:
     try:
         creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
         pid, uid, _gid = struct.unpack("3i", creds)
-        return f"ctl:uid={uid},pid={pid}"
+        return Peer(uid, pid)
     except OSError:
-        return "ctl:unknown"
+        return Peer(None, None)
 
 
-def answer_line(raw: bytes, actor: str, handler: Handler) -> dict[str, Any]:
+def answer_line(raw: bytes, peer: Peer, handler: Handler) -> dict[str, Any]:
     """Pure request handling: parse one line, dispatch, shape the answer. Never raises."""
     try:
         req = json.loads(raw.decode("utf-8"))
@@ -50,11 +60,11 @@ def answer_line(raw: bytes, actor: str, handler: Handler) -> dict[str, Any]:
         args = req.get("args", {})
         if not isinstance(args, dict):
             raise ControlError("bad-request", '"args" must be an object')
-        return {"ok": True, "data": handler(req["cmd"], actor, args)}
+        return {"ok": True, "data": handler(req["cmd"], peer, args)}
     except (UnicodeDecodeError, json.JSONDecodeError):
         return {"ok": False, "error": {"code": "bad-request", "message": "not a JSON line"}}
     except ControlError as exc:
-        return {"ok": False, "error": {"code": exc.code, "message": str(exc)}}
+        return {"ok": False, "error": exc.as_dict()}
     except Exception as exc:
         log.exception("control command failed")
         return {"ok": False, "error": {"code": "failed", "message": f"{type(exc).__name__}: {exc}"}}
@@ -69,7 +79,7 @@ class _Conn(socketserver.StreamRequestHandler):
     server: _Server
 
     def handle(self) -> None:
-        actor = peer_actor(self.request)
+        peer = peer_of(self.request)
         while True:
             raw = self.rfile.readline(MAX_LINE + 1)
             if not raw:
@@ -78,7 +88,7 @@ class _Conn(socketserver.StreamRequestHandler):
                 reply = {"ok": False, "error": {"code": "too-long", "message": f"line over {MAX_LINE} bytes"}}
                 self.wfile.write(json.dumps(reply).encode() + b"\n")
                 return
-            reply = answer_line(raw, actor, self.server.handler)
+            reply = answer_line(raw, peer, self.server.handler)
             self.wfile.write(json.dumps(reply, default=str).encode() + b"\n")
 
 

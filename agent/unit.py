@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
-from agent.config import Config, SensorConfig
+from agent.config import Config, ConfigError, SensorConfig
 from agent.media.audio import AudioEncoder
 from agent.media.encoders import ThermalEncoder, VideoEncoder
 from agent.media.packets import EncodedPacket, TrackSpec
@@ -33,7 +34,7 @@ GNSS_STALL_S = 30.0  # gpsd reports at least once a second, fix or not
 
 
 class UnitError(Exception):
-    """The config asks for a driver or an option this unit cannot provide."""
+    """The config asks for a unit that cannot be built (nothing to record)."""
 
 
 @dataclass
@@ -56,12 +57,33 @@ class Sensors:
                 enc.request_keyframe()
 
 
+def unknown_options(factory: Callable[..., Any], options: Mapping[str, object]) -> tuple[list[str], list[str]]:
+    """(options ``factory`` does not take, the ones it does), from its signature."""
+    params = inspect.signature(factory).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return [], []
+    taken = sorted(n for n, p in params.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL
+                   and n not in ("self", "name", "clock"))
+    return sorted(k for k in options if k not in params), taken
+
+
 def _create(registry: Registry, kind: str, name: str, sc: SensorConfig, clock: Clock, sim: bool) -> Any:
+    """A device for one sensor; a driver or option the config names wrongly is a ConfigError with
+    the option's dotted key, like every other config mistake."""
     driver = "sim" if sim and kind != "clock" else sc.driver
+    path = f"cameras.{name}" if kind == "camera" else kind
+    try:
+        info = registry.get(kind, driver)
+    except DriverError as exc:
+        raise ConfigError(f"{path}.driver", str(exc)) from exc
+    unknown, taken = unknown_options(info.factory, sc.options)
+    if unknown:
+        raise ConfigError(f"{path}.options.{unknown[0]}", f"the {kind} driver {driver!r} takes no such option "
+                          f"(it takes: {', '.join(taken) or 'none'})")
     try:
         return registry.create(kind, driver, name=name, clock=clock, **dict(sc.options))
     except (DriverError, ValueError) as exc:
-        raise UnitError(f"{kind} {name!r} (driver {driver!r}): {exc}") from exc
+        raise ConfigError(f"{path}.options", f"{kind} driver {driver!r}: {exc}") from exc
 
 
 def build_sensors(config: Config, clock: Clock, sim: bool, registry: Registry | None = None) -> Sensors:

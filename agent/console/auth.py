@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from agent.evidence import canonical
 from agent.evidence.keys import fingerprint, public_der, verify_signature
+from agent.unitapi.errors import Refused
 
 CTX_LOGIN = b"bodycam/v1/console-login\x00"
 CTX_CERT = b"bodycam/v1/technician-cert\x00"
@@ -34,12 +35,8 @@ _NAME = re.compile(r"[A-Za-z0-9 ._@-]{1,64}")
 _HEX = re.compile(r"[0-9a-fA-F]*")
 
 
-class AuthError(Exception):
+class AuthError(Refused):
     """A refused login, with a stable ``code`` for scripts (the message never echoes secrets)."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 def login_message(device_id: str, nonce: bytes) -> bytes:

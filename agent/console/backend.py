@@ -1,15 +1,20 @@
-"""What the console needs from the unit: the ``ConsoleBackend`` protocol and its value types.
+"""What the front-ends need from the unit: the ``ConsoleBackend`` protocol and its value types.
 
-The console never touches the recorder, the store or the sensors itself; it asks a backend. The
-agent's backend is :class:`agent.console.agent_backend.AgentBackend`; tests use hand-written
-fakes. Every method returns plain JSON-able data. None returns footage, plaintext, or a private
-key: there is no method that could.
+The console and the control socket never touch the recorder, the store or the sensors
+themselves; they ask a backend. The running unit's is :class:`agent.unitapi.api.UnitApi`; tests
+use hand-written fakes. Every method returns plain JSON-able data. None returns footage,
+plaintext, or a private key: there is no method that could.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+from agent.unitapi.errors import Refused
+
+if TYPE_CHECKING:
+    from agent.unitapi.status import UnitStatus
 
 PASS = "pass"
 FAIL = "fail"
@@ -17,13 +22,7 @@ WARN = "warn"
 SKIP = "skip"
 
 
-class BackendError(Exception):
-    """A request the unit cannot carry out, with a stable ``code`` (refused, bad-value, unavailable...)."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
+BackendError = Refused  # the unit API's one refusal, by the name the console has always used
 
 @dataclass(frozen=True, slots=True)
 class SelftestItem:
@@ -43,17 +42,21 @@ def verdict(items: list[SelftestItem]) -> str:
 
 
 class ConsoleBackend(Protocol):
-    """The unit as the console sees it. Methods are called from the console thread only, one at
-    a time; implementations must never raise anything but :class:`BackendError` on purpose, and
-    must not block for more than a few seconds (``selftest`` excepted, which waits for sensors).
+    """The unit as a front-end sees it. The console calls it from its own thread, one call at a
+    time; the control socket from its connection threads (``get_status``, ``record``,
+    ``switch``). Implementations never raise anything but :class:`BackendError` on purpose, and
+    never block for more than a few seconds (``selftest`` excepted, which waits for sensors).
 
-    ``actor`` names who asked, for the audit log and chain events (``console:<name>:<fp16>``).
+    ``actor`` names who asked, for the audit log and chain events (``console:<name>:<fp16>``,
+    ``ctl:uid=<uid>,pid=<pid>``).
     """
 
     @property
     def device_id(self) -> str: ...
 
     def version(self) -> dict[str, Any]: ...
+
+    def get_status(self) -> UnitStatus: ...
 
     def status(self) -> dict[str, Any]: ...
 
@@ -75,7 +78,10 @@ class ConsoleBackend(Protocol):
 
     def key_fingerprints(self) -> dict[str, Any]: ...
 
-    def record(self, action: str, actor: str, note: str | None = None) -> dict[str, Any]: ...
+    def record(self, action: str, actor: str, note: str | None = None, trigger: str = "console") -> dict[str, Any]:
+        ...
+
+    def switch(self, name: str, on: bool, actor: str) -> dict[str, Any]: ...
 
     def config_get(self, key: str) -> dict[str, Any]: ...
 

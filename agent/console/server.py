@@ -19,7 +19,7 @@ import logging
 import threading
 from typing import Any, Protocol
 
-from agent.console.session import FloodGuard
+from agent.console.guards import FloodGuard
 from hal.clock import Clock
 
 log = logging.getLogger(__name__)

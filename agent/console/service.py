@@ -9,24 +9,19 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from agent.config import ConsoleConfig, resolve_path
-from agent.console.agent_backend import AgentBackend
 from agent.console.auth import Authenticator, Lockout, TrustStore, key_fingerprint, parse_public_pems
 from agent.console.logring import LogRing
 from agent.console.server import ConsoleServer
 from agent.console.session import Session
 from agent.fsutil import atomic_write_bytes
+from agent.unitapi.api import UnitApi
 from hal.clock import Clock
-
-if TYPE_CHECKING:
-    from agent.daemon import Agent
 
 log = logging.getLogger(__name__)
 
@@ -112,34 +107,29 @@ class ConsoleService:
         logging.getLogger().removeHandler(self.ring)
 
 
-EXIT_RESTART = 75  # EX_TEMPFAIL: what `bodycam run` should exit with after `reboot`, so systemd restarts it
+def start_console(unit: UnitApi) -> ConsoleService | None:
+    """Serve the console on the unit's ``[console] device`` (None when it is empty or fails).
 
-
-def start_console(agent: Agent, config_path: Path,
-                  restart: Callable[[], None] | None = None) -> ConsoleService | None:
-    """Serve the console on ``agent.config.console.device`` (None when it is empty or fails).
-
-    ``restart`` is what `reboot` calls, one second after answering: it must stop the agent
-    cleanly and have it started again. The default sends SIGTERM to the agent itself, a clean
-    stop that a service manager restarts only if told to (``Restart=always``); the daemon
-    should pass one that makes ``bodycam run`` exit with :data:`EXIT_RESTART` instead.
+    ``unit`` is the unit API the daemon built; its ``restart`` is what `reboot` calls, one
+    second after answering.
     """
-    cfg = agent.config.console
+    parts = unit.parts
+    cfg = parts.config.console
     if not cfg.device:
         return None
     ring = LogRing()
     try:
         logging.getLogger().addHandler(ring)
-        trust = load_trust(cfg, agent.data_dir, agent.config.device.id)
-        backend = AgentBackend(agent, config_path=config_path, ring=ring, trust=trust, restart=restart)
+        trust = load_trust(cfg, parts.data_dir, parts.config.device.id)
+        backend = unit.for_console(ring, trust)
         lockout = Lockout(cfg.lockout_after, round(cfg.lockout_base_s * 1e9), round(cfg.lockout_max_s * 1e9))
-        saved = LockoutFile(agent.data_dir / LOCKOUT_FILE, agent.clock)
+        saved = LockoutFile(parts.data_dir / LOCKOUT_FILE, parts.clock)
         saved.load_into(lockout)
         session = Session(backend, Authenticator(trust, lockout, saved.save), random_bytes=os.urandom,
-                          utc_ns=agent.clock.utc_ns,
+                          utc_ns=parts.clock.utc_ns,
                           login_required_for_read=cfg.login_required_for_read,
                           session_idle_ns=round(cfg.session_idle_s * 1e9))
-        server = ConsoleServer(cfg.device, cfg.baud, session, agent.clock)
+        server = ConsoleServer(cfg.device, cfg.baud, session, parts.clock)
         server.start()
     except Exception:
         logging.getLogger().removeHandler(ring)

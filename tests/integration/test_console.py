@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from agent.config import load_config, render_config
 from agent.console.auth import login_message, raw_public
-from agent.console.service import EXIT_RESTART
+from agent.daemon import EXIT_RESTART
 from agent.evidence.manifest import parse_manifest_record
 from agent.evidence.segment import scan
 from tests.console_util import Line, NullModem, diag

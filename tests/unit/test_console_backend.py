@@ -13,14 +13,16 @@ from typing import Any
 import pytest
 
 from agent.config import default_config, load_config, render_config
+from agent.config.table import lookup
 from agent.console import selftest
-from agent.console.agent_backend import SETTABLE, AgentBackend, coerce, lookup
 from agent.console.auth import TrustStore
 from agent.console.backend import BackendError, verdict
 from agent.console.logring import LogRing
 from agent.evidence.keys import FileKeyStore, fingerprint, generate_device_key, generate_hq_key, public_der
 from agent.recorder import CommandError
 from agent.store import Store
+from agent.unitapi.api import UnitApi as AgentBackend
+from agent.unitapi.config_ops import SETTABLE, coerce
 from hal.clock import TimeQuality, TimeSource
 from tests.fakes import FakeClock
 
@@ -71,7 +73,9 @@ class FakeAgent:
         self.recorder = FakeRecorder()
         self.workers = [FakeWorker("chest"), FakeWorker("thermal", device={"rate_hz": 8.7, "fpa_temp_ck": 30815}),
                         FakeWorker("inputs")]
-        self.sensors = SimpleNamespace(tracks=[SimpleNamespace(kind="video"), SimpleNamespace(kind="thermal")])
+        self.sensors = SimpleNamespace(tracks=[SimpleNamespace(kind="video"), SimpleNamespace(kind="thermal")],
+                                       power=SimpleNamespace(read=lambda: SimpleNamespace(battery_pct=81.0,
+                                                                                         charging=False)))
         self.storage = SimpleNamespace(get_status=lambda: {"level": "ok", "free_bytes": 10**10, "hours_left": 9.5,
                                                            "alarm": None})
 

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from agent.config import ConsoleConfig
 from agent.console.auth import key_fingerprint
 from agent.console.service import load_trust, start_console
+from agent.unitapi.api import UnitApi
 from tests.fakes import FakeClock
 from tests.unit.test_console_backend import FakeAgent
 
@@ -46,7 +47,7 @@ def test_no_keys_means_read_only_and_says_so(tmp_path: Path, caplog: pytest.LogC
 def test_no_device_no_console(tmp_path: Path) -> None:
     agent = FakeAgent(tmp_path, FakeClock())
     try:
-        assert start_console(agent, tmp_path / "bodycam.toml") is None  # type: ignore[arg-type]
+        assert start_console(UnitApi(agent, config_path=tmp_path / "bodycam.toml")) is None  # type: ignore[arg-type]
     finally:
         agent.store.close()
 
@@ -58,7 +59,7 @@ def test_it_serves_a_real_pty_and_closes_cleanly(tmp_path: Path) -> None:
     agent = FakeAgent(tmp_path, FakeClock())
     agent.config = dataclasses.replace(agent.config, console=dataclasses.replace(agent.config.console, device=path))
     handlers = len(logging.getLogger().handlers)
-    service = start_console(agent, tmp_path / "bodycam.toml")  # type: ignore[arg-type]
+    service = start_console(UnitApi(agent, config_path=tmp_path / "bodycam.toml"))  # type: ignore[arg-type]
     assert service is not None
     try:
         got = b""
@@ -82,7 +83,7 @@ def test_a_device_that_never_appears_costs_nothing_but_a_log_line(
     missing = str(tmp_path / "ttyGS0")
     agent.config = dataclasses.replace(agent.config, console=dataclasses.replace(agent.config.console, device=missing))
     caplog.set_level(logging.WARNING)
-    service = start_console(agent, tmp_path / "bodycam.toml")  # type: ignore[arg-type]
+    service = start_console(UnitApi(agent, config_path=tmp_path / "bodycam.toml"))  # type: ignore[arg-type]
     assert service is not None
     try:
         time.sleep(1.2)  # a few reopen attempts

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 from agent.console.auth import Authenticator, Lockout, TrustStore, key_fingerprint, login_message, raw_public
 from agent.console.backend import BackendError, SelftestItem
-from agent.console.commands import COMMANDS
 from agent.console.session import FloodGuard, Session, TokenBucket
+from agent.unitapi.commands import COMMANDS
 
 S = 1_000_000_000
 UNIT = "unit-7"

@@ -1,9 +1,10 @@
-"""The console's command table: names, arguments, who may run them, and their handlers. Pure.
+"""The unit's one command table: names, arguments, who may run them, and their handlers. Pure.
 
-A request is a command name and arguments, either positional words (a typed line, or a JSON
-``"args"`` array) or named (a JSON ``"args"`` object); :func:`bind` turns both into one checked
-dict. Access is one of three levels: ``open`` (anyone on the line), ``read`` (anyone, unless the
-unit's config asks for a login first) and ``change`` (a logged-in technician only).
+Both front-ends dispatch through it: the console (``agent.console.session``) and the control
+socket (:func:`ctl_handler`); each row says which front-ends offer it. A request is a command
+name and arguments, either positional words (a typed line, or a JSON ``"args"`` array) or named
+(a JSON ``"args"`` object); :func:`bind` turns both into one checked dict. Access is one of three
+levels (``agent.unitapi.access``); a refusal is always :class:`~agent.unitapi.errors.Refused`.
 """
 
 from __future__ import annotations
@@ -13,22 +14,17 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from agent.console.backend import ConsoleBackend, SelftestItem, verdict
+from agent.unitapi.access import CHANGE, OPEN, READ, Access
+from agent.unitapi.errors import Refused
 
-OPEN = "open"
-READ = "read"
-CHANGE = "change"
+CONSOLE = "console"
+CTL = "ctl"
 
 MAX_LOG_LINES = 200
 SELFTEST_COOLDOWN_NS = 5_000_000_000  # a self-test costs CPU: at most one every few seconds per line
 
 
-class ConsoleError(Exception):
-    """A request refused by the console itself, with a stable ``code``."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
+ConsoleError = Refused  # the name the console's handlers have always raised
 
 class SessionOps(Protocol):
     """What login, logout and the access check need from the line's session."""
@@ -50,6 +46,7 @@ class Context:
     actor: str
     now_ns: int
     state: dict[str, int] = field(default_factory=dict)  # per-line memory (the last self-test...)
+    front: str = CONSOLE
 
     @property
     def logged_in(self) -> bool:
@@ -58,7 +55,7 @@ class Context:
 
 @dataclass(frozen=True, slots=True)
 class Arg:
-    """One argument: ``kind`` is word, int, text (the rest of the line) or value (any JSON value)."""
+    """One argument: ``kind`` is word, int, bool, text (the rest of the line) or value (any JSON value)."""
 
     name: str
     kind: str = "word"
@@ -78,9 +75,10 @@ class Command:
     summary: str
     handler: Handler
     args: tuple[Arg, ...] = ()
-    access: str | Callable[[dict[str, Any]], str] = READ
+    access: Access | Callable[[dict[str, Any]], Access] = READ
+    fronts: tuple[str, ...] = (CONSOLE,)
 
-    def access_for(self, args: dict[str, Any]) -> str:
+    def access_for(self, args: dict[str, Any]) -> Access:
         return self.access(args) if callable(self.access) else self.access
 
     @property
@@ -115,6 +113,8 @@ def bind(cmd: Command, raw: list[Any] | dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for arg in cmd.args:
         if arg.name not in named or named[arg.name] is None:
+            if arg.required and arg.kind == "bool":
+                raise ConsoleError("bad-args", f'{cmd.name} needs "{arg.name}": true or false')
             if arg.required:
                 raise ConsoleError("bad-args", f"{arg.name} is missing: {cmd.usage}")
             out[arg.name] = arg.default
@@ -125,6 +125,10 @@ def bind(cmd: Command, raw: list[Any] | dict[str, Any]) -> dict[str, Any]:
 
 def _convert(cmd: Command, arg: Arg, value: Any) -> Any:
     if arg.kind == "value":
+        return value
+    if arg.kind == "bool":
+        if not isinstance(value, bool):
+            raise ConsoleError("bad-args", f'{cmd.name} needs "{arg.name}": true or false')
         return value
     if arg.kind == "int":
         try:
@@ -214,7 +218,7 @@ def _login(ctx: Context, args: dict[str, Any]) -> dict[str, Any]:
     return ctx.session.finish_login(args["key"], args["signature"], args["cert"])
 
 
-def _change_if(actions: tuple[str, ...]) -> Callable[[dict[str, Any]], str]:
+def _change_if(actions: tuple[str, ...]) -> Callable[[dict[str, Any]], Access]:
     return lambda args: CHANGE if args.get("action") in actions else READ
 
 
@@ -248,4 +252,32 @@ _CMDS = [
             (), CHANGE),
 ]
 
-COMMANDS: dict[str, Command] = {c.name: c for c in _CMDS}
+
+
+def _ctl_mark(ctx: Context, args: dict[str, Any]) -> dict[str, Any]:
+    note = args["note"]
+    return ctx.backend.record("mark", ctx.actor, str(note)[:500] if note else None)
+
+
+_SWITCH = (Arg("on", "bool", required=True),)
+_CMDS += [
+    Command("status", "the whole status, as JSON", lambda c, a: c.backend.get_status().as_dict(), (), READ,
+            (CTL,)),
+    Command("start", "start recording", lambda c, a: c.backend.record("start", c.actor, None, "ctl"), (), CHANGE,
+            (CTL,)),
+    Command("stop", "stop recording", lambda c, a: c.backend.record("stop", c.actor), (), CHANGE, (CTL,)),
+    Command("mark", "mark a moment, with an optional note", _ctl_mark, (Arg("note", "value"),), CHANGE, (CTL,)),
+    Command("stealth", "indicators dark, or lit again", lambda c, a: c.backend.switch("stealth", a["on"], c.actor),
+            _SWITCH, CHANGE, (CTL,)),
+    Command("mute", "audio muted, or recorded again", lambda c, a: c.backend.switch("mute", a["on"], c.actor),
+            _SWITCH, CHANGE, (CTL,)),
+]
+
+
+def commands_for(front: str) -> dict[str, Command]:
+    """The rows of the table one front-end offers, by name."""
+    return {c.name: c for c in _CMDS if front in c.fronts}
+
+
+COMMANDS: dict[str, Command] = commands_for(CONSOLE)
+CTL_COMMANDS: dict[str, Command] = commands_for(CTL)
