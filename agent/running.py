@@ -28,6 +28,7 @@ from agent.reserve import RESERVE_NAME, ReserveError, SpaceReserve, no_room_mess
 from agent.state import State, StateFile, resume_state
 from agent.storage import StorageMaintainer, disk_bytes, recording_bytes_per_second, thresholds_for
 from agent.store import Store
+from agent.sync.alarms import recorder_hooks
 from agent.sync.setup import SyncSetupError, build_sync_worker
 from agent.sync.worker import SyncWorker
 from agent.unit import Sensors, build_sensors, build_workers
@@ -139,8 +140,11 @@ class Agent:
         self.sync: SyncWorker | None = None
         self.sync_problem: str | None = None
         try:
+            # alarms become signed chain events and the status LED through the recorder's inbox
+            on_alarm, on_alarm_cleared = recorder_hooks(self.recorder.post_command)
             self.sync = build_sync_worker(config, data_dir, self.store, self.keystore, clock,
-                                          self.unit.heartbeat_status)
+                                          self.unit.heartbeat_status, on_alarm=on_alarm,
+                                          on_alarm_cleared=on_alarm_cleared)
         except SyncSetupError as exc:  # recording never waits on sync: run without it, and say so
             self.sync_problem = str(exc)
             log.error("sync disabled: %s", exc)

@@ -69,6 +69,8 @@ EVENT_TYPES = frozenset(
         "sensor-recovered",
         "config-changed",
         "mark",
+        "sync-alarm",
+        "sync-alarm-cleared",
     }
 )
 

@@ -177,8 +177,8 @@ class RecorderEngine:
                 return self._start(actor, **a)
             case "stop":
                 return self._stop(actor, **a)
-            case "toggle_record":
-                return self._toggle_record(actor, **a)
+            case "toggle_record":  # the button: a trigger argument only matters when it starts
+                return self._stop(actor) if m.recording else self._start(actor, **{"trigger": "button", **a})
             case "mark":
                 return self._mark(actor, **a)
             case "stealth":
@@ -195,6 +195,8 @@ class RecorderEngine:
                 return self._apply(machine.sensor_recovered(m, **a))
             case "storage_level":
                 return self._storage_level(**a)
+            case "sync_alarm":
+                return self._apply(machine.sync_alarm(m, **a))
             case "config_changed":
                 return self._config_changed(actor, **a)
             case "status":
@@ -219,9 +221,6 @@ class RecorderEngine:
         answer = self._apply(machine.stop(self.mode, actor))
         log.info("READY (stopped by %s)", actor)
         return answer
-
-    def _toggle_record(self, actor: str, trigger: str = "button") -> dict[str, Any]:
-        return self._stop(actor) if self.mode.recording else self._start(actor, trigger=trigger)
 
     def _mark(self, actor: str, note: str | None = None) -> dict[str, Any]:
         mark_id = self._pipeline.mark(actor, note)

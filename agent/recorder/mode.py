@@ -46,6 +46,7 @@ class Mode:
     open_fault: bool = False  # recording, and no segment could be opened for OPEN_FAULT_NS
     media_sensors: frozenset[str] = frozenset()
     failed_sensors: frozenset[str] = frozenset()
+    sync_alarms: frozenset[str] = frozenset()  # standing sync alarms (agent/sync/alarms.py) raised now
 
     @property
     def recording(self) -> bool:
@@ -137,7 +138,7 @@ def indicator_patterns(mode: Mode, pulse: bool = False) -> tuple[tuple[Indicator
     """What the LEDs, buzzer and haptic show in ``mode`` (everything dark in stealth)."""
     if mode.stealth:
         return tuple((i, Pattern.OFF) for i in Indicator)
-    alarm = mode.state is State.ERROR or mode.storage is not StorageLevel.OK
+    alarm = mode.state is State.ERROR or mode.storage is not StorageLevel.OK or bool(mode.sync_alarms)
     out = [
         (Indicator.RECORDING_LED, Pattern.ON if mode.recording else Pattern.OFF),
         (Indicator.STATUS_LED, Pattern.BLINK if alarm else Pattern.ON),
@@ -299,3 +300,20 @@ def open_fault(mode: Mode, faulted: bool) -> Outcome:
     """Whether the recording has gone without a segment for :data:`OPEN_FAULT_NS`."""
     new = settle(dataclasses.replace(mode, open_fault=faulted and mode.recording))
     return Outcome(new, _changed(mode, new))
+
+
+def sync_alarm(mode: Mode, kind: str, message: str, active: bool, standing: bool) -> Outcome:
+    """The sync worker raised (or cleared) an alarm: a signed ``sync-alarm`` (``sync-alarm-cleared``)
+    event, the status LED blinking while a standing one holds, and a haptic pulse for a new one.
+
+    A standing alarm raised again while it holds, or cleared while it does not, changes nothing.
+    """
+    held = kind in mode.sync_alarms
+    if standing and active == held:
+        return Outcome(mode, answer={"sync_alarms": sorted(mode.sync_alarms)})
+    alarms = (mode.sync_alarms | {kind} if active else mode.sync_alarms - {kind}) if standing else mode.sync_alarms
+    new = dataclasses.replace(mode, sync_alarms=alarms)
+    detail = {"kind": kind, "message": message, "standing": standing}
+    sign = Sign("sync-alarm" if active else "sync-alarm-cleared", detail, mode.recording_id, required=False)
+    return Outcome(new, after=(sign, Indicate(indicator_patterns(new, pulse=active))),
+                   answer={"sync_alarms": sorted(alarms)})

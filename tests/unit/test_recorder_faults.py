@@ -1,13 +1,17 @@
-"""ERROR for real, through the recorder: every media sensor failed, or no segment for too long."""
+"""ERROR for real, through the recorder: every media sensor failed, or no segment for too long; sync alarms."""
 
 from __future__ import annotations
 
 import errno
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
 from agent.chainlog import OsSegmentFile, SegmentFile
+from agent.evidence.verify import check_file
 from agent.recorder.mode import OPEN_FAULT_NS
 from agent.state import State, StateFile
+from agent.sync.alarms import recorder_hooks
 from tests.recorder_rig import FPS, Rig, S
 
 
@@ -78,3 +82,19 @@ def test_stop_while_in_error_leaves_the_recording_and_the_fault(tmp_path: Path) 
     assert rig.rec.get_status()["state"] == "error"
     rig.rec.step_command("stop")
     assert rig.rec.get_status()["state"] == "ready" and _persisted(tmp_path) == (State.READY, None)
+
+
+def test_sync_alarms_reach_the_chain_as_signed_events_that_verify(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    hooks = recorder_hooks(lambda name, actor, **args: rig.rec.step_command(name, actor, **args))
+    on_alarm, on_cleared = hooks
+    on_alarm("auth", "headquarters refuses this unit (401)")
+    on_alarm("auth", "still refused")  # a standing alarm raised again signs nothing new
+    on_cleared("auth")
+    events = [(mf["event"], mf["detail"].get("kind")) for mf in rig.manifests() if mf["type"] == "event"]
+    assert events[-2:] == [("sync-alarm", "auth"), ("sync-alarm-cleared", "auth")]
+    assert sum(e == "sync-alarm" for e, _ in events) == 1
+    pub = ed25519.Ed25519PublicKey.from_public_bytes(rig.signer.public_key_raw())
+    for path in sorted((tmp_path / "segments").glob("*.bcs")):
+        result, _ = check_file(path, pub)
+        assert not result.problems, (path.name, result.problems)

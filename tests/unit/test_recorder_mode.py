@@ -202,3 +202,28 @@ def test_mute_drops_buffered_audio_and_unmute_does_not() -> None:
     assert out.after == (Sign("mute-on", {"by": "alice"}, None), DropAudio(), FlagSegments("muted"))
     assert m.set_mute(out.mode, "alice", False).after == (Sign("mute-off", {"by": "alice"}, None),)
     assert m.set_mute(out.mode, "alice", True).answer == {"muted": True, "changed": False}
+
+
+def test_a_standing_sync_alarm_is_signed_once_blinks_the_status_led_and_clears() -> None:
+    ready = m.Mode(state=State.READY)
+    raised = m.sync_alarm(ready, "auth", "headquarters refuses this unit", active=True, standing=True)
+    assert raised.mode.sync_alarms == frozenset({"auth"})
+    signs = [e for e in raised.after if isinstance(e, m.Sign)]
+    assert [(s.kind, s.detail["kind"], s.required) for s in signs] == [("sync-alarm", "auth", False)]
+    shown = dict(next(e for e in raised.after if isinstance(e, m.Indicate)).patterns)
+    assert shown[Indicator.STATUS_LED] is Pattern.BLINK and shown[Indicator.HAPTIC] is Pattern.PULSE
+    again = m.sync_alarm(raised.mode, "auth", "still refused", active=True, standing=True)
+    assert again.after == () and again.mode == raised.mode  # raised again while it holds: nothing new
+    cleared = m.sync_alarm(raised.mode, "auth", "", active=False, standing=True)
+    assert cleared.mode.sync_alarms == frozenset()
+    assert [e.kind for e in cleared.after if isinstance(e, m.Sign)] == ["sync-alarm-cleared"]
+    assert dict(m.indicator_patterns(cleared.mode))[Indicator.STATUS_LED] is Pattern.ON
+
+
+def test_a_one_off_sync_alarm_is_signed_and_pulses_without_standing() -> None:
+    out = m.sync_alarm(m.Mode(state=State.READY), "receipt", "receipt signature does not verify",
+                       active=True, standing=False)
+    assert out.mode.sync_alarms == frozenset()
+    assert [e.kind for e in out.after if isinstance(e, m.Sign)] == ["sync-alarm"]
+    dark = m.sync_alarm(m.Mode(state=State.READY, stealth=True), "receipt", "x", active=True, standing=False)
+    assert all(p is Pattern.OFF for _, p in next(e for e in dark.after if isinstance(e, m.Indicate)).patterns)
