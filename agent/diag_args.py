@@ -57,9 +57,12 @@ def hoist_options(args: argparse.Namespace) -> argparse.Namespace:
 
 def commands_help() -> str:
     """The console's commands, from its command table, for ``bodycam diag --help``."""
-    from agent.console.commands import CHANGE, COMMANDS
+    from agent.unitapi.access import CHANGE
+    from agent.unitapi.commands import COMMANDS
 
-    listed = {c.usage: c.summary + (" (login)" if c.access == CHANGE else "") for c in COMMANDS.values()}
+    # a command whose access depends on its arguments (record start|stop|mark) needs a login for some
+    listed = {c.usage: c.summary + (" (login)" if callable(c.access) or c.access is CHANGE else "")
+              for c in COMMANDS.values()}
     return commands_epilog("commands (the unit's console; `help COMMAND` on the unit explains one)", listed)
 
 
