@@ -9,6 +9,7 @@ import getpass
 import json
 import logging
 import signal
+import ssl
 import sys
 import threading
 import time
@@ -25,15 +26,18 @@ from hq import decrypt_cmd, technician_cmd
 from hq.app import build_service, open_index, prepare
 from hq.audit import Auditor
 from hq.export import ExportError, evidence_rows, export, parse_time
+from hq.guard import OriginError, parse_origin
 from hq.index import HqIndexError, SqliteIndex
 from hq.keygen import keygen
+from hq.limits import DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_PER_SOURCE, LimitSettings
+from hq.metrics import Metrics, serve_metrics
 from hq.records import valid_device_id
-from hq.server import HqHttpServer, ListenError, check_listen, parse_listen, server_tls_context
+from hq.serve import DRAIN_TIMEOUT_S, HqServer, ListenError, check_listen, is_loopback, parse_listen
 from hq.storage import FileEvidenceStore
+from hq.tls import PROFILES, TlsError, server_tls_context
 
 log = logging.getLogger(__name__)
 
-DRAIN_TIMEOUT_S = 60.0
 SERVE_LOCK_NAME = "serve.lock"
 
 
@@ -85,14 +89,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         host, port = parse_listen(args.listen)
         check_listen(host, args.allow_remote)
-        _require_keys(keys, "server.pem", "server.key", "receipt.key")
-        tls = server_tls_context(keys / "server.pem", keys / "server.key")
+        origins = [parse_origin(o) for o in args.public_origin]
+        _check_serve_options(args, host, origins)
+        metrics_at = _metrics_address(args.metrics_listen)
+        needed = ("receipt.key",) if args.behind_proxy else ("server.pem", "server.key", "receipt.key")
+        _require_keys(keys, *needed)
+        tls = None if args.behind_proxy else server_tls_context(keys / "server.pem", keys / "server.key", args.profile)
         index = open_index(args.data_dir)
-    except (ListenError, OSError, HqIndexError, KeyFileError) as exc:
+    except (ListenError, OriginError, OSError, HqIndexError, KeyFileError, TlsError, ssl.SSLError) as exc:
         return _fail("serve", _serve_problem(exc, args.listen), 2)
+    metrics = Metrics()
+    limits = LimitSettings(max_connections=args.max_connections, max_per_source=args.max_connections_per_source)
     try:
         service = build_service(args.data_dir, keys, index)
-        server = HqHttpServer((host, port), service, tls)
+        server = HqServer((host, port), service, tls, origins=origins, limits=limits,
+                          behind_proxy=args.behind_proxy, metrics=metrics)
+        exporter = serve_metrics(metrics, *metrics_at) if metrics_at else None
     except (KeyFileError, OSError) as exc:
         index.close()
         return _fail("serve", _serve_problem(exc, args.listen), 2)
@@ -104,21 +116,57 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    loop = threading.Thread(target=server.serve_forever, name="hq-accept", daemon=True)
+    loop = threading.Thread(target=server.serve_forever, name="hq-serve", daemon=True)
     loop.start()
-    service.audit.record("service-start", _actor(), f"https://{args.listen}", "ok", port=server.port)
-    print(f"bodycam-hq: serving https://{host}:{server.port}/v1/", flush=True)
+    scheme = "http" if args.behind_proxy else "https"
+    service.audit.record("service-start", _actor(), f"{scheme}://{args.listen}", "ok", port=server.port,
+                         origins=server.origins.origins, behind_proxy=args.behind_proxy, tls_profile=args.profile)
+    print(f"bodycam-hq: serving {scheme}://{_authority(host, server.port)}/v1/", flush=True)
+    if exporter is not None and metrics_at is not None:
+        print(f"bodycam-hq: metrics on http://{_authority(metrics_at[0], exporter.port)}/metrics", flush=True)
     try:
-        while not stop.wait(1.0):
+        while not stop.wait(1.0) and loop.is_alive():
             pass
     finally:
         server.shutdown()  # no new connections; requests in flight continue
-        drained = server.drain(DRAIN_TIMEOUT_S)
+        drained = server.drain(DRAIN_TIMEOUT_S + 5)
         server.server_close()
-        service.audit.record("service-stop", _actor(), f"https://{args.listen}", "ok" if drained else "failed")
+        if exporter is not None:
+            exporter.close()
+        service.audit.record("service-stop", _actor(), f"{scheme}://{args.listen}", "ok" if drained else "failed")
         index.close()
     print("bodycam-hq: stopped", flush=True)
     return 0
+
+
+def _authority(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _check_serve_options(args: argparse.Namespace, host: str, origins: list[str]) -> None:
+    if args.workers != 1:
+        # The embedded index is one SQLite file whose uploads are serialised by in-process locks.
+        raise ListenError(f"--workers {args.workers}: the embedded SQLite index serialises uploads with locks "
+                          "inside one process, so it is served by one worker; use --workers 1")
+    if not origins and not is_loopback(host):
+        raise ListenError("listening beyond loopback needs --public-origin https://NAME:PORT (repeatable): the "
+                          "origins units sign their requests for; requests for any other are refused")
+    if args.behind_proxy and not origins:
+        raise ListenError("--behind-proxy needs --public-origin https://NAME:PORT: the proxy's public origin, "
+                          "which units sign their requests for")
+
+
+def _metrics_address(text: str | None) -> tuple[str, int] | None:
+    if text is None:
+        return None
+    try:
+        host, port = parse_listen(text)
+    except ListenError:
+        raise ListenError(f"--metrics-listen {text!r}: expected HOST:PORT") from None
+    if not is_loopback(host):
+        raise ListenError(f"--metrics-listen {text!r}: metrics are served on loopback only (scrape them through "
+                          "a local agent or an SSH tunnel)")
+    return host, port
 
 
 def _require_keys(keys: Path, *names: str) -> None:
@@ -266,6 +314,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--listen", required=True, help="HOST:PORT (loopback only unless --allow-remote)")
     p.add_argument("--keys", type=Path, help="keys dir (default: DATA_DIR/keys)")
     p.add_argument("--allow-remote", action="store_true", help="allow listening on a non-loopback address")
+    p.add_argument("--public-origin", "--proxy", action="append", default=[], metavar="https://HOST:PORT",
+                   help="an origin units reach this service by (repeatable); request signatures cover it and "
+                   "requests naming any other are refused (default: the loopback names of --listen)")
+    p.add_argument("--behind-proxy", action="store_true",
+                   help="plain HTTP on loopback behind a TLS-terminating proxy (HAProxy, nginx); needs --public-origin")
+    p.add_argument("--profile", choices=PROFILES, default="default",
+                   help="TLS suites: default (TLS 1.3, TLS 1.2 AEAD), fips (FIPS-approved suites and groups only)")
+    p.add_argument("--workers", type=int, default=1, help="server processes (the embedded SQLite index: 1)")
+    p.add_argument("--metrics-listen", metavar="HOST:PORT", help="serve Prometheus metrics here (loopback only)")
+    p.add_argument("--max-connections", type=int, default=DEFAULT_MAX_CONNECTIONS,
+                   help=f"open connections in all (default {DEFAULT_MAX_CONNECTIONS})")
+    p.add_argument("--max-connections-per-source", type=int, default=DEFAULT_MAX_PER_SOURCE,
+                   help=f"open connections from one address (default {DEFAULT_MAX_PER_SOURCE})")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("enroll", parents=[data], help="enrol a unit's public key")

@@ -1,8 +1,9 @@
 """The sync API of docs/sync-protocol.md, independent of the HTTP server: routing, authentication,
 tus state handling and heartbeats, each request answered with a ``Response``.
 
-``hq.server`` parses HTTP and calls ``route`` (to bound the body before reading it) and then
-``handle``; tests drive ``handle`` directly.
+``hq.asgi`` parses HTTP and calls ``route`` (to bound the body before reading it), ``admit``
+(the signature over the headers, before any body is read), ``check_body`` and ``answer``; tests
+drive ``handle``, which does the three in one call.
 """
 
 from __future__ import annotations
@@ -12,23 +13,26 @@ import hashlib
 import hmac
 import json
 import logging
+import os
 import re
 import secrets
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from agent.evidence.httpsig import NONCE_TTL_S, SignatureError, verify_request
+from agent.evidence.httpsig import NONCE_TTL_S, SignatureError, check_digest, verify_signed_headers
 from agent.evidence.receipt import ReceiptError, encode_receipt_header, verify_heartbeat
 from hq.audit import Auditor
 from hq.errors import ApiError, error_body
 from hq.index import Index
 from hq.ingest import Ingestor, Outcome
 from hq.records import Upload
+from hq.refusals import RefusalLog
 from hq.storage import EvidenceStore, UploadArea
 from hq.tus import (
     DEFAULT_MAX_SIZE,
@@ -50,6 +54,8 @@ UPLOADS_PATH = "/v1/uploads/"
 HEARTBEAT_PATH = "/v1/heartbeat"
 MAX_HEARTBEAT_BYTES = 64 * 1024
 QUARANTINE_HEADER = "Bodycam-Quarantine"  # the signed notice on a 422 (docs/sync-protocol.md)
+# RFC 9421 section 5.1 names no scheme token; "Signature" with the parameters this service checks.
+WWW_AUTHENTICATE = {"WWW-Authenticate": 'Signature realm="bodycam-hq", alg="ed25519", label="sig1"'}
 _UPLOAD_PATH = re.compile(r"^/v1/uploads/([0-9a-f]{32})$")
 
 
@@ -102,10 +108,12 @@ class HqService:
         max_size: int = DEFAULT_MAX_SIZE,
     ) -> None:
         self.index = index
+        self._store = store
         self.uploads = uploads
         self.max_size = max_size
         self._now_ns = now_ns
         self.audit = Auditor(index, "hq-api", now_ns)
+        self.refusals = RefusalLog(self.audit, now_ns)
         self.ingestor = Ingestor(index, store, uploads, receipt_key, Auditor(index, "hq-ingest", now_ns), now_ns)
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
@@ -136,27 +144,55 @@ class HqService:
     def _nonce_seen(self, key_id: str, nonce: str, now_s: int) -> bool:
         return self.index.nonce_seen(key_id, nonce, now_s, NONCE_TTL_S)
 
-    def authenticate(self, method: str, target_uri: str, headers: Mapping[str, str], body: bytes, peer: str) -> str:
-        """The enrolled device that signed this request; 401 (audited) otherwise."""
+    def authenticate(self, method: str, target_uri: str, headers: Mapping[str, str], peer: str) -> str:
+        """The enrolled device that signed this request's headers (its declared ``Content-Digest``
+        included), checked before any body is read; 401, audited as a refusal, otherwise.
+
+        ``target_uri`` is built by the HTTP layer from this service's configured origin, never
+        from the client's ``Host``; ``method`` is the method the signature must cover.
+        """
         now_s = self._now_ns() // 1_000_000_000
         try:
-            return verify_request(method, target_uri, headers, body, self._public_key, now_s, self._nonce_seen)
+            return verify_signed_headers(method, target_uri, headers, self._public_key, now_s, self._nonce_seen)
         except SignatureError as exc:
-            self.audit.record(
-                "auth", exc.key_id or "unknown", f"{method} {target_uri}", "refused", reason=exc.reason, peer=peer
-            )
-            raise ApiError(401, "unauthorized", exc.message) from exc
+            self.refusals.refused(peer, exc.reason, urlsplit(target_uri).path, exc.key_id)
+            raise ApiError(401, "unauthorized", exc.message, WWW_AUTHENTICATE) from exc
+
+    def check_body(self, device_id: str, headers: Mapping[str, str], body: bytes, target_uri: str, peer: str) -> None:
+        """After ``authenticate``: the body read is the one the signed ``Content-Digest`` names."""
+        try:
+            check_digest(headers, body, device_id)
+        except SignatureError as exc:
+            self.refusals.refused(peer, exc.reason, urlsplit(target_uri).path, device_id)
+            raise ApiError(401, "unauthorized", exc.message, WWW_AUTHENTICATE) from exc
+
+    def admit(self, route: Route, method: str, target_uri: str, headers: Mapping[str, str], peer: str) -> str | None:
+        """What can be decided before the body: the device that signed (None for ``options``)."""
+        if route.name == "options":
+            return None
+        if route.name != "heartbeat":
+            check_resumable(headers)
+        return self.authenticate(method, target_uri, headers, peer)
 
     def handle(
         self, route: Route, method: str, target_uri: str, headers: Mapping[str, str], body: bytes, peer: str
     ) -> Response:
-        """Authenticate and answer one request whose body has been read (at most ``route.max_body``)."""
+        """Authenticate and answer one request whose body has been read (at most ``route.max_body``):
+        ``admit``, ``check_body`` and ``answer`` in one call, for callers that hold the body already."""
+        try:
+            device_id = self.admit(route, method, target_uri, headers, peer)
+            if device_id is not None:
+                self.check_body(device_id, headers, body, target_uri, peer)
+            return self.answer(route, device_id, headers, body)
+        except ApiError as err:
+            return error_response(err)
+
+    def answer(self, route: Route, device_id: str | None, headers: Mapping[str, str], body: bytes) -> Response:
+        """Answer an admitted request whose body matched its digest."""
         try:
             if route.name == "options":
                 return Response(204, options_headers(self.max_size))
-            if route.name != "heartbeat":
-                check_resumable(headers)
-            device_id = self.authenticate(method, target_uri, headers, body, peer)
+            assert device_id is not None
             if route.name == "heartbeat":
                 return self.heartbeat(device_id, body)
             if route.name == "create":
@@ -169,6 +205,34 @@ class HqService:
             return self.terminate(device_id, route.upload_id)
         except ApiError as err:
             return error_response(err)
+
+    def readiness(self) -> dict[str, str]:
+        """What ``/readyz`` reports: each dependency ``ok`` or why not (never raises)."""
+        checks: dict[str, str] = {}
+        for name, probe in (("index", self._probe_index), ("store", self._probe_store)):
+            try:
+                probe()
+                checks[name] = "ok"
+            except Exception as exc:  # noqa: BLE001 - a probe reports any failure, it never raises
+                checks[name] = f"{type(exc).__name__}: {exc}"[:200]
+        return checks
+
+    def _probe_index(self) -> None:
+        ping = getattr(self.index, "ping", None)  # a fleet index answers a round trip
+        if callable(ping):
+            ping()
+        else:
+            self.index.device("")
+
+    def _probe_store(self) -> None:
+        for held in (self._store, self.uploads):
+            check = getattr(held, "check", None)  # a fleet store checks its bucket
+            if callable(check):
+                check()
+                continue
+            root = getattr(held, "root", None)
+            if root is not None and not os.access(root, os.W_OK | os.X_OK):
+                raise OSError(f"{held.__class__.__name__} cannot write its folder")
 
     # -- tus --------------------------------------------------------------------------------
 

@@ -206,12 +206,29 @@ def verify_request(
 ) -> str:
     """Authenticate a request; return the device id (``keyid``) that signed it.
 
-    ``target_uri`` is the URI as the server reconstructs it (``https://`` + Host + path).
+    ``target_uri`` is the URI as the server reconstructs it (its configured origin + path).
     ``public_key_lookup(key_id)`` returns the enrolled, non-revoked device key or None.
     ``nonce_seen(key_id, nonce, now_s)`` records the nonce and says whether it was already seen
     within ``NONCE_TTL_S``; it is called only once the signature has verified, so unauthenticated
     requests cannot fill the cache. Raises SignatureError naming the reason.
     """
+    return verify_signed_headers(
+        method, target_uri, headers, public_key_lookup, now_s, nonce_seen, lambda key_id: check_digest(
+            headers, body, key_id))
+
+
+def verify_signed_headers(
+    method: str,
+    target_uri: str,
+    headers: Mapping[str, str],
+    public_key_lookup: PublicKeyLookup,
+    now_s: int,
+    nonce_seen: NonceSeen,
+    before_key: Callable[[str], None] | None = None,
+) -> str:
+    """``verify_request`` without the body: the signature over the headers, ``Content-Digest``
+    included as declared. A server calls it before reading a body, then ``check_digest`` once the
+    body is in. ``before_key(key_id)`` runs after parsing, before the key lookup."""
     sig_input, sig_value = _header(headers, "signature-input"), _header(headers, "signature")
     if sig_input is None or sig_value is None:
         raise SignatureError("missing", "the request is not signed (Signature-Input and Signature required)")
@@ -228,11 +245,9 @@ def verify_request(
     uncovered = [c for c in needed if c not in components]
     if uncovered or len(set(components)) != len(components):
         raise SignatureError("malformed", f"the signature does not cover {uncovered or 'each component once'}", key_id)
-    digest = _header(headers, "content-digest") or ""
-    m = _DIGEST.search(digest)
-    expected = hashlib.sha256(body).digest()
-    if m is None or not hmac.compare_digest(_b64(m.group(1), key_id), expected):
-        raise SignatureError("digest", "Content-Digest does not match the body", key_id)
+    _declared_digest(headers, key_id)
+    if before_key is not None:
+        before_key(key_id)
     public = public_key_lookup(key_id)
     if public is None:
         raise SignatureError("unknown-key", f"key id {key_id!r} is not an enrolled, active device", key_id)
@@ -251,7 +266,20 @@ def verify_request(
     return key_id
 
 
-def _b64(text: str, key_id: str) -> bytes:
+def _declared_digest(headers: Mapping[str, str], key_id: str | None) -> bytes:
+    m = _DIGEST.search(_header(headers, "content-digest") or "")
+    if m is None:
+        raise SignatureError("digest", "Content-Digest with a sha-256 value is required", key_id)
+    return _b64(m.group(1), key_id)
+
+
+def check_digest(headers: Mapping[str, str], body: bytes, key_id: str | None = None) -> None:
+    """Raise SignatureError ``digest`` unless the declared ``Content-Digest`` is the body's SHA-256."""
+    if not hmac.compare_digest(_declared_digest(headers, key_id), hashlib.sha256(body).digest()):
+        raise SignatureError("digest", "Content-Digest does not match the body", key_id)
+
+
+def _b64(text: str, key_id: str | None) -> bytes:
     try:
         return b64decode_strict(text)
     except (binascii.Error, ValueError) as exc:

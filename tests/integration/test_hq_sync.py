@@ -33,7 +33,8 @@ from hq.app import build_service, open_index
 from hq.cli import main as hq_main
 from hq.index import SqliteIndex
 from hq.keygen import keygen
-from hq.server import REQUEST_DEADLINE_S, HqHttpServer, server_tls_context
+from hq.serve import REQUEST_DEADLINE_S, HqServer
+from hq.tls import server_tls_context
 from hq.tus import UploadMeta, encode_metadata
 from tests.evidence_util import ChainBuilder, MemorySigner
 
@@ -46,7 +47,7 @@ Reply = tuple[int, dict[str, str], bytes]
 class Hq:
     data: Path
     keys: Path
-    server: HqHttpServer
+    server: HqServer
     index: SqliteIndex
     thread: threading.Thread
 
@@ -65,7 +66,7 @@ def start_hq(data: Path, request_deadline_s: float = REQUEST_DEADLINE_S) -> Hq:
     keys = data / "keys"
     index = open_index(data)
     service = build_service(data, keys, index)
-    server = HqHttpServer(("127.0.0.1", 0), service, server_tls_context(keys / "server.pem", keys / "server.key"),
+    server = HqServer(("127.0.0.1", 0), service, server_tls_context(keys / "server.pem", keys / "server.key"),
                           request_deadline_s)
     thread = threading.Thread(target=server.serve_forever, name="hq-test", daemon=True)
     thread.start()
@@ -247,7 +248,9 @@ def test_replayed_request_is_refused(hq: Hq, tmp_path: Path) -> None:
     assert status == 401
     assert "nonce" in json.loads(reply)["error"]["message"]
     [refused] = hq.index.audit_log("auth")
-    assert (refused.actor, refused.outcome, refused.detail["reason"]) == ("unit-43", "refused", "replay")
+    # The claimed key id is not an actor (security review, finding 7): it is a detail.
+    assert (refused.actor, refused.outcome, refused.detail["reason"]) == ("unauthenticated", "refused", "replay")
+    assert refused.detail["claimed_key_id"] == "unit-43"
 
 
 def test_unknown_and_revoked_devices_are_refused(hq: Hq, tmp_path: Path) -> None:
@@ -260,8 +263,11 @@ def test_unknown_and_revoked_devices_are_refused(hq: Hq, tmp_path: Path) -> None
     assert hq_main(["revoke", "--data-dir", str(hq.data), "--device-id", "unit-44"]) == 0
     assert client.create(path, 0)[0] == 401
     client.close()
-    reasons = [a.detail["reason"] for a in hq.index.audit_log("auth")]
-    assert reasons == ["unknown-key", "unknown-key"]
+    # Refusals of one source for one reason are aggregated (finding 1): the first is written at
+    # once, the rest counted into one record when the window ends (here: flushed now).
+    hq.server.service.refusals.flush()
+    counted = [(a.detail["reason"], a.detail["count"]) for a in hq.index.audit_log("auth")]
+    assert counted == [("unknown-key", 1), ("unknown-key", 1)]
 
 
 def test_upload_resumes_after_a_restart_of_the_service(tmp_path: Path) -> None:

@@ -28,7 +28,8 @@ from drivers.system_clock import SystemClock
 from hq.app import build_service, open_index
 from hq.cli import main as hq_main
 from hq.keygen import keygen
-from hq.server import HqHttpServer, server_tls_context
+from hq.serve import HqServer
+from hq.tls import server_tls_context
 from tests.evidence_util import ChainBuilder
 from tests.unit.test_sync_support import CuttingProxy, index_file
 
@@ -36,12 +37,12 @@ DEVICE = "unit-hq-1"
 
 
 @pytest.fixture
-def setup(tmp_path: Path) -> Iterator[tuple[Path, Path, HqHttpServer]]:
+def setup(tmp_path: Path) -> Iterator[tuple[Path, Path, HqServer]]:
     hq_dir, unit = tmp_path / "H", tmp_path / "unit"
     keygen(hq_dir / "keys")
     index = open_index(hq_dir)
     keys = hq_dir / "keys"
-    server = HqHttpServer(("127.0.0.1", 0), build_service(hq_dir, keys, index),
+    server = HqServer(("127.0.0.1", 0), build_service(hq_dir, keys, index),
                           server_tls_context(keys / "server.pem", keys / "server.key"))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -76,7 +77,7 @@ def run_until(worker: SyncWorker, done: object, timeout_s: float = 30.0) -> None
 
 
 def test_unit_uploads_an_incident_to_headquarters_and_is_acknowledged(
-        setup: tuple[Path, Path, HqHttpServer]) -> None:
+        setup: tuple[Path, Path, HqServer]) -> None:
     hq_dir, unit, _ = setup
     cfg, signer, chain, clock, store = provisioned(hq_dir, unit)
     paths = chain.incident(segments=3)
@@ -122,13 +123,14 @@ def test_unit_uploads_an_incident_to_headquarters_and_is_acknowledged(
         store.close()
 
 
-def test_cut_connections_resume_at_headquarters_offset(setup: tuple[Path, Path, HqHttpServer]) -> None:
+def test_cut_connections_resume_at_headquarters_offset(setup: tuple[Path, Path, HqServer]) -> None:
     hq_dir, unit, server = setup
     cfg, signer, chain, clock, store = provisioned(hq_dir, unit)
     rng = random.Random(99)
     seqs = [index_file(store, chain.event("boot"))]
     seqs += [index_file(store, chain.segment(payload=rng.randbytes(600_000))) for _ in range(2)]
     proxy = CuttingProxy(server.port, rng, cuts=6, max_bytes=500_000)
+    server.origins.add(proxy.url)  # the unit signs for the relay's origin: a configured one (finding 4)
     settings = dataclasses.replace(SyncSettings.from_config(cfg.sync), chunk_bytes=128 * 1024,
                                    backoff=Backoff(0.02, 0.2))
     worker = SyncWorker(store, unit, signer, DEVICE, proxy.url, resolve_path(unit, cfg.hq.ca),
@@ -147,7 +149,7 @@ def test_cut_connections_resume_at_headquarters_offset(setup: tuple[Path, Path, 
 
 
 def test_a_segment_headquarters_refuses_is_quarantined_on_its_signed_notice(
-        setup: tuple[Path, Path, HqHttpServer]) -> None:
+        setup: tuple[Path, Path, HqServer]) -> None:
     hq_dir, unit, _ = setup
     cfg, signer, chain, clock, store = provisioned(hq_dir, unit)
     path = chain.segment()

@@ -16,7 +16,7 @@ from agent.evidence.keys import KeyFileError, load_hq_public, load_receipt_priva
 from hq.cli import main
 from hq.export import ExportError, parse_time
 from hq.index import SqliteIndex
-from hq.server import ListenError, check_listen, parse_listen
+from hq.serve import ListenError, check_listen, parse_listen
 from tests.evidence_util import ChainBuilder
 
 

@@ -1,0 +1,220 @@
+"""Headquarters' HTTP routes as an ASGI application (Starlette), thin over ``HqService``.
+
+Per request, in this order: a source whose refusals used up its rate gets 429 at once; the checks
+that need no body (``hq.guard``: route, length, origin, method override); the signature over the
+headers, the declared ``Content-Digest`` included (``HqService.admit``); only then is the body
+read, bounded by its declared length (at most 4 MiB for a PATCH), and checked against that
+digest; then the service answers. A request refused before its body was read is answered with
+``Connection: close``, so its body is never read, let alone parsed as a next request (security
+review, findings 2 and 3). Service calls block (index, files, verification), so they run in
+worker threads, never on the event loop.
+
+``/healthz`` (the process answers) and ``/readyz`` (index and store reachable) need no
+signature, write no audit and are rate limited per source.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response as HttpResponse
+from starlette.routing import Route as HttpRoute
+
+from agent.textsafe import safe_text
+from hq.errors import ApiError
+from hq.guard import Admission, Origins, check_request, source_of
+from hq.limits import LimitSettings, RateLimiter, retry_after
+from hq.metrics import Metrics
+from hq.refusals import clip
+from hq.service import HqService, Response, error_response
+from hq.tus import TUS_VERSION
+
+log = logging.getLogger(__name__)
+
+METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+# Health probes: a load balancer polls each node every second or two.
+HEALTH_PER_S = 5.0
+HEALTH_BURST = 20
+# A refusal that leaves the connection usable: no body was pending, or the framing is intact.
+_KEEPS_CONNECTION = (401, 403, 404, 405, 409, 412, 415, 421, 422, 429, 460)
+
+
+@dataclass(frozen=True, slots=True)
+class AppSettings:
+    origins: Origins
+    behind_proxy: bool = False
+    limits: LimitSettings = LimitSettings()
+
+
+class HqApp:
+    """The ASGI application of one node: routes, rate limits and metrics around one service."""
+
+    def __init__(
+        self,
+        service: HqService,
+        settings: AppSettings,
+        metrics: Metrics | None = None,
+        now_s: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.service = service
+        self.settings = settings
+        self.metrics = metrics or Metrics()
+        service.refusals.observer = self.metrics.auth_refused
+        limits = settings.limits
+        self.refusal_rate = RateLimiter(limits.refusals_per_s, limits.refusal_burst, now_s)
+        self.health_rate = RateLimiter(HEALTH_PER_S, HEALTH_BURST, now_s)
+        self.in_flight = 0
+        self.asgi = Starlette(routes=[
+            HttpRoute("/healthz", self.healthz, methods=["GET", "HEAD"]),
+            HttpRoute("/readyz", self.readyz, methods=["GET", "HEAD"]),
+            HttpRoute("/{path:path}", self.sync, methods=METHODS),
+        ])
+
+    # -- the sync API (docs/sync-protocol.md) ----------------------------------------------
+
+    async def sync(self, request: Request) -> HttpResponse:
+        self.in_flight += 1
+        try:
+            return await self._sync(request)
+        finally:
+            self.in_flight -= 1
+
+    async def _sync(self, request: Request) -> HttpResponse:
+        raw_headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.scope["headers"]]
+        peer = request.client.host if request.client else "unknown"
+        source = source_of(peer, raw_headers, self.settings.behind_proxy)
+        path = request.scope.get("raw_path", request.url.path.encode()).decode("latin-1")
+        query = request.scope.get("query_string", b"").decode("latin-1")
+        path_and_query = path + ("?" + query if query else "")
+        route_name = "-"
+        declared = _declared_length(raw_headers)
+        try:
+            wait = self.refusal_rate.limited(source)
+            if wait > 0:
+                await run_in_threadpool(self.service.refusals.refused, source, "rate-limited", path)
+                raise ApiError(429, "rate-limited", "too many refused requests from this address; retry later",
+                               {"Retry-After": retry_after(wait)})
+            admission = check_request(request.method, path_and_query, raw_headers, self.settings.origins,
+                                      self.settings.behind_proxy)
+            route_name = admission.route.name
+            headers = {k.lower(): v for k, v in raw_headers}
+            device_id = await run_in_threadpool(
+                self.service.admit, admission.route, admission.method, admission.target_uri, headers, source)
+            declared = 0  # admitted: the body is read from here on
+            body = await _read_body(request, admission)
+            if device_id is not None:
+                await run_in_threadpool(
+                    self.service.check_body, device_id, headers, body, admission.target_uri, source)
+            response = await self._answer(admission, device_id, headers, body)
+            close = False
+        except ApiError as err:
+            response = error_response(err)
+            if err.status < 500 and err.status != 429:
+                self.refusal_rate.take(source)
+            close = declared > 0 or err.status not in _KEEPS_CONNECTION
+        except ClientDisconnect:
+            log.info("%s: %s %s: the client left before its body arrived", source, request.method,
+                     clip(path, 200))
+            return HttpResponse(status_code=400, headers={"Connection": "close"})
+        except Exception:
+            log.exception("%s %s failed", request.method, clip(path, 200))
+            response = Response(500, {"Content-Type": "application/json"}, _internal_error())
+            close = True
+        self.metrics.request_done(route_name, response.status)
+        log.debug("%s %s %s -> %d", safe_text(source), request.method, clip(path, 200), response.status)
+        return _http(response, close)
+
+    async def _answer(
+        self, admission: Admission, device_id: str | None, headers: dict[str, str], body: bytes
+    ) -> Response:
+        started = time.monotonic()
+        response = await run_in_threadpool(self.service.answer, admission.route, device_id, headers, body)
+        seconds = time.monotonic() - started
+        name = admission.route.name
+        if name == "heartbeat":
+            self.metrics.heartbeat_done(seconds)
+        elif name == "patch" and body:
+            outcome = _ingest_outcome(response)
+            if outcome is not None:
+                self.metrics.ingest_done(int(response.headers.get("Upload-Offset", "0")), seconds, outcome)
+        return response
+
+    # -- operations -------------------------------------------------------------------------
+
+    async def healthz(self, request: Request) -> HttpResponse:
+        limited = self._health_limited(request)
+        if limited is not None:
+            return limited
+        return _json(200, {"status": "alive"})
+
+    async def readyz(self, request: Request) -> HttpResponse:
+        limited = self._health_limited(request)
+        if limited is not None:
+            return limited
+        checks = await run_in_threadpool(self.service.readiness)
+        ready = all(v == "ok" for v in checks.values())
+        return _json(200 if ready else 503, {"status": "ready" if ready else "not-ready", "checks": checks})
+
+    def _health_limited(self, request: Request) -> HttpResponse | None:
+        peer = request.client.host if request.client else "unknown"
+        raw = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.scope["headers"]]
+        wait = self.health_rate.take(source_of(peer, raw, self.settings.behind_proxy))
+        if wait <= 0:
+            return None
+        err = ApiError(429, "rate-limited", "health probes too often from this address",
+                       {"Retry-After": retry_after(wait)})
+        return _http(error_response(err), close=False)
+
+
+async def _read_body(request: Request, admission: Admission) -> bytes:
+    """The body, exactly its declared length (the route's limit was checked before)."""
+    chunks: list[bytes] = []
+    received = 0
+    async for chunk in request.stream():
+        received += len(chunk)
+        if received > admission.length:  # h11 frames by Content-Length; this is a second fence
+            raise ApiError(400, "long-body", "the body is longer than its Content-Length")
+        chunks.append(chunk)
+    if received != admission.length:
+        raise ApiError(400, "short-body", "the connection closed before the whole body arrived")
+    return b"".join(chunks)
+
+
+def _declared_length(raw_headers: list[tuple[str, str]]) -> int:
+    for name, value in raw_headers:
+        if name.lower() == "content-length":
+            return int(value) if value.strip().isdigit() else 1
+        if name.lower() == "transfer-encoding":
+            return 1
+    return 0
+
+
+def _ingest_outcome(response: Response) -> str | None:
+    if response.status == 204 and "Bodycam-Receipt" in response.headers:
+        return "stored"
+    if response.status == 422:
+        return "quarantined"
+    return None
+
+
+def _http(response: Response, close: bool) -> HttpResponse:
+    headers = {"Tus-Resumable": TUS_VERSION, **response.headers}
+    if close:
+        headers["Connection"] = "close"
+    return HttpResponse(content=response.body, status_code=response.status, headers=headers)
+
+
+def _json(status: int, doc: object) -> HttpResponse:
+    return HttpResponse(json.dumps(doc, sort_keys=True).encode(), status, {"Content-Type": "application/json",
+                                                                            "Cache-Control": "no-store"})
+
+
+def _internal_error() -> bytes:
+    return json.dumps({"error": {"code": "internal", "message": "internal error; see the service log"}}).encode()
