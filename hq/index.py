@@ -40,6 +40,9 @@ class Index(Protocol):
     def find_upload(self, device_id: str, seq: int, sha256: str, states: tuple[str, ...]) -> Upload | None: ...
     def uploads(self, state: str) -> list[Upload]: ...
     def finish_upload(self, upload_id: str, state: str, result: dict[str, Any] | None, now_ns: int) -> None: ...
+    def move_upload(
+        self, upload_id: str, from_state: str, to_state: str, now_ns: int, updated_before_ns: int | None = None
+    ) -> bool: ...
 
     # evidence
     def add_evidence(self, evidence: Evidence) -> int: ...
@@ -108,7 +111,17 @@ _SCHEMA = (
     "CREATE TRIGGER heartbeats_no_delete BEFORE DELETE ON heartbeats "
     "BEGIN SELECT RAISE(ABORT, 'heartbeats are append-only'); END",
 )
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+# Version 2: the upload states complete, ingesting and expired (ingest off the request path,
+# expiry of abandoned uploads). SQLite cannot alter a CHECK: the table is rebuilt.
+_MIGRATE_1_TO_2 = (
+    "ALTER TABLE uploads RENAME TO uploads_v1",
+    _SCHEMA[3],
+    "INSERT INTO uploads SELECT * FROM uploads_v1",
+    "DROP TABLE uploads_v1",
+    _SCHEMA[4],
+)
 
 
 def _device(row: dict[str, Any]) -> Device:
@@ -161,7 +174,10 @@ class SqliteIndex:
                 if version == 0:
                     for statement in _SCHEMA:
                         db.conn.execute(statement)
-                    db.conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                elif version == 1:
+                    for statement in _MIGRATE_1_TO_2:
+                        db.conn.execute(statement)
+                db.conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except BaseException:
             self.close()
             raise
@@ -250,6 +266,19 @@ class SqliteIndex:
                 "UPDATE uploads SET state = ?, result = ?, updated_utc_ns = ? WHERE upload_id = ?",
                 (state, text, now_ns, upload_id),
             )
+
+    def move_upload(
+        self, upload_id: str, from_state: str, to_state: str, now_ns: int, updated_before_ns: int | None = None
+    ) -> bool:
+        """Move an upload from ``from_state`` to ``to_state`` in one row update; False when it was
+        not in ``from_state`` (or, with ``updated_before_ns``, was updated since): another worker
+        or node got there first. This is how one node claims a completed upload for ingest."""
+        sql = "UPDATE uploads SET state = ?, updated_utc_ns = ? WHERE upload_id = ? AND state = ?"
+        params: tuple[Any, ...] = (to_state, now_ns, upload_id, from_state)
+        if updated_before_ns is not None:
+            sql, params = sql + " AND updated_utc_ns < ?", (*params, updated_before_ns)
+        with self._tx(f"moving upload {upload_id} to {to_state}") as db:
+            return db.conn.execute(sql, params).rowcount == 1
 
     # -- evidence -------------------------------------------------------------------------
 
