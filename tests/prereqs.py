@@ -30,6 +30,7 @@ TOOLS: dict[str, tuple[str, str]] = {
     "make": ("make", "make install is run into a staging tree"),
     "socat": ("socat", "the README's console example pairs two ptys with it"),
     "ffprobe": ("ffmpeg", "the README's decryption example probes the decrypted files with it"),
+    "openssl": ("openssl", "headquarters' TLS profiles are probed with openssl s_client"),
 }
 MIN_PYTHON = (3, 11)
 # gpsd is installed in sbin, which is not on every user's PATH
