@@ -31,6 +31,8 @@ TOOLS: dict[str, tuple[str, str]] = {
     "socat": ("socat", "the README's console example pairs two ptys with it"),
     "ffprobe": ("ffmpeg", "the README's decryption example probes the decrypted files with it"),
     "openssl": ("openssl", "headquarters' TLS profiles are probed with openssl s_client"),
+    "haproxy": ("haproxy", "a headquarters node is tested behind a TLS-terminating HAProxy"),
+    "nginx": ("nginx-light", "a headquarters node is tested behind a TLS-terminating nginx"),
 }
 MIN_PYTHON = (3, 11)
 # gpsd is installed in sbin, which is not on every user's PATH
