@@ -40,10 +40,12 @@ def build_service(
     index: SqliteIndex,
     now_ns: Callable[[], int] = time.time_ns,
     ingest: IngestSettings | None = None,
+    sole_node: bool = True,
 ) -> HqService:
     """A service over ``data_dir``; uploads interrupted by a restart resume where their files end,
-    and completed uploads not yet ingested are queued again (this process holds the data dir's
-    lock, so it is the only node: every claim left in the index is stale)."""
+    and completed uploads not yet ingested are queued again. ``sole_node``: this process is the
+    only one over the index (it holds the data dir's lock), so every claim left in it is stale;
+    a worker of ``serve --workers N`` is not, and takes over only claims older than the lease."""
     service = HqService(
         index=index,
         store=FileEvidenceStore(data_dir),
@@ -55,7 +57,7 @@ def build_service(
     pending = index.uploads("receiving")
     if pending:
         log.info("%d upload(s) in progress resume from their size on disk", len(pending))
-    queued = service.resume_ingest(sole_node=True)
+    queued = service.resume_ingest(sole_node=sole_node)
     if queued:
         log.info("%d completed upload(s) queued for ingest again", queued)
     return service

@@ -9,10 +9,12 @@ import getpass
 import json
 import logging
 import signal
+import socket
 import ssl
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
@@ -31,12 +33,13 @@ from hq.index import HqIndexError, SqliteIndex
 from hq.ingest_pool import IngestSettings, default_workers
 from hq.keygen import keygen
 from hq.limits import DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_PER_SOURCE, LimitSettings
-from hq.metrics import Metrics, serve_metrics
+from hq.metrics import Metrics, serve_metrics, serve_multiprocess_metrics
 from hq.records import valid_device_id
 from hq.serve import (
     DRAIN_TIMEOUT_S,
     HqServer,
     ListenError,
+    bind,
     check_listen,
     is_loopback,
     parse_listen,
@@ -44,6 +47,7 @@ from hq.serve import (
 )
 from hq.storage import FileEvidenceStore
 from hq.tls import PROFILES, TlsError, server_tls_context
+from hq.workers import MetricsDir, WorkerError, Workers
 
 log = logging.getLogger(__name__)
 
@@ -93,53 +97,79 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
+@dataclass(frozen=True)
+class _Serve:
+    """What ``serve`` decided from its options before binding or opening anything."""
+
+    keys: Path
+    address: tuple[str, int] | Path
+    host: str
+    origins: list[str]
+    metrics_at: tuple[str, int] | None
+    tls: ssl.SSLContext | None
+    limits: LimitSettings
+    scheme: str
+
+
+def _serve_setup(args: argparse.Namespace) -> _Serve:
     keys: Path = args.keys or args.data_dir / "keys"
-    try:
-        unix = parse_unix_listen(args.listen)
-        host, port = ("localhost", 0) if unix else parse_listen(args.listen)
-        check_listen(host, args.allow_remote)
-        origins = [parse_origin(o) for o in args.public_origin]
-        _check_serve_options(args, host, origins)
-        if unix and not args.behind_proxy:
-            raise ListenError(f"--listen {args.listen}: a Unix socket is for a proxy in front: add --behind-proxy")
-        metrics_at = _metrics_address(args.metrics_listen)
-        needed = ("receipt.key",) if args.behind_proxy else ("server.pem", "server.key", "receipt.key")
-        _require_keys(keys, *needed)
-        tls = None if args.behind_proxy else server_tls_context(keys / "server.pem", keys / "server.key", args.profile)
-        index = open_index(args.data_dir)
-    except (ListenError, OriginError, OSError, HqIndexError, KeyFileError, TlsError, ssl.SSLError) as exc:
-        return _fail("serve", _serve_problem(exc, args.listen), 2)
-    metrics = Metrics()
+    unix = parse_unix_listen(args.listen)
+    host, port = ("localhost", 0) if unix else parse_listen(args.listen)
+    check_listen(host, args.allow_remote)
+    origins = [parse_origin(o) for o in args.public_origin]
+    _check_serve_options(args, host, origins)
+    if unix and not args.behind_proxy:
+        raise ListenError(f"--listen {args.listen}: a Unix socket is for a proxy in front: add --behind-proxy")
+    metrics_at = _metrics_address(args.metrics_listen)
+    needed = ("receipt.key",) if args.behind_proxy else ("server.pem", "server.key", "receipt.key")
+    _require_keys(keys, *needed)
+    tls = None if args.behind_proxy else server_tls_context(keys / "server.pem", keys / "server.key", args.profile)
     limits = LimitSettings(max_connections=args.max_connections, max_per_source=args.max_connections_per_source)
+    return _Serve(keys, unix or (host, port), host, origins, metrics_at, tls, limits,
+                  "http" if args.behind_proxy else "https")
+
+
+_SERVE_PROBLEMS = (ListenError, OriginError, OSError, HqIndexError, KeyFileError, TlsError, ssl.SSLError, WorkerError)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        setup = _serve_setup(args)
+        sock = bind(setup.address)
+    except _SERVE_PROBLEMS as exc:
+        return _fail("serve", _serve_problem(exc, args.listen), 2)
+    try:
+        if args.workers > 1:
+            return _serve_workers(args, setup, sock)
+        try:
+            index = open_index(args.data_dir)
+        except _SERVE_PROBLEMS as exc:
+            return _fail("serve", _serve_problem(exc, args.listen), 2)
+        return _run_node(args, setup, sock, index, Metrics(), announce=True)
+    finally:
+        sock.close()
+
+
+def _run_node(args: argparse.Namespace, setup: _Serve, sock: socket.socket, index: SqliteIndex, metrics: Metrics,
+              announce: bool) -> int:
+    """Serve on ``sock`` until SIGTERM: the one process of a node, or one of its workers
+    (``announce`` False: the parent audits, prints and serves the metrics)."""
     try:
         ingest = IngestSettings(workers=args.ingest_workers, wait_s=args.ingest_wait_s)
-        service = build_service(args.data_dir, keys, index, ingest=ingest)
-        server = HqServer(unix or (host, port), service, tls, origins=origins, limits=limits,
+        service = build_service(args.data_dir, setup.keys, index, ingest=ingest, sole_node=announce)
+        server = HqServer(sock, service, setup.tls, origins=setup.origins, limits=setup.limits,
                           behind_proxy=args.behind_proxy, metrics=metrics)
-        exporter = serve_metrics(metrics, *metrics_at) if metrics_at else None
+        exporter = serve_metrics(metrics, *setup.metrics_at) if setup.metrics_at and announce else None
     except (KeyFileError, OSError) as exc:
         index.close()
         return _fail("serve", _serve_problem(exc, args.listen), 2)
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("signal %d: stopping", signum)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop = _stop_on_signals()
     loop = threading.Thread(target=server.serve_forever, name="hq-serve", daemon=True)
     loop.start()
     maintenance = Maintenance(service)
     maintenance.start()
-    scheme = "http" if args.behind_proxy else "https"
-    service.audit.record("service-start", _actor(), f"{scheme}://{args.listen}", "ok", port=server.port,
-                         origins=server.origins.origins, behind_proxy=args.behind_proxy, tls_profile=args.profile)
-    where = f"http+unix://{unix}:" if unix else f"{scheme}://{_authority(host, server.port)}"
-    print(f"bodycam-hq: serving {where}/v1/", flush=True)
-    if exporter is not None and metrics_at is not None:
-        print(f"bodycam-hq: metrics on http://{_authority(metrics_at[0], exporter.port)}/metrics", flush=True)
+    if announce:
+        _announce(args, setup, service.audit, server.port, exporter.port if exporter else None)
     try:
         while not stop.wait(1.0) and loop.is_alive():
             pass
@@ -151,10 +181,73 @@ def cmd_serve(args: argparse.Namespace) -> int:
         service.close()
         if exporter is not None:
             exporter.close()
-        service.audit.record("service-stop", _actor(), f"{scheme}://{args.listen}", "ok" if drained else "failed")
+        if announce:
+            service.audit.record("service-stop", _actor(), f"{setup.scheme}://{args.listen}",
+                                 "ok" if drained else "failed")
         index.close()
+    if announce:
+        print("bodycam-hq: stopped", flush=True)
+    return 0 if drained or announce else 1
+
+
+def _serve_workers(args: argparse.Namespace, setup: _Serve, sock: socket.socket) -> int:
+    """``--workers N``: fork the workers first (no thread may exist at a fork), then audit,
+    announce, serve their summed metrics and wait for SIGTERM or a worker's end."""
+    metrics_dir = MetricsDir()
+    workers = Workers(args.workers, lambda _i: _run_node(args, setup, sock, open_index(args.data_dir),
+                                                         Metrics(multiprocess=True), announce=False))
+    exporter = None
+    try:
+        workers.start()
+        index = open_index(args.data_dir)
+        auditor = Auditor(index, "hq-api", time.time_ns)
+        stop = _stop_on_signals()
+        if setup.metrics_at:
+            exporter = serve_multiprocess_metrics(metrics_dir.path, *setup.metrics_at)
+        port = int(sock.getsockname()[1]) if isinstance(setup.address, tuple) else 0
+        _announce(args, setup, auditor, port, exporter.port if exporter else None)
+        crashed: list[int] = []
+        while not stop.wait(0.5) and not crashed:
+            crashed = workers.reap()
+        if crashed:
+            log.error("worker %s stopped (exit %s): stopping the others; the service manager restarts the node",
+                      crashed[0], workers.exits[crashed[0]])
+        clean = workers.stop(DRAIN_TIMEOUT_S + 10) and not crashed
+        auditor.record("service-stop", _actor(), f"{setup.scheme}://{args.listen}", "ok" if clean else "failed",
+                       workers=args.workers)
+        index.close()
+    finally:
+        if workers.pids:
+            workers.stop(5)
+        if exporter is not None:
+            exporter.close()
+        metrics_dir.close()
     print("bodycam-hq: stopped", flush=True)
-    return 0
+    return 0 if clean else 1
+
+
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("signal %d: stopping", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    return stop
+
+
+def _announce(args: argparse.Namespace, setup: _Serve, audit: Auditor, port: int, metrics_port: int | None) -> None:
+    """The ``service-start`` record and the lines that say where the node serves."""
+    audit.record("service-start", _actor(), f"{setup.scheme}://{args.listen}", "ok", port=port,
+                 origins=setup.origins or None, behind_proxy=args.behind_proxy, tls_profile=args.profile,
+                 workers=args.workers)
+    unix = setup.address if isinstance(setup.address, Path) else None
+    where = f"http+unix://{unix}:" if unix else f"{setup.scheme}://{_authority(setup.host, port)}"
+    print(f"bodycam-hq: serving {where}/v1/", flush=True)
+    if metrics_port is not None and setup.metrics_at is not None:
+        print(f"bodycam-hq: metrics on http://{_authority(setup.metrics_at[0], metrics_port)}/metrics", flush=True)
 
 
 def _authority(host: str, port: int) -> str:
@@ -162,10 +255,14 @@ def _authority(host: str, port: int) -> str:
 
 
 def _check_serve_options(args: argparse.Namespace, host: str, origins: list[str]) -> None:
-    if args.workers != 1:
-        # The embedded index is one SQLite file whose uploads are serialised by in-process locks.
+    if args.workers < 1:
+        raise ListenError(f"--workers {args.workers}: give at least 1")
+    database: str = getattr(args, "database_url", None) or "sqlite"
+    if args.workers > 1 and database.startswith("sqlite"):
+        # The embedded index is one SQLite file; uploads and ingest are serialised by locks inside one process.
         raise ListenError(f"--workers {args.workers}: the embedded SQLite index serialises uploads with locks "
-                          "inside one process, so it is served by one worker; use --workers 1")
+                          "inside one process, so it is served by one worker; use --workers 1, or the "
+                          "PostgreSQL index for several")
     if not origins and not is_loopback(host):
         raise ListenError("listening beyond loopback needs --public-origin https://NAME:PORT (repeatable): the "
                           "origins units sign their requests for; requests for any other are refused")
@@ -356,7 +453,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="plain HTTP on loopback behind a TLS-terminating proxy (HAProxy, nginx); needs --public-origin")
     p.add_argument("--profile", choices=PROFILES, default="default",
                    help="TLS suites: default (TLS 1.3, TLS 1.2 AEAD), fips (FIPS-approved suites and groups only)")
-    p.add_argument("--workers", type=int, default=1, help="server processes (the embedded SQLite index: 1)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="server processes sharing the port (default 1; the embedded SQLite index: 1)")
     p.add_argument("--metrics-listen", metavar="HOST:PORT", help="serve Prometheus metrics here (loopback only)")
     p.add_argument("--max-connections", type=int, default=DEFAULT_MAX_CONNECTIONS,
                    help=f"open connections in all (default {DEFAULT_MAX_CONNECTIONS})")

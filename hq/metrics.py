@@ -12,9 +12,10 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess, start_http_server, values
 
 OUTCOMES = ("stored", "quarantined", "duplicate", "failed")
 _LATENCY_BUCKETS_S = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
@@ -22,9 +23,19 @@ _HEARTBEAT_BUCKETS_S = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.
 
 
 class Metrics:
-    """The counters, gauges and histograms of one headquarters node."""
+    """The counters, gauges and histograms of one headquarters node.
 
-    def __init__(self) -> None:
+    ``multiprocess``: this process is one of ``serve --workers N``; its figures go to the files in
+    ``PROMETHEUS_MULTIPROC_DIR`` (prometheus-client's multiprocess mode), which the parent serves
+    summed over the workers (``serve_multiprocess_metrics``).
+    """
+
+    def __init__(self, multiprocess: bool = False) -> None:
+        if multiprocess:
+            # what prometheus-client does itself when PROMETHEUS_MULTIPROC_DIR is set before its import
+            values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
+        self.multiprocess = multiprocess
+        self._depth: Callable[[], int] | None = None
         self.registry = CollectorRegistry()
         r = self.registry
         self.ingest_bytes = Counter("bodycam_hq_ingest_bytes", "Bytes of completed uploads decided (stored, "
@@ -41,7 +52,7 @@ class Metrics:
         self.auth_refusals = Counter("bodycam_hq_auth_refusals", "Requests refused before authentication "
                                      "succeeded, by reason", ["reason"], registry=r)
         self.queue = Gauge("bodycam_hq_ingest_queue_depth", "Completed uploads waiting for verification",
-                           registry=r)
+                           registry=r, multiprocess_mode="livesum")
         self.connections_refused = Counter("bodycam_hq_connections_refused", "Connections closed at once: "
                                            "over the total or per-source cap", registry=r)
         self.requests = Counter("bodycam_hq_requests", "Requests answered, by route and status",
@@ -67,8 +78,15 @@ class Metrics:
         self.queue.set(depth)
 
     def watch_queue(self, depth: Callable[[], int]) -> None:
-        """Read the queue depth from ``depth()`` at each scrape."""
-        self.queue.set_function(lambda: float(depth()))
+        """Read the queue depth from ``depth()``: at each scrape, or at each ``refresh`` (workers)."""
+        self._depth = depth
+        if not self.multiprocess:
+            self.queue.set_function(lambda: float(depth()))
+
+    def refresh(self) -> None:
+        """Update what a scrape cannot read from another process (called every few seconds)."""
+        if self.multiprocess and self._depth is not None:
+            self.queue.set(self._depth())
 
     def connection_refused(self) -> None:
         self.connections_refused.inc()
@@ -96,4 +114,12 @@ class MetricsListener:
 
 def serve_metrics(metrics: Metrics, host: str, port: int) -> MetricsListener:
     server, thread = start_http_server(port, addr=host, registry=metrics.registry)
+    return MetricsListener(server, thread)
+
+
+def serve_multiprocess_metrics(path: Path, host: str, port: int) -> MetricsListener:
+    """The metrics of every worker writing to ``path``, summed, served from the parent."""
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=str(path))  # type: ignore[no-untyped-call]
+    server, thread = start_http_server(port, addr=host, registry=registry)
     return MetricsListener(server, thread)

@@ -149,7 +149,8 @@ def parse_unix_listen(text: str) -> Path | None:
     return path
 
 
-def _bind(address: tuple[str, int] | Path) -> socket.socket:
+def bind(address: tuple[str, int] | Path) -> socket.socket:
+    """A listening socket on ``address`` (TCP, or a Unix socket at a path)."""
     if isinstance(address, Path):
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         if address.is_socket():
@@ -177,7 +178,7 @@ class HqServer:
 
     def __init__(
         self,
-        address: tuple[str, int] | Path,
+        address: tuple[str, int] | Path | socket.socket,
         service: HqService,
         tls: ssl.SSLContext | None,
         request_deadline_s: float = REQUEST_DEADLINE_S,
@@ -189,7 +190,7 @@ class HqServer:
         self.service = service
         self.limits = limits or LimitSettings()
         self.metrics = metrics or Metrics()
-        self.socket = _bind(address)
+        self.socket = address if isinstance(address, socket.socket) else bind(address)
         self.origins = Origins(origins or loopback_origins(self.port))
         self.app = HqApp(service, AppSettings(self.origins, behind_proxy, self.limits), self.metrics)
         self.connections = ConnectionLimits(self.limits.max_connections, self.limits.max_per_source)
@@ -234,8 +235,9 @@ class HqServer:
 
     async def _flush_refusals(self) -> None:
         while True:
-            await asyncio.sleep(5)
+            await asyncio.sleep(1)
             await asyncio.to_thread(self.service.refusals.flush_due)
+            self.metrics.refresh()
 
     def shutdown(self) -> None:
         """Stop accepting; ``serve_forever`` returns once requests in flight are answered."""
