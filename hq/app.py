@@ -13,7 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from agent.evidence.keys import load_receipt_private
-from hq.index import SqliteIndex
+from hq.index import SqlIndex
+from hq.index import open_index as _open_index
 from hq.service import HqService
 from hq.storage import FileEvidenceStore, UploadArea
 
@@ -24,13 +25,14 @@ def prepare(data_dir: Path) -> None:
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
 
 
-def open_index(data_dir: Path) -> SqliteIndex:
+def open_index(data_dir: Path, database_url: str | None = None) -> SqlIndex:
+    """``data_dir``'s SQLite index, or the database ``database_url`` names (already migrated)."""
     prepare(data_dir)
-    return SqliteIndex(data_dir / "index.sqlite")
+    return _open_index(data_dir, database_url)
 
 
 def build_service(
-    data_dir: Path, keys_dir: Path, index: SqliteIndex, now_ns: Callable[[], int] = time.time_ns
+    data_dir: Path, keys_dir: Path, index: SqlIndex, now_ns: Callable[[], int] = time.time_ns
 ) -> HqService:
     """A service over ``data_dir``; uploads interrupted by a restart resume where their files end."""
     service = HqService(

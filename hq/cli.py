@@ -22,12 +22,12 @@ from agent.evidence.keys import KeyFileError, fingerprint, load_device_public, p
 from agent.fserrors import explain
 from agent.humanize import plural
 from agent.textsafe import install_safe_logging, safe_text
-from hq import decrypt_cmd, technician_cmd
+from hq import db_cmd, decrypt_cmd, technician_cmd
 from hq.app import build_service, open_index, prepare
 from hq.audit import Auditor
 from hq.export import ExportError, evidence_rows, export, parse_time
 from hq.guard import OriginError, parse_origin
-from hq.index import HqIndexError, SqliteIndex
+from hq.index import HqIndexError, SqlIndex
 from hq.keygen import keygen
 from hq.limits import DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_PER_SOURCE, LimitSettings
 from hq.metrics import Metrics, serve_metrics
@@ -46,7 +46,7 @@ def _fail(command: str, message: str, code: int = 1) -> int:
     return code
 
 
-def _auditor(index: SqliteIndex) -> Auditor:
+def _auditor(index: SqlIndex) -> Auditor:
     return Auditor(index, "hq-cli", time.time_ns)
 
 
@@ -95,7 +95,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         needed = ("receipt.key",) if args.behind_proxy else ("server.pem", "server.key", "receipt.key")
         _require_keys(keys, *needed)
         tls = None if args.behind_proxy else server_tls_context(keys / "server.pem", keys / "server.key", args.profile)
-        index = open_index(args.data_dir)
+        index = open_index(args.data_dir, args.database_url)
     except (ListenError, OriginError, OSError, HqIndexError, KeyFileError, TlsError, ssl.SSLError) as exc:
         return _fail("serve", _serve_problem(exc, args.listen), 2)
     metrics = Metrics()
@@ -198,7 +198,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     except KeyFileError as exc:
         return _fail("enroll", str(exc), 2)
     fp = fingerprint(public_der(pub))
-    with open_index(args.data_dir) as index:
+    with open_index(args.data_dir, args.database_url) as index:
         audit = _auditor(index)
         existing, same_key = index.device(device_id), index.device_by_fingerprint(fp)
         if existing is not None and existing.fingerprint == fp and existing.active:
@@ -219,7 +219,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
 
 
 def cmd_revoke(args: argparse.Namespace) -> int:
-    with open_index(args.data_dir) as index:
+    with open_index(args.data_dir, args.database_url) as index:
         audit = _auditor(index)
         if index.device(args.device_id) is None:
             audit.record("revoke", _actor(), args.device_id, "refused", reason="not enrolled")
@@ -231,7 +231,7 @@ def cmd_revoke(args: argparse.Namespace) -> int:
 
 
 def cmd_evidence_list(args: argparse.Namespace) -> int:
-    with open_index(args.data_dir) as index:
+    with open_index(args.data_dir, args.database_url) as index:
         rows = evidence_rows(index, args.device_id)
         _auditor(index).record("evidence-list", _actor(), args.device_id or "*", "ok", rows=len(rows))
     if args.json:
@@ -251,7 +251,7 @@ def cmd_evidence_list(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     keys: Path = args.keys or args.data_dir / "keys"
-    with open_index(args.data_dir) as index:
+    with open_index(args.data_dir, args.database_url) as index:
         audit = _auditor(index)
         target = f"{args.device_id} -> {args.out}"
         try:
@@ -298,6 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     data = argparse.ArgumentParser(add_help=False)
     data.add_argument("--data-dir", type=Path, required=True,
                       help="headquarters' data dir (made by keygen --data-dir or serve)")
+    db_cmd.add_database_url(data)
 
     p = sub.add_parser("keygen", help="create headquarters' keys, CA and TLS certificate")
     p.add_argument("--out", type=Path, help="where to write the keys (default: DATA_DIR/keys)")
@@ -354,6 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_export)
 
     technician_cmd.add_parser(sub, data)
+    db_cmd.add_parsers(sub)
     for choice in [*sub.choices.values(), *esub.choices.values()]:
         add_verbose(choice, VERBOSE_HELP)
     return parser
@@ -362,10 +364,10 @@ def build_parser() -> argparse.ArgumentParser:
 # Which lock on headquarters' data dir each command holds while it runs (agent.dirlock): one service
 # per data dir; commands that only add rows (enrol, revoke, list, export) run beside it; keygen, which
 # replaces files the service reads, runs alone.
-_SHARED = ("serve", "enroll", "revoke", "evidence", "export", "technician")
+_SHARED = ("serve", "enroll", "revoke", "evidence", "export", "technician", "migrate")
 # Commands that only read or add to a headquarters that exists: a mistyped --data-dir is refused,
 # never silently made into a new, empty headquarters.
-_NEEDS_SETUP = ("enroll", "revoke", "evidence", "export", "technician")
+_NEEDS_SETUP = ("enroll", "revoke", "evidence", "export", "technician", "migrate")
 
 
 def _take_locks(args: argparse.Namespace) -> list[DirLock]:
@@ -408,6 +410,8 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(args.command, explain(exc, args.data_dir, option="--data-dir"), 2)
     try:
         code: int = args.func(args)
+    except HqIndexError as exc:  # the index refused or is unreachable: one line, what to do
+        return _fail(args.command, str(exc))
     finally:
         for lock in locks:
             lock.close()

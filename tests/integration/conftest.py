@@ -1,4 +1,5 @@
-"""Integration fixtures: no agent process outlives the test that started it."""
+"""Integration fixtures: no agent process outlives the test that started it; a real PostgreSQL
+for the tests that need one (``postgres``, ``postgres_url``, ``fresh_postgres_url``)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.integration.agent_util import RUNNING
+from tests.pg_util import MISSING, PostgresCluster, pg_bin_dir
 
 
 @pytest.fixture(autouse=True)
@@ -19,3 +21,28 @@ def _no_agent_left_behind() -> Iterator[None]:
             proc.kill()
             proc.wait(30)
     del RUNNING[before:]
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresCluster]:
+    """The session's real PostgreSQL cluster (tests/pg_util.py), stopped and removed at the end.
+    Skipped, saying what to install, only where PostgreSQL's binaries are absent."""
+    if pg_bin_dir() is None:
+        pytest.skip(MISSING)
+    cluster = PostgresCluster().start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres: PostgresCluster) -> str:
+    """The URL of one database (``bodycam``) on the session's cluster, shared by the session."""
+    return postgres.create_database("bodycam")
+
+
+@pytest.fixture
+def fresh_postgres_url(postgres: PostgresCluster, request: pytest.FixtureRequest) -> str:
+    """A new, empty database for this test alone."""
+    return postgres.create_database(request.node.name)

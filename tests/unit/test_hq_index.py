@@ -61,19 +61,6 @@ def test_nonces_are_remembered_for_their_lifetime_and_survive_reopening(tmp_path
         assert not index.nonce_seen("unit-1", "n1", 1601, 600)
 
 
-def test_enrolment_is_unique_by_id_and_key(tmp_path: Path) -> None:
-    with SqliteIndex(tmp_path / "i.sqlite") as index:
-        index.enroll("unit-1", "pem", "ab" * 32, T0_NS)
-        with pytest.raises(HqIndexError):
-            index.enroll("unit-1", "pem2", "cd" * 32, T0_NS)
-        with pytest.raises(HqIndexError):
-            index.enroll("unit-2", "pem", "ab" * 32, T0_NS)
-        assert index.revoke("unit-1", T0_NS + 1)
-        assert not index.revoke("unit-1", T0_NS + 2)
-        device = index.device("unit-1")
-        assert device is not None and not device.active and device.revoked_utc_ns == T0_NS + 1
-
-
 def test_the_index_file_is_private(tmp_path: Path) -> None:
     with SqliteIndex(tmp_path / "i.sqlite"):
         pass

@@ -1,0 +1,234 @@
+"""One behavioural suite for the index, run on SQLite and on a real PostgreSQL (tests/pg_util.py)."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hq.db import migrate as migrations
+from hq.db.engine import parse_url
+from hq.index import HqIndexError, SqlIndex
+from hq.records import AuditRecord, Evidence, Quarantined, Upload
+
+T0_NS = 1_790_000_000_000_000_000
+ENGINES = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(params=ENGINES)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database of each engine."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'index.sqlite'}"
+    return str(request.getfixturevalue("fresh_postgres_url"))
+
+
+@pytest.fixture
+def index(db_url: str) -> Iterator[SqlIndex]:
+    with SqlIndex.open(db_url, auto_migrate=True) as opened:
+        yield opened
+
+
+def raw_execute(url: str, sql: str) -> None:
+    """Run ``sql`` on a connection of the engine's own driver, bypassing the index entirely."""
+    parsed = parse_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        conn = sqlite3.connect(str(parsed.database), isolation_level=None)
+        try:
+            conn.execute(sql)
+        finally:
+            conn.close()
+        return
+    import psycopg
+
+    with psycopg.connect(parsed.set(drivername="postgresql").render_as_string(hide_password=False),
+                         autocommit=True) as pg:
+        pg.execute(sql.encode())
+
+
+def raw_error(url: str) -> type[Exception]:
+    if url.startswith("sqlite"):
+        return sqlite3.DatabaseError
+    import psycopg
+
+    return psycopg.Error
+
+
+def entry(device_id: str, seq: int) -> Evidence:
+    return Evidence(device_id, seq, "segment", f"{seq:064x}", "00" * 32, "ab" * 32, 100 + seq,
+                    T0_NS + seq, T0_NS + seq + 1, T0_NS + 10, "verified", f"{device_id}/{seq}", f"{seq:032x}")
+
+
+def test_enrolment_is_unique_by_id_and_key(index: SqlIndex) -> None:
+    index.enroll("unit-1", "pem", "ab" * 32, T0_NS)
+    with pytest.raises(HqIndexError, match="enrolling unit-1"):
+        index.enroll("unit-1", "pem2", "cd" * 32, T0_NS)
+    with pytest.raises(HqIndexError):
+        index.enroll("unit-2", "pem", "ab" * 32, T0_NS)
+    assert index.revoke("unit-1", T0_NS + 1)
+    assert not index.revoke("unit-1", T0_NS + 2)
+    device = index.device("unit-1")
+    assert device is not None and not device.active and device.revoked_utc_ns == T0_NS + 1
+    assert index.device_by_fingerprint("ab" * 32) == device
+    assert index.device("unit-2") is None
+
+
+def test_uploads_are_found_by_entry_and_finished(index: SqlIndex) -> None:
+    index.enroll("unit-1", "pem", "ab" * 32, T0_NS)
+    upload = Upload("a" * 32, "unit-1", 7, "7.bcs", "cd" * 32, 4 << 30, "receiving", T0_NS, T0_NS)
+    index.add_upload(upload)
+    assert index.upload("a" * 32) == upload
+    assert index.find_upload("unit-1", 7, "cd" * 32, ("receiving",)) == upload
+    assert index.find_upload("unit-1", 7, "cd" * 32, ("stored",)) is None
+    index.finish_upload("a" * 32, "stored", {"receipt": "x"}, T0_NS + 5)
+    done = index.upload("a" * 32)
+    assert done is not None
+    assert (done.state, done.result, done.updated_utc_ns) == ("stored", {"receipt": "x"}, T0_NS + 5)
+    assert index.uploads("receiving") == [] and [u.upload_id for u in index.uploads("stored")] == ["a" * 32]
+    with pytest.raises(HqIndexError):  # the state is checked by the database
+        index.finish_upload("a" * 32, "lost", None, T0_NS + 6)
+
+
+def test_evidence_advances_the_contiguous_run_over_gaps(index: SqlIndex) -> None:
+    index.enroll("unit-1", "pem", "ab" * 32, T0_NS)
+    assert index.add_evidence(entry("unit-1", 0)) == 0
+    assert index.add_evidence(entry("unit-1", 2)) == 0
+    assert index.add_evidence(entry("unit-1", 3)) == 0
+    assert index.add_evidence(entry("unit-1", 1)) == 3
+    assert index.chain_head("unit-1") == (3, f"{3:064x}")
+    assert index.chain_head("unit-2") is None
+    with pytest.raises(HqIndexError):
+        index.add_evidence(entry("unit-1", 2))
+    index.set_receipt("unit-1", 2, b"\x00signed")
+    got = index.evidence("unit-1", 2)
+    assert got is not None and got.receipt == b"\x00signed" and got == entry("unit-1", 2).__class__(
+        **{**{n: getattr(entry("unit-1", 2), n) for n in Evidence.__slots__}, "receipt": b"\x00signed"})
+    assert [e.seq for e in index.evidence_list("unit-1", from_ns=T0_NS + 2, to_ns=T0_NS + 2)] == [1, 2]
+    device = index.device("unit-1")
+    assert device is not None and device.contiguous_through == 3
+
+
+def test_quarantine_is_listed_per_device(index: SqlIndex) -> None:
+    q = Quarantined("q1", "unit-9", None, "b" * 32, "ef" * 32, "bad-signature", "no", "quarantine/unit-9/q1", T0_NS)
+    index.add_quarantine(q)
+    assert index.quarantined("unit-9") == [q] and index.quarantined() == [q] and index.quarantined("unit-1") == []
+
+
+def test_nonces_are_remembered_for_their_lifetime(index: SqlIndex) -> None:
+    assert not index.nonce_seen("unit-1", "n1", 1000, 600)
+    assert index.nonce_seen("unit-1", "n1", 1001, 600)
+    assert not index.nonce_seen("unit-2", "n1", 1001, 600)
+    assert index.nonce_seen("unit-1", "n1", 1600, 600)
+    assert not index.nonce_seen("unit-1", "n1", 1601, 600)
+
+
+def test_two_nodes_racing_on_the_same_nonces_admit_each_exactly_once(db_url: str) -> None:
+    """Two index instances (as two nodes) check the same 200 nonces at the same time."""
+    nodes = [SqlIndex.open(db_url, auto_migrate=True) for _ in range(2)]
+    nodes.append(SqlIndex.open(db_url))
+    fresh: list[list[str]] = [[] for _ in nodes]
+    start = threading.Barrier(len(nodes))
+
+    def run(n: int) -> None:
+        start.wait(30)
+        for i in range(200):
+            if not nodes[n].nonce_seen("unit-1", f"nonce-{i}", 5000, 600):
+                fresh[n].append(f"nonce-{i}")
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(len(nodes))]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+    finally:
+        for node in nodes:
+            node.close()
+    admitted = sorted(n for per_node in fresh for n in per_node)
+    assert admitted == sorted(f"nonce-{i}" for i in range(200))
+
+
+def test_heartbeats_keep_the_last_status(index: SqlIndex) -> None:
+    index.enroll("unit-1", "pem", "ab" * 32, T0_NS)
+    index.add_heartbeat("unit-1", T0_NS, b'{"a":1}', {"battery": {"percent": 80}})
+    index.add_heartbeat("unit-1", T0_NS + 1, b'{"a":2}', {"battery": {"percent": 79}})
+    assert index.heartbeats("unit-1") == [(T0_NS, b'{"a":1}'), (T0_NS + 1, b'{"a":2}')]
+    device = index.device("unit-1")
+    assert device is not None and device.last_status == {"battery": {"percent": 79}}
+    assert device.last_heartbeat_utc_ns == T0_NS + 1
+
+
+def test_the_audit_log_refuses_change_even_on_a_raw_connection(index: SqlIndex, db_url: str) -> None:
+    record = AuditRecord(T0_NS, "hq-api", "ingest", "unit-1", "unit-1/0", "ok", {"why": "test"})
+    index.audit(record)
+    [held] = index.audit_log()
+    assert held.id is not None and (held.utc_ns, held.detail) == (T0_NS, {"why": "test"})
+    with pytest.raises(HqIndexError):
+        index.audit(AuditRecord(T0_NS, "hq-api", "ingest", "unit-1", "unit-1/0", "maybe", {}))
+    statements = ["UPDATE audit SET outcome = 'refused'", "DELETE FROM audit"]
+    if not db_url.startswith("sqlite"):
+        statements.append("TRUNCATE audit")
+    for sql in statements:
+        with pytest.raises(raw_error(db_url), match="append-only"):
+            raw_execute(db_url, sql)
+    assert index.audit_log() == [held]
+
+
+def test_open_on_an_unmigrated_database_is_refused(db_url: str) -> None:
+    with pytest.raises(HqIndexError, match="has no schema yet.*run `bodycam-hq migrate --database-url"):
+        SqlIndex.open(db_url)
+
+
+def run_hq(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "hq.cli", *args], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **(env or {})})
+
+
+def test_migrate_then_enroll_through_the_command_line_with_the_password_from_the_environment(
+    db_url: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    url, env = db_url, {}
+    if not db_url.startswith("sqlite"):
+        parsed = parse_url(db_url)  # the password travels in PGPASSWORD, as libpq reads it
+        env["PGPASSWORD"] = str(parsed.password)
+        url = parsed.set(password=None).render_as_string(hide_password=False)
+    done = run_hq("migrate", "--database-url", url, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().endswith(f"to revision {migrations.head_revision()}")
+    data = tmp_path / "H"
+    data.mkdir()
+    (data / "keys").mkdir()
+    unit_pub = _device_pub(tmp_path)
+    done = run_hq("enroll", "--data-dir", str(data), "--database-url", url, "--device-id", "unit-5",
+                  "--device-pub", str(unit_pub), env=env)
+    assert done.returncode == 0, done.stderr
+    with SqlIndex.open(db_url) as index:
+        assert [d.device_id for d in index.devices()] == ["unit-5"]
+        assert [(a.event_type, a.outcome) for a in index.audit_log()] == [("enroll", "ok")]
+    assert not (data / "index.sqlite").exists()  # the named database was used, not the data dir's
+
+
+def _device_pub(folder: Path) -> Path:
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    from agent.evidence.keys import public_pem
+
+    path = folder / "device.pub"
+    path.write_bytes(public_pem(ed25519.Ed25519PrivateKey.generate().public_key()))
+    return path
+
+
+def test_a_wrong_password_is_one_line_without_the_password(postgres_url: str) -> None:
+    wrong = parse_url(postgres_url).set(password="not-the-Password-42")
+    shown = wrong.render_as_string(hide_password=False)
+    done = run_hq("migrate", "--database-url", shown)
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "password authentication failed" in lines[0], done.stderr
+    assert "not-the-Password-42" not in done.stderr + done.stdout
