@@ -1,5 +1,5 @@
-"""``bodycam-hq migrate``: the index's schema brought to this software's revision; and the
-``--database-url`` option of every command that opens the index."""
+"""Index maintenance commands (``bodycam-hq migrate``, ``audit verify``) and the ``--database-url``
+option of every command that opens the index."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from pathlib import Path
 
 from hq.db import HqIndexError
 from hq.db import migrate as migrations
-from hq.db.engine import ENV_URL, default_url, make_engine, mask, parse_url
+from hq.db.engine import DEFAULT_NAME, ENV_URL, default_url, make_engine, mask, parse_url
+from hq.index import SqlIndex, SqliteIndex
 
 DATABASE_URL_HELP = (
     "the index's database (default: DATA_DIR/index.sqlite; or $" + ENV_URL + "), e.g. "
@@ -58,6 +59,22 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _open(args: argparse.Namespace) -> SqlIndex | None:
+    if args.database_url:
+        return SqlIndex.open(str(args.database_url))
+    return None if args.data_dir is None else SqliteIndex(args.data_dir / DEFAULT_NAME)
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    index = _open(args)
+    if index is None:
+        return _fail("audit verify", "give --database-url URL, or --data-dir H for H/index.sqlite", 2)
+    with index:
+        report = index.verify_audit()
+    print(report.summary())
+    return 0 if report.intact else 1
+
+
 def maintenance_parent() -> argparse.ArgumentParser:
     """--data-dir (optional here) and --database-url: one of the two names the database."""
     parent = argparse.ArgumentParser(add_help=False)
@@ -67,6 +84,7 @@ def maintenance_parent() -> argparse.ArgumentParser:
 
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> list[argparse.ArgumentParser]:
+    """Add the commands; return the nested ones (audit verify), which the caller gives -v too."""
     parent = maintenance_parent()
     p = sub.add_parser("migrate", parents=[parent], help="bring the index's schema to this software's revision",
                        description="Apply the index's schema migrations and print the revision. The embedded "
@@ -74,4 +92,12 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> lis
                        "--database-url database is migrated only by this command. Exit codes: 0 at the "
                        "newest revision; 1 the database refused; 2 bad usage.")
     p.set_defaults(func=cmd_migrate)
-    return [p]
+    a = sub.add_parser("audit", help="the audit log")
+    asub = a.add_subparsers(dest="audit_command", required=True, metavar="COMMAND")
+    v = asub.add_parser("verify", parents=[parent], help="walk the audit log's hash chain",
+                        description="Check every audit record's hash and its link to the one before. Prints "
+                        "'N records, chain intact, head SHA' (keep the head: a later verify that starts from it "
+                        "also shows nothing was cut from the end), or the first broken record. Exit codes: 0 "
+                        "intact; 1 broken, or the database refused; 2 bad usage.")
+    v.set_defaults(func=cmd_audit_verify)
+    return [v]  # nested commands, for -v after them

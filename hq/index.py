@@ -19,12 +19,16 @@ from sqlalchemy.engine import Connection, Engine, RowMapping
 
 from hq.db import HqIndexError
 from hq.db import migrate as migrations
+from hq.db.chain import GENESIS, ChainReport, ChainRow, ChainWalker, record_hash
 from hq.db.engine import DEFAULT_NAME, WRITE_OPTION, make_engine, mask, parse_url
 from hq.db.schema import audit as audit_t
 from hq.db.schema import devices, evidence, heartbeats, nonces, quarantine, uploads
 from hq.records import AuditRecord, Device, Evidence, Quarantined, Upload
 
 __all__ = ["HqIndexError", "Index", "SqlIndex", "SqliteIndex", "open_index"]
+
+# pg_advisory_xact_lock key ("bcaudit"): one chain, one writer at a time across nodes.
+AUDIT_CHAIN_LOCK_KEY = 0x62_6361_7564_6974
 
 
 class Index(Protocol):
@@ -65,6 +69,7 @@ class Index(Protocol):
     def heartbeats(self, device_id: str) -> list[tuple[int, bytes]]: ...
     def audit(self, record: AuditRecord) -> None: ...
     def audit_log(self, event_type: str | None = None) -> list[AuditRecord]: ...
+    def verify_audit(self, batch_rows: int = 1000) -> ChainReport: ...
 
 
 def _device(row: RowMapping) -> Device:
@@ -297,11 +302,21 @@ class SqlIndex:
         return [(int(r["received_utc_ns"]), bytes(r["body"])) for r in rows]
 
     def audit(self, record: AuditRecord) -> None:
+        """Append one record to the hash chain. Appends are serialised across nodes: PostgreSQL
+        takes a transaction-scoped advisory lock before reading the chain head, SQLite's BEGIN
+        IMMEDIATE already holds the only writer lock."""
+        detail = json.dumps(record.detail, sort_keys=True)
         with self._write(f"auditing {record.event_type}") as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(sa.select(sa.func.pg_advisory_xact_lock(AUDIT_CHAIN_LOCK_KEY)))
+            head = conn.execute(sa.select(audit_t.c.sha256).order_by(audit_t.c.id.desc()).limit(1)).scalar()
+            prev = GENESIS if head is None else str(head)
+            digest = record_hash(prev, record.utc_ns, record.component, record.event_type, record.actor,
+                                 record.target, record.outcome, detail)
             conn.execute(audit_t.insert().values(
                 utc_ns=record.utc_ns, component=record.component, event_type=record.event_type,
-                actor=record.actor, target=record.target, outcome=record.outcome,
-                detail=json.dumps(record.detail, sort_keys=True)))
+                actor=record.actor, target=record.target, outcome=record.outcome, detail=detail,
+                prev_sha256=prev, sha256=digest))
 
     def audit_log(self, event_type: str | None = None) -> list[AuditRecord]:
         query = audit_t.select()
@@ -318,9 +333,24 @@ class SqlIndex:
                 outcome=r["outcome"],
                 detail=json.loads(r["detail"]),
                 id=r["id"],
+                prev_sha256=r["prev_sha256"],
+                sha256=r["sha256"],
             )
             for r in rows
         ]
+
+    def verify_audit(self, batch_rows: int = 1000) -> ChainReport:
+        """Walk the audit chain from its first record, ``batch_rows`` at a time; the first broken
+        link, or the count and head hash of an intact chain."""
+        walker, last_id = ChainWalker(), -1
+        while True:
+            rows = self._rows("verifying the audit chain", audit_t.select().where(audit_t.c.id > last_id)
+                              .order_by(audit_t.c.id).limit(batch_rows))
+            if not rows:
+                return walker.report()
+            if not walker.feed(ChainRow(**{name: r[name] for name in ChainRow.__slots__}) for r in rows):
+                return walker.report()
+            last_id = rows[-1]["id"]
 
 
 def _insert(conn: Connection) -> Any:

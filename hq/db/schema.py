@@ -96,6 +96,8 @@ audit = sa.Table(
     sa.Column("target", sa.Text, nullable=False),
     sa.Column("outcome", sa.Text, nullable=False),
     sa.Column("detail", sa.Text, nullable=False),
+    sa.Column("prev_sha256", sa.Text, nullable=False, server_default=""),
+    sa.Column("sha256", sa.Text, nullable=False, server_default=""),
 )
 
 # One row (id 1): the heartbeat retention the database itself enforces (its triggers read it).

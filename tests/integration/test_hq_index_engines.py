@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import subprocess
@@ -190,14 +191,19 @@ def run_hq(*args: str, env: dict[str, str] | None = None) -> subprocess.Complete
                           env={**os.environ, **(env or {})})
 
 
+def cli_url(db_url: str) -> tuple[str, dict[str, str]]:
+    """The URL to give on a command line, and the environment: a password travels in PGPASSWORD,
+    as libpq reads it, never on the command line."""
+    if db_url.startswith("sqlite"):
+        return db_url, {}
+    parsed = parse_url(db_url)
+    return parsed.set(password=None).render_as_string(hide_password=False), {"PGPASSWORD": str(parsed.password)}
+
+
 def test_migrate_then_enroll_through_the_command_line_with_the_password_from_the_environment(
-    db_url: str, tmp_path: Path, request: pytest.FixtureRequest
+    db_url: str, tmp_path: Path
 ) -> None:
-    url, env = db_url, {}
-    if not db_url.startswith("sqlite"):
-        parsed = parse_url(db_url)  # the password travels in PGPASSWORD, as libpq reads it
-        env["PGPASSWORD"] = str(parsed.password)
-        url = parsed.set(password=None).render_as_string(hide_password=False)
+    url, env = cli_url(db_url)
     done = run_hq("migrate", "--database-url", url, env=env)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().endswith(f"to revision {migrations.head_revision()}")
@@ -232,3 +238,79 @@ def test_a_wrong_password_is_one_line_without_the_password(postgres_url: str) ->
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "password authentication failed" in lines[0], done.stderr
     assert "not-the-Password-42" not in done.stderr + done.stdout
+
+
+def audit_some(index: SqlIndex, count: int, actor: str = "admin") -> list[AuditRecord]:
+    for n in range(count):
+        index.audit(AuditRecord(T0_NS + n, "hq-cli", "enroll", actor, f"unit-{n}", "ok", {"n": n, "note": "é"}))
+    return index.audit_log()
+
+
+def lift_audit_trigger(db_url: str) -> None:
+    """What an attacker holding the database's superuser does first."""
+    if db_url.startswith("sqlite"):
+        raw_execute(db_url, "DROP TRIGGER audit_no_update")
+        raw_execute(db_url, "DROP TRIGGER audit_no_delete")
+    else:
+        raw_execute(db_url, "ALTER TABLE audit DISABLE TRIGGER audit_no_change")
+
+
+def test_the_audit_chain_is_intact_and_the_command_says_so(index: SqlIndex, db_url: str) -> None:
+    log = audit_some(index, 5)
+    assert log[0].prev_sha256 == "0" * 64
+    assert all(b.prev_sha256 == a.sha256 for a, b in zip(log, log[1:], strict=False))
+    report = index.verify_audit(batch_rows=2)  # batches that split the chain
+    assert report.intact and report.records == 5 and report.head_sha256 == log[-1].sha256
+    url, env = cli_url(db_url)
+    done = run_hq("audit", "verify", "--database-url", url, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"5 records, chain intact, head {log[-1].sha256}"
+
+
+@pytest.mark.parametrize("attack", ["change", "change-and-rehash", "delete"])
+def test_tampering_by_a_database_superuser_is_found(index: SqlIndex, db_url: str, attack: str) -> None:
+    from hq.db.chain import record_hash
+
+    log = audit_some(index, 6)
+    victim = log[2]
+    lift_audit_trigger(db_url)
+    if attack == "delete":
+        raw_execute(db_url, f"DELETE FROM audit WHERE id = {victim.id}")
+    else:
+        raw_execute(db_url, f"UPDATE audit SET actor = 'someone-else' WHERE id = {victim.id}")
+    if attack == "change-and-rehash":  # the attacker fixes the changed record's own hash
+        digest = record_hash(str(victim.prev_sha256), victim.utc_ns, victim.component, victim.event_type,
+                             "someone-else", victim.target, victim.outcome,
+                             json.dumps(victim.detail, sort_keys=True))
+        raw_execute(db_url, f"UPDATE audit SET sha256 = '{digest}' WHERE id = {victim.id}")
+    report = index.verify_audit(batch_rows=4)
+    first_bad = log[2] if attack == "change" else log[3]
+    assert not report.intact and report.broken_id == first_bad.id
+    assert report.records == (2 if attack == "change" else 2 if attack == "delete" else 3)
+    url, env = cli_url(db_url)
+    done = run_hq("audit", "verify", "--database-url", url, env=env)
+    assert done.returncode == 1
+    assert done.stdout.startswith(f"audit record {first_bad.id}: "), done.stdout + done.stderr
+
+
+def test_two_nodes_appending_at_once_keep_one_chain(db_url: str) -> None:
+    nodes = [SqlIndex.open(db_url, auto_migrate=True) for _ in range(2)]
+    start = threading.Barrier(2)
+
+    def run(n: int) -> None:
+        start.wait(30)
+        audit_some(nodes[n], 40, actor=f"node-{n}")
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(2)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        report = nodes[0].verify_audit()
+        actors = [a.actor for a in nodes[1].audit_log()]
+    finally:
+        for node in nodes:
+            node.close()
+    assert report.intact and report.records == 80
+    assert sorted(actors) == ["node-0"] * 40 + ["node-1"] * 40

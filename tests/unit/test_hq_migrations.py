@@ -53,6 +53,8 @@ def test_a_first_release_data_dir_upgrades_in_place_keeping_every_row(tmp_path: 
             ("enroll", {"n": 0}), ("ingest", {"n": 1}), ("service-stop", {"n": 2})]
         index.audit(index.audit_log()[0])  # and it takes new rows
         assert len(index.audit_log()) == 4
+        report = index.verify_audit()  # the old records were chained, in their order, by the upgrade
+        assert report.intact and report.records == 4
     raw = sqlite3.connect(data_dir / "index.sqlite")
     try:
         assert raw.execute("PRAGMA user_version").fetchone()[0] == migrations.MANAGED_USER_VERSION
