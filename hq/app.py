@@ -1,6 +1,7 @@
 """Headquarters' data dir and the wiring of a service from it.
 
-Layout of ``--data-dir H``: ``index.sqlite`` (the index and audit log), ``evidence/<device>/``,
+Layout of ``--data-dir H``: ``index.sqlite`` (the index and audit log, unless ``--database-url``
+names another database; ``index.sqlite-locks/`` its per-device locks), ``evidence/<device>/``,
 ``quarantine/<device>/``, ``uploads/`` (tus uploads in progress) and, by default, ``keys/``
 (``receipt.key``, ``server.key``, ``server.pem``; ``hq.key`` need not be here).
 """

@@ -364,10 +364,10 @@ def build_parser() -> argparse.ArgumentParser:
 # Which lock on headquarters' data dir each command holds while it runs (agent.dirlock): one service
 # per data dir; commands that only add rows (enrol, revoke, list, export) run beside it; keygen, which
 # replaces files the service reads, runs alone.
-_SHARED = ("serve", "enroll", "revoke", "evidence", "export", "technician", "migrate", "audit")
+_SHARED = ("serve", "enroll", "revoke", "evidence", "export", "technician", "migrate", "audit", "heartbeats")
 # Commands that only read or add to a headquarters that exists: a mistyped --data-dir is refused,
 # never silently made into a new, empty headquarters.
-_NEEDS_SETUP = ("enroll", "revoke", "evidence", "export", "technician", "migrate", "audit")
+_NEEDS_SETUP = ("enroll", "revoke", "evidence", "export", "technician", "migrate", "audit", "heartbeats")
 
 
 def _take_locks(args: argparse.Namespace) -> list[DirLock]:

@@ -1,11 +1,12 @@
-"""Index maintenance commands (``bodycam-hq migrate``, ``audit verify``) and the ``--database-url``
-option of every command that opens the index."""
+"""Index maintenance commands (``bodycam-hq migrate``, ``audit verify``, ``heartbeats prune``) and
+the ``--database-url`` option of every command that opens the index."""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
 
 from hq.db import HqIndexError
@@ -75,6 +76,28 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     return 0 if report.intact else 1
 
 
+MAX_PRUNE_PASSES = 10_000
+
+
+def cmd_heartbeats_prune(args: argparse.Namespace) -> int:
+    index = _open(args)
+    if index is None:
+        return _fail("heartbeats prune", "give --database-url URL, or --data-dir H for H/index.sqlite", 2)
+    totals: dict[str, int] = {}
+    with index:
+        policy = index.heartbeat_policy()
+        for _ in range(MAX_PRUNE_PASSES):  # each pass is bounded; stop when one leaves nothing more
+            counts = index.prune(time.time_ns())
+            for name, value in counts.items():
+                totals[name] = value if name == "abandoned_uploads" else totals.get(name, 0) + value
+            if all(v < index.limits.batch_rows for k, v in counts.items() if k != "abandoned_uploads"):
+                break
+    print(f"policy: heartbeats kept {policy.heartbeat_max_age_s // 86400} days and at most "
+          f"{policy.heartbeat_max_per_unit} per unit; positions kept {policy.position_max_age_s // 86400} days")
+    print(", ".join(f"{name.replace('_', ' ')} {value}" for name, value in totals.items()))
+    return 0
+
+
 def maintenance_parent() -> argparse.ArgumentParser:
     """--data-dir (optional here) and --database-url: one of the two names the database."""
     parent = argparse.ArgumentParser(add_help=False)
@@ -100,4 +123,13 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> lis
                         "also shows nothing was cut from the end), or the first broken record. Exit codes: 0 "
                         "intact; 1 broken, or the database refused; 2 bad usage.")
     v.set_defaults(func=cmd_audit_verify)
-    return [v]  # nested commands, for -v after them
+    h = sub.add_parser("heartbeats", help="heartbeat history")
+    hsub = h.add_subparsers(dest="heartbeats_command", required=True, metavar="COMMAND")
+    q = hsub.add_parser("prune", parents=[parent], help="apply the heartbeat and nonce retention now",
+                        description="Delete heartbeats past the retention policy (age, count per unit), strip "
+                        "positions past the position retention, delete expired nonces, and count abandoned "
+                        "uploads. The policy is the database's hq_policy row (docs/architecture.md, Database); "
+                        "the service runs the same pass periodically. Exit codes: 0 done; 1 the database "
+                        "refused; 2 bad usage.")
+    q.set_defaults(func=cmd_heartbeats_prune)
+    return [v, q]  # nested commands, for -v after them

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol, Self
@@ -17,10 +18,12 @@ from typing import Any, Protocol, Self
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine, RowMapping
 
-from hq.db import HqIndexError
+from hq.db import HqIndexError, retention
 from hq.db import migrate as migrations
 from hq.db.chain import GENESIS, ChainReport, ChainRow, ChainWalker, record_hash
 from hq.db.engine import DEFAULT_NAME, WRITE_OPTION, make_engine, mask, parse_url
+from hq.db.locks import DeviceLocks
+from hq.db.retention import HeartbeatPolicy, PruneLimits
 from hq.db.schema import audit as audit_t
 from hq.db.schema import devices, evidence, heartbeats, nonces, quarantine, uploads
 from hq.records import AuditRecord, Device, Evidence, Quarantined, Upload
@@ -71,6 +74,13 @@ class Index(Protocol):
     def audit_log(self, event_type: str | None = None) -> list[AuditRecord]: ...
     def verify_audit(self, batch_rows: int = 1000) -> ChainReport: ...
 
+    # quotas, rate limits, expiry, retention and per-device serialisation
+    def open_uploads(self, device_id: str) -> tuple[int, int]: ...
+    def expired_uploads(self, older_than_ns: int) -> list[Upload]: ...
+    def heartbeat_count_since(self, device_id: str, since_ns: int) -> int: ...
+    def device_lock(self, device_id: str, timeout_s: float | None = None) -> AbstractContextManager[None]: ...
+    def prune(self, now_ns: int) -> dict[str, int]: ...
+
 
 def _device(row: RowMapping) -> Device:
     status = row["last_status"]
@@ -112,14 +122,18 @@ class SqlIndex:
     process or another, wait up to the busy timeout). On PostgreSQL several nodes share the
     database; what must not interleave across nodes takes a database lock (see each method).
 
+    ``limits``: the periodic prune's nonce lifetime, abandoned-upload age and batch size.
     ``auto_migrate``: bring a database that is behind to this software's schema on opening (the
     embedded default); otherwise such a database is refused with the ``bodycam-hq migrate``
     command to run (``url_option`` is that command's option naming the database).
     """
 
-    def __init__(self, engine: Engine, *, auto_migrate: bool = False, url_option: str = "") -> None:
+    def __init__(self, engine: Engine, *, auto_migrate: bool = False, url_option: str = "",
+                 limits: PruneLimits | None = None) -> None:
         self.engine = engine
+        self.limits = limits or PruneLimits()
         self._writer = engine.execution_options(**{WRITE_OPTION: True})
+        self._locks = DeviceLocks(engine)
         try:
             if auto_migrate:
                 current, head = migrations.status(engine)
@@ -165,6 +179,14 @@ class SqlIndex:
         except sa.exc.SQLAlchemyError as exc:
             raise HqIndexError(f"{doing}: {_reason(exc)}") from exc
 
+    def _one(self, doing: str, query: sa.Executable) -> tuple[Any, ...]:
+        """The single row of an aggregate query, as a tuple."""
+        try:
+            with self.engine.connect() as conn:
+                return tuple(conn.execute(query).one())
+        except sa.exc.SQLAlchemyError as exc:
+            raise HqIndexError(f"{doing}: {_reason(exc)}") from exc
+
     # -- devices --------------------------------------------------------------------------
 
     def enroll(self, device_id: str, public_pem: str, fingerprint: str, now_ns: int) -> None:
@@ -193,11 +215,16 @@ class SqlIndex:
     # -- nonces ---------------------------------------------------------------------------
 
     def nonce_seen(self, key_id: str, nonce: str, now_s: int, ttl_s: int) -> bool:
+        """Whether ``nonce`` was seen within ``ttl_s``; records it. One atomic statement on both
+        engines (INSERT ... ON CONFLICT DO UPDATE ... WHERE expired), so two nodes checking the
+        same nonce at once admit it exactly once. An expired nonce still in the table (not yet
+        pruned) counts as fresh and is renewed."""
         with self._write("recording a nonce") as conn:
-            conn.execute(nonces.delete().where(nonces.c.seen_s < now_s - ttl_s))
-            added = conn.execute(_insert(conn)(nonces).values(key_id=key_id, nonce=nonce, seen_s=now_s)
-                                 .on_conflict_do_nothing().returning(nonces.c.nonce)).first()
-            return added is None
+            stmt = _insert(conn)(nonces).values(key_id=key_id, nonce=nonce, seen_s=now_s)
+            stmt = stmt.on_conflict_do_update(index_elements=[nonces.c.key_id, nonces.c.nonce],
+                                              set_={"seen_s": stmt.excluded.seen_s},
+                                              where=nonces.c.seen_s < now_s - ttl_s)
+            return conn.execute(stmt.returning(nonces.c.nonce)).first() is None
 
     # -- uploads --------------------------------------------------------------------------
 
@@ -228,6 +255,27 @@ class SqlIndex:
         with self._write(f"finishing upload {upload_id}") as conn:
             conn.execute(uploads.update().where(uploads.c.upload_id == upload_id)
                          .values(state=state, result=text, updated_utc_ns=now_ns))
+
+    def open_uploads(self, device_id: str) -> tuple[int, int]:
+        """(uploads still receiving, their declared bytes) of one unit: for quotas."""
+        u = uploads.c
+        count, declared = self._one("counting open uploads", sa.select(
+            sa.func.count(), sa.func.coalesce(sa.func.sum(u.length), 0),
+        ).select_from(uploads).where(u.device_id == device_id, u.state == "receiving"))
+        return int(count), int(declared)
+
+    def expired_uploads(self, older_than_ns: int) -> list[Upload]:
+        """Uploads still receiving whose last byte came before ``older_than_ns``: abandoned."""
+        rows = self._rows("listing abandoned uploads", uploads.select().where(
+            uploads.c.state == "receiving", uploads.c.updated_utc_ns < older_than_ns,
+        ).order_by(uploads.c.updated_utc_ns))
+        return [_upload(r) for r in rows]
+
+    def device_lock(self, device_id: str, timeout_s: float | None = None) -> AbstractContextManager[None]:
+        """Hold ``device_id``'s chain lock for a ``with`` block (:class:`hq.db.locks.DeviceLocks`):
+        PostgreSQL nodes take turns through an advisory lock, SQLite through a lock in this process.
+        ``timeout_s`` None waits; not acquired in time raises HqIndexError."""
+        return self._locks.hold(device_id, timeout_s)
 
     # -- evidence -------------------------------------------------------------------------
 
@@ -300,6 +348,42 @@ class SqlIndex:
         rows = self._rows("listing heartbeats", sa.select(heartbeats.c.received_utc_ns, heartbeats.c.body)
                           .where(heartbeats.c.device_id == device_id).order_by(heartbeats.c.id))
         return [(int(r["received_utc_ns"]), bytes(r["body"])) for r in rows]
+
+    def heartbeat_count_since(self, device_id: str, since_ns: int) -> int:
+        """Heartbeats of one unit received at or after ``since_ns``: for rate limits."""
+        (count,) = self._one("counting heartbeats", sa.select(sa.func.count()).select_from(heartbeats).where(
+            heartbeats.c.device_id == device_id, heartbeats.c.received_utc_ns >= since_ns))
+        return int(count)
+
+    def heartbeat_policy(self) -> HeartbeatPolicy:
+        try:
+            with self.engine.connect() as conn:
+                return retention.read_policy(conn)
+        except sa.exc.SQLAlchemyError as exc:
+            raise HqIndexError(f"reading the heartbeat policy: {_reason(exc)}") from exc
+
+    def prune(self, now_ns: int) -> dict[str, int]:
+        """One bounded retention pass (at most ``limits.batch_rows`` rows of each kind, each kind
+        its own transaction): expired nonces deleted, heartbeats past the policy's age or count
+        deleted, positions past the position retention stripped; abandoned uploads (receiving,
+        untouched for ``limits.abandoned_upload_s``) counted, for the caller to expire with
+        :meth:`expired_uploads`. Returns the counts; call again while any is at the batch size."""
+        limits = self.limits
+        with self._write("pruning nonces") as conn:
+            nonces_deleted = retention.prune_nonces(conn, now_ns // retention.NS_PER_S, limits)
+        policy = self.heartbeat_policy()
+        with self._write("pruning heartbeats by age") as conn:
+            aged = retention.prune_aged(conn, now_ns, policy, limits)
+        with self._write("pruning heartbeats by count") as conn:
+            over = retention.prune_over_count(conn, policy, limits)
+        with self._write("stripping old positions") as conn:
+            stripped = retention.strip_positions(conn, now_ns, policy, limits)
+        (abandoned,) = self._one("counting abandoned uploads", sa.select(sa.func.count()).select_from(uploads).where(
+            uploads.c.state == "receiving",
+            uploads.c.updated_utc_ns < now_ns - limits.abandoned_upload_s * retention.NS_PER_S))
+        return {"nonces_deleted": nonces_deleted, "heartbeats_deleted_by_age": aged,
+                "heartbeats_deleted_by_count": over, "positions_stripped": stripped,
+                "abandoned_uploads": int(abandoned)}
 
     def audit(self, record: AuditRecord) -> None:
         """Append one record to the hash chain. Appends are serialised across nodes: PostgreSQL

@@ -84,6 +84,7 @@ heartbeats = sa.Table(
     sa.Column("device_id", sa.Text, sa.ForeignKey("devices.device_id"), nullable=False),
     sa.Column("received_utc_ns", sa.BigInteger, nullable=False),
     sa.Column("body", sa.LargeBinary, nullable=False),
+    sa.Column("position_stripped", sa.Boolean, nullable=False, server_default=sa.false()),
 )
 
 audit = sa.Table(

@@ -4,6 +4,7 @@ for the tests that need one (``postgres``, ``postgres_url``, ``fresh_postgres_ur
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -46,3 +47,11 @@ def postgres_url(postgres: PostgresCluster) -> str:
 def fresh_postgres_url(postgres: PostgresCluster, request: pytest.FixtureRequest) -> str:
     """A new, empty database for this test alone."""
     return postgres.create_database(request.node.name)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database of each engine the index runs on: a test taking it runs on both."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'index.sqlite'}"
+    return str(request.getfixturevalue("fresh_postgres_url"))

@@ -3,11 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import sqlite3
-import subprocess
-import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,48 +12,15 @@ from hq.db import migrate as migrations
 from hq.db.engine import parse_url
 from hq.index import HqIndexError, SqlIndex
 from hq.records import AuditRecord, Evidence, Quarantined, Upload
+from tests.integration.index_util import cli_url, raw_error, raw_execute, run_hq, run_together
 
 T0_NS = 1_790_000_000_000_000_000
-ENGINES = ["sqlite", "postgresql"]
-
-
-@pytest.fixture(params=ENGINES)
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """An empty database of each engine."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'index.sqlite'}"
-    return str(request.getfixturevalue("fresh_postgres_url"))
 
 
 @pytest.fixture
 def index(db_url: str) -> Iterator[SqlIndex]:
     with SqlIndex.open(db_url, auto_migrate=True) as opened:
         yield opened
-
-
-def raw_execute(url: str, sql: str) -> None:
-    """Run ``sql`` on a connection of the engine's own driver, bypassing the index entirely."""
-    parsed = parse_url(url)
-    if parsed.get_backend_name() == "sqlite":
-        conn = sqlite3.connect(str(parsed.database), isolation_level=None)
-        try:
-            conn.execute(sql)
-        finally:
-            conn.close()
-        return
-    import psycopg
-
-    with psycopg.connect(parsed.set(drivername="postgresql").render_as_string(hide_password=False),
-                         autocommit=True) as pg:
-        pg.execute(sql.encode())
-
-
-def raw_error(url: str) -> type[Exception]:
-    if url.startswith("sqlite"):
-        return sqlite3.DatabaseError
-    import psycopg
-
-    return psycopg.Error
 
 
 def entry(device_id: str, seq: int) -> Evidence:
@@ -130,24 +92,18 @@ def test_nonces_are_remembered_for_their_lifetime(index: SqlIndex) -> None:
 
 
 def test_two_nodes_racing_on_the_same_nonces_admit_each_exactly_once(db_url: str) -> None:
-    """Two index instances (as two nodes) check the same 200 nonces at the same time."""
+    """Three index instances (as three nodes) check the same 200 nonces at the same time."""
     nodes = [SqlIndex.open(db_url, auto_migrate=True) for _ in range(2)]
     nodes.append(SqlIndex.open(db_url))
     fresh: list[list[str]] = [[] for _ in nodes]
-    start = threading.Barrier(len(nodes))
 
-    def run(n: int) -> None:
-        start.wait(30)
+    def work(n: int) -> None:
         for i in range(200):
             if not nodes[n].nonce_seen("unit-1", f"nonce-{i}", 5000, 600):
                 fresh[n].append(f"nonce-{i}")
 
-    threads = [threading.Thread(target=run, args=(n,)) for n in range(len(nodes))]
     try:
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(120)
+        run_together(work, len(nodes))
     finally:
         for node in nodes:
             node.close()
@@ -184,20 +140,6 @@ def test_the_audit_log_refuses_change_even_on_a_raw_connection(index: SqlIndex, 
 def test_open_on_an_unmigrated_database_is_refused(db_url: str) -> None:
     with pytest.raises(HqIndexError, match="has no schema yet.*run `bodycam-hq migrate --database-url"):
         SqlIndex.open(db_url)
-
-
-def run_hq(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "hq.cli", *args], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, **(env or {})})
-
-
-def cli_url(db_url: str) -> tuple[str, dict[str, str]]:
-    """The URL to give on a command line, and the environment: a password travels in PGPASSWORD,
-    as libpq reads it, never on the command line."""
-    if db_url.startswith("sqlite"):
-        return db_url, {}
-    parsed = parse_url(db_url)
-    return parsed.set(password=None).render_as_string(hide_password=False), {"PGPASSWORD": str(parsed.password)}
 
 
 def test_migrate_then_enroll_through_the_command_line_with_the_password_from_the_environment(
@@ -295,18 +237,12 @@ def test_tampering_by_a_database_superuser_is_found(index: SqlIndex, db_url: str
 
 def test_two_nodes_appending_at_once_keep_one_chain(db_url: str) -> None:
     nodes = [SqlIndex.open(db_url, auto_migrate=True) for _ in range(2)]
-    start = threading.Barrier(2)
 
-    def run(n: int) -> None:
-        start.wait(30)
+    def work(n: int) -> None:
         audit_some(nodes[n], 40, actor=f"node-{n}")
 
-    threads = [threading.Thread(target=run, args=(n,)) for n in range(2)]
     try:
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(120)
+        run_together(work, 2)
         report = nodes[0].verify_audit()
         actors = [a.actor for a in nodes[1].audit_log()]
     finally:

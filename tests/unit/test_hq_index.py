@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -31,11 +32,13 @@ def test_audit_records_hold_every_cjis_field(tmp_path: Path) -> None:
 
 
 def test_audit_and_heartbeats_refuse_update_and_delete_even_on_a_raw_connection(tmp_path: Path) -> None:
+    """Heartbeats younger than the retention policy (hq_policy, read with the database's clock)
+    are as untouchable as the audit log; tests/integration/test_hq_retention.py covers the rest."""
     path = tmp_path / "i.sqlite"
     with SqliteIndex(path) as index:
         index.audit(record())
         index.enroll("unit-1", "pem", "ab" * 32, T0_NS)
-        index.add_heartbeat("unit-1", T0_NS, b"{}", {})
+        index.add_heartbeat("unit-1", time.time_ns(), b"{}", {})
     raw = sqlite3.connect(path)
     try:
         for sql in (
