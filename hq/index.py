@@ -11,6 +11,7 @@ import contextlib
 import json
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
+from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol, Self
@@ -134,6 +135,7 @@ class SqlIndex:
         self.limits = limits or PruneLimits()
         self._writer = engine.execution_options(**{WRITE_OPTION: True})
         self._locks = DeviceLocks(engine)
+        self._next_nonce_prune_s = 0
         try:
             if auto_migrate:
                 current, head = migrations.status(engine)
@@ -218,13 +220,19 @@ class SqlIndex:
         """Whether ``nonce`` was seen within ``ttl_s``; records it. One atomic statement on both
         engines (INSERT ... ON CONFLICT DO UPDATE ... WHERE expired), so two nodes checking the
         same nonce at once admit it exactly once. An expired nonce still in the table (not yet
-        pruned) counts as fresh and is renewed."""
+        pruned) counts as fresh and is renewed. At most every ``limits.nonce_prune_interval_s`` a call
+        also deletes one bounded batch of expired nonces (as :meth:`prune` does)."""
         with self._write("recording a nonce") as conn:
             stmt = _insert(conn)(nonces).values(key_id=key_id, nonce=nonce, seen_s=now_s)
             stmt = stmt.on_conflict_do_update(index_elements=[nonces.c.key_id, nonces.c.nonce],
                                               set_={"seen_s": stmt.excluded.seen_s},
                                               where=nonces.c.seen_s < now_s - ttl_s)
-            return conn.execute(stmt.returning(nonces.c.nonce)).first() is None
+            seen = conn.execute(stmt.returning(nonces.c.nonce)).first() is not None
+        if now_s >= self._next_nonce_prune_s:  # keeps the table bounded without the service's pass
+            self._next_nonce_prune_s = now_s + self.limits.nonce_prune_interval_s
+            with self._write("pruning nonces") as conn:
+                retention.prune_nonces(conn, now_s, replace(self.limits, nonce_ttl_s=ttl_s))
+        return not seen
 
     # -- uploads --------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from agent.evidence.httpsig import NONCE_TTL_S
 from hq.db.schema import devices, heartbeats, nonces, policy
 
 NS_PER_S = 1_000_000_000
@@ -27,11 +28,13 @@ class HeartbeatPolicy:
 
 @dataclass(frozen=True, slots=True)
 class PruneLimits:
-    """Settings of the periodic prune that are not the database's: the nonce lifetime
-    (``agent.evidence.httpsig.NONCE_TTL_S``), when a receiving upload counts as abandoned, and
-    the most rows one pass touches per kind (a pass never holds the database for long)."""
+    """Settings of the periodic prune that are not the database's: the nonce lifetime (the
+    request signatures' window), when a receiving upload counts as abandoned, the most rows one
+    pass touches per kind (a pass never holds the database for long), and how often a nonce check
+    deletes a batch of expired nonces itself (so the table stays bounded on every node)."""
 
-    nonce_ttl_s: int = 600
+    nonce_ttl_s: int = NONCE_TTL_S
+    nonce_prune_interval_s: int = 60
     abandoned_upload_s: int = 24 * 3600
     batch_rows: int = 5000
 

@@ -35,7 +35,7 @@ def heartbeat(index: SqlIndex, device_id: str, at_ns: int, lat: str | None = "52
 
 def test_expired_nonces_are_pruned_in_bounded_batches(db_url: str) -> None:
     with SqlIndex.open(db_url, auto_migrate=True) as index:
-        index.limits = PruneLimits(nonce_ttl_s=600, batch_rows=3)
+        index.limits = PruneLimits(nonce_ttl_s=600, batch_rows=3, nonce_prune_interval_s=10**9)
         for n in range(5):
             assert not index.nonce_seen("unit-1", f"old-{n}", 1000, 600)
         assert not index.nonce_seen("unit-1", "fresh", 1900, 600)

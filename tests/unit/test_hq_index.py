@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from hq.db.retention import PruneLimits
 from hq.index import HqIndexError, SqliteIndex
 from hq.records import AuditRecord
 from hq.storage import FileEvidenceStore, StorageError, UploadArea
@@ -62,6 +63,22 @@ def test_nonces_are_remembered_for_their_lifetime_and_survive_reopening(tmp_path
     with SqliteIndex(path) as index:
         assert index.nonce_seen("unit-1", "n1", 1600, 600)
         assert not index.nonce_seen("unit-1", "n1", 1601, 600)
+
+
+def test_nonce_checks_delete_expired_nonces_now_and_then(tmp_path: Path) -> None:
+    path = tmp_path / "i.sqlite"
+    with SqliteIndex(path) as index:
+        for n in range(5):
+            assert not index.nonce_seen("unit-1", f"n{n}", 1000, 600)
+        interval_s = PruneLimits().nonce_prune_interval_s
+        assert not index.nonce_seen("unit-1", "later", 1000 + interval_s - 1, 600)
+        raw = sqlite3.connect(path)
+        try:
+            assert raw.execute("SELECT count(*) FROM nonces").fetchone()[0] == 6  # within the interval
+            assert not index.nonce_seen("unit-1", "last", 1601, 600)
+            assert sorted(r[0] for r in raw.execute("SELECT nonce FROM nonces")) == ["last", "later"]
+        finally:
+            raw.close()
 
 
 def test_the_index_file_is_private(tmp_path: Path) -> None:
