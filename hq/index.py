@@ -39,6 +39,7 @@ class Index(Protocol):
     """What the service needs from its index. Every method is one transaction; thread-safe."""
 
     def close(self) -> None: ...
+    def ping(self) -> None: ...
 
     # devices
     def enroll(self, device_id: str, public_pem: str, fingerprint: str, now_ns: int) -> None: ...
@@ -158,6 +159,10 @@ class SqlIndex:
 
     def close(self) -> None:
         self.engine.dispose()
+
+    def ping(self) -> None:
+        """One round trip to the database (``/readyz``); HqIndexError when it does not answer."""
+        self._one("reaching the index", sa.select(sa.literal(1)))
 
     def __enter__(self) -> Self:
         return self

@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 
 from hq.db import migrate as migrations
-from hq.db.engine import parse_url
+from hq.db.engine import make_engine, parse_url
 from hq.index import HqIndexError, SqlIndex
 from hq.records import AuditRecord, Evidence, Quarantined, Upload
 from tests.integration.index_util import cli_url, raw_error, raw_execute, run_hq, run_together
+from tests.pg_util import free_port
 
 T0_NS = 1_790_000_000_000_000_000
 
@@ -135,6 +136,16 @@ def test_the_audit_log_refuses_change_even_on_a_raw_connection(index: SqlIndex, 
         with pytest.raises(raw_error(db_url), match="append-only"):
             raw_execute(db_url, sql)
     assert index.audit_log() == [held]
+
+
+def test_ping_answers_while_the_database_is_reachable(index: SqlIndex, db_url: str) -> None:
+    index.ping()
+    if db_url.startswith("postgresql"):  # a node whose database went away: one line, no password
+        gone = SqlIndex.__new__(SqlIndex)
+        gone.engine = make_engine(parse_url(db_url).set(port=free_port()))
+        with pytest.raises(HqIndexError, match="reaching the index") as caught:
+            gone.ping()
+        assert str(parse_url(db_url).password) not in str(caught.value)
 
 
 def test_open_on_an_unmigrated_database_is_refused(db_url: str) -> None:
