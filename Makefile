@@ -95,7 +95,7 @@ install:
 	install -d $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(TMPFILESDIR) $(DESTDIR)$(UDEVRULESDIR) \
 		$(DESTDIR)$(BINDIR) $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/share/bodycam/configs \
 		$(DESTDIR)$(PREFIX)/share/bodycam/systemd $(DESTDIR)$(PREFIX)/share/doc/bodycam
-	for f in systemd/*.service; do \
+	for f in systemd/bodycam-agent.service systemd/bodycam-console@.service; do \
 		sed 's|/opt/bodycam|$(PREFIX)|g' "$$f" > $(DESTDIR)$(UNITDIR)/$${f##*/}; \
 		chmod 0644 $(DESTDIR)$(UNITDIR)/$${f##*/}; done
 	install -m 0644 systemd/sysusers.d/bodycam.conf $(DESTDIR)$(SYSUSERSDIR)/bodycam.conf

@@ -9,6 +9,7 @@ names another database; ``index.sqlite-locks/`` its per-device locks), ``evidenc
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +17,7 @@ from pathlib import Path
 from agent.evidence.keys import load_receipt_private
 from hq.index import SqlIndex
 from hq.index import open_index as _open_index
+from hq.ingest_pool import IngestSettings
 from hq.service import HqService
 from hq.storage import FileEvidenceStore, UploadArea
 
@@ -32,18 +34,57 @@ def open_index(data_dir: Path, database_url: str | None = None) -> SqlIndex:
     return _open_index(data_dir, database_url)
 
 
+MAINTAIN_INTERVAL_S = 60.0
+
+
 def build_service(
-    data_dir: Path, keys_dir: Path, index: SqlIndex, now_ns: Callable[[], int] = time.time_ns
+    data_dir: Path,
+    keys_dir: Path,
+    index: SqlIndex,
+    now_ns: Callable[[], int] = time.time_ns,
+    ingest: IngestSettings | None = None,
 ) -> HqService:
-    """A service over ``data_dir``; uploads interrupted by a restart resume where their files end."""
+    """A service over ``data_dir``; uploads interrupted by a restart resume where their files end,
+    and completed uploads not yet ingested are queued again (this process holds the data dir's
+    lock, so it is the only node: every claim left in the index is stale)."""
     service = HqService(
         index=index,
         store=FileEvidenceStore(data_dir),
         uploads=UploadArea(data_dir),
         receipt_key=load_receipt_private(keys_dir / "receipt.key"),
         now_ns=now_ns,
+        ingest=ingest,
     )
     pending = index.uploads("receiving")
     if pending:
         log.info("%d upload(s) in progress resume from their size on disk", len(pending))
+    queued = service.resume_ingest(sole_node=True)
+    if queued:
+        log.info("%d completed upload(s) queued for ingest again", queued)
     return service
+
+
+class Maintenance:
+    """The service's periodic pass, on its own thread: queue completed uploads left behind (a
+    full queue, a failed try, a node that stopped mid-ingest). Each pass catches, logs and goes
+    on; ``stop`` ends the loop at once."""
+
+    def __init__(self, service: HqService, interval_s: float = MAINTAIN_INTERVAL_S) -> None:
+        self._service = service
+        self._interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="hq-maintain", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(self._interval_s)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval_s):
+            try:
+                self._service.maintain()
+            except Exception:
+                log.exception("maintenance pass failed; trying again in %.0f s", self._interval_s)

@@ -95,10 +95,11 @@ class HqApp:
         path_and_query = path + ("?" + query if query else "")
         route_name = "-"
         declared = _declared_length(raw_headers)
+        admitted = False
+        shown_path = request.url.path  # decoded: what an auditor reads, escaped when recorded
         try:
             wait = self.refusal_rate.limited(source)
             if wait > 0:
-                await run_in_threadpool(self.service.refusals.refused, source, "rate-limited", path)
                 raise ApiError(429, "rate-limited", "too many refused requests from this address; retry later",
                                {"Retry-After": retry_after(wait)})
             admission = check_request(request.method, path_and_query, raw_headers, self.settings.origins,
@@ -107,6 +108,7 @@ class HqApp:
             headers = {k.lower(): v for k, v in raw_headers}
             device_id = await run_in_threadpool(
                 self.service.admit, admission.route, admission.method, admission.target_uri, headers, source)
+            admitted = True
             declared = 0  # admitted: the body is read from here on
             body = await _read_body(request, admission)
             if device_id is not None:
@@ -115,20 +117,22 @@ class HqApp:
             response = await self._answer(admission, device_id, headers, body)
             close = False
         except ApiError as err:
+            if not admitted and err.status != 401:  # the service audits the 401s it decides
+                await run_in_threadpool(self.service.refusals.refused, source, err.code, shown_path)
             response = error_response(err)
-            if err.status < 500 and err.status != 429:
+            if (not admitted or err.status == 401) and err.status != 429:
                 self.refusal_rate.take(source)
             close = declared > 0 or err.status not in _KEEPS_CONNECTION
         except ClientDisconnect:
             log.info("%s: %s %s: the client left before its body arrived", source, request.method,
-                     clip(path, 200))
+                     clip(shown_path, 200))
             return HttpResponse(status_code=400, headers={"Connection": "close"})
         except Exception:
-            log.exception("%s %s failed", request.method, clip(path, 200))
+            log.exception("%s %s failed", request.method, clip(shown_path, 200))
             response = Response(500, {"Content-Type": "application/json"}, _internal_error())
             close = True
         self.metrics.request_done(route_name, response.status)
-        log.debug("%s %s %s -> %d", safe_text(source), request.method, clip(path, 200), response.status)
+        log.debug("%s %s %s -> %d", safe_text(source), request.method, clip(shown_path, 200), response.status)
         return _http(response, close)
 
     async def _answer(

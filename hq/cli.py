@@ -23,11 +23,12 @@ from agent.fserrors import explain
 from agent.humanize import plural
 from agent.textsafe import install_safe_logging, safe_text
 from hq import db_cmd, decrypt_cmd, technician_cmd
-from hq.app import build_service, open_index, prepare
+from hq.app import Maintenance, build_service, open_index, prepare
 from hq.audit import Auditor
 from hq.export import ExportError, evidence_rows, export, parse_time
 from hq.guard import OriginError, parse_origin
 from hq.index import HqIndexError, SqlIndex
+from hq.ingest_pool import IngestSettings, default_workers
 from hq.keygen import keygen
 from hq.limits import DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_PER_SOURCE, LimitSettings
 from hq.metrics import Metrics, serve_metrics
@@ -101,7 +102,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     metrics = Metrics()
     limits = LimitSettings(max_connections=args.max_connections, max_per_source=args.max_connections_per_source)
     try:
-        service = build_service(args.data_dir, keys, index)
+        ingest = IngestSettings(workers=args.ingest_workers, wait_s=args.ingest_wait_s)
+        service = build_service(args.data_dir, keys, index, ingest=ingest)
         server = HqServer((host, port), service, tls, origins=origins, limits=limits,
                           behind_proxy=args.behind_proxy, metrics=metrics)
         exporter = serve_metrics(metrics, *metrics_at) if metrics_at else None
@@ -118,6 +120,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     loop = threading.Thread(target=server.serve_forever, name="hq-serve", daemon=True)
     loop.start()
+    maintenance = Maintenance(service)
+    maintenance.start()
     scheme = "http" if args.behind_proxy else "https"
     service.audit.record("service-start", _actor(), f"{scheme}://{args.listen}", "ok", port=server.port,
                          origins=server.origins.origins, behind_proxy=args.behind_proxy, tls_profile=args.profile)
@@ -131,6 +135,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         server.shutdown()  # no new connections; requests in flight continue
         drained = server.drain(DRAIN_TIMEOUT_S + 5)
         server.server_close()
+        maintenance.stop()
+        service.close()
         if exporter is not None:
             exporter.close()
         service.audit.record("service-stop", _actor(), f"{scheme}://{args.listen}", "ok" if drained else "failed")
@@ -167,6 +173,22 @@ def _metrics_address(text: str | None) -> tuple[str, int] | None:
         raise ListenError(f"--metrics-listen {text!r}: metrics are served on loopback only (scrape them through "
                           "a local agent or an SSH tunnel)")
     return host, port
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1 or len(text) > 6:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number from 1 to 999999")
+    return int(text)
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 3600.0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds from 0 to 3600")
+    return value
 
 
 def _require_keys(keys: Path, *names: str) -> None:
@@ -328,6 +350,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"open connections in all (default {DEFAULT_MAX_CONNECTIONS})")
     p.add_argument("--max-connections-per-source", type=int, default=DEFAULT_MAX_PER_SOURCE,
                    help=f"open connections from one address (default {DEFAULT_MAX_PER_SOURCE})")
+    p.add_argument("--ingest-workers", type=_positive_int, default=default_workers(), metavar="N",
+                   help="threads verifying and storing completed uploads (default: min(4, CPUs))")
+    p.add_argument("--ingest-wait-s", type=_non_negative_float, default=IngestSettings().wait_s, metavar="S",
+                   help="how long a completing PATCH waits for its receipt before answering that ingest is in "
+                        "progress (default: %(default)s)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("enroll", parents=[data], help="enrol a unit's public key")

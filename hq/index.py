@@ -27,7 +27,7 @@ from hq.db.locks import DeviceLocks
 from hq.db.retention import HeartbeatPolicy, PruneLimits
 from hq.db.schema import audit as audit_t
 from hq.db.schema import devices, evidence, heartbeats, nonces, quarantine, uploads
-from hq.records import AuditRecord, Device, Evidence, Quarantined, Upload
+from hq.records import OPEN_UPLOAD_STATES, AuditRecord, Device, Evidence, Quarantined, Upload
 
 __all__ = ["HqIndexError", "Index", "SqlIndex", "SqliteIndex", "open_index"]
 
@@ -57,6 +57,9 @@ class Index(Protocol):
     def find_upload(self, device_id: str, seq: int, sha256: str, states: tuple[str, ...]) -> Upload | None: ...
     def uploads(self, state: str) -> list[Upload]: ...
     def finish_upload(self, upload_id: str, state: str, result: dict[str, Any] | None, now_ns: int) -> None: ...
+    def move_upload(
+        self, upload_id: str, from_state: str, to_state: str, now_ns: int, updated_before_ns: int | None = None
+    ) -> bool: ...
 
     # evidence
     def add_evidence(self, evidence: Evidence) -> int: ...
@@ -270,11 +273,12 @@ class SqlIndex:
                          .values(state=state, result=text, updated_utc_ns=now_ns))
 
     def open_uploads(self, device_id: str) -> tuple[int, int]:
-        """(uploads still receiving, their declared bytes) of one unit: for quotas."""
+        """(open uploads, their declared bytes) of one unit: receiving, complete or ingesting
+        (``OPEN_UPLOAD_STATES``), for quotas."""
         u = uploads.c
         count, declared = self._one("counting open uploads", sa.select(
             sa.func.count(), sa.func.coalesce(sa.func.sum(u.length), 0),
-        ).select_from(uploads).where(u.device_id == device_id, u.state == "receiving"))
+        ).select_from(uploads).where(u.device_id == device_id, u.state.in_(OPEN_UPLOAD_STATES)))
         return int(count), int(declared)
 
     def expired_uploads(self, older_than_ns: int) -> list[Upload]:
@@ -286,9 +290,22 @@ class SqlIndex:
 
     def device_lock(self, device_id: str, timeout_s: float | None = None) -> AbstractContextManager[None]:
         """Hold ``device_id``'s chain lock for a ``with`` block (:class:`hq.db.locks.DeviceLocks`):
-        PostgreSQL nodes take turns through an advisory lock, SQLite through a lock in this process.
+        PostgreSQL nodes take turns through an advisory lock, SQLite users through a file lock.
         ``timeout_s`` None waits; not acquired in time raises HqIndexError."""
         return self._locks.hold(device_id, timeout_s)
+
+    def move_upload(
+        self, upload_id: str, from_state: str, to_state: str, now_ns: int, updated_before_ns: int | None = None
+    ) -> bool:
+        """Move an upload from ``from_state`` to ``to_state`` in one row update; False when it was
+        not in ``from_state`` (or, with ``updated_before_ns``, was updated since): another worker
+        or node got there first. This is how one node claims a completed upload for ingest."""
+        u = uploads.c
+        query = uploads.update().where(u.upload_id == upload_id, u.state == from_state)
+        if updated_before_ns is not None:
+            query = query.where(u.updated_utc_ns < updated_before_ns)
+        with self._write(f"moving upload {upload_id} to {to_state}") as conn:
+            return conn.execute(query.values(state=to_state, updated_utc_ns=now_ns)).rowcount == 1
 
     # -- evidence -------------------------------------------------------------------------
 

@@ -2,14 +2,18 @@
 or quarantine it, and sign a receipt.
 
 ``decide`` is the pure core (what to do with a checked file, given what headquarters holds);
-``Ingestor`` is the shell that reads files, moves them, indexes and audits.
+``Ingestor`` is the shell that reads files, moves them, indexes and audits. It verifies a file
+(SHA-256, signatures: the slow part) with no lock held, then decides, stores, indexes and signs
+the receipt under one lock per device, so different devices ingest in parallel.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -29,6 +33,63 @@ from hq.storage import EvidenceStore, UploadArea, file_sha256
 log = logging.getLogger(__name__)
 
 Action = Literal["store", "duplicate", "quarantine"]
+DeviceLock = Callable[[str], AbstractContextManager[None]]
+Verifier = Callable[[Path, ed25519.Ed25519PublicKey], "Checked"]
+
+
+class IngestError(Exception):
+    """An upload cannot be ingested now (its staged bytes are gone); the message says which."""
+
+
+class LocalDeviceLocks:
+    """One lock per device id, in this process: ``hold(device_id)`` serialises the chain-position
+    decisions of one device and lets other devices go on. Locks are dropped when nobody holds or
+    waits for them, so the table stays as small as the number of devices ingesting right now.
+
+    Across nodes this is not enough: the index's ``device_lock`` (a row or advisory lock) is held
+    inside it where the index has one (:func:`device_lock_for`).
+    """
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[str, tuple[threading.Lock, int]] = {}
+
+    @contextlib.contextmanager
+    def hold(self, device_id: str) -> Iterator[None]:
+        with self._guard:
+            lock, users = self._locks.get(device_id, (threading.Lock(), 0))
+            self._locks[device_id] = (lock, users + 1)
+        try:
+            with lock:
+                yield
+        finally:
+            with self._guard:
+                lock, users = self._locks[device_id]
+                if users == 1:
+                    del self._locks[device_id]
+                else:
+                    self._locks[device_id] = (lock, users - 1)
+
+    def users(self, device_id: str) -> int:
+        """Threads holding or waiting for ``device_id``'s lock now (for status and tests)."""
+        with self._guard:
+            return self._locks.get(device_id, (None, 0))[1]
+
+
+def device_lock_for(index: Index, local: LocalDeviceLocks) -> DeviceLock:
+    """The per-device lock of ingest: the in-process lock, then, when the index offers one, the
+    index's ``device_lock(device_id)`` that serialises one device's decisions across nodes
+    (PostgreSQL). SEAM: the embedded SQLite index has none (one process holds the data dir)."""
+    across_nodes = getattr(index, "device_lock", None)
+    if across_nodes is None:
+        return local.hold
+
+    @contextlib.contextmanager
+    def both(device_id: str) -> Iterator[None]:
+        with local.hold(device_id), across_nodes(device_id):
+            yield
+
+    return both
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +185,16 @@ def check_upload(path: Path, device_pub: ed25519.Ed25519PublicKey) -> Checked:
 
 
 @dataclass(frozen=True, slots=True)
+class Verified:
+    """What the checks outside the device lock found: the file's SHA-256, what ``check_file``
+    found, and a quarantine decided before any chain position is looked at."""
+
+    digest: str
+    checked: Checked
+    early: Decision | None
+
+
+@dataclass(frozen=True, slots=True)
 class Outcome:
     """The answer to a completed upload: a receipt (stored or duplicate), or why it was quarantined
     with the signed notice that says so (docs/sync-protocol.md, "Quarantine notices")."""
@@ -136,10 +207,12 @@ class Outcome:
 
 
 class Ingestor:
-    """Turns completed uploads into stored evidence or quarantined files, one at a time.
+    """Turns completed uploads into stored evidence or quarantined files.
 
-    Thread contract: ``ingest`` holds one lock for its whole run, so chain-position decisions for
-    concurrent uploads are made against a consistent view of what is held.
+    Thread contract: any number of threads may call ``ingest``. Verification runs with no lock
+    held; deciding, storing, indexing and signing the receipt run under ``device_lock`` of the
+    upload's device, so chain-position decisions for one device are made against a consistent
+    view of what is held, and different devices do not wait for each other.
     """
 
     def __init__(
@@ -150,6 +223,8 @@ class Ingestor:
         receipt_key: ed25519.Ed25519PrivateKey,
         audit: Auditor,
         now_ns: Callable[[], int],
+        device_lock: DeviceLock | None = None,
+        verify: Verifier = check_upload,
     ) -> None:
         self._index = index
         self._store = store
@@ -157,27 +232,48 @@ class Ingestor:
         self._receipt_key = receipt_key
         self._audit = audit
         self._now_ns = now_ns
-        self._lock = threading.Lock()
+        self._device_lock = device_lock or LocalDeviceLocks().hold
+        self._verify = verify
 
     def ingest(self, upload: Upload) -> Outcome:
-        with self._lock:
-            return self._ingest(upload)
-
-    def _ingest(self, upload: Upload) -> Outcome:
+        """Verify ``upload`` (no lock held), then place it under its device's lock. Raises
+        :class:`IngestError` when its staged bytes are gone and it is not held either (a node
+        stopped between storing and recording, then lost the rest): the unit must send it again."""
         path = self._uploads.path(upload.upload_id)
+        if not path.exists():
+            with self._device_lock(upload.device_id):
+                return self._after_crash(upload)
+        verified = self.verify(upload, path)
+        with self._device_lock(upload.device_id):
+            return self._place(upload, path, verified)
+
+    def verify(self, upload: Upload, path: Path) -> Verified:
+        """The slow checks of one file: its SHA-256 against the announced one, the device's
+        enrolment, and ``check_file`` (signature, ciphertext hash, structure)."""
         digest = file_sha256(path)
         device = self._index.device(upload.device_id)
         if digest != upload.sha256:
-            decision = Decision("quarantine", "sha256-mismatch", "the file's SHA-256 differs from the announced one")
-            checked = Checked(verified=False, problems=(decision.reason,))
+            early = Decision("quarantine", "sha256-mismatch", "the file's SHA-256 differs from the announced one")
         elif device is None or not device.active:
-            decision = Decision("quarantine", "not-enrolled", f"{upload.device_id} is not an enrolled, active device")
-            checked = Checked(verified=False, problems=(decision.reason,))
+            early = Decision("quarantine", "not-enrolled", f"{upload.device_id} is not an enrolled, active device")
         else:
             pub = serialization.load_pem_public_key(device.public_pem.encode("ascii"))
             assert isinstance(pub, ed25519.Ed25519PublicKey)
-            checked = check_upload(path, pub)
-            decision = decide(upload.device_id, upload.seq, checked, self._held(upload.device_id))
+            return Verified(digest, self._verify(path, pub), None)
+        return Verified(digest, Checked(verified=False, problems=(early.reason,)), early)
+
+    def _after_crash(self, upload: Upload) -> Outcome:
+        held = self._index.evidence(upload.device_id, upload.seq)
+        if held is None or held.file_sha256 != upload.sha256:
+            raise IngestError(f"the bytes of upload {upload.upload_id} are gone and {upload.device_id} "
+                              f"seq {upload.seq} is not held")
+        receipt = self.issue_receipt(upload.device_id, upload.seq)
+        return Outcome("duplicate", "duplicate", "stored before the node stopped", receipt)
+
+    def _place(self, upload: Upload, path: Path, verified: Verified) -> Outcome:
+        """Decide, store or quarantine, index, audit and sign; the caller holds the device lock."""
+        digest, checked = verified.digest, verified.checked
+        decision = verified.early or decide(upload.device_id, upload.seq, checked, self._held(upload.device_id))
         target = f"{upload.device_id}/{checked.seq if checked.seq is not None else upload.seq}"
         detail = {
             "upload_id": upload.upload_id,

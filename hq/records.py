@@ -10,7 +10,11 @@ from typing import Any
 DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 UPLOAD_ID = re.compile(r"^[0-9a-f]{32}$")
 
-UPLOAD_STATES = ("receiving", "stored", "quarantined", "terminated")
+# receiving: bytes arriving; complete: every byte held, waiting for ingest; ingesting: claimed by
+# one node's ingest worker; then stored or quarantined (final), terminated (by the unit) or expired
+# (abandoned, its bytes removed by the expiry pass).
+UPLOAD_STATES = ("receiving", "complete", "ingesting", "stored", "quarantined", "terminated", "expired")
+OPEN_UPLOAD_STATES = ("receiving", "complete", "ingesting")
 OUTCOMES = ("ok", "refused", "failed", "quarantined", "duplicate")
 
 

@@ -8,7 +8,7 @@ drive ``handle``, which does the three in one call.
 
 from __future__ import annotations
 
-import dataclasses
+import contextlib
 import hashlib
 import hmac
 import json
@@ -19,7 +19,6 @@ import secrets
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives import serialization
@@ -30,8 +29,9 @@ from agent.evidence.receipt import ReceiptError, encode_receipt_header, verify_h
 from hq.audit import Auditor
 from hq.errors import ApiError, error_body
 from hq.index import Index
-from hq.ingest import Ingestor, Outcome
-from hq.records import Upload
+from hq.ingest import Ingestor, LocalDeviceLocks, device_lock_for
+from hq.ingest_pool import IngestBusy, IngestJobs, IngestPool, IngestSettings, resubmit
+from hq.records import OPEN_UPLOAD_STATES, Upload
 from hq.refusals import RefusalLog
 from hq.storage import EvidenceStore, UploadArea
 from hq.tus import (
@@ -56,6 +56,8 @@ MAX_HEARTBEAT_BYTES = 64 * 1024
 QUARANTINE_HEADER = "Bodycam-Quarantine"  # the signed notice on a 422 (docs/sync-protocol.md)
 # RFC 9421 section 5.1 names no scheme token; "Signature" with the parameters this service checks.
 WWW_AUTHENTICATE = {"WWW-Authenticate": 'Signature realm="bodycam-hq", alg="ed25519", label="sig1"'}
+INGEST_HEADER = "Bodycam-Ingest"  # "pending" while a completed upload waits for ingest (1.3)
+BUSY_RETRY_AFTER_S = 30
 _UPLOAD_PATH = re.compile(r"^/v1/uploads/([0-9a-f]{32})$")
 
 
@@ -96,7 +98,8 @@ _ROUTES: dict[tuple[str, str], str] = {
 
 class HqService:
     """Answers unit requests. Thread-safe: the index serialises its writes, a per-upload lock
-    serialises appends to one upload, and the ingestor decides one completed upload at a time."""
+    serialises appends to one upload, and completed uploads are ingested by a bounded pool of
+    workers (:mod:`hq.ingest_pool`), serialised per device only. ``close`` stops the pool."""
 
     def __init__(
         self,
@@ -106,6 +109,7 @@ class HqService:
         receipt_key: ed25519.Ed25519PrivateKey,
         now_ns: Callable[[], int],
         max_size: int = DEFAULT_MAX_SIZE,
+        ingest: IngestSettings | None = None,
     ) -> None:
         self.index = index
         self._store = store
@@ -114,9 +118,31 @@ class HqService:
         self._now_ns = now_ns
         self.audit = Auditor(index, "hq-api", now_ns)
         self.refusals = RefusalLog(self.audit, now_ns)
-        self.ingestor = Ingestor(index, store, uploads, receipt_key, Auditor(index, "hq-ingest", now_ns), now_ns)
+        self.device_locks = LocalDeviceLocks()
+        self.ingestor = Ingestor(
+            index, store, uploads, receipt_key, Auditor(index, "hq-ingest", now_ns), now_ns,
+            device_lock=device_lock_for(index, self.device_locks),
+        )
+        self._ingest = ingest = ingest or IngestSettings()
+        self._jobs = IngestJobs(index, self.ingestor, now_ns, ingest.claim_lease_s)
+        self.pool = IngestPool(self._jobs.run, ingest.workers, ingest.queue_max)
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
+
+    def close(self) -> None:
+        """Stop ingesting: uploads being ingested finish, queued ones stay complete in the index."""
+        self.pool.close()
+
+    def maintain(self) -> None:
+        """One periodic pass (``hq.app.Maintenance``): completed uploads left behind are queued."""
+        queued = self.resume_ingest()
+        if queued:
+            log.info("%d completed upload(s) queued for ingest again", queued)
+
+    def resume_ingest(self, sole_node: bool = False) -> int:
+        """Queue completed uploads nobody is ingesting (after a restart, a full queue, a node
+        that stopped mid-ingest); return how many. ``sole_node``: see IngestJobs.leftover."""
+        return resubmit(self._jobs, self.pool, sole_node)
 
     # -- routing and authentication -------------------------------------------------------
 
@@ -270,9 +296,9 @@ class HqService:
                 receipt = self.ingestor.issue_receipt(device_id, meta.seq)
                 self.audit.record("upload-create", device_id, target, "duplicate", upload_id=done.upload_id)
                 return Response(201, {**self._location(done), "Upload-Offset": str(done.length), **_receipt(receipt)})
-        existing = self.index.find_upload(device_id, meta.seq, meta.sha256, ("receiving",))
+        existing = self.index.find_upload(device_id, meta.seq, meta.sha256, OPEN_UPLOAD_STATES)
         if existing is not None and existing.length == length:
-            offset = self.uploads.size(existing.upload_id)
+            offset = self.uploads.size(existing.upload_id) if existing.state == "receiving" else length
             return Response(201, {**self._location(existing), "Upload-Offset": str(offset)})
         now = self._now_ns()
         upload = Upload(
@@ -293,11 +319,16 @@ class HqService:
         if upload.state == "receiving":
             return Response(200, {**h, "Upload-Offset": str(self.uploads.size(upload_id))})
         h["Upload-Offset"] = str(upload.length)
+        if upload.state in OPEN_UPLOAD_STATES:
+            return Response(200, {**h, INGEST_HEADER: "pending"})
         result = upload.result or {}
         if "receipt" in result:
             h["Bodycam-Receipt"] = str(result["receipt"])
         if "error" in result:
             h["Bodycam-Quarantined"] = str(result["error"]["code"])
+            notice = self._notice(upload)
+            if notice is not None:
+                h[QUARANTINE_HEADER] = notice
         return Response(200, h)
 
     def patch(self, device_id: str, upload_id: str, headers: Mapping[str, str], body: bytes) -> Response:
@@ -310,25 +341,61 @@ class HqService:
         with self._lock_for(upload_id):
             upload = self._own_upload(device_id, upload_id)
             if upload.state != "receiving":
-                if offset == upload.length and not body:
-                    return self._final_answer(upload)
-                raise ApiError(409, "completed", "the upload is complete", {"Upload-Offset": str(upload.length)})
-            current = self.uploads.size(upload_id)
-            if offset != current:
-                raise ApiError(409, "offset-mismatch", f"the upload is at {current}", {"Upload-Offset": str(current)})
-            if offset + len(body) > upload.length:
-                raise ApiError(400, "exceeds-length", f"the chunk goes past Upload-Length {upload.length}")
-            if expected is not None and not hmac.compare_digest(hashlib.sha256(body).digest(), expected):
-                log.warning("checksum mismatch on upload %s at %d: chunk discarded", upload_id, offset)
-                raise ApiError(STATUS_CHECKSUM_MISMATCH, "checksum-mismatch", "the chunk's SHA-256 differs: discarded")
-            new_offset = self.uploads.append(upload_id, offset, body) if body else current
-            if new_offset < upload.length:
-                return Response(204, {"Upload-Offset": str(new_offset)})
-            outcome = self.ingestor.ingest(upload)
-            result = _result(outcome)
-            state = "quarantined" if outcome.action == "quarantine" else "stored"
-            self.index.finish_upload(upload_id, state, result, self._now_ns())
-            return self._final_answer(dataclasses.replace(upload, state=state, result=result))
+                if offset != upload.length or body:
+                    raise ApiError(409, "completed", "the upload is complete", {"Upload-Offset": str(upload.length)})
+            else:
+                current = self.uploads.size(upload_id)
+                if offset != current:
+                    raise ApiError(
+                        409, "offset-mismatch", f"the upload is at {current}", {"Upload-Offset": str(current)}
+                    )
+                if offset + len(body) > upload.length:
+                    raise ApiError(400, "exceeds-length", f"the chunk goes past Upload-Length {upload.length}")
+                if expected is not None and not hmac.compare_digest(hashlib.sha256(body).digest(), expected):
+                    log.warning("checksum mismatch on upload %s at %d: chunk discarded", upload_id, offset)
+                    raise ApiError(
+                        STATUS_CHECKSUM_MISMATCH, "checksum-mismatch", "the chunk's SHA-256 differs: discarded"
+                    )
+                new_offset = self.uploads.append(upload_id, offset, body) if body else current
+                if new_offset < upload.length:
+                    return Response(204, {"Upload-Offset": str(new_offset)})
+                self.index.move_upload(upload_id, "receiving", "complete", self._now_ns())
+                upload = self._own_upload(device_id, upload_id)
+        # Every byte is held: the answer is the ingest's, waited for here outside the upload's lock.
+        if upload.state not in OPEN_UPLOAD_STATES:
+            return self._final_answer(upload)
+        return self._await_ingest(upload)
+
+    def _await_ingest(self, upload: Upload) -> Response:
+        """Queue a completed upload for ingest (unless it is already) and wait for its answer up
+        to ``IngestSettings.wait_s``; then answer that ingest is in progress (the unit asks again
+        with HEAD). A full queue answers 503: the upload stays complete and is ingested later."""
+        future = self.pool.pending(upload.upload_id)
+        if future is None and upload.state == "complete":
+            try:
+                future = self.pool.submit(upload)
+            except IngestBusy as exc:
+                log.warning("upload %s complete, not queued: %s", upload.upload_id, exc)
+                raise ApiError(
+                    503, "ingest-busy", f"{exc}; the upload is complete and will be ingested: ask again later",
+                    {"Retry-After": str(BUSY_RETRY_AFTER_S), "Upload-Offset": str(upload.length)},
+                ) from None
+        if future is not None:
+            with contextlib.suppress(TimeoutError):
+                future.result(timeout=self._ingest.wait_s)
+        latest = self.index.upload(upload.upload_id) or upload
+        if latest.state not in OPEN_UPLOAD_STATES:
+            return self._final_answer(latest)
+        return Response(204, {"Upload-Offset": str(upload.length), INGEST_HEADER: "pending"})
+
+    def _notice(self, upload: Upload) -> str | None:
+        """The signed quarantine notice of a quarantined upload, as a header value."""
+        notice = (upload.result or {}).get("notice")
+        if notice is None:
+            # An upload quarantined by an older service kept none: signed again from its record.
+            signed = self.ingestor.notice_for(upload)
+            notice = None if signed is None else encode_receipt_header(signed)
+        return None if notice is None else str(notice)
 
     def _final_answer(self, upload: Upload) -> Response:
         result = upload.result or {}
@@ -336,14 +403,10 @@ class HqService:
             return Response(204, {"Upload-Offset": str(upload.length), "Bodycam-Receipt": str(result["receipt"])})
         err = result.get("error", {"code": "quarantined", "message": "quarantined"})
         headers = {"Content-Type": "application/json", "Upload-Offset": str(upload.length)}
-        # The unit quarantines its entry only on this signed notice; an upload quarantined by an
-        # older service kept none, so it is signed again from the quarantine record.
-        notice = result.get("notice")
-        if notice is None:
-            signed = self.ingestor.notice_for(upload)
-            notice = None if signed is None else encode_receipt_header(signed)
+        # The unit quarantines its entry only on this signed notice.
+        notice = self._notice(upload)
         if notice is not None:
-            headers[QUARANTINE_HEADER] = str(notice)
+            headers[QUARANTINE_HEADER] = notice
         return Response(422, headers, error_body(err["code"], err["message"]))
 
     def terminate(self, device_id: str, upload_id: str) -> Response:
@@ -374,15 +437,6 @@ class HqService:
 
 def _receipt(receipt: bytes) -> dict[str, str]:
     return {"Bodycam-Receipt": encode_receipt_header(receipt)}
-
-
-def _result(outcome: Outcome) -> dict[str, Any]:
-    if outcome.receipt is not None:
-        return {"receipt": encode_receipt_header(outcome.receipt), "code": outcome.code}
-    result: dict[str, Any] = {"error": {"code": outcome.code, "message": outcome.message}}
-    if outcome.notice is not None:
-        result["notice"] = encode_receipt_header(outcome.notice)
-    return result
 
 
 __all__ = ["TUS_VERSION", "HqService", "Response", "Route"]

@@ -9,7 +9,9 @@ depend on the machine and on whatever else runs on it.
 Sections: evidence (sealing and verification throughput against openssl), agent (the real
 agent process at 1080p30 on simulated sensors), vs_ffmpeg (the same clip through the agent
 and through ffmpeg), sync (uploads to a real headquarters on loopback: throughput against curl
-and against a bandwidth cap, bytes re-sent per connection cut, recorder drops while syncing).
+and against a bandwidth cap, bytes re-sent per connection cut, recorder drops while syncing),
+hq_connections (a headquarters node's memory at rest, per idle connection, and after 150
+unsigned 4 MiB PATCHes that never send their bodies).
 A failing section is reported as {"error": ...}; the others still run.
 """
 
@@ -28,7 +30,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # for tests.evidence_util, which builds evidence chains
 
-from bench import agent_run, evidence, sync, vs_ffmpeg  # noqa: E402
+from bench import agent_run, evidence, hq_conn, sync, vs_ffmpeg  # noqa: E402
 from bench.common import Result, machine, run_section  # noqa: E402
 from bench.summary import estimate_s, render, rows, verdict  # noqa: E402
 
@@ -36,7 +38,7 @@ from agent import __version__  # noqa: E402
 
 log = logging.getLogger("bench")
 
-SECTIONS = ("evidence", "agent", "vs_ffmpeg", "sync")
+SECTIONS = ("evidence", "agent", "vs_ffmpeg", "sync", "hq_connections")
 
 
 def git_commit() -> str | None:
@@ -84,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
             "agent": lambda: agent_run.run(args.quick, workdir),
             "vs_ffmpeg": lambda: vs_ffmpeg.run(args.quick, workdir),
             "sync": lambda: sync.run(args.quick, workdir),
+            "hq_connections": lambda: hq_conn.run(args.quick),
         }
         for name in SECTIONS:
             if name in wanted:

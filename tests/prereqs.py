@@ -32,6 +32,7 @@ TOOLS: dict[str, tuple[str, str]] = {
     "ffprobe": ("ffmpeg", "the README's decryption example probes the decrypted files with it"),
     "initdb": ("postgresql", "headquarters' index is tested on a real PostgreSQL (tests/pg_util.py)"),
     "pg_ctl": ("postgresql", "headquarters' index is tested on a real PostgreSQL (tests/pg_util.py)"),
+    "openssl": ("openssl", "headquarters' TLS profiles are probed with openssl s_client"),
 }
 MIN_PYTHON = (3, 11)
 # gpsd is installed in sbin, which is not on every user's PATH

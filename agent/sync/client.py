@@ -56,6 +56,7 @@ HEARTBEAT_PATH = "v1/heartbeat"
 MAX_ANSWER_BYTES = 256 * 1024  # an answer body bigger than this is not from our headquarters
 MAX_ERROR_TEXT = 200  # characters of an unsigned error code or message kept for logs, audit and status
 QUARANTINE_HEADER = "bodycam-quarantine"  # the signed notice on a 422 (docs/sync-protocol.md)
+INGEST_HEADER = "bodycam-ingest"  # "pending": every byte is held, the receipt comes later (1.3)
 SEND_SLICE_BYTES = 16 * 1024  # how much of a chunk goes to the socket between bandwidth checks
 
 Pace = Callable[[int], None]  # called before sending n bytes; may wait, or raise to abandon the send
@@ -70,16 +71,22 @@ class Answer:
 
 @dataclass(frozen=True, slots=True)
 class UploadInfo:
+    """After a HEAD. ``ingest_pending``: headquarters holds every byte and is still verifying
+    and storing the file (``Bodycam-Ingest: pending``, 1.3)."""
+
     offset: int
     length: int
+    ingest_pending: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class AppendResult:
-    """After a PATCH: headquarters' new offset, and the receipt (base64) if this completed it."""
+    """After a PATCH: headquarters' new offset, and the receipt (base64) if this completed it,
+    or ``ingest_pending`` when it completed it and ingest outlasted headquarters' wait (1.3)."""
 
     offset: int
     receipt_b64: str | None
+    ingest_pending: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,7 +200,7 @@ class HqClient:
         length = _int_header(answer, "upload-length", doing)
         if not 0 <= offset <= length:
             raise ProtocolError(f"{doing}: offset {offset} outside 0..{length}", answer.status)
-        return UploadInfo(offset, length)
+        return UploadInfo(offset, length, _ingest_pending(answer))
 
     def append(
         self, url: str, offset: int, chunk: bytes, *, last: bool, pace: Pace | None = None, paced_s: float = 0.0
@@ -224,7 +231,7 @@ class HqClient:
         if new_offset != offset + len(chunk):
             raise ProtocolError(
                 f"{doing}: headquarters answered offset {new_offset}, expected {offset + len(chunk)}", answer.status)
-        return AppendResult(new_offset, answer.headers.get("bodycam-receipt"))
+        return AppendResult(new_offset, answer.headers.get("bodycam-receipt"), _ingest_pending(answer))
 
     def terminate(self, url: str) -> None:
         """DELETE: abandon an upload at headquarters."""
@@ -361,6 +368,10 @@ def _describe(e: BaseException) -> str:
     if isinstance(e, OSError) and e.strerror:
         return e.strerror
     return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+
+
+def _ingest_pending(answer: Answer) -> bool:
+    return answer.headers.get(INGEST_HEADER, "").strip().lower() == "pending"
 
 
 def _int_header(answer: Answer, name: str, doing: str) -> int:

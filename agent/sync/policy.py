@@ -14,10 +14,23 @@ from typing import Protocol, TypeVar
 from agent.backoff import Backoff
 
 __all__ = ["Backoff", "NS_PER_S", "MAX_CHUNK_BYTES", "Pending", "TokenBucket", "bucket_for", "capped_send_s",
-           "choose_next", "next_chunk", "should_preempt", "upload_key", "upload_order"]
+           "choose_next", "ingest_polls", "next_chunk", "should_preempt", "upload_key", "upload_order"]
 
 NS_PER_S = 1_000_000_000
 MAX_CHUNK_BYTES = 4 * 1024 * 1024  # docs/sync-protocol.md: chunks are at most 4 MiB
+
+
+def ingest_polls(total_s: float, first_s: float = 2.0, max_s: float = 30.0) -> list[float]:
+    """The waits before each HEAD asking whether headquarters has finished ingesting an upload
+    (docs/sync-protocol.md 1.2): doubling from ``first_s`` up to ``max_s`` each, ``total_s`` in
+    all (the last wait is cut to fit); empty when ``total_s`` is not positive."""
+    waits: list[float] = []
+    left, step = total_s, first_s
+    while left > 0:
+        waits.append(min(step, left))
+        left -= waits[-1]
+        step = min(step * 2, max_s)
+    return waits
 
 
 class Pending(Protocol):

@@ -23,7 +23,7 @@ from agent.sync.errors import (
     RejectedError,
     TransientError,
 )
-from agent.sync.policy import capped_send_s, next_chunk
+from agent.sync.policy import capped_send_s, ingest_polls, next_chunk
 from agent.sync.receipts import check_notice, check_receipt
 from agent.sync.session import Uploads, UploadSession
 
@@ -50,6 +50,9 @@ class UploadHost(Protocol):
 
     def pace(self, n_bytes: int) -> None: ...
 
+    def wait(self, seconds: float) -> None:
+        """Wait ``seconds``; raise Stopped when asked to stop meanwhile."""
+
     def between_chunks(self, client: HqClient, session: UploadSession) -> bool:
         """Raise Stopped when asked to stop, send a heartbeat when one is
         due; True when a waiting entry outranks this one (the upload pauses)."""
@@ -59,7 +62,8 @@ class EntryUploader:
     """Uploads one entry at a time for its host. Not thread-safe: the sync thread owns it."""
 
     def __init__(self, store: Store, uploads: Uploads, data_dir: Path, device_id: str,
-                 receipt_key: ed25519.Ed25519PublicKey, bandwidth_bps: int, host: UploadHost) -> None:
+                 receipt_key: ed25519.Ed25519PublicKey, bandwidth_bps: int, host: UploadHost,
+                 ingest_wait_s: float = 120.0) -> None:
         self._store = store
         self._uploads = uploads
         self._data_dir = data_dir
@@ -67,6 +71,7 @@ class EntryUploader:
         self._receipt_key = receipt_key
         self._bandwidth_bps = bandwidth_bps
         self._host = host
+        self._ingest_wait_s = ingest_wait_s
 
     def upload(self, client: HqClient, seg: Segment) -> None:
         """Send ``seg`` until it is settled, deferred or paused for a higher priority; raises
@@ -134,12 +139,29 @@ class EntryUploader:
             mismatches, bad_checksums = 0, 0
             self._uploads.advance(session, result.offset)
             self._host.progress(session, size)
+            if session.done and result.receipt_b64 is None and result.ingest_pending:
+                if not self._await_ingest(client, session):
+                    return
+                continue  # an empty PATCH at the end now carries headquarters' answer
             if session.done:
                 self._complete(session, result.receipt_b64)
                 return
             if self._host.between_chunks(client, session):
                 log.info("entry %d paused at %d/%d for a higher-priority entry", seg.seq, session.offset, rec.length)
                 return
+
+    def _await_ingest(self, client: HqClient, session: UploadSession) -> bool:
+        """Headquarters holds every byte and is still ingesting (1.3): ask with HEAD, waiting
+        longer each time, until it has its answer (True) or ``ingest_wait_s`` has passed; then
+        the entry is deferred with its upload remembered (a retry costs a HEAD), no alarm."""
+        seg = session.seg
+        for wait_s in ingest_polls(self._ingest_wait_s):
+            self._host.wait(wait_s)
+            if not client.head(session.url).ingest_pending:
+                return True
+        self._host.defer(seg, f"headquarters is still verifying entry {seg.seq} after "
+                              f"{self._ingest_wait_s:.0f} s; asking again later")
+        return False
 
     def _complete(self, session: UploadSession, receipt_b64: str | None) -> None:
         seg, rec = session.seg, session.record

@@ -96,7 +96,7 @@ class SyncWorker:
         self._rng = rng or random.Random()
         self._uploads = Uploads(store, self._data_dir, device_id, settings.chunk_bytes, clock)
         self._uploader = EntryUploader(store, self._uploads, self._data_dir, device_id, receipt_public_key,
-                                       settings.bandwidth_bps, self)
+                                       settings.bandwidth_bps, self, settings.timeouts.ingest_s)
         self._client: HqClient | None = None
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -240,12 +240,15 @@ class SyncWorker:
 
     def pace(self, n_bytes: int) -> None:
         self._bucket, wait_s = self._bucket.take(n_bytes, self._mono())
-        while wait_s > 0:
+        self.wait(wait_s)
+
+    def wait(self, seconds: float) -> None:
+        while seconds > 0:
             if self._stop.is_set():
                 raise Stopped
-            step = min(wait_s, 0.1)  # short sleeps, so a stop is noticed
+            step = min(seconds, 0.1)  # short sleeps, so a stop is noticed
             self._clock.sleep(step)
-            wait_s -= step
+            seconds -= step
 
     def alarm(self, kind: str, message: str) -> None:
         log.error("sync alarm (%s): %s", kind, message)

@@ -16,12 +16,13 @@ from hq.db import HqIndexError
 from hq.db.engine import WRITE_OPTION, mask
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-# Index files of the first release carry PRAGMA user_version 1 and no alembic_version table: their
-# schema is exactly revision 0001's, so they are stamped 0001 and upgraded from there.
-LEGACY_USER_VERSION = 1
+# Index files made before migrations carry no alembic_version table: the first release's
+# (PRAGMA user_version 1) has exactly revision 0001's schema; the next one's (2) adds only upload
+# states, which revision 0004 adds too. Both are stamped 0001 and upgraded from there.
+LEGACY_USER_VERSIONS = (1, 2)
 LEGACY_REVISION = "0001"
-# Set after Alembic takes over, so the first release's code refuses the file instead of using it.
-MANAGED_USER_VERSION = 2
+# Set after Alembic takes over, so code from before migrations refuses the file instead of using it.
+MANAGED_USER_VERSION = 3
 # pg_advisory_xact_lock key: two nodes migrating at once take turns.
 _MIGRATE_LOCK_KEY = 0x6263_6D69_6772_0001
 
@@ -67,7 +68,7 @@ def _legacy_sqlite(conn: Connection) -> bool:
     version = int(conn.exec_driver_sql("PRAGMA user_version").scalar_one())
     if version > MANAGED_USER_VERSION:
         raise HqIndexError(f"index schema {version} is newer than this software: upgrade bodycam")
-    return version == LEGACY_USER_VERSION
+    return version in LEGACY_USER_VERSIONS
 
 
 def upgrade(engine: Engine) -> str:

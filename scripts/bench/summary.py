@@ -18,6 +18,7 @@ SECTION_WALL_S: dict[str, tuple[int, int]] = {
     "agent": (80, 30),
     "vs_ffmpeg": (150, 35),
     "sync": (310, 140),
+    "hq_connections": (15, 10),
 }
 
 
@@ -129,11 +130,23 @@ def sync_rows(section: Mapping[str, Any]) -> list[Row]:
     return rows
 
 
+def hq_connection_rows(section: Mapping[str, Any]) -> list[Row]:
+    s = section
+    return [
+        Row("hq: memory per idle TLS connection", _num(s.get("memory_per_idle_connection_kB"), " kB", 1), "-", None,
+            None),
+        Row(f"hq: RSS after {s.get('connections')} unsigned 4 MiB PATCHes",
+            f"{_num(s.get('rss_after_unsigned_4MiB_patches_MB'), ' MB', 1)} "
+            f"(at rest {_num(s.get('rss_at_rest_MB'), '', 1)})", "-", None, None),
+    ]
+
+
 SECTION_ROWS: dict[str, Callable[[Mapping[str, Any]], list[Row]]] = {
     "evidence": evidence_rows,
     "agent": agent_rows,
     "vs_ffmpeg": vs_ffmpeg_rows,
     "sync": sync_rows,
+    "hq_connections": hq_connection_rows,
 }
 
 

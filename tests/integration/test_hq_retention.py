@@ -104,7 +104,8 @@ def test_quota_rate_and_expiry_queries(index: SqlIndex) -> None:
     upload("b", "unit-1", 1000, 300)
     upload("c", "unit-1", 7, 50, state="stored")
     upload("d", "unit-2", 9, 10)
-    assert index.open_uploads("unit-1") == (2, (4 << 30) + 1000)
+    upload("e", "unit-1", 20, 60, state="ingesting")
+    assert index.open_uploads("unit-1") == (3, (4 << 30) + 1000 + 20)
     assert index.open_uploads("unit-9") == (0, 0)
     assert [u.upload_id for u in index.expired_uploads(200)] == ["d" * 32, "a" * 32]
     now = time.time_ns()

@@ -7,6 +7,7 @@ receipt. Then the unit is revoked: uploads stop with an alarm, nothing more is a
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import random
 import threading
@@ -27,8 +28,10 @@ from agent.sync.worker import SyncSettings, SyncWorker
 from drivers.system_clock import SystemClock
 from hq.app import build_service, open_index
 from hq.cli import main as hq_main
+from hq.ingest_pool import IngestSettings
 from hq.keygen import keygen
 from hq.serve import HqServer
+from hq.service import Response
 from hq.tls import server_tls_context
 from tests.evidence_util import ChainBuilder
 from tests.unit.test_sync_support import CuttingProxy, index_file
@@ -38,22 +41,31 @@ DEVICE = "unit-hq-1"
 
 @pytest.fixture
 def setup(tmp_path: Path) -> Iterator[tuple[Path, Path, HqServer]]:
+    with serving(tmp_path) as started:
+        yield started
+
+
+@contextlib.contextmanager
+def serving(tmp_path: Path, ingest: IngestSettings | None = None) -> Iterator[tuple[Path, Path, HqServer]]:
     hq_dir, unit = tmp_path / "H", tmp_path / "unit"
     keygen(hq_dir / "keys")
     index = open_index(hq_dir)
     keys = hq_dir / "keys"
-    server = HqServer(("127.0.0.1", 0), build_service(hq_dir, keys, index),
-                          server_tls_context(keys / "server.pem", keys / "server.key"))
+    server = HqServer(("127.0.0.1", 0), build_service(hq_dir, keys, index, ingest=ingest),
+                      server_tls_context(keys / "server.pem", keys / "server.key"))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     provision(unit, DEVICE, keys / "hq.pub", hq_url=f"https://127.0.0.1:{server.port}", hq_ca=keys / "ca.pem")
     assert hq_main(["enroll", "--data-dir", str(hq_dir), "--device-id", DEVICE,
                     "--device-pub", str(unit / "device.pub")]) == 0
-    yield hq_dir, unit, server
-    server.shutdown()
-    server.server_close()
-    thread.join(10)
-    index.close()
+    try:
+        yield hq_dir, unit, server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+        server.service.close()
+        index.close()
 
 
 def provisioned(hq_dir: Path, unit: Path) -> tuple[Config, FileKeyStore, ChainBuilder, SystemClock, Store]:
@@ -121,6 +133,32 @@ def test_unit_uploads_an_incident_to_headquarters_and_is_acknowledged(
         assert store.segment(late).state == "sealed"  # type: ignore[union-attr]
     finally:
         store.close()
+
+
+def test_a_receipt_later_than_headquarters_waits_is_collected_with_head(tmp_path: Path) -> None:
+    with serving(tmp_path, IngestSettings(wait_s=0.0)) as (hq_dir, unit, server):
+        heads: list[Response] = []
+        service_head = server.service.head
+
+        def counting_head(device_id: str, upload_id: str) -> Response:
+            heads.append(service_head(device_id, upload_id))
+            return heads[-1]
+
+        server.service.head = counting_head  # type: ignore[method-assign]
+        cfg, signer, chain, clock, store = provisioned(hq_dir, unit)
+        seqs = [index_file(store, chain.event("boot")), index_file(store, chain.segment())]
+        alarms: list[tuple[str, str]] = []
+        worker = SyncWorker(store, unit, signer, DEVICE, cfg.hq.url, resolve_path(unit, cfg.hq.ca),
+                            load_receipt_public(unit / "hq.pub"), clock, SyncSettings.from_config(cfg.sync),
+                            lambda: {}, on_alarm=lambda k, m: alarms.append((k, m)), rng=random.Random(7))
+        try:
+            run_until(worker, lambda: all(s.state == "acknowledged" for s in store.segments()))
+            assert [store.segment(s).receipt["seq"] for s in seqs] == seqs  # type: ignore[index,union-attr]
+            assert alarms == [] and worker.get_status()["last_error"] is None
+            # Each completion was answered "pending": only then does the unit HEAD a finished upload.
+            assert len([h for h in heads if "Bodycam-Receipt" in h.headers]) == len(seqs)
+        finally:
+            store.close()
 
 
 def test_cut_connections_resume_at_headquarters_offset(setup: tuple[Path, Path, HqServer]) -> None:

@@ -25,6 +25,7 @@ from tests.prereqs import needs
 REPO = Path(__file__).resolve().parents[2]
 SYSTEMD = REPO / "systemd"
 UNITS = ("bodycam-agent.service", "bodycam-console@ttyGS0.service")
+HQ_UNIT = "bodycam-hq.service"
 HOST_UNITS = Path("/usr/lib/systemd/system")
 # `systemd-analyze security --offline=true` on systemd 252 (Debian bookworm); docs/deployment.md
 AGENT_EXPOSURE = 1.4
@@ -135,6 +136,38 @@ def test_agent_unit_has_the_required_settings() -> None:
     assert len(s["Service.DeviceAllow"]) >= 5
     assert one["Service.CapabilityBoundingSet"] == ""
     assert one["Service.LimitCORE"] == "0"  # plaintext frames must never reach a core file
+
+
+@needs_analyze
+def test_headquarters_unit_verifies_and_is_confined(verify_root: Path) -> None:
+    out = analyze("verify", "--man=no", f"--root={verify_root}", HQ_UNIT)
+    assert out.returncode == 0 and not out.stdout.strip() and not out.stderr.strip(), out.stdout + out.stderr
+    assert exposure(verify_root, HQ_UNIT) <= 2.0
+
+
+def test_headquarters_unit_has_the_required_settings() -> None:
+    s = unit_settings(SYSTEMD / HQ_UNIT)
+    one = {k: v[-1] for k, v in s.items()}
+    assert one["Service.User"] == one["Service.Group"] == "bodycam-hq"
+    assert one["Service.StateDirectory"] == "bodycam-hq" and one["Service.StateDirectoryMode"] == "0700"
+    assert "--data-dir /var/lib/bodycam-hq" in one["Service.ExecStart"]
+    assert "--listen 127.0.0.1:" in one["Service.ExecStart"]  # loopback unless a drop-in deploys it
+    assert "--metrics-listen 127.0.0.1:" in one["Service.ExecStart"]
+    assert int(one["Service.TimeoutStopSec"]) > 60  # the drain of requests in flight fits
+    for key in ("PrivateTmp", "NoNewPrivileges", "ProtectHome", "PrivateDevices", "MemoryDenyWriteExecute"):
+        assert one[f"Service.{key}"] == "yes", key
+    assert one["Service.ProtectSystem"] == "strict" and one["Service.CapabilityBoundingSet"] == ""
+    assert one["Service.RestartPreventExitStatus"] == "2"
+
+
+@needs("systemd-sysusers")
+def test_sysusers_makes_the_headquarters_user(tmp_path: Path) -> None:
+    user_database(tmp_path)
+    out = subprocess.run(["systemd-sysusers", f"--root={tmp_path}", str(SYSTEMD / "sysusers.d/bodycam-hq.conf")],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    entry = passwd_entry(tmp_path, "bodycam-hq")
+    assert entry[6].endswith("nologin") and entry[5] == "/var/lib/bodycam-hq"
 
 
 def test_console_template_is_tied_to_the_agent_and_its_tty() -> None:

@@ -65,6 +65,25 @@ def test_a_first_release_data_dir_upgrades_in_place_keeping_every_row(tmp_path: 
         raw.close()
 
 
+def test_an_index_of_the_release_with_ingest_states_and_no_migrations_upgrades(tmp_path: Path) -> None:
+    """PRAGMA user_version 2: the first release's schema with the uploads' CHECK widened."""
+    data_dir = v1_data_dir(tmp_path / "H")
+    raw = sqlite3.connect(data_dir / "index.sqlite", isolation_level=None)
+    sql = raw.execute("SELECT sql FROM sqlite_master WHERE name = 'uploads'").fetchone()[0]
+    raw.execute("ALTER TABLE uploads RENAME TO old")
+    raw.execute(sql.replace("'receiving', ", "'receiving', 'complete', 'ingesting', "))
+    raw.execute("INSERT INTO uploads SELECT * FROM old")
+    raw.execute("DROP TABLE old")
+    raw.execute("UPDATE uploads SET state = 'ingesting'")
+    raw.execute("PRAGMA user_version=2")
+    raw.close()
+    with open_index(data_dir) as index:
+        [upload] = index.uploads("ingesting")
+        assert upload.upload_id == "u1"
+        assert index.verify_audit().records == 3
+        assert index.move_upload("u1", "ingesting", "expired", T0_NS)
+
+
 def test_migrate_prints_the_revision_and_is_idempotent(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data_dir = v1_data_dir(tmp_path / "H")
     assert main(["migrate", "--data-dir", str(data_dir)]) == 0

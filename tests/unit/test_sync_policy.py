@@ -15,6 +15,7 @@ from agent.sync.policy import (
     TokenBucket,
     bucket_for,
     choose_next,
+    ingest_polls,
     next_chunk,
     should_preempt,
     upload_order,
@@ -161,3 +162,10 @@ def test_next_chunk_from_the_servers_offset() -> None:
         next_chunk(11, 10, 4)
     with pytest.raises(ValueError):
         next_chunk(0, 10, 0)
+
+
+def test_ingest_polls_double_up_to_the_cap_and_fit_the_total() -> None:
+    assert ingest_polls(120.0) == [2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0]
+    assert ingest_polls(5.0) == [2.0, 3.0]
+    assert ingest_polls(0.0) == [] and ingest_polls(-1.0) == []
+    assert sum(ingest_polls(1000.0, first_s=1.0, max_s=7.0)) == 1000.0

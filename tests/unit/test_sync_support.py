@@ -101,6 +101,7 @@ class Upload:
     received_bytes: int = 0  # every body byte that arrived, partial chunks included
     patches: int = 0
     done: bool = False
+    pending: int = 0  # answers left that say ingest is in progress
 
 
 @dataclass
@@ -122,6 +123,7 @@ class Faults:
     auth: int = 0  # answer every request with this status (401/403) while set
     conflict_seq: set[int] = field(default_factory=set)  # 409 on create for these seqs
     on_patch: Callable[[Upload], None] | None = None
+    ingest_pending: int = 0  # answer "Bodycam-Ingest: pending" to the completion and this many - 1 HEADs
 
 
 class FakeHq:
@@ -325,8 +327,12 @@ class _Handler(BaseHTTPRequestHandler):
             return
         up = self._upload()
         if up is not None:
-            self._reply(200, {"Upload-Offset": str(len(up.data) + hq.faults.head_offset_bonus),
-                              "Upload-Length": str(up.length), "Cache-Control": "no-store"})
+            headers = {"Upload-Offset": str(len(up.data) + hq.faults.head_offset_bonus),
+                       "Upload-Length": str(up.length), "Cache-Control": "no-store"}
+            if up.pending:
+                up.pending -= 1
+                headers["Bodycam-Ingest"] = "pending"
+            self._reply(200, headers)
 
     def do_PATCH(self) -> None:
         hq = self.server_hq
@@ -378,8 +384,14 @@ class _Handler(BaseHTTPRequestHandler):
             notice = hq.notice_for(up, code, reason)
             self._error(422, code, reason, {} if notice is None else {"Bodycam-Quarantine": notice})
             return
+        if not up.done and hq.faults.ingest_pending:
+            up.pending = hq.faults.ingest_pending
         up.done = True
         hq.evidence[(up.device_id, up.seq)] = bytes(up.data)
+        if up.pending:
+            up.pending -= 1
+            self._reply(204, {"Upload-Offset": str(reported), "Bodycam-Ingest": "pending"})
+            return
         receipt = hq.receipt_for(up)
         headers = {"Upload-Offset": str(reported)}
         if receipt is not None:

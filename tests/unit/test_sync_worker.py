@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from agent.evidence.receipt import verify_heartbeat
+from agent.sync.client import Timeouts
 from agent.sync.state import FILE_NAME
 from tests.unit.test_sync_support import Unit, drive, make_pki, make_unit
 
@@ -294,6 +295,36 @@ def test_bad_receipt_never_acknowledges_and_says_what_happened(unit: Unit, mode:
     assert_acknowledged_and_identical(unit, [seq, other])
     assert unit.hq.upload_for(seq).received_bytes == received  # type: ignore[union-attr]
     assert worker.get_status()["deferred"] == {}
+
+
+def test_ingest_in_progress_is_collected_with_head_without_an_alarm(unit: Unit) -> None:
+    seq = unit.add_segment()
+    unit.hq.faults.ingest_pending = 3  # the completing PATCH and the first two HEADs say pending
+    timeouts = Timeouts(connect_s=2.0, io_s=2.0, ingest_s=120.0)
+    drive(unit.worker(timeouts=timeouts), unit.clock, until=lambda: done(unit))
+    assert_acknowledged_and_identical(unit, [seq])
+    assert unit.alarms == [] and unit.audit("receipt-rejected") == []
+    tail = [m for m, _ in unit.hq.requests[-4:]]
+    assert tail == ["HEAD", "HEAD", "HEAD", "PATCH"]  # the last PATCH is empty: it collects the receipt
+    assert unit.hq.upload_for(seq).received_bytes == len(unit.file(seq))  # type: ignore[union-attr]
+    waits = [w for w in unit.clock.sleeps if w > 0]
+    assert round(sum(waits)) == 2 + 4 + 8  # HEAD after 2 s, then 4 s, then 8 s
+
+
+def test_ingest_longer_than_the_wait_defers_the_entry_and_sends_nothing_again(unit: Unit) -> None:
+    seq = unit.add_segment()
+    unit.hq.faults.ingest_pending = 1000
+    worker = unit.worker()
+    drive(worker, unit.clock, passes=2)
+    assert states(unit)[seq] == "uploading" and unit.alarms == []
+    assert seq in worker.get_status()["deferred"]
+    assert "still verifying" in worker.get_status()["last_error"]["message"]
+    unit.hq.upload_for(seq).pending = 0  # type: ignore[union-attr]
+    received = unit.hq.upload_for(seq).received_bytes  # type: ignore[union-attr]
+    unit.clock.advance(601)
+    drive(worker, unit.clock, until=lambda: done(unit))
+    assert_acknowledged_and_identical(unit, [seq])
+    assert unit.hq.upload_for(seq).received_bytes == received  # type: ignore[union-attr]
 
 
 def test_422_quarantines_locally_keeps_the_file_and_alarms(unit: Unit) -> None:
