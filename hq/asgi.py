@@ -67,6 +67,7 @@ class HqApp:
         self.settings = settings
         self.metrics = metrics or Metrics()
         service.refusals.observer = self.metrics.auth_refused
+        self.metrics.watch_queue(service.observe(self.metrics.ingest_done))
         limits = settings.limits
         self.refusal_rate = RateLimiter(limits.refusals_per_s, limits.refusal_burst, now_s)
         self.health_rate = RateLimiter(HEALTH_PER_S, HEALTH_BURST, now_s)
@@ -140,14 +141,8 @@ class HqApp:
     ) -> Response:
         started = time.monotonic()
         response = await run_in_threadpool(self.service.answer, admission.route, device_id, headers, body)
-        seconds = time.monotonic() - started
-        name = admission.route.name
-        if name == "heartbeat":
-            self.metrics.heartbeat_done(seconds)
-        elif name == "patch" and body:
-            outcome = _ingest_outcome(response)
-            if outcome is not None:
-                self.metrics.ingest_done(int(response.headers.get("Upload-Offset", "0")), seconds, outcome)
+        if admission.route.name == "heartbeat":
+            self.metrics.heartbeat_done(time.monotonic() - started)
         return response
 
     # -- operations -------------------------------------------------------------------------
@@ -198,14 +193,6 @@ def _declared_length(raw_headers: list[tuple[str, str]]) -> int:
         if name.lower() == "transfer-encoding":
             return 1
     return 0
-
-
-def _ingest_outcome(response: Response) -> str | None:
-    if response.status == 204 and "Bodycam-Receipt" in response.headers:
-        return "stored"
-    if response.status == 422:
-        return "quarantined"
-    return None
 
 
 def _http(response: Response, close: bool) -> HttpResponse:

@@ -33,7 +33,15 @@ from hq.keygen import keygen
 from hq.limits import DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_PER_SOURCE, LimitSettings
 from hq.metrics import Metrics, serve_metrics
 from hq.records import valid_device_id
-from hq.serve import DRAIN_TIMEOUT_S, HqServer, ListenError, check_listen, is_loopback, parse_listen
+from hq.serve import (
+    DRAIN_TIMEOUT_S,
+    HqServer,
+    ListenError,
+    check_listen,
+    is_loopback,
+    parse_listen,
+    parse_unix_listen,
+)
 from hq.storage import FileEvidenceStore
 from hq.tls import PROFILES, TlsError, server_tls_context
 
@@ -88,10 +96,13 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     keys: Path = args.keys or args.data_dir / "keys"
     try:
-        host, port = parse_listen(args.listen)
+        unix = parse_unix_listen(args.listen)
+        host, port = ("localhost", 0) if unix else parse_listen(args.listen)
         check_listen(host, args.allow_remote)
         origins = [parse_origin(o) for o in args.public_origin]
         _check_serve_options(args, host, origins)
+        if unix and not args.behind_proxy:
+            raise ListenError(f"--listen {args.listen}: a Unix socket is for a proxy in front: add --behind-proxy")
         metrics_at = _metrics_address(args.metrics_listen)
         needed = ("receipt.key",) if args.behind_proxy else ("server.pem", "server.key", "receipt.key")
         _require_keys(keys, *needed)
@@ -104,7 +115,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         ingest = IngestSettings(workers=args.ingest_workers, wait_s=args.ingest_wait_s)
         service = build_service(args.data_dir, keys, index, ingest=ingest)
-        server = HqServer((host, port), service, tls, origins=origins, limits=limits,
+        server = HqServer(unix or (host, port), service, tls, origins=origins, limits=limits,
                           behind_proxy=args.behind_proxy, metrics=metrics)
         exporter = serve_metrics(metrics, *metrics_at) if metrics_at else None
     except (KeyFileError, OSError) as exc:
@@ -125,7 +136,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     scheme = "http" if args.behind_proxy else "https"
     service.audit.record("service-start", _actor(), f"{scheme}://{args.listen}", "ok", port=server.port,
                          origins=server.origins.origins, behind_proxy=args.behind_proxy, tls_profile=args.profile)
-    print(f"bodycam-hq: serving {scheme}://{_authority(host, server.port)}/v1/", flush=True)
+    where = f"http+unix://{unix}:" if unix else f"{scheme}://{_authority(host, server.port)}"
+    print(f"bodycam-hq: serving {where}/v1/", flush=True)
     if exporter is not None and metrics_at is not None:
         print(f"bodycam-hq: metrics on http://{_authority(metrics_at[0], exporter.port)}/metrics", flush=True)
     try:
@@ -334,7 +346,8 @@ def build_parser() -> argparse.ArgumentParser:
     decrypt_cmd.add_parser(sub)
 
     p = sub.add_parser("serve", parents=[data], help="run the sync service (HTTPS)")
-    p.add_argument("--listen", required=True, help="HOST:PORT (loopback only unless --allow-remote)")
+    p.add_argument("--listen", required=True, help="HOST:PORT (loopback only unless --allow-remote), or "
+                   "unix:/PATH with --behind-proxy")
     p.add_argument("--keys", type=Path, help="keys dir (default: DATA_DIR/keys)")
     p.add_argument("--allow-remote", action="store_true", help="allow listening on a non-loopback address")
     p.add_argument("--public-origin", "--proxy", action="append", default=[], metavar="https://HOST:PORT",

@@ -12,6 +12,7 @@ import logging
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
@@ -166,6 +167,12 @@ class IngestJobs:
         self._ingestor = ingestor
         self._now_ns = now_ns
         self._lease_ns = int(claim_lease_s * NS_PER_S)
+        # ingest_done(size_bytes, seconds, outcome): the metrics' hook (hq.metrics.Metrics.ingest_done)
+        self.observer: Callable[[int, float, str], None] | None = None
+
+    def _observe(self, upload: Upload, started_s: float, outcome: str) -> None:
+        if self.observer is not None:
+            self.observer(upload.length, time.monotonic() - started_s, outcome)
 
     def run(self, upload: Upload) -> Upload | None:
         """Claim and ingest ``upload``; its finished record, or None when another worker or node
@@ -173,18 +180,22 @@ class IngestJobs:
         uid = upload.upload_id
         if not self._index.move_upload(uid, "complete", "ingesting", self._now_ns()):
             return None
+        started = time.monotonic()
         try:
             outcome = self._ingestor.ingest(upload)
         except IngestError as exc:
             log.error("ingest of upload %s: %s; the unit sends it again", uid, exc)
             self._index.move_upload(uid, "ingesting", "receiving", self._now_ns())
+            self._observe(upload, started, "failed")
             return None
         except Exception:
             log.exception("ingest of upload %s failed; it is tried again later", uid)
             self._index.move_upload(uid, "ingesting", "complete", self._now_ns())
+            self._observe(upload, started, "failed")
             return None
         result = outcome_result(outcome)
         state = "quarantined" if outcome.action == "quarantine" else "stored"
+        self._observe(upload, started, "duplicate" if outcome.action == "duplicate" else state)
         self._index.finish_upload(uid, state, result, self._now_ns())
         return replace(upload, state=state, result=result)
 

@@ -10,6 +10,7 @@ separate listener, loopback only (``--metrics-listen 127.0.0.1:9464``), never on
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from wsgiref.simple_server import WSGIServer
 
@@ -64,6 +65,10 @@ class Metrics:
 
     def queue_depth(self, depth: int) -> None:
         self.queue.set(depth)
+
+    def watch_queue(self, depth: Callable[[], int]) -> None:
+        """Read the queue depth from ``depth()`` at each scrape."""
+        self.queue.set_function(lambda: float(depth()))
 
     def connection_refused(self) -> None:
         self.connections_refused.inc()

@@ -22,6 +22,7 @@ import socket
 import ssl
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import h11
@@ -138,6 +139,35 @@ class HqProtocol(H11Protocol):
             self._deadline = None
 
 
+def parse_unix_listen(text: str) -> Path | None:
+    """``unix:/run/bodycam-hq/hq.sock`` into its path; None for a ``HOST:PORT``."""
+    if not text.startswith("unix:"):
+        return None
+    path = Path(text[len("unix:"):])
+    if not path.is_absolute():
+        raise ListenError(f"--listen {text!r}: a Unix socket needs an absolute path (unix:/run/bodycam-hq/hq.sock)")
+    return path
+
+
+def _bind(address: tuple[str, int] | Path) -> socket.socket:
+    if isinstance(address, Path):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        if address.is_socket():
+            address.unlink()  # left by a node that stopped; the serve lock says none runs now
+    else:
+        sock = socket.socket(socket.AF_INET6 if ":" in address[0] else socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(str(address) if isinstance(address, Path) else address)
+        if isinstance(address, Path):
+            address.chmod(0o660)  # the proxy's group reaches it (a drop-in's SupplementaryGroups)
+        sock.listen(1024)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 def _protocol_class(limits: ConnectionLimits, metrics: Metrics, deadline_s: float) -> type[HqProtocol]:
     return type("BoundHqProtocol", (HqProtocol,), {"limits": limits, "metrics": metrics, "deadline_s": deadline_s})
 
@@ -147,7 +177,7 @@ class HqServer:
 
     def __init__(
         self,
-        address: tuple[str, int],
+        address: tuple[str, int] | Path,
         service: HqService,
         tls: ssl.SSLContext | None,
         request_deadline_s: float = REQUEST_DEADLINE_S,
@@ -159,15 +189,7 @@ class HqServer:
         self.service = service
         self.limits = limits or LimitSettings()
         self.metrics = metrics or Metrics()
-        family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-        self.socket = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            self.socket.bind(address)
-            self.socket.listen(1024)
-        except OSError:
-            self.socket.close()
-            raise
+        self.socket = _bind(address)
         self.origins = Origins(origins or loopback_origins(self.port))
         self.app = HqApp(service, AppSettings(self.origins, behind_proxy, self.limits), self.metrics)
         self.connections = ConnectionLimits(self.limits.max_connections, self.limits.max_per_source)
@@ -190,7 +212,9 @@ class HqServer:
 
     @property
     def port(self) -> int:
-        return int(self.socket.getsockname()[1])
+        """The TCP port listened on (0 on a Unix socket)."""
+        name = self.socket.getsockname()
+        return int(name[1]) if isinstance(name, tuple) else 0
 
     def serve_forever(self) -> None:
         """Serve until ``shutdown``; requests in flight finish first (up to DRAIN_TIMEOUT_S)."""

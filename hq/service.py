@@ -133,6 +133,11 @@ class HqService:
         """Stop ingesting: uploads being ingested finish, queued ones stay complete in the index."""
         self.pool.close()
 
+    def observe(self, ingest_done: Callable[[int, float, str], None]) -> Callable[[], int]:
+        """Report each ingest to ``ingest_done(size_bytes, seconds, outcome)``; returns the queue depth."""
+        self._jobs.observer = ingest_done
+        return self.pool.depth
+
     def maintain(self) -> None:
         """One periodic pass (``hq.app.Maintenance``): completed uploads left behind are queued."""
         queued = self.resume_ingest()

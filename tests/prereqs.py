@@ -33,6 +33,8 @@ TOOLS: dict[str, tuple[str, str]] = {
     "initdb": ("postgresql", "headquarters' index is tested on a real PostgreSQL (tests/pg_util.py)"),
     "pg_ctl": ("postgresql", "headquarters' index is tested on a real PostgreSQL (tests/pg_util.py)"),
     "openssl": ("openssl", "headquarters' TLS profiles are probed with openssl s_client"),
+    "haproxy": ("haproxy", "a headquarters node is tested behind a TLS-terminating HAProxy"),
+    "nginx": ("nginx-light", "a headquarters node is tested behind a TLS-terminating nginx"),
 }
 MIN_PYTHON = (3, 11)
 # gpsd is installed in sbin, which is not on every user's PATH

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from agent.evidence.httpsig import new_nonce, sign_request
+from agent.evidence.receipt import make_heartbeat
 from hq.cli import main as hq_main
 from hq.index import SqliteIndex
 from hq.keygen import keygen
@@ -391,10 +392,30 @@ def test_the_fips_profile_offers_only_approved_suites_and_groups(data: Path) -> 
 
 # -- operations: health, readiness, metrics --------------------------------------------------
 
-def test_health_readiness_and_metrics(data: Path) -> None:
+def test_health_readiness_and_metrics(data: Path, tmp_path: Path) -> None:
     hq = Serve(data, "--metrics-listen", "127.0.0.1:0")
+    unit = enrolled(data, tmp_path)
+    origin = f"https://127.0.0.1:{hq.port}"
     try:
         conn = hq.conn()
+        path = unit.event("boot")
+        evidence = path.read_bytes()
+        conn.request("POST", "/v1/uploads/", headers=signed(unit, "POST", origin, "/v1/uploads/",
+                                                              create_headers(path, 0, unit.device_id)))
+        r = conn.getresponse()
+        r.read()
+        location = r.getheader("Location") or ""
+        patch = {"Content-Type": "application/offset+octet-stream", "Upload-Offset": "0"}
+        conn.request("PATCH", location, body=evidence, headers=signed(unit, "PATCH", origin, location, patch, evidence))
+        r = conn.getresponse()
+        r.read()
+        assert r.status == 204 and r.getheader("Bodycam-Receipt")
+        beat = make_heartbeat({"battery_pct": 50}, unit.signer)
+        conn.request("POST", "/v1/heartbeat", body=beat,
+                     headers=signed(unit, "POST", origin, "/v1/heartbeat", {}, beat))
+        r = conn.getresponse()
+        r.read()
+        assert r.status == 200
         conn.request("GET", "/healthz")
         r = conn.getresponse()
         assert r.status == 200 and json.loads(r.read())["status"] == "alive"
@@ -418,10 +439,15 @@ def test_health_readiness_and_metrics(data: Path) -> None:
         scrape.request("GET", "/metrics")
         text = scrape.getresponse().read().decode()
         assert 'bodycam_hq_auth_refusals_total{reason="not-found"} 1.0' in text
-        assert "# TYPE bodycam_hq_ingest_seconds histogram" in text and "bodycam_hq_ingest_queue_depth 0.0" in text
+        assert "bodycam_hq_ingest_queue_depth 0.0" in text
+        assert 'bodycam_hq_ingest_seconds_count{outcome="stored"} 1.0' in text
+        assert f"bodycam_hq_ingest_bytes_total {float(len(evidence))}" in text
+        assert "bodycam_hq_receipts_total 1.0" in text and "bodycam_hq_heartbeat_seconds_count 1.0" in text
     finally:
         hq.stop()
-    assert [a.event_type for a in hq.audit() if a.event_type != "auth"] == ["service-start", "service-stop"]
+    # health probes write no audit: only the service's own records, the enrolment, the upload, the refusal
+    assert {a.event_type for a in hq.audit()} == {"service-start", "service-stop", "enroll", "upload-create",
+                                                  "ingest", "auth"}
     refused = subprocess.run([str(BIN / "bodycam-hq"), "serve", "--data-dir", str(data), "--listen",
                               "127.0.0.1:0", "--metrics-listen", "0.0.0.0:9464"], capture_output=True, text=True)
     assert refused.returncode == 2 and "loopback only" in refused.stderr
