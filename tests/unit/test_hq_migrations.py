@@ -112,6 +112,19 @@ def test_a_named_database_that_is_behind_is_refused_with_the_command_to_run(
         raw.close()
 
 
+def test_serve_on_a_named_database_that_is_behind_refuses_before_listening(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data_dir = v1_data_dir(tmp_path / "H")
+    assert main(["keygen", "--data-dir", str(data_dir), "--force"]) == 0
+    capsys.readouterr()
+    url = f"sqlite:///{data_dir / 'index.sqlite'}"
+    assert main(["serve", "--data-dir", str(data_dir), "--database-url", url, "--listen", "127.0.0.1:0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("bodycam-hq serve: the index at sqlite:///")
+    assert err[0].endswith(f"run `bodycam-hq migrate --database-url {url}` first")
+
+
 def test_an_empty_named_database_is_refused_until_migrated(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'fleet.sqlite'}"
     with pytest.raises(HqIndexError, match="has no schema yet"):
