@@ -1,4 +1,4 @@
-"""One SQLite file for evidence indexes (the unit's store, headquarters' index): created 0600,
+"""One SQLite file for an evidence index (the unit's store; headquarters has hq/db/): created 0600,
 WAL, synchronous=FULL, foreign keys on, one lock, IMMEDIATE transactions, errors wrapped."""
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Headquarters' data dir and the wiring of a service from it.
 
-Layout of ``--data-dir H``: ``index.sqlite`` (the index and audit log), ``evidence/<device>/``,
+Layout of ``--data-dir H``: ``index.sqlite`` (the index and audit log, unless ``--database-url``
+names another database; ``index.sqlite-locks/`` its per-device locks), ``evidence/<device>/``,
 ``quarantine/<device>/``, ``uploads/`` (tus uploads in progress) and, by default, ``keys/``
 (``receipt.key``, ``server.key``, ``server.pem``; ``hq.key`` need not be here).
 """
@@ -14,7 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from agent.evidence.keys import load_receipt_private
-from hq.index import SqliteIndex
+from hq.index import SqlIndex
+from hq.index import open_index as _open_index
 from hq.ingest_pool import IngestSettings
 from hq.service import HqService
 from hq.storage import FileEvidenceStore, UploadArea
@@ -26,9 +28,10 @@ def prepare(data_dir: Path) -> None:
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
 
 
-def open_index(data_dir: Path) -> SqliteIndex:
+def open_index(data_dir: Path, database_url: str | None = None) -> SqlIndex:
+    """``data_dir``'s SQLite index, or the database ``database_url`` names (already migrated)."""
     prepare(data_dir)
-    return SqliteIndex(data_dir / "index.sqlite")
+    return _open_index(data_dir, database_url)
 
 
 MAINTAIN_INTERVAL_S = 60.0
@@ -37,7 +40,7 @@ MAINTAIN_INTERVAL_S = 60.0
 def build_service(
     data_dir: Path,
     keys_dir: Path,
-    index: SqliteIndex,
+    index: SqlIndex,
     now_ns: Callable[[], int] = time.time_ns,
     ingest: IngestSettings | None = None,
     sole_node: bool = True,

@@ -24,12 +24,12 @@ from agent.evidence.keys import KeyFileError, fingerprint, load_device_public, p
 from agent.fserrors import explain
 from agent.humanize import plural
 from agent.textsafe import install_safe_logging, safe_text
-from hq import decrypt_cmd, technician_cmd
+from hq import db_cmd, decrypt_cmd, technician_cmd
 from hq.app import Maintenance, build_service, open_index, prepare
 from hq.audit import Auditor
 from hq.export import ExportError, evidence_rows, export, parse_time
 from hq.guard import OriginError, parse_origin
-from hq.index import HqIndexError, SqliteIndex
+from hq.index import HqIndexError, SqlIndex
 from hq.ingest_pool import IngestSettings, default_workers
 from hq.keygen import keygen
 from hq.limits import DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_PER_SOURCE, LimitSettings
@@ -59,7 +59,7 @@ def _fail(command: str, message: str, code: int = 1) -> int:
     return code
 
 
-def _auditor(index: SqliteIndex) -> Auditor:
+def _auditor(index: SqlIndex) -> Auditor:
     return Auditor(index, "hq-cli", time.time_ns)
 
 
@@ -142,7 +142,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if args.workers > 1:
             return _serve_workers(args, setup, sock)
         try:
-            index = open_index(args.data_dir)
+            index = open_index(args.data_dir, args.database_url)
         except _SERVE_PROBLEMS as exc:
             return _fail("serve", _serve_problem(exc, args.listen), 2)
         return _run_node(args, setup, sock, index, Metrics(), announce=True)
@@ -150,8 +150,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         sock.close()
 
 
-def _run_node(args: argparse.Namespace, setup: _Serve, sock: socket.socket, index: SqliteIndex, metrics: Metrics,
-              announce: bool) -> int:
+def _run_node(args: argparse.Namespace, setup: _Serve, sock: socket.socket, index: SqlIndex, metrics: Metrics,
+              announce: bool, stop: threading.Event | None = None) -> int:
     """Serve on ``sock`` until SIGTERM: the one process of a node, or one of its workers
     (``announce`` False: the parent audits, prints and serves the metrics)."""
     try:
@@ -163,7 +163,7 @@ def _run_node(args: argparse.Namespace, setup: _Serve, sock: socket.socket, inde
     except (KeyFileError, OSError) as exc:
         index.close()
         return _fail("serve", _serve_problem(exc, args.listen), 2)
-    stop = _stop_on_signals()
+    stop = stop or _stop_on_signals()
     loop = threading.Thread(target=server.serve_forever, name="hq-serve", daemon=True)
     loop.start()
     maintenance = Maintenance(service)
@@ -194,12 +194,17 @@ def _serve_workers(args: argparse.Namespace, setup: _Serve, sock: socket.socket)
     """``--workers N``: fork the workers first (no thread may exist at a fork), then audit,
     announce, serve their summed metrics and wait for SIGTERM or a worker's end."""
     metrics_dir = MetricsDir()
-    workers = Workers(args.workers, lambda _i: _run_node(args, setup, sock, open_index(args.data_dir),
-                                                         Metrics(multiprocess=True), announce=False))
+    def worker(_index: int) -> int:
+        stop = _stop_on_signals()  # first: a SIGTERM while the worker starts up stops it cleanly
+        node_index = open_index(args.data_dir, args.database_url)
+        return _run_node(args, setup, sock, node_index, Metrics(multiprocess=True), announce=False, stop=stop)
+
+    workers = Workers(args.workers, worker)
     exporter = None
+    log.info("%d workers; their metrics are summed from %s", args.workers, metrics_dir.path)
     try:
         workers.start()
-        index = open_index(args.data_dir)
+        index = open_index(args.data_dir, args.database_url)
         auditor = Auditor(index, "hq-api", time.time_ns)
         stop = _stop_on_signals()
         if setup.metrics_at:
@@ -329,7 +334,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     except KeyFileError as exc:
         return _fail("enroll", str(exc), 2)
     fp = fingerprint(public_der(pub))
-    with open_index(args.data_dir) as index:
+    with open_index(args.data_dir, args.database_url) as index:
         audit = _auditor(index)
         existing, same_key = index.device(device_id), index.device_by_fingerprint(fp)
         if existing is not None and existing.fingerprint == fp and existing.active:
@@ -350,7 +355,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
 
 
 def cmd_revoke(args: argparse.Namespace) -> int:
-    with open_index(args.data_dir) as index:
+    with open_index(args.data_dir, args.database_url) as index:
         audit = _auditor(index)
         if index.device(args.device_id) is None:
             audit.record("revoke", _actor(), args.device_id, "refused", reason="not enrolled")
@@ -362,7 +367,7 @@ def cmd_revoke(args: argparse.Namespace) -> int:
 
 
 def cmd_evidence_list(args: argparse.Namespace) -> int:
-    with open_index(args.data_dir) as index:
+    with open_index(args.data_dir, args.database_url) as index:
         rows = evidence_rows(index, args.device_id)
         _auditor(index).record("evidence-list", _actor(), args.device_id or "*", "ok", rows=len(rows))
     if args.json:
@@ -382,7 +387,7 @@ def cmd_evidence_list(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     keys: Path = args.keys or args.data_dir / "keys"
-    with open_index(args.data_dir) as index:
+    with open_index(args.data_dir, args.database_url) as index:
         audit = _auditor(index)
         target = f"{args.device_id} -> {args.out}"
         try:
@@ -429,6 +434,7 @@ def build_parser() -> argparse.ArgumentParser:
     data = argparse.ArgumentParser(add_help=False)
     data.add_argument("--data-dir", type=Path, required=True,
                       help="headquarters' data dir (made by keygen --data-dir or serve)")
+    db_cmd.add_database_url(data)
 
     p = sub.add_parser("keygen", help="create headquarters' keys, CA and TLS certificate")
     p.add_argument("--out", type=Path, help="where to write the keys (default: DATA_DIR/keys)")
@@ -492,7 +498,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_export)
 
     technician_cmd.add_parser(sub, data)
-    for choice in [*sub.choices.values(), *esub.choices.values()]:
+    maintenance = db_cmd.add_parsers(sub)
+    for choice in [*sub.choices.values(), *esub.choices.values(), *maintenance]:
         add_verbose(choice, VERBOSE_HELP)
     return parser
 
@@ -500,10 +507,10 @@ def build_parser() -> argparse.ArgumentParser:
 # Which lock on headquarters' data dir each command holds while it runs (agent.dirlock): one service
 # per data dir; commands that only add rows (enrol, revoke, list, export) run beside it; keygen, which
 # replaces files the service reads, runs alone.
-_SHARED = ("serve", "enroll", "revoke", "evidence", "export", "technician")
+_SHARED = ("serve", "enroll", "revoke", "evidence", "export", "technician", "migrate", "audit", "heartbeats")
 # Commands that only read or add to a headquarters that exists: a mistyped --data-dir is refused,
 # never silently made into a new, empty headquarters.
-_NEEDS_SETUP = ("enroll", "revoke", "evidence", "export", "technician")
+_NEEDS_SETUP = ("enroll", "revoke", "evidence", "export", "technician", "migrate", "audit", "heartbeats")
 
 
 def _take_locks(args: argparse.Namespace) -> list[DirLock]:
@@ -546,6 +553,8 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(args.command, explain(exc, args.data_dir, option="--data-dir"), 2)
     try:
         code: int = args.func(args)
+    except HqIndexError as exc:  # the index refused or is unreachable: one line, what to do
+        return _fail(args.command, str(exc))
     finally:
         for lock in locks:
             lock.close()

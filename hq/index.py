@@ -1,28 +1,45 @@
 """Headquarters' index: devices, uploads, evidence, quarantine, heartbeats, nonces and the audit log.
 
-``Index`` is the interface the service uses; ``SqliteIndex`` implements it over one SQLite file
-with sqlite-utils. PostgreSQL can take over later behind the same protocol.
+``Index`` is the interface the service uses; ``SqlIndex`` implements it once over SQLAlchemy 2
+Core, on SQLite (the embedded default, ``SqliteIndex``) or PostgreSQL (the fleet). The schema is
+``hq.db.schema`` and changes only through the migrations in ``hq/db/migrations``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol, Self
 
-from agent.sqlitedb import SqliteFile
-from hq.records import OUTCOMES, UPLOAD_STATES, AuditRecord, Device, Evidence, Quarantined, Upload
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine, RowMapping
 
+from hq.db import HqIndexError, retention
+from hq.db import migrate as migrations
+from hq.db.chain import GENESIS, ChainReport, ChainRow, ChainWalker, record_hash
+from hq.db.engine import DEFAULT_NAME, WRITE_OPTION, make_engine, mask, parse_url
+from hq.db.locks import DeviceLocks
+from hq.db.retention import HeartbeatPolicy, PruneLimits
+from hq.db.schema import audit as audit_t
+from hq.db.schema import devices, evidence, heartbeats, nonces, quarantine, uploads
+from hq.records import OPEN_UPLOAD_STATES, AuditRecord, Device, Evidence, Quarantined, Upload
 
-class HqIndexError(Exception):
-    """An index operation failed or was refused; the message says what was being done."""
+__all__ = ["HqIndexError", "Index", "SqlIndex", "SqliteIndex", "open_index"]
+
+# pg_advisory_xact_lock key ("bcaudit"): one chain, one writer at a time across nodes.
+AUDIT_CHAIN_LOCK_KEY = 0x62_6361_7564_6974
 
 
 class Index(Protocol):
     """What the service needs from its index. Every method is one transaction; thread-safe."""
 
     def close(self) -> None: ...
+    def ping(self) -> None: ...
 
     # devices
     def enroll(self, device_id: str, public_pem: str, fingerprint: str, now_ns: int) -> None: ...
@@ -60,71 +77,17 @@ class Index(Protocol):
     def heartbeats(self, device_id: str) -> list[tuple[int, bytes]]: ...
     def audit(self, record: AuditRecord) -> None: ...
     def audit_log(self, event_type: str | None = None) -> list[AuditRecord]: ...
+    def verify_audit(self, batch_rows: int = 1000) -> ChainReport: ...
+
+    # quotas, rate limits, expiry, retention and per-device serialisation
+    def open_uploads(self, device_id: str) -> tuple[int, int]: ...
+    def expired_uploads(self, older_than_ns: int) -> list[Upload]: ...
+    def heartbeat_count_since(self, device_id: str, since_ns: int) -> int: ...
+    def device_lock(self, device_id: str, timeout_s: float | None = None) -> AbstractContextManager[None]: ...
+    def prune(self, now_ns: int) -> dict[str, int]: ...
 
 
-_SCHEMA = (
-    """CREATE TABLE devices (
-        device_id TEXT PRIMARY KEY,
-        public_pem TEXT NOT NULL,
-        fingerprint TEXT NOT NULL UNIQUE,
-        enrolled_utc_ns INTEGER NOT NULL,
-        revoked_utc_ns INTEGER,
-        contiguous_through INTEGER NOT NULL DEFAULT -1,
-        last_heartbeat_utc_ns INTEGER,
-        last_status TEXT)""",
-    """CREATE TABLE nonces (
-        key_id TEXT NOT NULL, nonce TEXT NOT NULL, seen_s INTEGER NOT NULL,
-        PRIMARY KEY (key_id, nonce))""",
-    "CREATE INDEX nonces_age ON nonces (seen_s)",
-    f"""CREATE TABLE uploads (
-        upload_id TEXT PRIMARY KEY,
-        device_id TEXT NOT NULL REFERENCES devices (device_id),
-        seq INTEGER NOT NULL, filename TEXT NOT NULL, sha256 TEXT NOT NULL, length INTEGER NOT NULL,
-        state TEXT NOT NULL CHECK (state IN {UPLOAD_STATES}),
-        created_utc_ns INTEGER NOT NULL, updated_utc_ns INTEGER NOT NULL, result TEXT)""",
-    "CREATE INDEX uploads_entry ON uploads (device_id, seq, sha256, state)",
-    """CREATE TABLE evidence (
-        device_id TEXT NOT NULL REFERENCES devices (device_id),
-        seq INTEGER NOT NULL, kind TEXT NOT NULL, manifest_sha256 TEXT NOT NULL, prev TEXT NOT NULL,
-        file_sha256 TEXT NOT NULL, size_bytes INTEGER NOT NULL,
-        utc_start_ns INTEGER NOT NULL, utc_end_ns INTEGER NOT NULL, received_utc_ns INTEGER NOT NULL,
-        status TEXT NOT NULL, location TEXT NOT NULL, upload_id TEXT NOT NULL,
-        warnings TEXT NOT NULL DEFAULT '[]', receipt BLOB,
-        PRIMARY KEY (device_id, seq))""",
-    """CREATE TABLE quarantine (
-        quarantine_id TEXT PRIMARY KEY, device_id TEXT NOT NULL, seq INTEGER, upload_id TEXT NOT NULL,
-        file_sha256 TEXT NOT NULL, code TEXT NOT NULL, reason TEXT NOT NULL, location TEXT NOT NULL,
-        received_utc_ns INTEGER NOT NULL)""",
-    """CREATE TABLE heartbeats (
-        id INTEGER PRIMARY KEY AUTOINCREMENT, device_id TEXT NOT NULL REFERENCES devices (device_id),
-        received_utc_ns INTEGER NOT NULL, body BLOB NOT NULL)""",
-    f"""CREATE TABLE audit (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        utc_ns INTEGER NOT NULL, component TEXT NOT NULL, event_type TEXT NOT NULL, actor TEXT NOT NULL,
-        target TEXT NOT NULL, outcome TEXT NOT NULL CHECK (outcome IN {OUTCOMES}), detail TEXT NOT NULL)""",
-    # Append-only even for someone holding a raw connection, not just through this API; the
-    # heartbeats are proof too.
-    "CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END",
-    "CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END",
-    "CREATE TRIGGER heartbeats_no_update BEFORE UPDATE ON heartbeats "
-    "BEGIN SELECT RAISE(ABORT, 'heartbeats are append-only'); END",
-    "CREATE TRIGGER heartbeats_no_delete BEFORE DELETE ON heartbeats "
-    "BEGIN SELECT RAISE(ABORT, 'heartbeats are append-only'); END",
-)
-SCHEMA_VERSION = 2
-
-# Version 2: the upload states complete, ingesting and expired (ingest off the request path,
-# expiry of abandoned uploads). SQLite cannot alter a CHECK: the table is rebuilt.
-_MIGRATE_1_TO_2 = (
-    "ALTER TABLE uploads RENAME TO uploads_v1",
-    _SCHEMA[3],
-    "INSERT INTO uploads SELECT * FROM uploads_v1",
-    "DROP TABLE uploads_v1",
-    _SCHEMA[4],
-)
-
-
-def _device(row: dict[str, Any]) -> Device:
+def _device(row: RowMapping) -> Device:
     status = row["last_status"]
     return Device(
         device_id=row["device_id"],
@@ -138,52 +101,71 @@ def _device(row: dict[str, Any]) -> Device:
     )
 
 
-def _upload(row: dict[str, Any]) -> Upload:
-    fields = dict(row)
+def _upload(row: RowMapping) -> Upload:
+    fields = {name: row[name] for name in Upload.__slots__}
     fields["result"] = None if row["result"] is None else json.loads(row["result"])
     return Upload(**fields)
 
 
-def _evidence(row: dict[str, Any]) -> Evidence:
-    fields = dict(row)
+def _evidence(row: RowMapping) -> Evidence:
+    fields = {name: row[name] for name in Evidence.__slots__}
     fields["warnings"] = tuple(json.loads(row["warnings"]))
     fields["receipt"] = None if row["receipt"] is None else bytes(row["receipt"])
     return Evidence(**fields)
 
 
-class SqliteIndex:
-    """The index in one SQLite file (WAL, synchronous=FULL), created 0600 (:class:`agent.sqlitedb.SqliteFile`,
-    as the unit's store).
+def _reason(exc: sa.exc.SQLAlchemyError) -> str:
+    orig = getattr(exc, "orig", None)
+    return " ".join(str(orig if orig is not None else exc).split())
 
-    Thread contract: one connection guarded by one re-entrant lock held for each whole call, so
-    the HTTP worker threads are serialised and each write is one transaction. Other processes
-    (``bodycam-hq enroll`` while the service runs) use their own connection; SQLite's file
-    locks and ``busy_timeout_s`` arbitrate between processes.
+
+class SqlIndex:
+    """The index over one SQLAlchemy engine, SQLite or PostgreSQL.
+
+    Thread contract: thread-safe; each call takes a pooled connection for one transaction.
+    Writes on SQLite begin IMMEDIATE (the file's writer lock up front; other writers, in this
+    process or another, wait up to the busy timeout). On PostgreSQL several nodes share the
+    database; what must not interleave across nodes takes a database lock (see each method).
+
+    ``limits``: the periodic prune's nonce lifetime, abandoned-upload age and batch size.
+    ``auto_migrate``: bring a database that is behind to this software's schema on opening (the
+    embedded default); otherwise such a database is refused with the ``bodycam-hq migrate``
+    command to run (``url_option`` is that command's option naming the database).
     """
 
-    def __init__(self, path: Path, busy_timeout_s: float = 10.0) -> None:
-        self.path = path
-        self._file = SqliteFile(path, "index", HqIndexError, busy_timeout_s=busy_timeout_s)
-        self._tx = self._file.transaction
-        self._rows = self._file.rows
+    def __init__(self, engine: Engine, *, auto_migrate: bool = False, url_option: str = "",
+                 limits: PruneLimits | None = None) -> None:
+        self.engine = engine
+        self.limits = limits or PruneLimits()
+        self._writer = engine.execution_options(**{WRITE_OPTION: True})
+        self._locks = DeviceLocks(engine)
+        self._next_nonce_prune_s = 0
         try:
-            with self._tx("creating the schema") as db:
-                version = int(db.conn.execute("PRAGMA user_version").fetchone()[0])
-                if version > SCHEMA_VERSION:
-                    raise HqIndexError(f"index schema {version} is newer than this software ({SCHEMA_VERSION})")
-                if version == 0:
-                    for statement in _SCHEMA:
-                        db.conn.execute(statement)
-                elif version == 1:
-                    for statement in _MIGRATE_1_TO_2:
-                        db.conn.execute(statement)
-                db.conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            if auto_migrate:
+                current, head = migrations.status(engine)
+                if current != head:
+                    migrations.upgrade(engine)
+            else:
+                migrations.require_current(engine, url_option)
         except BaseException:
-            self.close()
+            engine.dispose()
             raise
 
+    @classmethod
+    def open(cls, url: str, *, auto_migrate: bool = False, busy_timeout_s: float = 10.0) -> SqlIndex:
+        engine = make_engine(parse_url(url), busy_timeout_s)
+        return cls(engine, auto_migrate=auto_migrate, url_option=f"--database-url {mask(url)}")
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
     def close(self) -> None:
-        self._file.close()
+        self.engine.dispose()
+
+    def ping(self) -> None:
+        """One round trip to the database (``/readyz``); HqIndexError when it does not answer."""
+        self._one("reaching the index", sa.select(sa.literal(1)))
 
     def __enter__(self) -> Self:
         return self
@@ -191,81 +173,126 @@ class SqliteIndex:
     def __exit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
         self.close()
 
+    @contextlib.contextmanager
+    def _write(self, doing: str) -> Iterator[Connection]:
+        """One write transaction: all of the block, or none of it."""
+        try:
+            with self._writer.begin() as conn:
+                yield conn
+        except sa.exc.SQLAlchemyError as exc:
+            raise HqIndexError(f"{doing}: {_reason(exc)}") from exc
+
+    def _rows(self, doing: str, query: sa.Executable) -> list[RowMapping]:
+        try:
+            with self.engine.connect() as conn:
+                return list(conn.execute(query).mappings())
+        except sa.exc.SQLAlchemyError as exc:
+            raise HqIndexError(f"{doing}: {_reason(exc)}") from exc
+
+    def _one(self, doing: str, query: sa.Executable) -> tuple[Any, ...]:
+        """The single row of an aggregate query, as a tuple."""
+        try:
+            with self.engine.connect() as conn:
+                return tuple(conn.execute(query).one())
+        except sa.exc.SQLAlchemyError as exc:
+            raise HqIndexError(f"{doing}: {_reason(exc)}") from exc
+
     # -- devices --------------------------------------------------------------------------
 
     def enroll(self, device_id: str, public_pem: str, fingerprint: str, now_ns: int) -> None:
-        with self._tx(f"enrolling {device_id}") as db:
-            db.table("devices").insert(
-                {
-                    "device_id": device_id,
-                    "public_pem": public_pem,
-                    "fingerprint": fingerprint,
-                    "enrolled_utc_ns": now_ns,
-                }
-            )
+        with self._write(f"enrolling {device_id}") as conn:
+            conn.execute(devices.insert().values(
+                device_id=device_id, public_pem=public_pem, fingerprint=fingerprint, enrolled_utc_ns=now_ns))
 
     def revoke(self, device_id: str, now_ns: int) -> bool:
-        with self._tx(f"revoking {device_id}") as db:
-            cur = db.conn.execute(
-                "UPDATE devices SET revoked_utc_ns = ? WHERE device_id = ? AND revoked_utc_ns IS NULL",
-                (now_ns, device_id),
-            )
+        with self._write(f"revoking {device_id}") as conn:
+            cur = conn.execute(devices.update()
+                               .where(devices.c.device_id == device_id, devices.c.revoked_utc_ns.is_(None))
+                               .values(revoked_utc_ns=now_ns))
             return cur.rowcount == 1
 
     def device(self, device_id: str) -> Device | None:
-        rows = self._rows("reading a device", "SELECT * FROM devices WHERE device_id = ?", (device_id,))
+        rows = self._rows("reading a device", devices.select().where(devices.c.device_id == device_id))
         return _device(rows[0]) if rows else None
 
     def devices(self) -> list[Device]:
-        return [_device(r) for r in self._rows("listing devices", "SELECT * FROM devices ORDER BY device_id")]
+        return [_device(r) for r in self._rows("listing devices", devices.select().order_by(devices.c.device_id))]
 
     def device_by_fingerprint(self, fingerprint: str) -> Device | None:
-        rows = self._rows("reading a device", "SELECT * FROM devices WHERE fingerprint = ?", (fingerprint,))
+        rows = self._rows("reading a device", devices.select().where(devices.c.fingerprint == fingerprint))
         return _device(rows[0]) if rows else None
 
     # -- nonces ---------------------------------------------------------------------------
 
     def nonce_seen(self, key_id: str, nonce: str, now_s: int, ttl_s: int) -> bool:
-        with self._tx("recording a nonce") as db:
-            db.conn.execute("DELETE FROM nonces WHERE seen_s < ?", (now_s - ttl_s,))
-            cur = db.conn.execute(
-                "INSERT OR IGNORE INTO nonces (key_id, nonce, seen_s) VALUES (?, ?, ?)", (key_id, nonce, now_s)
-            )
-            return cur.rowcount == 0
+        """Whether ``nonce`` was seen within ``ttl_s``; records it. One atomic statement on both
+        engines (INSERT ... ON CONFLICT DO UPDATE ... WHERE expired), so two nodes checking the
+        same nonce at once admit it exactly once. An expired nonce still in the table (not yet
+        pruned) counts as fresh and is renewed. At most every ``limits.nonce_prune_interval_s`` a call
+        also deletes one bounded batch of expired nonces (as :meth:`prune` does)."""
+        with self._write("recording a nonce") as conn:
+            stmt = _insert(conn)(nonces).values(key_id=key_id, nonce=nonce, seen_s=now_s)
+            stmt = stmt.on_conflict_do_update(index_elements=[nonces.c.key_id, nonces.c.nonce],
+                                              set_={"seen_s": stmt.excluded.seen_s},
+                                              where=nonces.c.seen_s < now_s - ttl_s)
+            seen = conn.execute(stmt.returning(nonces.c.nonce)).first() is not None
+        if now_s >= self._next_nonce_prune_s:  # keeps the table bounded without the service's pass
+            self._next_nonce_prune_s = now_s + self.limits.nonce_prune_interval_s
+            with self._write("pruning nonces") as conn:
+                retention.prune_nonces(conn, now_s, replace(self.limits, nonce_ttl_s=ttl_s))
+        return not seen
 
     # -- uploads --------------------------------------------------------------------------
 
     def add_upload(self, upload: Upload) -> None:
         row = {name: getattr(upload, name) for name in Upload.__slots__}
         row["result"] = None if upload.result is None else json.dumps(upload.result, sort_keys=True)
-        with self._tx(f"creating upload {upload.upload_id}") as db:
-            db.table("uploads").insert(row)
+        with self._write(f"creating upload {upload.upload_id}") as conn:
+            conn.execute(uploads.insert().values(**row))
 
     def upload(self, upload_id: str) -> Upload | None:
-        rows = self._rows("reading an upload", "SELECT * FROM uploads WHERE upload_id = ?", (upload_id,))
+        rows = self._rows("reading an upload", uploads.select().where(uploads.c.upload_id == upload_id))
         return _upload(rows[0]) if rows else None
 
     def find_upload(self, device_id: str, seq: int, sha256: str, states: tuple[str, ...]) -> Upload | None:
-        marks = ",".join("?" for _ in states)
-        rows = self._rows(
-            "finding an upload",
-            f"SELECT * FROM uploads WHERE device_id = ? AND seq = ? AND sha256 = ? AND state IN ({marks}) "
-            "ORDER BY created_utc_ns DESC LIMIT 1",
-            (device_id, seq, sha256, *states),
-        )
+        u = uploads.c
+        rows = self._rows("finding an upload", uploads.select().where(
+            u.device_id == device_id, u.seq == seq, u.sha256 == sha256, u.state.in_(states),
+        ).order_by(u.created_utc_ns.desc()).limit(1))
         return _upload(rows[0]) if rows else None
 
     def uploads(self, state: str) -> list[Upload]:
-        rows = self._rows("listing uploads", "SELECT * FROM uploads WHERE state = ? ORDER BY created_utc_ns", (state,))
+        rows = self._rows("listing uploads",
+                          uploads.select().where(uploads.c.state == state).order_by(uploads.c.created_utc_ns))
         return [_upload(r) for r in rows]
 
     def finish_upload(self, upload_id: str, state: str, result: dict[str, Any] | None, now_ns: int) -> None:
         text = None if result is None else json.dumps(result, sort_keys=True)
-        with self._tx(f"finishing upload {upload_id}") as db:
-            db.conn.execute(
-                "UPDATE uploads SET state = ?, result = ?, updated_utc_ns = ? WHERE upload_id = ?",
-                (state, text, now_ns, upload_id),
-            )
+        with self._write(f"finishing upload {upload_id}") as conn:
+            conn.execute(uploads.update().where(uploads.c.upload_id == upload_id)
+                         .values(state=state, result=text, updated_utc_ns=now_ns))
+
+    def open_uploads(self, device_id: str) -> tuple[int, int]:
+        """(open uploads, their declared bytes) of one unit: receiving, complete or ingesting
+        (``OPEN_UPLOAD_STATES``), for quotas."""
+        u = uploads.c
+        count, declared = self._one("counting open uploads", sa.select(
+            sa.func.count(), sa.func.coalesce(sa.func.sum(u.length), 0),
+        ).select_from(uploads).where(u.device_id == device_id, u.state.in_(OPEN_UPLOAD_STATES)))
+        return int(count), int(declared)
+
+    def expired_uploads(self, older_than_ns: int) -> list[Upload]:
+        """Uploads still receiving whose last byte came before ``older_than_ns``: abandoned."""
+        rows = self._rows("listing abandoned uploads", uploads.select().where(
+            uploads.c.state == "receiving", uploads.c.updated_utc_ns < older_than_ns,
+        ).order_by(uploads.c.updated_utc_ns))
+        return [_upload(r) for r in rows]
+
+    def device_lock(self, device_id: str, timeout_s: float | None = None) -> AbstractContextManager[None]:
+        """Hold ``device_id``'s chain lock for a ``with`` block (:class:`hq.db.locks.DeviceLocks`):
+        PostgreSQL nodes take turns through an advisory lock, SQLite users through a file lock.
+        ``timeout_s`` None waits; not acquired in time raises HqIndexError."""
+        return self._locks.hold(device_id, timeout_s)
 
     def move_upload(
         self, upload_id: str, from_state: str, to_state: str, now_ns: int, updated_before_ns: int | None = None
@@ -273,125 +300,143 @@ class SqliteIndex:
         """Move an upload from ``from_state`` to ``to_state`` in one row update; False when it was
         not in ``from_state`` (or, with ``updated_before_ns``, was updated since): another worker
         or node got there first. This is how one node claims a completed upload for ingest."""
-        sql = "UPDATE uploads SET state = ?, updated_utc_ns = ? WHERE upload_id = ? AND state = ?"
-        params: tuple[Any, ...] = (to_state, now_ns, upload_id, from_state)
+        u = uploads.c
+        query = uploads.update().where(u.upload_id == upload_id, u.state == from_state)
         if updated_before_ns is not None:
-            sql, params = sql + " AND updated_utc_ns < ?", (*params, updated_before_ns)
-        with self._tx(f"moving upload {upload_id} to {to_state}") as db:
-            return db.conn.execute(sql, params).rowcount == 1
+            query = query.where(u.updated_utc_ns < updated_before_ns)
+        with self._write(f"moving upload {upload_id} to {to_state}") as conn:
+            return conn.execute(query.values(state=to_state, updated_utc_ns=now_ns)).rowcount == 1
 
     # -- evidence -------------------------------------------------------------------------
 
-    def add_evidence(self, evidence: Evidence) -> int:
+    def add_evidence(self, evidence_: Evidence) -> int:
         """Index a stored entry and advance the device's contiguous run; return that run's end."""
-        row = {name: getattr(evidence, name) for name in Evidence.__slots__}
-        row["warnings"] = json.dumps(list(evidence.warnings))
-        with self._tx(f"indexing {evidence.device_id} seq {evidence.seq}") as db:
-            db.table("evidence").insert(row)
-            cur = db.conn.execute(
-                "SELECT contiguous_through FROM devices WHERE device_id = ?", (evidence.device_id,)
-            ).fetchone()
-            through = int(cur[0])
-            while db.conn.execute(
-                "SELECT 1 FROM evidence WHERE device_id = ? AND seq = ?", (evidence.device_id, through + 1)
-            ).fetchone():
-                through += 1
-            db.conn.execute(
-                "UPDATE devices SET contiguous_through = ? WHERE device_id = ?", (through, evidence.device_id)
-            )
+        row = {name: getattr(evidence_, name) for name in Evidence.__slots__}
+        row["warnings"] = json.dumps(list(evidence_.warnings))
+        device_id = evidence_.device_id
+        with self._write(f"indexing {device_id} seq {evidence_.seq}") as conn:
+            conn.execute(evidence.insert().values(**row))
+            # the device row is locked (FOR UPDATE, PostgreSQL) so two nodes advance the run in turn
+            through = int(conn.execute(sa.select(devices.c.contiguous_through)
+                                       .where(devices.c.device_id == device_id).with_for_update()).scalar_one())
+            held = sa.select(evidence.c.seq).where(evidence.c.device_id == device_id, evidence.c.seq > through)
+            for (seq,) in conn.execute(held.order_by(evidence.c.seq)):
+                if seq != through + 1:
+                    break
+                through = seq
+            conn.execute(devices.update().where(devices.c.device_id == device_id).values(contiguous_through=through))
             return through
 
     def evidence(self, device_id: str, seq: int) -> Evidence | None:
-        rows = self._rows(
-            "reading evidence", "SELECT * FROM evidence WHERE device_id = ? AND seq = ?", (device_id, seq)
-        )
+        rows = self._rows("reading evidence",
+                          evidence.select().where(evidence.c.device_id == device_id, evidence.c.seq == seq))
         return _evidence(rows[0]) if rows else None
 
     def evidence_list(
         self, device_id: str | None = None, from_ns: int | None = None, to_ns: int | None = None
     ) -> list[Evidence]:
-        sql, params = "SELECT * FROM evidence WHERE 1", list[Any]()
+        query = evidence.select()
         if device_id is not None:
-            sql, params = sql + " AND device_id = ?", [*params, device_id]
+            query = query.where(evidence.c.device_id == device_id)
         if from_ns is not None:
-            sql, params = sql + " AND utc_end_ns >= ?", [*params, from_ns]
+            query = query.where(evidence.c.utc_end_ns >= from_ns)
         if to_ns is not None:
-            sql, params = sql + " AND utc_start_ns <= ?", [*params, to_ns]
-        rows = self._rows("listing evidence", sql + " ORDER BY device_id, seq", tuple(params))
+            query = query.where(evidence.c.utc_start_ns <= to_ns)
+        rows = self._rows("listing evidence", query.order_by(evidence.c.device_id, evidence.c.seq))
         return [_evidence(r) for r in rows]
 
     def chain_head(self, device_id: str) -> tuple[int, str] | None:
-        rows = self._rows(
-            "reading the chain head",
-            "SELECT seq, manifest_sha256 FROM evidence WHERE device_id = ? ORDER BY seq DESC LIMIT 1",
-            (device_id,),
-        )
+        rows = self._rows("reading the chain head", sa.select(evidence.c.seq, evidence.c.manifest_sha256)
+                          .where(evidence.c.device_id == device_id).order_by(evidence.c.seq.desc()).limit(1))
         return (int(rows[0]["seq"]), str(rows[0]["manifest_sha256"])) if rows else None
 
     def set_receipt(self, device_id: str, seq: int, receipt: bytes) -> None:
-        with self._tx(f"storing the receipt of {device_id} seq {seq}") as db:
-            db.conn.execute(
-                "UPDATE evidence SET receipt = ? WHERE device_id = ? AND seq = ?", (receipt, device_id, seq)
-            )
+        with self._write(f"storing the receipt of {device_id} seq {seq}") as conn:
+            conn.execute(evidence.update().where(evidence.c.device_id == device_id, evidence.c.seq == seq)
+                         .values(receipt=receipt))
 
     def add_quarantine(self, q: Quarantined) -> None:
-        with self._tx(f"indexing quarantined {q.quarantine_id}") as db:
-            db.table("quarantine").insert({name: getattr(q, name) for name in Quarantined.__slots__})
+        with self._write(f"indexing quarantined {q.quarantine_id}") as conn:
+            conn.execute(quarantine.insert().values({name: getattr(q, name) for name in Quarantined.__slots__}))
 
     def quarantined(self, device_id: str | None = None) -> list[Quarantined]:
-        if device_id is None:
-            rows = self._rows("listing quarantine", "SELECT * FROM quarantine ORDER BY received_utc_ns")
-        else:
-            rows = self._rows(
-                "listing quarantine",
-                "SELECT * FROM quarantine WHERE device_id = ? ORDER BY received_utc_ns",
-                (device_id,),
-            )
-        return [Quarantined(**r) for r in rows]
+        query = quarantine.select()
+        if device_id is not None:
+            query = query.where(quarantine.c.device_id == device_id)
+        rows = self._rows("listing quarantine", query.order_by(quarantine.c.received_utc_ns))
+        return [Quarantined(**{name: r[name] for name in Quarantined.__slots__}) for r in rows]
 
     # -- heartbeats and audit -------------------------------------------------------------
 
     def add_heartbeat(self, device_id: str, now_ns: int, body: bytes, status: dict[str, Any]) -> None:
-        with self._tx(f"storing a heartbeat of {device_id}") as db:
-            db.conn.execute(
-                "INSERT INTO heartbeats (device_id, received_utc_ns, body) VALUES (?, ?, ?)", (device_id, now_ns, body)
-            )
-            db.conn.execute(
-                "UPDATE devices SET last_heartbeat_utc_ns = ?, last_status = ? WHERE device_id = ?",
-                (now_ns, json.dumps(status, sort_keys=True), device_id),
-            )
+        with self._write(f"storing a heartbeat of {device_id}") as conn:
+            conn.execute(heartbeats.insert().values(device_id=device_id, received_utc_ns=now_ns, body=body))
+            conn.execute(devices.update().where(devices.c.device_id == device_id).values(
+                last_heartbeat_utc_ns=now_ns, last_status=json.dumps(status, sort_keys=True)))
 
     def heartbeats(self, device_id: str) -> list[tuple[int, bytes]]:
-        rows = self._rows(
-            "listing heartbeats",
-            "SELECT received_utc_ns, body FROM heartbeats WHERE device_id = ? ORDER BY id",
-            (device_id,),
-        )
+        rows = self._rows("listing heartbeats", sa.select(heartbeats.c.received_utc_ns, heartbeats.c.body)
+                          .where(heartbeats.c.device_id == device_id).order_by(heartbeats.c.id))
         return [(int(r["received_utc_ns"]), bytes(r["body"])) for r in rows]
 
+    def heartbeat_count_since(self, device_id: str, since_ns: int) -> int:
+        """Heartbeats of one unit received at or after ``since_ns``: for rate limits."""
+        (count,) = self._one("counting heartbeats", sa.select(sa.func.count()).select_from(heartbeats).where(
+            heartbeats.c.device_id == device_id, heartbeats.c.received_utc_ns >= since_ns))
+        return int(count)
+
+    def heartbeat_policy(self) -> HeartbeatPolicy:
+        try:
+            with self.engine.connect() as conn:
+                return retention.read_policy(conn)
+        except sa.exc.SQLAlchemyError as exc:
+            raise HqIndexError(f"reading the heartbeat policy: {_reason(exc)}") from exc
+
+    def prune(self, now_ns: int) -> dict[str, int]:
+        """One bounded retention pass (at most ``limits.batch_rows`` rows of each kind, each kind
+        its own transaction): expired nonces deleted, heartbeats past the policy's age or count
+        deleted, positions past the position retention stripped; abandoned uploads (receiving,
+        untouched for ``limits.abandoned_upload_s``) counted, for the caller to expire with
+        :meth:`expired_uploads`. Returns the counts; call again while any is at the batch size."""
+        limits = self.limits
+        with self._write("pruning nonces") as conn:
+            nonces_deleted = retention.prune_nonces(conn, now_ns // retention.NS_PER_S, limits)
+        policy = self.heartbeat_policy()
+        with self._write("pruning heartbeats by age") as conn:
+            aged = retention.prune_aged(conn, now_ns, policy, limits)
+        with self._write("pruning heartbeats by count") as conn:
+            over = retention.prune_over_count(conn, policy, limits)
+        with self._write("stripping old positions") as conn:
+            stripped = retention.strip_positions(conn, now_ns, policy, limits)
+        (abandoned,) = self._one("counting abandoned uploads", sa.select(sa.func.count()).select_from(uploads).where(
+            uploads.c.state == "receiving",
+            uploads.c.updated_utc_ns < now_ns - limits.abandoned_upload_s * retention.NS_PER_S))
+        return {"nonces_deleted": nonces_deleted, "heartbeats_deleted_by_age": aged,
+                "heartbeats_deleted_by_count": over, "positions_stripped": stripped,
+                "abandoned_uploads": int(abandoned)}
+
     def audit(self, record: AuditRecord) -> None:
-        with self._tx(f"auditing {record.event_type}") as db:
-            db.conn.execute(
-                "INSERT INTO audit (utc_ns, component, event_type, actor, target, outcome, detail) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    record.utc_ns,
-                    record.component,
-                    record.event_type,
-                    record.actor,
-                    record.target,
-                    record.outcome,
-                    json.dumps(record.detail, sort_keys=True),
-                ),
-            )
+        """Append one record to the hash chain. Appends are serialised across nodes: PostgreSQL
+        takes a transaction-scoped advisory lock before reading the chain head, SQLite's BEGIN
+        IMMEDIATE already holds the only writer lock."""
+        detail = json.dumps(record.detail, sort_keys=True)
+        with self._write(f"auditing {record.event_type}") as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(sa.select(sa.func.pg_advisory_xact_lock(AUDIT_CHAIN_LOCK_KEY)))
+            head = conn.execute(sa.select(audit_t.c.sha256).order_by(audit_t.c.id.desc()).limit(1)).scalar()
+            prev = GENESIS if head is None else str(head)
+            digest = record_hash(prev, record.utc_ns, record.component, record.event_type, record.actor,
+                                 record.target, record.outcome, detail)
+            conn.execute(audit_t.insert().values(
+                utc_ns=record.utc_ns, component=record.component, event_type=record.event_type,
+                actor=record.actor, target=record.target, outcome=record.outcome, detail=detail,
+                prev_sha256=prev, sha256=digest))
 
     def audit_log(self, event_type: str | None = None) -> list[AuditRecord]:
-        if event_type is None:
-            rows = self._rows("reading the audit log", "SELECT * FROM audit ORDER BY id")
-        else:
-            rows = self._rows(
-                "reading the audit log", "SELECT * FROM audit WHERE event_type = ? ORDER BY id", (event_type,)
-            )
+        query = audit_t.select()
+        if event_type is not None:
+            query = query.where(audit_t.c.event_type == event_type)
+        rows = self._rows("reading the audit log", query.order_by(audit_t.c.id))
         return [
             AuditRecord(
                 utc_ns=r["utc_ns"],
@@ -402,6 +447,49 @@ class SqliteIndex:
                 outcome=r["outcome"],
                 detail=json.loads(r["detail"]),
                 id=r["id"],
+                prev_sha256=r["prev_sha256"],
+                sha256=r["sha256"],
             )
             for r in rows
         ]
+
+    def verify_audit(self, batch_rows: int = 1000) -> ChainReport:
+        """Walk the audit chain from its first record, ``batch_rows`` at a time; the first broken
+        link, or the count and head hash of an intact chain."""
+        walker, last_id = ChainWalker(), -1
+        while True:
+            rows = self._rows("verifying the audit chain", audit_t.select().where(audit_t.c.id > last_id)
+                              .order_by(audit_t.c.id).limit(batch_rows))
+            if not rows:
+                return walker.report()
+            if not walker.feed(ChainRow(**{name: r[name] for name in ChainRow.__slots__}) for r in rows):
+                return walker.report()
+            last_id = rows[-1]["id"]
+
+
+def _insert(conn: Connection) -> Any:
+    """The dialect's INSERT (with ON CONFLICT) for ``conn``'s engine."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert
+
+
+class SqliteIndex(SqlIndex):
+    """The embedded index: one SQLite file (WAL, synchronous=FULL, created 0600), brought to this
+    software's schema on opening (files made by the first release, schema version 1, included)."""
+
+    def __init__(self, path: Path, busy_timeout_s: float = 10.0) -> None:
+        self.path = path
+        super().__init__(make_engine(parse_url(f"sqlite:///{path}"), busy_timeout_s), auto_migrate=True)
+
+
+def open_index(data_dir: Path, database_url: str | None = None) -> SqlIndex:
+    """The index of ``data_dir``: its SQLite file (migrated on opening) unless ``database_url``
+    names another database, which must already be migrated (``bodycam-hq migrate``)."""
+    if database_url is None:
+        return SqliteIndex(data_dir / DEFAULT_NAME)
+    return SqlIndex.open(database_url)

@@ -101,3 +101,5 @@ class AuditRecord:
     outcome: str
     detail: dict[str, Any]
     id: int | None = None
+    prev_sha256: str | None = None  # the hash chain (hq.db.chain), set once stored
+    sha256: str | None = None

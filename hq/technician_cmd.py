@@ -70,7 +70,7 @@ def cmd_issue(args: argparse.Namespace) -> int:
     fp = key_fingerprint(public)
     from hq.cli import _actor  # the command's module imports this one
 
-    with open_index(args.data_dir) as index:
+    with open_index(args.data_dir, args.database_url) as index:
         Auditor(index, "hq-cli", time.time_ns).record(
             "technician-issue", _actor(), args.name, "ok", key_sha256=fp, devices=sorted(set(args.device_id)),
             not_after_utc_ns=not_after)

@@ -79,6 +79,9 @@ class Workers:
             self.reap()
             time.sleep(0.05)
         clean = not self.pids
+        for index, code in sorted(self.exits.items()):
+            if code != 0:
+                log.error("worker %d ended with exit status %d", index, code)
         for pid in list(self.pids):
             log.error("worker %d did not stop within %.0f s: killed", self.pids[pid], timeout_s)
             with contextlib.suppress(ProcessLookupError):

@@ -30,6 +30,8 @@ TOOLS: dict[str, tuple[str, str]] = {
     "make": ("make", "make install is run into a staging tree"),
     "socat": ("socat", "the README's console example pairs two ptys with it"),
     "ffprobe": ("ffmpeg", "the README's decryption example probes the decrypted files with it"),
+    "initdb": ("postgresql", "headquarters' index is tested on a real PostgreSQL (tests/pg_util.py)"),
+    "pg_ctl": ("postgresql", "headquarters' index is tested on a real PostgreSQL (tests/pg_util.py)"),
     "openssl": ("openssl", "headquarters' TLS profiles are probed with openssl s_client"),
     "haproxy": ("haproxy", "a headquarters node is tested behind a TLS-terminating HAProxy"),
     "nginx": ("nginx-light", "a headquarters node is tested behind a TLS-terminating nginx"),
@@ -37,6 +39,18 @@ TOOLS: dict[str, tuple[str, str]] = {
 MIN_PYTHON = (3, 11)
 # gpsd is installed in sbin, which is not on every user's PATH
 SBIN_DIRS = ("/usr/local/sbin", "/usr/sbin", "/sbin")
+# Debian keeps PostgreSQL's server tools (initdb, pg_ctl) off PATH, one folder per major version
+VERSIONED_DIRS = "/usr/lib/postgresql"
+
+
+def _versioned_dirs() -> list[str]:
+    """``/usr/lib/postgresql/<version>/bin``, newest version first."""
+    try:
+        versions = [v for v in os.listdir(VERSIONED_DIRS) if v.replace(".", "").isdigit()]
+    except OSError:
+        return []
+    versions.sort(key=lambda v: [int(p) for p in v.split(".")], reverse=True)
+    return [os.path.join(VERSIONED_DIRS, v, "bin") for v in versions]
 
 
 def find_tool(name: str) -> str | None:
@@ -44,7 +58,7 @@ def find_tool(name: str) -> str | None:
     found = shutil.which(name)
     if found is not None:
         return found
-    for folder in SBIN_DIRS:
+    for folder in (*SBIN_DIRS, *_versioned_dirs()):
         candidate = os.path.join(folder, name)
         if os.access(candidate, os.X_OK):
             return candidate

@@ -1,12 +1,15 @@
-"""Integration fixtures: no agent process outlives the test that started it."""
+"""Integration fixtures: no agent process outlives the test that started it; a real PostgreSQL
+for the tests that need one (``postgres``, ``postgres_url``, ``fresh_postgres_url``)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from tests.integration.agent_util import RUNNING
+from tests.pg_util import MISSING, PostgresCluster, pg_bin_dir
 
 
 @pytest.fixture(autouse=True)
@@ -19,3 +22,36 @@ def _no_agent_left_behind() -> Iterator[None]:
             proc.kill()
             proc.wait(30)
     del RUNNING[before:]
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresCluster]:
+    """The session's real PostgreSQL cluster (tests/pg_util.py), stopped and removed at the end.
+    Skipped, saying what to install, only where PostgreSQL's binaries are absent."""
+    if pg_bin_dir() is None:
+        pytest.skip(MISSING)
+    cluster = PostgresCluster().start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres: PostgresCluster) -> str:
+    """The URL of one database (``bodycam``) on the session's cluster, shared by the session."""
+    return postgres.create_database("bodycam")
+
+
+@pytest.fixture
+def fresh_postgres_url(postgres: PostgresCluster, request: pytest.FixtureRequest) -> str:
+    """A new, empty database for this test alone."""
+    return postgres.create_database(request.node.name)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database of each engine the index runs on: a test taking it runs on both."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'index.sqlite'}"
+    return str(request.getfixturevalue("fresh_postgres_url"))

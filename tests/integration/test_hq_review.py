@@ -8,6 +8,7 @@ import base64
 import hashlib
 import http.client
 import json
+import os
 import re
 import socket
 import ssl
@@ -22,11 +23,12 @@ import pytest
 from agent.evidence.httpsig import new_nonce, sign_request
 from agent.evidence.receipt import make_heartbeat
 from hq.cli import main as hq_main
-from hq.index import SqliteIndex
+from hq.index import SqlIndex, SqliteIndex
 from hq.keygen import keygen
 from hq.records import AuditRecord
 from hq.tus import UploadMeta, encode_metadata
 from tests.evidence_util import ChainBuilder
+from tests.integration.index_util import cli_url, run_hq
 from tests.prereqs import require_tool
 
 BIN = Path(sys.executable).parent
@@ -41,13 +43,13 @@ def free_port() -> int:
 class Serve:
     """``bodycam-hq serve`` as a child process; its log is kept for the assertions."""
 
-    def __init__(self, data: Path, *args: str, port: int = 0) -> None:
+    def __init__(self, data: Path, *args: str, port: int = 0, env: dict[str, str] | None = None) -> None:
         self.data = data
         self.log_path = data.parent / f"serve-{time.monotonic_ns()}.log"
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
             [str(BIN / "bodycam-hq"), "serve", "--data-dir", str(data), "--listen", f"127.0.0.1:{port}", *args],
-            stdout=subprocess.PIPE, stderr=self._log, text=True)
+            stdout=subprocess.PIPE, stderr=self._log, text=True, env={**os.environ, **(env or {})})
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
         m = re.search(r"serving https://127\.0\.0\.1:(\d+)/", line)
@@ -457,3 +459,56 @@ def test_several_workers_on_the_sqlite_index_are_refused_with_the_reason(data: P
     res = subprocess.run([str(BIN / "bodycam-hq"), "serve", "--data-dir", str(data), "--listen", "127.0.0.1:0",
                           "--workers", "2"], capture_output=True, text=True)
     assert res.returncode == 2 and "SQLite" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
+def test_several_workers_over_postgresql_share_the_port_and_their_metrics(
+        data: Path, tmp_path: Path, fresh_postgres_url: str) -> None:
+    url, env = cli_url(fresh_postgres_url)
+    assert run_hq("migrate", "--database-url", url, env=env).returncode == 0
+    unit = ChainBuilder(tmp_path / "u2", device_id="unit-w1")
+    pub = unit.write_device_pub(tmp_path / "unit-w1.pub")
+    done = run_hq("enroll", "--data-dir", str(data), "--database-url", url, "--device-id", "unit-w1",
+                  "--device-pub", str(pub), env=env)
+    assert done.returncode == 0, done.stderr
+    hq = Serve(data, "--database-url", url, "--workers", "2", "--metrics-listen", "127.0.0.1:0", env=env)
+    try:
+        children = Path(f"/proc/{hq.proc.pid}/task/{hq.proc.pid}/children").read_text().split()
+        assert len(children) == 2  # the parent holds the lock and forks two workers
+        found = re.search(r"metrics are summed from (\S+)", hq.log_path.read_text())
+        assert found
+        metrics_dir = Path(found.group(1))  # the private directory of the multiprocess mode
+        assert metrics_dir.is_dir() and metrics_dir.stat().st_mode & 0o077 == 0
+        origin = f"https://127.0.0.1:{hq.port}"
+        for i in range(10):  # a fresh connection each: the kernel spreads them over the workers
+            conn = hq.conn()
+            conn.request("GET", f"/nowhere-{i}")
+            assert conn.getresponse().status == 404
+            conn.close()
+        conn = hq.conn()
+        path = unit.event("boot")
+        evidence = path.read_bytes()
+        conn.request("POST", "/v1/uploads/", headers=signed(unit, "POST", origin, "/v1/uploads/",
+                                                              create_headers(path, 0, unit.device_id)))
+        r = conn.getresponse()
+        r.read()
+        location = r.getheader("Location") or ""
+        patch = {"Content-Type": "application/offset+octet-stream", "Upload-Offset": "0"}
+        conn.request("PATCH", location, body=evidence,
+                     headers=signed(unit, "PATCH", origin, location, patch, evidence))
+        r = conn.getresponse()
+        r.read()
+        assert r.status == 204 and r.getheader("Bodycam-Receipt")
+        conn.close()
+        assert hq.metrics_port is not None
+        scrape = http.client.HTTPConnection("127.0.0.1", hq.metrics_port, timeout=10)
+        scrape.request("GET", "/metrics")
+        text = scrape.getresponse().read().decode()
+        assert 'bodycam_hq_requests_total{route="-",status="404"} 10.0' in text  # summed over the workers
+        assert "bodycam_hq_receipts_total 1.0" in text
+    finally:
+        hq.stop()
+    with SqlIndex.open(fresh_postgres_url) as index:
+        events = [(a.event_type, a.outcome) for a in index.audit_log() if a.event_type.startswith("service")]
+        refused = sum(int(a.detail["count"]) for a in index.audit_log("auth"))
+    assert events == [("service-start", "ok"), ("service-stop", "ok")] and refused == 10
+    assert not metrics_dir.exists()  # the parent removed its private multiprocess directory

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
 
+from hq.db.retention import PruneLimits
 from hq.index import HqIndexError, SqliteIndex
 from hq.records import AuditRecord
 from hq.storage import FileEvidenceStore, StorageError, UploadArea
@@ -31,11 +33,13 @@ def test_audit_records_hold_every_cjis_field(tmp_path: Path) -> None:
 
 
 def test_audit_and_heartbeats_refuse_update_and_delete_even_on_a_raw_connection(tmp_path: Path) -> None:
+    """Heartbeats younger than the retention policy (hq_policy, read with the database's clock)
+    are as untouchable as the audit log; tests/integration/test_hq_retention.py covers the rest."""
     path = tmp_path / "i.sqlite"
     with SqliteIndex(path) as index:
         index.audit(record())
         index.enroll("unit-1", "pem", "ab" * 32, T0_NS)
-        index.add_heartbeat("unit-1", T0_NS, b"{}", {})
+        index.add_heartbeat("unit-1", time.time_ns(), b"{}", {})
     raw = sqlite3.connect(path)
     try:
         for sql in (
@@ -61,17 +65,20 @@ def test_nonces_are_remembered_for_their_lifetime_and_survive_reopening(tmp_path
         assert not index.nonce_seen("unit-1", "n1", 1601, 600)
 
 
-def test_enrolment_is_unique_by_id_and_key(tmp_path: Path) -> None:
-    with SqliteIndex(tmp_path / "i.sqlite") as index:
-        index.enroll("unit-1", "pem", "ab" * 32, T0_NS)
-        with pytest.raises(HqIndexError):
-            index.enroll("unit-1", "pem2", "cd" * 32, T0_NS)
-        with pytest.raises(HqIndexError):
-            index.enroll("unit-2", "pem", "ab" * 32, T0_NS)
-        assert index.revoke("unit-1", T0_NS + 1)
-        assert not index.revoke("unit-1", T0_NS + 2)
-        device = index.device("unit-1")
-        assert device is not None and not device.active and device.revoked_utc_ns == T0_NS + 1
+def test_nonce_checks_delete_expired_nonces_now_and_then(tmp_path: Path) -> None:
+    path = tmp_path / "i.sqlite"
+    with SqliteIndex(path) as index:
+        for n in range(5):
+            assert not index.nonce_seen("unit-1", f"n{n}", 1000, 600)
+        interval_s = PruneLimits().nonce_prune_interval_s
+        assert not index.nonce_seen("unit-1", "later", 1000 + interval_s - 1, 600)
+        raw = sqlite3.connect(path)
+        try:
+            assert raw.execute("SELECT count(*) FROM nonces").fetchone()[0] == 6  # within the interval
+            assert not index.nonce_seen("unit-1", "last", 1601, 600)
+            assert sorted(r[0] for r in raw.execute("SELECT nonce FROM nonces")) == ["last", "later"]
+        finally:
+            raw.close()
 
 
 def test_the_index_file_is_private(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from agent.evidence.receipt import decode_receipt_header, verify_receipt
 from hq.audit import Auditor
+from hq.db.migrate import MANAGED_USER_VERSION
 from hq.errors import ApiError
 from hq.index import SqliteIndex
 from hq.ingest import Checked, Ingestor, LocalDeviceLocks, check_upload
@@ -27,6 +28,7 @@ from hq.records import Upload
 from hq.service import HqService, Response
 from hq.storage import FileEvidenceStore, UploadArea
 from tests.evidence_util import ChainBuilder
+from tests.unit.hq_schema_v1 import make_v1_index
 from tests.unit.test_hq_tus import T0_NS, FakeClock, create_headers, enroll, patch_headers, upload_id
 
 WAIT_S = 10.0  # only a safety net against a hang: every wait below ends on an event
@@ -294,23 +296,17 @@ def test_staged_bytes_lost_and_not_held_send_the_unit_back_to_offset_zero(hq: Hq
 
 def test_a_version_1_index_is_migrated_with_its_uploads(tmp_path: Path) -> None:
     path = tmp_path / "index.sqlite"
-    SqliteIndex(path).close()
-    old_check = "CHECK (state IN ('receiving', 'stored', 'quarantined', 'terminated'))"
-    with sqlite3.connect(path) as raw:
-        sql = raw.execute("SELECT sql FROM sqlite_master WHERE name = 'uploads'").fetchone()[0]
-        raw.execute("DROP TABLE uploads")
-        raw.execute(sql[: sql.index("CHECK")] + old_check + sql[sql.index(")", sql.index("CHECK")) + 2 :])
-        raw.execute("INSERT INTO devices (device_id, public_pem, fingerprint, enrolled_utc_ns) "
-                    "VALUES ('u', 'p', 'f', 0)")
-        raw.execute("INSERT INTO uploads VALUES ('ab', 'u', 3, 'f.bcs', 'cd', 10, 'receiving', 1, 1, NULL)")
-        raw.execute("PRAGMA user_version = 1")
+    raw = make_v1_index(path)  # the first release's schema: uploads know only four states
+    raw.execute("INSERT INTO devices (device_id, public_pem, fingerprint, enrolled_utc_ns) VALUES ('u', 'p', 'f', 0)")
+    raw.execute("INSERT INTO uploads VALUES ('ab', 'u', 3, 'f.bcs', 'cd', 10, 'receiving', 1, 1, NULL)")
+    raw.close()
     with SqliteIndex(path) as index:
         assert index.move_upload("ab", "receiving", "complete", 5)
         upload = index.upload("ab")
         assert upload is not None and (upload.state, upload.seq, upload.updated_utc_ns) == ("complete", 3, 5)
         assert not index.move_upload("ab", "receiving", "complete", 6)
     with sqlite3.connect(path) as raw:
-        assert raw.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == MANAGED_USER_VERSION
         assert raw.execute("SELECT name FROM sqlite_master WHERE name = 'uploads_entry'").fetchone()
 
 

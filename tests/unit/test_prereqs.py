@@ -16,9 +16,10 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 def bare_machine(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """A PATH and sbin directories with none of the tools in them."""
+    """A PATH, sbin and PostgreSQL directories with none of the tools in them."""
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.setattr(prereqs, "SBIN_DIRS", ())
+    monkeypatch.setattr(prereqs, "VERSIONED_DIRS", str(tmp_path / "no-postgresql"))
 
 
 @pytest.mark.usefixtures("bare_machine")

@@ -1,0 +1,111 @@
+"""The index's tables as SQLAlchemy Core objects, as the newest migration leaves them.
+
+The migrations (``hq/db/migrations/versions``) create and change the schema; these objects only
+build queries. Nanosecond times are BIGINT; ids of append-mostly tables are BIGINT on PostgreSQL
+and SQLite's INTEGER PRIMARY KEY (the rowid) on SQLite.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+RowId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+devices = sa.Table(
+    "devices", metadata,
+    sa.Column("device_id", sa.Text, primary_key=True),
+    sa.Column("public_pem", sa.Text, nullable=False),
+    sa.Column("fingerprint", sa.Text, nullable=False, unique=True),
+    sa.Column("enrolled_utc_ns", sa.BigInteger, nullable=False),
+    sa.Column("revoked_utc_ns", sa.BigInteger),
+    sa.Column("contiguous_through", sa.BigInteger, nullable=False, server_default="-1"),
+    sa.Column("last_heartbeat_utc_ns", sa.BigInteger),
+    sa.Column("last_status", sa.Text),
+)
+
+nonces = sa.Table(
+    "nonces", metadata,
+    sa.Column("key_id", sa.Text, primary_key=True),
+    sa.Column("nonce", sa.Text, primary_key=True),
+    sa.Column("seen_s", sa.BigInteger, nullable=False),
+)
+
+uploads = sa.Table(
+    "uploads", metadata,
+    sa.Column("upload_id", sa.Text, primary_key=True),
+    sa.Column("device_id", sa.Text, sa.ForeignKey("devices.device_id"), nullable=False),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Column("filename", sa.Text, nullable=False),
+    sa.Column("sha256", sa.Text, nullable=False),
+    sa.Column("length", sa.BigInteger, nullable=False),
+    sa.Column("state", sa.Text, nullable=False),
+    sa.Column("created_utc_ns", sa.BigInteger, nullable=False),
+    sa.Column("updated_utc_ns", sa.BigInteger, nullable=False),
+    sa.Column("result", sa.Text),
+)
+
+evidence = sa.Table(
+    "evidence", metadata,
+    sa.Column("device_id", sa.Text, sa.ForeignKey("devices.device_id"), primary_key=True),
+    sa.Column("seq", sa.BigInteger, primary_key=True),
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("manifest_sha256", sa.Text, nullable=False),
+    sa.Column("prev", sa.Text, nullable=False),
+    sa.Column("file_sha256", sa.Text, nullable=False),
+    sa.Column("size_bytes", sa.BigInteger, nullable=False),
+    sa.Column("utc_start_ns", sa.BigInteger, nullable=False),
+    sa.Column("utc_end_ns", sa.BigInteger, nullable=False),
+    sa.Column("received_utc_ns", sa.BigInteger, nullable=False),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("location", sa.Text, nullable=False),
+    sa.Column("upload_id", sa.Text, nullable=False),
+    sa.Column("warnings", sa.Text, nullable=False, server_default="[]"),
+    sa.Column("receipt", sa.LargeBinary),
+)
+
+quarantine = sa.Table(
+    "quarantine", metadata,
+    sa.Column("quarantine_id", sa.Text, primary_key=True),
+    sa.Column("device_id", sa.Text, nullable=False),
+    sa.Column("seq", sa.BigInteger),
+    sa.Column("upload_id", sa.Text, nullable=False),
+    sa.Column("file_sha256", sa.Text, nullable=False),
+    sa.Column("code", sa.Text, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("location", sa.Text, nullable=False),
+    sa.Column("received_utc_ns", sa.BigInteger, nullable=False),
+)
+
+heartbeats = sa.Table(
+    "heartbeats", metadata,
+    sa.Column("id", RowId, primary_key=True, autoincrement=True),
+    sa.Column("device_id", sa.Text, sa.ForeignKey("devices.device_id"), nullable=False),
+    sa.Column("received_utc_ns", sa.BigInteger, nullable=False),
+    sa.Column("body", sa.LargeBinary, nullable=False),
+    sa.Column("position_stripped", sa.Boolean, nullable=False, server_default=sa.false()),
+)
+
+audit = sa.Table(
+    "audit", metadata,
+    sa.Column("id", RowId, primary_key=True, autoincrement=True),
+    sa.Column("utc_ns", sa.BigInteger, nullable=False),
+    sa.Column("component", sa.Text, nullable=False),
+    sa.Column("event_type", sa.Text, nullable=False),
+    sa.Column("actor", sa.Text, nullable=False),
+    sa.Column("target", sa.Text, nullable=False),
+    sa.Column("outcome", sa.Text, nullable=False),
+    sa.Column("detail", sa.Text, nullable=False),
+    sa.Column("prev_sha256", sa.Text, nullable=False, server_default=""),
+    sa.Column("sha256", sa.Text, nullable=False, server_default=""),
+)
+
+# One row (id 1): the heartbeat retention the database itself enforces (its triggers read it).
+policy = sa.Table(
+    "hq_policy", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("heartbeat_max_age_s", sa.BigInteger, nullable=False),
+    sa.Column("heartbeat_max_per_unit", sa.BigInteger, nullable=False),
+    sa.Column("position_max_age_s", sa.BigInteger, nullable=False),
+)
