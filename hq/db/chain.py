@@ -8,6 +8,8 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from agent.humanize import plural
+
 GENESIS = "0" * 64
 _DOMAIN = b"bodycam-audit-v1\n"
 
@@ -57,9 +59,9 @@ class ChainReport:
 
     def summary(self) -> str:
         if self.intact:
-            return f"{self.records} records, chain intact, head {self.head_sha256}"
+            return f"{plural(self.records, 'record')}, chain intact, head {self.head_sha256}"
         return (f"audit record {self.broken_id}: {self.problem} "
-                f"(the chain breaks there; {self.records} records before it)")
+                f"(the chain breaks there; {plural(self.records, 'record')} before it intact)")
 
 
 class ChainWalker:
