@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from .agentproc import BIN
-from .common import MB, Result, proc_status_kib
+from .common import MB, Result, guarded, proc_status_kib
 
 log = logging.getLogger("bench.hq_connections")
 
@@ -73,11 +73,37 @@ def run(quick: bool) -> Result:
         finally:
             proc.terminate()
             proc.wait(60)
+        plain = guarded("plain connections", lambda: _plain_idle(data, count))
     return {
         "connections": count,
         "rss_at_rest_MB": round(at_rest / MB, 1),
         "rss_with_idle_connections_MB": round(with_idle / MB, 1),
         "memory_per_idle_connection_kB": round((with_idle - at_rest) / count / 1024, 1),
         "rss_after_unsigned_4MiB_patches_MB": round(with_unsigned / MB, 1),
+        **plain,
         "review_figure_before_fix_MB": {"at_rest": 93, "after_150_unsigned": 704},
+        "what": "VmRSS of the serve process; a TLS connection costs asyncio's 256 KiB read buffer, a plain one "
+                "(--behind-proxy) does not",
     }
+
+
+def _plain_idle(data: Path, count: int) -> Result:
+    """kB per idle plain-HTTP connection of a node behind a proxy (--behind-proxy)."""
+    proc = subprocess.Popen([str(BIN / "bodycam-hq"), "serve", "--data-dir", str(data), "--listen", "127.0.0.1:0",
+                             "--behind-proxy", "--public-origin", "https://hq.example",
+                             "--max-connections-per-source", str(count + 10)],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert proc.stdout is not None
+        m = re.search(r":(\d+)/v1/", proc.stdout.readline())
+        if m is None:
+            raise RuntimeError("bodycam-hq serve --behind-proxy did not start")
+        at_rest = _settle_rss(proc.pid)
+        idle = [socket.create_connection(("127.0.0.1", int(m.group(1))), 10) for _ in range(count)]
+        with_idle = _settle_rss(proc.pid)
+        for sock in idle:
+            sock.close()
+        return {"memory_per_idle_plain_connection_kB": round((with_idle - at_rest) / count / 1024, 1)}
+    finally:
+        proc.terminate()
+        proc.wait(60)

@@ -133,8 +133,8 @@ def sync_rows(section: Mapping[str, Any]) -> list[Row]:
 def hq_connection_rows(section: Mapping[str, Any]) -> list[Row]:
     s = section
     return [
-        Row("hq: memory per idle TLS connection", _num(s.get("memory_per_idle_connection_kB"), " kB", 1), "-", None,
-            None),
+        Row("hq: memory per idle TLS connection", f"{_num(s.get('memory_per_idle_connection_kB'), ' kB', 1)} "
+            f"(plain {_num(s.get('memory_per_idle_plain_connection_kB'), '', 1)})", "-", None, None),
         Row(f"hq: RSS after {s.get('connections')} unsigned 4 MiB PATCHes",
             f"{_num(s.get('rss_after_unsigned_4MiB_patches_MB'), ' MB', 1)} "
             f"(at rest {_num(s.get('rss_at_rest_MB'), '', 1)})", "-", None, None),
