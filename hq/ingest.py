@@ -29,6 +29,7 @@ from hq.audit import Auditor
 from hq.index import Index
 from hq.records import Evidence, Quarantined, Upload
 from hq.storage import EvidenceStore, UploadArea, file_sha256
+from hq.tus import MAX_SEQ
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +155,14 @@ def decide(upload_device: str, announced_seq: int, checked: Checked, held: Calla
     return Decision("store", "stored", "verified and stored")
 
 
+def _claimed_seq(checked: Checked, upload: Upload) -> int:
+    """The seq a quarantined file names: its manifest's claim when that is a sane number (an
+    unverified manifest may claim anything, and the index keeps 64-bit integers), else the
+    announced one."""
+    claimed = checked.seq
+    return claimed if claimed is not None and 0 <= claimed <= MAX_SEQ else upload.seq
+
+
 def check_upload(path: Path, device_pub: ed25519.Ed25519PublicKey) -> Checked:
     """Run ``check_file`` on a completed upload; keep the manifest's claims even when it fails."""
     result, structure = check_file(path, device_pub)
@@ -274,7 +283,7 @@ class Ingestor:
         """Decide, store or quarantine, index, audit and sign; the caller holds the device lock."""
         digest, checked = verified.digest, verified.checked
         decision = verified.early or decide(upload.device_id, upload.seq, checked, self._held(upload.device_id))
-        target = f"{upload.device_id}/{checked.seq if checked.seq is not None else upload.seq}"
+        target = f"{upload.device_id}/{_claimed_seq(checked, upload)}"
         detail = {
             "upload_id": upload.upload_id,
             "code": decision.code,
@@ -342,7 +351,7 @@ class Ingestor:
             Quarantined(
                 quarantine_id=upload.upload_id,
                 device_id=upload.device_id,
-                seq=checked.seq if checked.seq is not None else upload.seq,
+                seq=_claimed_seq(checked, upload),
                 upload_id=upload.upload_id,
                 file_sha256=digest,
                 code=decision.code,
