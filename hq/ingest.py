@@ -47,8 +47,8 @@ class LocalDeviceLocks:
     decisions of one device and lets other devices go on. Locks are dropped when nobody holds or
     waits for them, so the table stays as small as the number of devices ingesting right now.
 
-    Across nodes this is not enough: the index's ``device_lock`` (a row or advisory lock) is held
-    inside it where the index has one (:func:`device_lock_for`).
+    Across nodes this is not enough: the index's ``device_lock`` (an advisory lock) is held
+    inside it (:func:`device_lock_for`).
     """
 
     def __init__(self) -> None:
@@ -78,16 +78,13 @@ class LocalDeviceLocks:
 
 
 def device_lock_for(index: Index, local: LocalDeviceLocks) -> DeviceLock:
-    """The per-device lock of ingest: the in-process lock, then, when the index offers one, the
-    index's ``device_lock(device_id)`` that serialises one device's decisions across nodes
-    (PostgreSQL). SEAM: the embedded SQLite index has none (one process holds the data dir)."""
-    across_nodes = getattr(index, "device_lock", None)
-    if across_nodes is None:
-        return local.hold
+    """The per-device lock of ingest: the in-process lock (threads of this node queue here, not
+    in the database), then the index's ``device_lock(device_id)``, which serialises one device's
+    decisions across nodes (a PostgreSQL advisory lock; a file lock over SQLite)."""
 
     @contextlib.contextmanager
     def both(device_id: str) -> Iterator[None]:
-        with local.hold(device_id), across_nodes(device_id):
+        with local.hold(device_id), index.device_lock(device_id):
             yield
 
     return both

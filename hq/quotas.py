@@ -8,7 +8,8 @@ The defaults, and why:
 - ``bytes_in_flight`` 8 GiB: the sum of those uploads' ``Upload-Length``; a few segments at once.
 - ``upload_length_max_bytes`` 4 GiB: one segment's bound, advertised as ``Tus-Max-Size``.
 - ``heartbeat_interval_s`` 5 s with a burst of 3: a unit beats once a minute; more than one
-  every 5 s is refused ``429`` with ``Retry-After`` and not stored.
+  every 5 s (and, over all nodes, more than 3 in 15 s) is refused ``429`` with ``Retry-After``
+  and not stored.
 - ``abandoned_after_s`` 24 h: an upload that received nothing for this long expires: its staged
   bytes are removed, its state becomes ``expired`` and the expiry is audited.
 """
@@ -24,7 +25,6 @@ from dataclasses import dataclass
 from hq.audit import Auditor
 from hq.errors import ApiError
 from hq.index import Index
-from hq.records import OPEN_UPLOAD_STATES
 from hq.storage import UploadArea
 
 GIB = 1024 * 1024 * 1024
@@ -52,14 +52,9 @@ class OpenUploads:
 
 
 def open_uploads(index: Index, device_id: str) -> OpenUploads:
-    """What ``device_id`` holds open. SEAM: an index that counts them itself (``open_uploads``,
-    one query in PostgreSQL) is asked; else the open states are listed and filtered here."""
-    counted = getattr(index, "open_uploads", None)
-    if counted is not None:
-        count, declared = counted(device_id)
-        return OpenUploads(int(count), int(declared))
-    mine = [u for state in OPEN_UPLOAD_STATES for u in index.uploads(state) if u.device_id == device_id]
-    return OpenUploads(len(mine), sum(u.length for u in mine))
+    """What ``device_id`` holds open (receiving, complete or being ingested), counted by the index."""
+    count, declared = index.open_uploads(device_id)
+    return OpenUploads(count, declared)
 
 
 def admit_upload(quotas: Quotas, held: OpenUploads, length: int) -> None:
@@ -79,15 +74,19 @@ def admit_upload(quotas: Quotas, held: OpenUploads, length: int) -> None:
 class HeartbeatLimiter:
     """A token bucket per unit: ``heartbeat_burst`` at once, then one per ``heartbeat_interval_s``.
 
-    In this process only: behind a load balancer a unit may reach each node's bucket, so the
-    fleet allows up to N times the rate; the index's ``heartbeat_count_since`` (PostgreSQL) can
-    take over behind ``wait_s``. Buckets of units that went quiet are dropped, so the table holds
-    only the units that beat in the last burst window. Thread-safe (one lock).
+    The bucket is this process's; behind a load balancer a unit may reach each node's, so with
+    ``count_since(device_id, since_ns)`` (the index's ``heartbeat_count_since``) a heartbeat the
+    bucket allows is also refused when the unit already stored ``heartbeat_burst`` in the last
+    ``heartbeat_burst`` x ``heartbeat_interval_s``, on any node (then ``Retry-After`` is that
+    window: waiting it out always succeeds). Buckets of units
+    that went quiet are dropped, so the table holds only the units that beat in the last burst
+    window. Thread-safe (one lock; the index is asked outside it).
     """
 
-    def __init__(self, quotas: Quotas) -> None:
+    def __init__(self, quotas: Quotas, count_since: Callable[[str, int], int] | None = None) -> None:
         self._interval_ns = int(quotas.heartbeat_interval_s * NS_PER_S)
         self._burst = quotas.heartbeat_burst
+        self._count_since = count_since
         self._guard = threading.Lock()
         self._buckets: dict[str, tuple[float, int]] = {}  # device -> (tokens, at ns)
 
@@ -96,6 +95,15 @@ class HeartbeatLimiter:
         seconds until it may (for ``Retry-After``), nothing taken."""
         if self._interval_ns <= 0:
             return 0
+        wait_s = self._take(device_id, now_ns)
+        if wait_s or self._count_since is None:
+            return wait_s
+        window_ns = self._burst * self._interval_ns
+        if self._count_since(device_id, now_ns - window_ns) >= self._burst:
+            return max(1, math.ceil(window_ns / NS_PER_S))  # the window is then empty of this unit's
+        return 0
+
+    def _take(self, device_id: str, now_ns: int) -> int:
         with self._guard:
             tokens, at = self._buckets.get(device_id, (float(self._burst), now_ns))
             tokens = min(float(self._burst), tokens + max(0, now_ns - at) / self._interval_ns)
@@ -128,9 +136,7 @@ def expire_abandoned(
     many. ``lock_for(upload_id)`` is the service's per-upload lock, held around each."""
     cutoff = now_ns - int(quotas.abandoned_after_s * NS_PER_S)
     expired = 0
-    for upload in index.uploads("receiving"):
-        if upload.updated_utc_ns >= cutoff:
-            continue
+    for upload in index.expired_uploads(cutoff):
         with lock_for(upload.upload_id):
             if not index.move_upload(upload.upload_id, "receiving", "expired", now_ns, updated_before_ns=cutoff):
                 continue

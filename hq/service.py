@@ -118,7 +118,7 @@ class HqService:
         self.uploads = uploads
         self.quotas = quotas = quotas or Quotas()
         self.max_size = min(max_size, quotas.upload_length_max_bytes)
-        self._heartbeat_limit = HeartbeatLimiter(quotas)
+        self._heartbeat_limit = HeartbeatLimiter(quotas, index.heartbeat_count_since)
         self._create_locks = LocalDeviceLocks()
         self._now_ns = now_ns
         self.audit = Auditor(index, "hq-api", now_ns)

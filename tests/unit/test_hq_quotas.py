@@ -111,10 +111,14 @@ def test_heartbeats_over_the_rate_are_refused_and_not_stored(hq: Hq) -> None:
             assert err.headers["Retry-After"] == "5" and err.code == "too-many-heartbeats"
     assert answers == [200] * 3 + [429] * 7  # the burst, then one per 5 s
     assert len(hq.index.heartbeats("unit-1")) == 3
+    # This node's bucket has a token again after 5 s, but the index holds 3 in the last 15 s,
+    # stored through any node: refused until that window is clear.
     hq.clock.ns += 5 * NS_PER_S
-    assert hq.service.heartbeat("unit-1", body).status == 200
+    assert refusal(lambda: hq.service.heartbeat("unit-1", body)).headers["Retry-After"] == "15"
+    hq.clock.ns += 15 * NS_PER_S  # quiet for a whole window: the burst is there again
+    assert [hq.service.heartbeat("unit-1", body).status for _ in range(3)] == [200] * 3
     assert refusal(lambda: hq.service.heartbeat("unit-1", body)).status == 429
-    assert len(hq.index.heartbeats("unit-1")) == 4
+    assert len(hq.index.heartbeats("unit-1")) == 6
 
 
 def test_the_heartbeat_limiter_refills_and_says_how_long_to_wait() -> None:
@@ -123,6 +127,24 @@ def test_the_heartbeat_limiter_refills_and_says_how_long_to_wait() -> None:
     assert limiter.wait_s("a", 4 * NS_PER_S) == 6
     assert limiter.wait_s("b", 4 * NS_PER_S) == 0  # another unit has its own bucket
     assert limiter.wait_s("a", 10 * NS_PER_S) == 0
+
+
+def test_heartbeats_stored_through_other_nodes_count_where_the_index_counts_them() -> None:
+    stored: list[int] = []  # what every node stored, as the shared index holds it
+
+    def count_since(device_id: str, since_ns: int) -> int:
+        return sum(1 for t in stored if t >= since_ns)
+
+    nodes = [HeartbeatLimiter(Quotas(), count_since) for _ in range(3)]
+    answers = []
+    for i in range(9):  # one unit, one heartbeat a second, round robin over three nodes
+        now = i * NS_PER_S
+        wait = nodes[i % 3].wait_s("a", now)
+        answers.append(wait)
+        if wait == 0:
+            stored.append(now)
+    assert answers.count(0) == 3 and stored == [0, 1 * NS_PER_S, 2 * NS_PER_S]  # the burst, fleet-wide
+    assert all(w == 15 for w in answers if w)
 
 
 def test_an_abandoned_upload_expires_its_bytes_go_and_it_is_audited(hq: Hq) -> None:
