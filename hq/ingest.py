@@ -29,6 +29,7 @@ from hq.audit import Auditor
 from hq.index import Index
 from hq.records import Evidence, Quarantined, Upload
 from hq.storage import EvidenceStore, UploadArea, file_sha256
+from hq.tus import MAX_SEQ
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +47,8 @@ class LocalDeviceLocks:
     decisions of one device and lets other devices go on. Locks are dropped when nobody holds or
     waits for them, so the table stays as small as the number of devices ingesting right now.
 
-    Across nodes this is not enough: the index's ``device_lock`` (a row or advisory lock) is held
-    inside it where the index has one (:func:`device_lock_for`).
+    Across nodes this is not enough: the index's ``device_lock`` (an advisory lock) is held
+    inside it (:func:`device_lock_for`).
     """
 
     def __init__(self) -> None:
@@ -77,16 +78,13 @@ class LocalDeviceLocks:
 
 
 def device_lock_for(index: Index, local: LocalDeviceLocks) -> DeviceLock:
-    """The per-device lock of ingest: the in-process lock, then, when the index offers one, the
-    index's ``device_lock(device_id)`` that serialises one device's decisions across nodes
-    (PostgreSQL). SEAM: the embedded SQLite index has none (one process holds the data dir)."""
-    across_nodes = getattr(index, "device_lock", None)
-    if across_nodes is None:
-        return local.hold
+    """The per-device lock of ingest: the in-process lock (threads of this node queue here, not
+    in the database), then the index's ``device_lock(device_id)``, which serialises one device's
+    decisions across nodes (a PostgreSQL advisory lock; a file lock over SQLite)."""
 
     @contextlib.contextmanager
     def both(device_id: str) -> Iterator[None]:
-        with local.hold(device_id), across_nodes(device_id):
+        with local.hold(device_id), index.device_lock(device_id):
             yield
 
     return both
@@ -152,6 +150,14 @@ def decide(upload_device: str, announced_seq: int, checked: Checked, held: Calla
     if after is not None and after.prev != checked.hash:
         return Decision("quarantine", "next-mismatch", f"the held seq {seq + 1} does not link to this entry")
     return Decision("store", "stored", "verified and stored")
+
+
+def _claimed_seq(checked: Checked, upload: Upload) -> int:
+    """The seq a quarantined file names: its manifest's claim when that is a sane number (an
+    unverified manifest may claim anything, and the index keeps 64-bit integers), else the
+    announced one."""
+    claimed = checked.seq
+    return claimed if claimed is not None and 0 <= claimed <= MAX_SEQ else upload.seq
 
 
 def check_upload(path: Path, device_pub: ed25519.Ed25519PublicKey) -> Checked:
@@ -274,7 +280,7 @@ class Ingestor:
         """Decide, store or quarantine, index, audit and sign; the caller holds the device lock."""
         digest, checked = verified.digest, verified.checked
         decision = verified.early or decide(upload.device_id, upload.seq, checked, self._held(upload.device_id))
-        target = f"{upload.device_id}/{checked.seq if checked.seq is not None else upload.seq}"
+        target = f"{upload.device_id}/{_claimed_seq(checked, upload)}"
         detail = {
             "upload_id": upload.upload_id,
             "code": decision.code,
@@ -342,7 +348,7 @@ class Ingestor:
             Quarantined(
                 quarantine_id=upload.upload_id,
                 device_id=upload.device_id,
-                seq=checked.seq if checked.seq is not None else upload.seq,
+                seq=_claimed_seq(checked, upload),
                 upload_id=upload.upload_id,
                 file_sha256=digest,
                 code=decision.code,

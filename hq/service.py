@@ -9,8 +9,6 @@ drive ``handle``, which does the three in one call.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import hmac
 import json
 import logging
 import os
@@ -31,6 +29,7 @@ from hq.errors import ApiError, error_body
 from hq.index import Index
 from hq.ingest import Ingestor, LocalDeviceLocks, device_lock_for
 from hq.ingest_pool import IngestBusy, IngestJobs, IngestPool, IngestSettings, resubmit
+from hq.quotas import HeartbeatLimiter, Quotas, admit_upload, expire_abandoned, open_uploads
 from hq.records import OPEN_UPLOAD_STATES, Upload
 from hq.refusals import RefusalLog
 from hq.storage import EvidenceStore, UploadArea
@@ -40,7 +39,9 @@ from hq.tus import (
     OFFSET_CONTENT_TYPE,
     STATUS_CHECKSUM_MISMATCH,
     TUS_VERSION,
+    UploadMeta,
     check_resumable,
+    encode_metadata,
     header,
     options_headers,
     parse_checksum,
@@ -110,11 +111,15 @@ class HqService:
         now_ns: Callable[[], int],
         max_size: int = DEFAULT_MAX_SIZE,
         ingest: IngestSettings | None = None,
+        quotas: Quotas | None = None,
     ) -> None:
         self.index = index
         self._store = store
         self.uploads = uploads
-        self.max_size = max_size
+        self.quotas = quotas = quotas or Quotas()
+        self.max_size = min(max_size, quotas.upload_length_max_bytes)
+        self._heartbeat_limit = HeartbeatLimiter(quotas, index.heartbeat_count_since)
+        self._create_locks = LocalDeviceLocks()
         self._now_ns = now_ns
         self.audit = Auditor(index, "hq-api", now_ns)
         self.refusals = RefusalLog(self.audit, now_ns)
@@ -139,10 +144,14 @@ class HqService:
         return self.pool.depth
 
     def maintain(self) -> None:
-        """One periodic pass (``hq.app.Maintenance``): completed uploads left behind are queued."""
+        """One periodic pass (``hq.app.Maintenance``): completed uploads left behind are queued,
+        abandoned ones expire."""
         queued = self.resume_ingest()
         if queued:
             log.info("%d completed upload(s) queued for ingest again", queued)
+        expired = expire_abandoned(self.index, self.uploads, self.audit, self.quotas, self._now_ns(), self._lock_for)
+        if expired:
+            log.info("%d abandoned upload(s) expired", expired)
 
     def resume_ingest(self, sole_node: bool = False) -> int:
         """Queue completed uploads nobody is ingesting (after a restart, a full queue, a node
@@ -274,7 +283,7 @@ class HqService:
     def _own_upload(self, device_id: str, upload_id: str) -> Upload:
         upload = self.index.upload(upload_id)
         # Another device's upload is as invisible as a missing one.
-        if upload is None or upload.device_id != device_id or upload.state == "terminated":
+        if upload is None or upload.device_id != device_id or upload.state in ("terminated", "expired"):
             raise ApiError(404, "no-such-upload", f"upload {upload_id} does not exist")
         return upload
 
@@ -291,6 +300,12 @@ class HqService:
         if meta.device_id != device_id:
             self.audit.record("upload-create", device_id, target, "refused", reason="other-device")
             raise ApiError(403, "other-device", f"device {device_id!r} cannot upload entries of {meta.device_id!r}")
+        # One device's creations one at a time, so two cannot both pass the quota.
+        with self._create_locks.hold(device_id):
+            return self._create(device_id, meta, length)
+
+    def _create(self, device_id: str, meta: UploadMeta, length: int) -> Response:
+        target = f"{device_id}/{meta.seq}"
         held = self.index.evidence(device_id, meta.seq)
         if held is not None:
             if held.file_sha256 != meta.sha256:
@@ -305,6 +320,11 @@ class HqService:
         if existing is not None and existing.length == length:
             offset = self.uploads.size(existing.upload_id) if existing.state == "receiving" else length
             return Response(201, {**self._location(existing), "Upload-Offset": str(offset)})
+        try:
+            admit_upload(self.quotas, open_uploads(self.index, device_id), length)
+        except ApiError as refused:
+            log.warning("upload of %s refused: %s", target, refused.message)
+            raise
         now = self._now_ns()
         upload = Upload(
             secrets.token_hex(16), device_id, meta.seq, meta.filename, meta.sha256, length, "receiving", now, now
@@ -320,7 +340,8 @@ class HqService:
 
     def head(self, device_id: str, upload_id: str) -> Response:
         upload = self._own_upload(device_id, upload_id)
-        h = {"Upload-Length": str(upload.length), "Cache-Control": "no-store"}
+        meta = UploadMeta(upload.device_id, upload.seq, upload.filename, upload.sha256)
+        h = {"Upload-Length": str(upload.length), "Cache-Control": "no-store", "Upload-Metadata": encode_metadata(meta)}
         if upload.state == "receiving":
             return Response(200, {**h, "Upload-Offset": str(self.uploads.size(upload_id))})
         h["Upload-Offset"] = str(upload.length)
@@ -356,12 +377,13 @@ class HqService:
                     )
                 if offset + len(body) > upload.length:
                     raise ApiError(400, "exceeds-length", f"the chunk goes past Upload-Length {upload.length}")
-                if expected is not None and not hmac.compare_digest(hashlib.sha256(body).digest(), expected):
+                if expected is not None and not expected.matches(body):
                     log.warning("checksum mismatch on upload %s at %d: chunk discarded", upload_id, offset)
-                    raise ApiError(
-                        STATUS_CHECKSUM_MISMATCH, "checksum-mismatch", "the chunk's SHA-256 differs: discarded"
-                    )
+                    raise ApiError(STATUS_CHECKSUM_MISMATCH, "checksum-mismatch",
+                                   f"the chunk's {expected.algorithm} differs: discarded")
                 new_offset = self.uploads.append(upload_id, offset, body) if body else current
+                # Its last activity, which expiry of abandoned uploads goes by.
+                self.index.move_upload(upload_id, "receiving", "receiving", self._now_ns())
                 if new_offset < upload.length:
                     return Response(204, {"Upload-Offset": str(new_offset)})
                 self.index.move_upload(upload_id, "receiving", "complete", self._now_ns())
@@ -436,6 +458,10 @@ class HqService:
             self.audit.record("heartbeat", device_id, device_id, "refused", reason=str(exc))
             raise ApiError(400, "bad-heartbeat", str(exc)) from exc
         now = self._now_ns()
+        wait_s = self._heartbeat_limit.wait_s(device_id, now)
+        if wait_s:
+            raise ApiError(429, "too-many-heartbeats", f"at most one heartbeat every "
+                           f"{self.quotas.heartbeat_interval_s:g} s: not stored", {"Retry-After": str(wait_s)})
         self.index.add_heartbeat(device_id, now, body, status)
         return json_response(200, {"ok": True, "server_utc_ns": now})
 

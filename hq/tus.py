@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,16 +19,29 @@ from hq.records import valid_device_id
 
 TUS_VERSION = "1.0.0"
 TUS_EXTENSIONS = "creation,checksum,termination"
-CHECKSUM_ALGORITHMS = "sha256"
+CHECKSUM_ALGORITHMS = "sha1,sha256"  # the checksum extension requires sha1
 OFFSET_CONTENT_TYPE = "application/offset+octet-stream"
 MAX_CHUNK_BYTES = 4 * 1024 * 1024
 DEFAULT_MAX_SIZE = 4 * 1024 * 1024 * 1024
 STATUS_CHECKSUM_MISMATCH = 460
+MAX_INT63 = 2**63 - 1  # every number from outside fits a signed 64-bit column
+MAX_SEQ = 2**40 - 1  # a unit writing an entry a second would take 34,000 years to reach it
+
+
+def _sha1(body: bytes) -> bytes:
+    return hashlib.sha1(body, usedforsecurity=False).digest()  # tus checks integrity, not authenticity
+
+
+def _sha256(body: bytes) -> bytes:
+    return hashlib.sha256(body).digest()
+
+
+_DIGESTS = {"sha1": (20, _sha1), "sha256": (32, _sha256)}
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _KEY = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _FILENAME = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
-_INT = re.compile(r"^[0-9]{1,19}$")
+_INT = re.compile(r"^[0-9]{1,40}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,13 +62,16 @@ def header(headers: Mapping[str, str], name: str) -> str | None:
     return None
 
 
-def parse_uint(value: str | None, name: str) -> int:
-    """A non-negative decimal header value; 400 if absent or malformed."""
+def parse_uint(value: str | None, name: str, maximum: int = MAX_INT63) -> int:
+    """A decimal header value from 0 to ``maximum``; 400 if absent, malformed or out of range."""
     if value is None:
         raise ApiError(400, "missing-header", f"{name} is required")
     if not _INT.match(value):
         raise ApiError(400, "bad-header", f"{name} must be a non-negative integer")
-    return int(value)
+    number = int(value)
+    if number > maximum:
+        raise ApiError(400, "out-of-range", f"{name} must be at most {maximum}")
+    return number
 
 
 def _b64(value: str, key: str) -> str:
@@ -80,6 +98,8 @@ def parse_metadata(value: str | None) -> UploadMeta:
         raise ApiError(400, "bad-metadata", "Upload-Metadata device_id is not a valid device id")
     if not _INT.match(pairs["seq"]):
         raise ApiError(400, "bad-metadata", "Upload-Metadata seq must be a non-negative integer")
+    if int(pairs["seq"]) > MAX_SEQ:
+        raise ApiError(400, "out-of-range", f"Upload-Metadata seq must be at most {MAX_SEQ}")
     if not _FILENAME.match(pairs["filename"]):
         raise ApiError(400, "bad-metadata", "Upload-Metadata filename must be a plain file name")
     if not _HEX64.match(pairs["sha256"]):
@@ -98,18 +118,32 @@ def encode_metadata(meta: UploadMeta) -> str:
     return ",".join(f"{k} {base64.b64encode(v.encode()).decode('ascii')}" for k, v in items)
 
 
-def parse_checksum(value: str) -> bytes:
-    """The digest of ``Upload-Checksum: sha256 <base64>``; 400 for another algorithm or bad base64."""
+@dataclass(frozen=True, slots=True)
+class Checksum:
+    """An ``Upload-Checksum``: the algorithm (one of ``CHECKSUM_ALGORITHMS``) and the digest."""
+
+    algorithm: str
+    digest: bytes
+
+    def matches(self, body: bytes) -> bool:
+        return hmac.compare_digest(_DIGESTS[self.algorithm][1](body), self.digest)
+
+
+def parse_checksum(value: str) -> Checksum:
+    """``Upload-Checksum: <algorithm> <base64>``; 400 for another algorithm, bad base64 or a
+    digest of the wrong size."""
     parts = value.split(" ")
-    if len(parts) != 2 or parts[0] != "sha256":
-        raise ApiError(400, "bad-checksum", f"Upload-Checksum must be 'sha256 <base64>' ({CHECKSUM_ALGORITHMS} only)")
+    if len(parts) != 2 or parts[0] not in _DIGESTS:
+        raise ApiError(400, "bad-checksum",
+                       f"Upload-Checksum must be '<algorithm> <base64>' with one of {CHECKSUM_ALGORITHMS}")
     try:
         digest = base64.b64decode(parts[1], validate=True)
     except (binascii.Error, ValueError) as exc:
         raise ApiError(400, "bad-checksum", "Upload-Checksum digest is not base64") from exc
-    if len(digest) != 32:
-        raise ApiError(400, "bad-checksum", "Upload-Checksum digest is not 32 bytes")
-    return digest
+    size = _DIGESTS[parts[0]][0]
+    if len(digest) != size:
+        raise ApiError(400, "bad-checksum", f"Upload-Checksum {parts[0]} digest is not {size} bytes")
+    return Checksum(parts[0], digest)
 
 
 def options_headers(max_size: int) -> dict[str, str]:

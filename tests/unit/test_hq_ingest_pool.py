@@ -332,3 +332,4 @@ def test_the_pool_queues_one_upload_once_and_refuses_past_its_bound() -> None:
     pool.close()
     with pytest.raises(Exception, match="stopping"):
         pool.submit(c)
+
