@@ -57,12 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("value", nargs="?", help="on|off for stealth and mute; a note for mark")
     p.set_defaults(func=_lazy("agent.ctl_cmd", "cmd_ctl"))
 
-    p = sub.add_parser("drivers", help="list every driver, its HAL kind, and whether it is usable here (and why not)")
-    p.add_argument("--json", action="store_true", help="print the list as JSON")
-    p.add_argument("--kind", help="only drivers of this HAL kind (camera, thermal, microphone, gnss, ...)")
-    p.set_defaults(func=_lazy("agent.drivers_cmd", "run"))
+    from agent import diag_args, drivers_cmd, provision, verify_cmd  # their libraries load when they run
 
-    from agent import diag_args, provision, verify_cmd  # diag's own libraries load when it runs
+    drivers_cmd.add_parser(sub)
 
     p = sub.add_parser("diag", help="technician client for a unit's serial console",
                        description=diag_args.DESCRIPTION, epilog=diag_args.commands_help())

@@ -10,14 +10,16 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
-from agent.config import Config, ConfigError, SensorConfig
+from agent.config import CameraConfig, Config, ConfigError, SensorConfig
 from agent.media.audio import AudioEncoder
+from agent.media.encoder_probe import CodecProbe
+from agent.media.encoder_select import EncoderProbe, EncoderRequest, ProbeResult, Selection, select_encoder
 from agent.media.encoders import ThermalEncoder, VideoEncoder
 from agent.media.packets import EncodedPacket, TrackSpec
 from agent.workers import SensorWorker
 from drivers.registry import DriverError, Registry, load_all
 from hal.audio import AudioChunk
-from hal.camera import VideoFrame
+from hal.camera import VideoFormat, VideoFrame
 from hal.clock import Clock
 from hal.gnss import GnssFix
 from hal.indicators import Indicators
@@ -86,9 +88,30 @@ def _create(registry: Registry, kind: str, name: str, sc: SensorConfig, clock: C
         raise ConfigError(f"{path}.options", f"{kind} driver {driver!r}: {exc}") from exc
 
 
-def build_sensors(config: Config, clock: Clock, sim: bool, registry: Registry | None = None) -> Sensors:
-    """Create every configured device and its encoder. Nothing is opened yet."""
+def encoder_request(config: Config, camera: CameraConfig, fmt: VideoFormat) -> EncoderRequest:
+    """What a camera of this format asks of its H.264 encoder under ``config``."""
+    rec = config.recording
+    return EncoderRequest(fmt.width, fmt.height, fmt.fps_num, fmt.fps_den, fmt.pixel_format,
+                          rec.video_bitrate_bps, max(1, round(fmt.fps * rec.keyframe_interval_s)),
+                          camera.encoder_threads)
+
+
+def choose_encoder(camera: CameraConfig, request: EncoderRequest, probe: EncoderProbe) -> Selection:
+    """The encoder ``camera`` will use for ``request``, from the board's probe."""
+    return select_encoder(camera.encoder, functools.partial(_probe_for, probe, request))
+
+
+def _probe_for(probe: EncoderProbe, request: EncoderRequest, codec: str) -> ProbeResult:
+    return probe(codec, request)
+
+
+def build_sensors(config: Config, clock: Clock, sim: bool, registry: Registry | None = None,
+                  probe: EncoderProbe | None = None) -> Sensors:
+    """Create every configured device and its encoder. Nothing is opened yet. ``probe`` answers
+    which H.264 encoders work here (default: a fresh :class:`CodecProbe`); a camera whose
+    configured encoder is unusable is a ConfigError naming ``cameras.<name>.encoder``."""
     reg = registry or load_all()
+    codecs: EncoderProbe = probe or CodecProbe()
     s = Sensors()
     rec = config.recording
     for name, sc in config.cameras.items():
@@ -96,17 +119,22 @@ def build_sensors(config: Config, clock: Clock, sim: bool, registry: Registry | 
             continue
         cam = _create(reg, "camera", name, sc, clock, sim)
         s.factories[name] = functools.partial(_create, reg, "camera", name, sc, clock, sim)
-        fmt = cam.format
-        gop = max(1, round(fmt.fps * rec.keyframe_interval_s))
+        request = encoder_request(config, sc, cam.format)
+        selection = choose_encoder(sc, request, codecs)
+        if selection.codec is None:
+            raise ConfigError(f"cameras.{name}.encoder", selection.reason)
+        log.info("camera %r: %s", name, selection.reason)
         enc = VideoEncoder(
             name,
-            fmt.width,
-            fmt.height,
-            fmt.fps_num,
-            fmt.fps_den,
-            pixel_format=fmt.pixel_format,
-            bitrate_bps=rec.video_bitrate_bps,
-            gop_frames=gop,
+            request.width,
+            request.height,
+            request.fps_num,
+            request.fps_den,
+            pixel_format=request.pixel_format,
+            bitrate_bps=request.bitrate_bps,
+            gop_frames=request.gop_frames,
+            codec=selection.codec,
+            threads=request.threads,
         )
         s.devices[name], s.encoders[name] = cam, enc
         s.tracks.append(enc.spec)
@@ -219,4 +247,34 @@ def list_drivers(registry: Registry | None = None) -> list[DriverListing]:
         except Exception as exc:  # a broken vendor library must not hide the other drivers
             usable, reason = False, f"probe failed: {type(exc).__name__}: {exc}"
         rows.append(DriverListing(info.kind, info.name, info.summary, usable, reason))
+    return rows
+
+
+@dataclass(frozen=True, slots=True)
+class EncoderListing:
+    """One camera in ``bodycam drivers``: the H.264 encoder it will use (None: none) and why."""
+
+    camera: str
+    choice: str
+    codec: str | None
+    reason: str
+
+
+def list_encoders(config: Config, registry: Registry | None = None,
+                  probe: EncoderProbe | None = None) -> list[EncoderListing]:
+    """The encoder each enabled camera of ``config`` would get on this board, as the agent chooses
+    it. A camera whose driver cannot even be created is listed with that reason."""
+    reg = registry or load_all()
+    codecs: EncoderProbe = probe or CodecProbe()
+    rows = []
+    for name, sc in sorted(config.cameras.items()):
+        if not sc.enabled:
+            continue
+        try:
+            fmt = _create(reg, "camera", name, sc, system_clock(reg), sim=False).format
+        except ConfigError as exc:
+            rows.append(EncoderListing(name, sc.encoder, None, f"camera not created: {exc}"))
+            continue
+        selection = choose_encoder(sc, encoder_request(config, sc, fmt), codecs)
+        rows.append(EncoderListing(name, sc.encoder, selection.codec, selection.reason))
     return rows

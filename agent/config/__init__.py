@@ -11,6 +11,8 @@ from agent.config.model import (
     SENSOR_SECTIONS,
     STANDARD_BAUDS,
     STORAGE_THRESHOLD_KEYS,
+    VIDEO_ENCODERS,
+    CameraConfig,
     Config,
     ConfigError,
     ConsoleConfig,
@@ -27,7 +29,8 @@ from agent.config.reader import default_config, load_config, parse_config, resol
 from agent.config.writer import render_config
 
 __all__ = [
-    "DAY_S", "MAX_BYTES", "SENSOR_SECTIONS", "STANDARD_BAUDS", "STORAGE_THRESHOLD_KEYS", "Config",
+    "DAY_S", "MAX_BYTES", "SENSOR_SECTIONS", "STANDARD_BAUDS", "STORAGE_THRESHOLD_KEYS", "VIDEO_ENCODERS",
+    "CameraConfig", "Config",
     "ConfigError", "ConsoleConfig", "ControlConfig", "DeviceConfig", "EvidenceConfig", "HqConfig",
     "RecordingConfig", "SensorConfig", "StorageConfig", "SyncConfig", "default_config", "load_config",
     "parse_config", "render_config", "resolve_path",

@@ -209,8 +209,22 @@ class SyncConfig:
     request_deadline_s: float = setting(120.0, "the most one request may take in all", minval=0.5, maxval=3600.0)
 
 
-def _default_cameras() -> Mapping[str, SensorConfig]:
-    return types.MappingProxyType({"chest": SensorConfig()})
+# The H.264 encoders a camera may ask for; "auto" probes the hardware one first (agent.media.encoder_select).
+VIDEO_ENCODERS = ("auto", "libx264", "h264_v4l2m2m")
+
+
+@dataclass(frozen=True, slots=True)
+class CameraConfig(SensorConfig):
+    """A visible camera: a sensor plus how its H.264 is made. ``encoder_threads`` is libx264's
+    thread count (0: FFmpeg picks one per core); a hardware encoder ignores it."""
+
+    encoder: str = setting("auto", "H.264 encoder; auto: the hardware one where it opens and forces "
+                           "keyframes, else libx264", choices=VIDEO_ENCODERS)
+    encoder_threads: int = setting(1, "libx264 threads; 0: one per core", minval=0, maxval=16)
+
+
+def _default_cameras() -> Mapping[str, CameraConfig]:
+    return types.MappingProxyType({"chest": CameraConfig()})
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,7 +235,7 @@ class Config:
     hq: HqConfig
     evidence: EvidenceConfig
     recording: RecordingConfig
-    cameras: Mapping[str, SensorConfig]
+    cameras: Mapping[str, CameraConfig]
     thermal: SensorConfig
     microphone: SensorConfig
     gnss: SensorConfig

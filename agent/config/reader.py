@@ -18,9 +18,9 @@ from urllib.parse import urlsplit
 from agent.config.model import (
     INSTANCE,
     SECTIONS,
+    CameraConfig,
     Config,
     ConfigError,
-    SensorConfig,
     fmt_bound,
     spec_of,
 )
@@ -209,9 +209,9 @@ def read_section(sec: _Section, cls: type[T]) -> T:
     return cls(**values)
 
 
-def _cameras(root: _Section) -> Mapping[str, SensorConfig]:
+def _cameras(root: _Section) -> Mapping[str, CameraConfig]:
     if not root.has("cameras"):
-        return types.MappingProxyType({"chest": SensorConfig()})
+        return types.MappingProxyType({"chest": CameraConfig()})
     table = root.section("cameras")
     names = table.keys()
     for name in names:
@@ -220,7 +220,7 @@ def _cameras(root: _Section) -> Mapping[str, SensorConfig]:
     cameras = {}
     for name in names:
         sec = table.section(name)
-        cameras[name] = read_section(sec, SensorConfig)
+        cameras[name] = read_section(sec, CameraConfig)
         sec.finish()
     table.finish()
     return types.MappingProxyType(cameras)

@@ -7,6 +7,7 @@ lives in :mod:`agent.media.audio` and is re-exported here.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from fractions import Fraction
 from typing import Any
@@ -32,6 +33,8 @@ log = logging.getLogger(__name__)
 _ZERO_COPY_FORMATS = frozenset({"yuv420p", "nv12", "gray", "gray16le", "rgb24", "bgr24"})
 # from_numpy_buffer derives a 4:2:0 height as rows // 6 * 4, right only when height % 4 == 0.
 _CHROMA_STACKED = frozenset({"yuv420p", "nv12"})
+# The most grey frames a codec may take before it gives its SPS/PPS (VideoEncoder._prime).
+PRIME_FRAMES_MAX = 16
 
 
 def _frame_from_array(array: npt.NDArray[np.uint8] | npt.NDArray[np.uint16], pixel_format: str) -> av.VideoFrame:
@@ -73,6 +76,7 @@ class _PictureEncoder(EncoderBase):
         self._period_ns = round(NS_PER_S / rate)
         self._mono_by_pts: dict[int, int] = {}
         self._next_pts = 0
+        self._first_camera_pts = 0  # frames before this pts primed the codec (see VideoEncoder)
         self._last_mono_ns: int | None = None
 
     def _check_input(self, width: int, height: int, mono_ns: int, index: int) -> None:
@@ -92,7 +96,11 @@ class _PictureEncoder(EncoderBase):
         self._mono_by_pts[self._next_pts] = mono_ns
         self._next_pts += 1
         self._last_mono_ns = mono_ns
-        return [self._to_packet(p) for p in self._run(picture)]
+        return self._packets(self._run(picture))
+
+    def _packets(self, packets: list[av.Packet[Any]]) -> list[EncodedPacket]:
+        """The codec's packets as EncodedPackets, without those of frames that were never the camera's."""
+        return [self._to_packet(p) for p in packets if p.pts is None or p.pts >= self._first_camera_pts]
 
     def _to_packet(self, packet: av.Packet[Any]) -> EncodedPacket:
         pts = packet.pts
@@ -109,7 +117,7 @@ class _PictureEncoder(EncoderBase):
         """Drain the codec; afterwards the encoder takes no more frames. Idempotent."""
         if self._ctx is None or self._flushed:
             return []
-        return [self._to_packet(p) for p in self._run(None)]
+        return self._packets(self._run(None))
 
     def close(self) -> None:
         super().close()
@@ -117,7 +125,8 @@ class _PictureEncoder(EncoderBase):
 
 
 class VideoEncoder(_PictureEncoder):
-    """H.264 (libx264 by default) for one visible camera, running for as long as the camera does.
+    """H.264 (libx264 by default, or the hardware ``h264_v4l2m2m``) for one visible camera, running
+    for as long as the camera does; :mod:`agent.media.encoder_select` says which one a camera gets.
 
     No B-frames and zero-latency tuning, so each frame comes straight back as one packet with
     dts == pts. An IDR every ``gop_frames`` frames, and on the next frame after
@@ -168,10 +177,37 @@ class VideoEncoder(_PictureEncoder):
         assert isinstance(ctx, av.VideoCodecContext)
         super().__init__(track, "video", ctx, rate, bitrate_bps)
         self._pixel_format = pixel_format
+        self._encoder = codec
         self._keyframe_requested = False
         self._keyframes_requested = 0
+        if not ctx.extradata:
+            self._prime(ctx)
         log.info("track %r: %s %dx%d@%s %d bps, IDR every %d frames", track, codec, width, height,
                  rate, bitrate_bps, gop_frames)
+
+    def _prime(self, ctx: av.VideoCodecContext) -> None:
+        """Feed grey frames until the codec has its SPS/PPS, for encoders that learn them only from
+        their first output (FFmpeg's V4L2 M2M wrapper); their packets are dropped, and the first
+        camera frame is a requested keyframe, so nothing refers to them. Raises MediaError when
+        no header comes within PRIME_FRAMES_MAX frames."""
+        grey = np.full((self._height * 3 // 2, self._width), 128, dtype=np.uint8)
+        for _ in range(PRIME_FRAMES_MAX):
+            picture = _frame_from_array(grey, "yuv420p")
+            if self._pixel_format != "yuv420p":
+                picture = picture.reformat(format=self._pixel_format)
+            picture.pts = self._next_pts
+            self._next_pts += 1
+            self._run(picture)  # packets of priming frames are never the camera's
+            if ctx.extradata:
+                break
+        else:
+            raise MediaError(f"track {self._track!r}: {self._encoder} gave no SPS/PPS header after "
+                             f"{PRIME_FRAMES_MAX} frames")
+        self._first_camera_pts = self._next_pts
+        self._spec = dataclasses.replace(self._spec, extradata=ctx.extradata)
+        self.request_keyframe()
+        log.info("track %r: %s gave its SPS/PPS after %d priming frames", self._track, self._encoder,
+                 self._first_camera_pts)
 
     def request_keyframe(self) -> None:
         """Make the next encoded frame an IDR, so a recording or segment can start there."""
@@ -199,6 +235,7 @@ class VideoEncoder(_PictureEncoder):
     def get_status(self) -> dict[str, object]:
         status = super().get_status()
         status["keyframes_requested"] = self._keyframes_requested
+        status["encoder"] = self._encoder
         return status
 
 

@@ -15,6 +15,8 @@ from hypothesis import strategies as st
 from agent.config import (
     SENSOR_SECTIONS,
     STANDARD_BAUDS,
+    VIDEO_ENCODERS,
+    CameraConfig,
     Config,
     ConfigError,
     ConsoleConfig,
@@ -57,7 +59,7 @@ def test_every_default() -> None:
     assert c.hq == HqConfig(public_key="hq.pub", url="", ca="")
     assert c.evidence == EvidenceConfig("default", 65536, 1.0, 10.0)
     assert c.recording == RecordingConfig(30.0, False, 4_000_000, 1.0, "opus", 64000)
-    assert dict(c.cameras) == {"chest": SensorConfig("sim", True, {})}
+    assert dict(c.cameras) == {"chest": CameraConfig("sim", True, {}, "auto", 1)}
     for name in SENSOR_SECTIONS:
         assert getattr(c, name) == SensorConfig(driver="sim", enabled=True)
     assert c.control == ControlConfig("ctl.sock")
@@ -82,7 +84,7 @@ def test_explicit_cameras_replace_the_default_and_empty_means_none() -> None:
     c = _parse('[cameras.helmet]\ndriver = "picamera2"\noptions = { index = 1 }\n[cameras.chest]\nenabled = false\n')
     assert list(c.cameras) == ["chest", "helmet"]
     assert c.cameras["helmet"].driver == "picamera2" and c.cameras["helmet"].options == {"index": 1}
-    assert c.cameras["chest"] == SensorConfig("sim", False)
+    assert c.cameras["chest"] == CameraConfig("sim", False)
     assert dict(_parse("[cameras]\n").cameras) == {}
 
 
@@ -101,7 +103,7 @@ def test_config_is_immutable() -> None:
     with pytest.raises(TypeError):
         c.gnss.options["x"] = 1  # type: ignore[index]
     with pytest.raises(TypeError):
-        c.cameras["new"] = SensorConfig()  # type: ignore[index]
+        c.cameras["new"] = CameraConfig()  # type: ignore[index]
     inner = c.gnss.options["x"]
     assert isinstance(inner, types.MappingProxyType) and inner["y"] == (1,)
 
@@ -189,6 +191,11 @@ BAD = [
     ('[cameras.chest]\ndriver = "no spaces"\n', "cameras.chest.driver", "is not"),
     ('[cameras.chest]\nenabled = "yes"\n', "cameras.chest.enabled", "expected true or false"),
     ('[cameras.chest]\noptions = 3\n', "cameras.chest.options", "expected a table"),
+    ('[cameras.chest]\nencoder = "x265"\n', "cameras.chest.encoder", "is not one of 'auto', 'libx264'"),
+    ('[cameras.chest]\nencoder = 1\n', "cameras.chest.encoder", "expected a string"),
+    ('[cameras.chest]\nencoder_threads = 17\n', "cameras.chest.encoder_threads", "out of range 0..16"),
+    ('[cameras.chest]\nencoder_threads = -1\n', "cameras.chest.encoder_threads", "out of range"),
+    ('[thermal]\nencoder = "libx264"\n', "thermal.encoder", "unknown key"),
     ('[cameras.Chest]\n', "cameras.Chest", "instance name"),
     (f'[cameras.{"c" * 33}]\n', "cameras." + "c" * 33, "instance name"),
     ('[cameras]\ndriver = "sim"\n', "cameras.driver", "expected a table"),
@@ -222,6 +229,8 @@ GOOD_EDGES = [
     "[evidence]\nsegment_s = 600\n",
     '[evidence]\nprofile = "fips"\n',
     '[recording]\naudio_codec = "aac"\n',
+    *[f'[cameras.chest]\nencoder = "{e}"\nencoder_threads = 0\n' for e in VIDEO_ENCODERS],
+    "[cameras.chest]\nencoder_threads = 16\n",
     '[hq]\nurl = "https://hq.example.org:8443/api"\nca = "ca.pem"\n',
     "[storage]\nwarn_free_bytes = 0\nreserve_free_bytes = 500\n",
     "[storage]\nwarn_free_bytes = 0\ncritical_free_bytes = 5\nfull_free_bytes = 0\nreserve_free_bytes = 5\n",
@@ -342,6 +351,16 @@ _sensor = st.builds(
 )
 
 
+_camera = st.builds(
+    CameraConfig,
+    driver=st.from_regex(r"[A-Za-z0-9._-]{1,64}", fullmatch=True),
+    enabled=st.booleans(),
+    options=_options.map(_frozen),
+    encoder=st.sampled_from(VIDEO_ENCODERS),
+    encoder_threads=st.integers(0, 16),
+)
+
+
 @st.composite
 def configs(draw: st.DrawFn) -> Config:
     segment_s = draw(st.floats(2.0, 600.0))
@@ -368,7 +387,7 @@ def configs(draw: st.DrawFn) -> Config:
             audio_bitrate_bps=draw(st.integers(6000, 512_000)),
         ),
         cameras=types.MappingProxyType(dict(sorted(draw(st.dictionaries(
-            st.from_regex(r"[a-z0-9_-]{1,32}", fullmatch=True), _sensor, max_size=3)).items()))),
+            st.from_regex(r"[a-z0-9_-]{1,32}", fullmatch=True), _camera, max_size=3)).items()))),
         control=ControlConfig(draw(_text.filter(bool))),
         console=ConsoleConfig(
             draw(_text), draw(st.sampled_from(STANDARD_BAUDS)),
@@ -409,7 +428,8 @@ def test_render_parse_round_trip(config: Config) -> None:
 def test_rendering_the_defaults_is_stable_text() -> None:
     text = render_config(default_config("unit-7"))
     assert text.startswith('[device]\nid = "unit-7"\n\n[hq]\npublic_key = "hq.pub"\n')
-    assert "[cameras.chest]\ndriver = \"sim\"\nenabled = true\noptions = {}\n" in text
+    assert ("[cameras.chest]\ndriver = \"sim\"\nenabled = true\noptions = {}\nencoder = \"auto\"\n"
+            "encoder_threads = 1\n") in text
     assert render_config(_parse("[cameras]\n")).count("[cameras]") == 1
 
 
@@ -451,6 +471,8 @@ CHANGES = [
     "[cameras.chest]\nenabled = false\n",
     "[cameras.chest]\ndriver = \"picamera2\"\n",
     "[cameras.chest]\noptions = { a = 1 }\n",
+    "[cameras.chest]\nencoder = \"libx264\"\n",
+    "[cameras.chest]\nencoder_threads = 2\n",
     "[cameras.helmet]\n",
     "[cameras]\n",
     *[f"[{name}]\nenabled = false\n" for name in SENSOR_SECTIONS],
@@ -489,3 +511,9 @@ def test_digest_is_sensitive_to_every_key() -> None:
     assert len(digests) == len(CHANGES)
     assert parse_config('[device]\nid = "unit-8"\n', "t").digest != base
     assert _parse("[gnss.options]\nx = 1\n").digest != _parse('[gnss.options]\nx = "1"\n').digest
+
+
+def test_the_config_offers_every_encoder_the_selection_knows() -> None:
+    from agent.media.encoder_select import CHOICES
+
+    assert VIDEO_ENCODERS == CHOICES

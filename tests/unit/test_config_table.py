@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import SENSOR_SECTIONS, Config, ConfigError, SensorConfig, default_config, parse_config
+from agent.config import SENSOR_SECTIONS, CameraConfig, Config, ConfigError, SensorConfig, default_config, parse_config
 from agent.config.edit import set_setting
 from agent.config.model import SECTIONS, spec_of
 from agent.config.table import declared, lookup, render_table, settable_keys
@@ -28,7 +28,7 @@ def test_every_declared_setting_is_in_the_table_with_its_default() -> None:
 
 def test_the_dataclass_defaults_are_what_a_file_without_them_reads() -> None:
     built = {name: cls() for name, cls in SECTIONS.items() if name != "device"}
-    expected = Config(device=default_config("u").device, cameras={"chest": SensorConfig()}, **built)
+    expected = Config(device=default_config("u").device, cameras={"chest": CameraConfig()}, **built)
     assert default_config("u") == expected
 
 
