@@ -29,7 +29,7 @@ from hq.errors import ApiError, error_body
 from hq.index import Index
 from hq.ingest import Ingestor, LocalDeviceLocks, device_lock_for
 from hq.ingest_pool import IngestBusy, IngestJobs, IngestPool, IngestSettings, resubmit
-from hq.quotas import HeartbeatLimiter, Quotas, admit_upload, expire_abandoned, open_uploads
+from hq.quotas import NS_PER_S, HeartbeatLimiter, Quotas, admit_upload, expire_abandoned, open_uploads
 from hq.records import OPEN_UPLOAD_STATES, Upload
 from hq.refusals import RefusalLog
 from hq.storage import EvidenceStore, UploadArea
@@ -42,6 +42,7 @@ from hq.tus import (
     UploadMeta,
     check_resumable,
     encode_metadata,
+    expires_header,
     header,
     options_headers,
     parse_checksum,
@@ -318,8 +319,11 @@ class HqService:
                 return Response(201, {**self._location(done), "Upload-Offset": str(done.length), **_receipt(receipt)})
         existing = self.index.find_upload(device_id, meta.seq, meta.sha256, OPEN_UPLOAD_STATES)
         if existing is not None and existing.length == length:
-            offset = self.uploads.size(existing.upload_id) if existing.state == "receiving" else length
-            return Response(201, {**self._location(existing), "Upload-Offset": str(offset)})
+            if existing.state != "receiving":
+                return Response(201, {**self._location(existing), "Upload-Offset": str(length)})
+            offset = str(self.uploads.size(existing.upload_id))
+            return Response(201, {**self._location(existing), "Upload-Offset": offset,
+                                  **self._expires(existing.updated_utc_ns)})
         try:
             admit_upload(self.quotas, open_uploads(self.index, device_id), length)
         except ApiError as refused:
@@ -332,7 +336,12 @@ class HqService:
         self.index.add_upload(upload)
         self.uploads.create(upload.upload_id)
         self.audit.record("upload-create", device_id, target, "ok", upload_id=upload.upload_id, length=length)
-        return Response(201, {**self._location(upload), "Upload-Offset": "0"})
+        return Response(201, {**self._location(upload), "Upload-Offset": "0", **self._expires(now)})
+
+    def _expires(self, active_utc_ns: int) -> dict[str, str]:
+        """When an upload last active at ``active_utc_ns`` expires unless more of it arrives (tus
+        expiration; docs/sync-protocol.md "Quotas")."""
+        return expires_header(active_utc_ns + int(self.quotas.abandoned_after_s * NS_PER_S))
 
     @staticmethod
     def _location(upload: Upload) -> dict[str, str]:
@@ -343,7 +352,8 @@ class HqService:
         meta = UploadMeta(upload.device_id, upload.seq, upload.filename, upload.sha256)
         h = {"Upload-Length": str(upload.length), "Cache-Control": "no-store", "Upload-Metadata": encode_metadata(meta)}
         if upload.state == "receiving":
-            return Response(200, {**h, "Upload-Offset": str(self.uploads.size(upload_id))})
+            return Response(200, {**h, "Upload-Offset": str(self.uploads.size(upload_id)),
+                                  **self._expires(upload.updated_utc_ns)})
         h["Upload-Offset"] = str(upload.length)
         if upload.state in OPEN_UPLOAD_STATES:
             return Response(200, {**h, INGEST_HEADER: "pending"})
@@ -383,9 +393,10 @@ class HqService:
                                    f"the chunk's {expected.algorithm} differs: discarded")
                 new_offset = self.uploads.append(upload_id, offset, body) if body else current
                 # Its last activity, which expiry of abandoned uploads goes by.
-                self.index.move_upload(upload_id, "receiving", "receiving", self._now_ns())
+                touched_ns = self._now_ns()
+                self.index.move_upload(upload_id, "receiving", "receiving", touched_ns)
                 if new_offset < upload.length:
-                    return Response(204, {"Upload-Offset": str(new_offset)})
+                    return Response(204, {"Upload-Offset": str(new_offset), **self._expires(touched_ns)})
                 self.index.move_upload(upload_id, "receiving", "complete", self._now_ns())
                 upload = self._own_upload(device_id, upload_id)
         # Every byte is held: the answer is the ingest's, waited for here outside the upload's lock.

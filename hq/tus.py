@@ -1,4 +1,4 @@
-"""tus 1.0 (core, creation, checksum, termination): header parsing and the limits, pure.
+"""tus 1.0 (core, creation, checksum, termination, expiration): header parsing and the limits, pure.
 
 The state of each upload lives in the index and its bytes in the upload area; ``hq.service``
 applies these rules to them.
@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime
+import email.utils
 import hashlib
 import hmac
 import re
@@ -18,7 +20,7 @@ from hq.errors import ApiError
 from hq.records import valid_device_id
 
 TUS_VERSION = "1.0.0"
-TUS_EXTENSIONS = "creation,checksum,termination"
+TUS_EXTENSIONS = "creation,checksum,termination,expiration"
 CHECKSUM_ALGORITHMS = "sha1,sha256"  # the checksum extension requires sha1
 OFFSET_CONTENT_TYPE = "application/offset+octet-stream"
 MAX_CHUNK_BYTES = 4 * 1024 * 1024
@@ -144,6 +146,12 @@ def parse_checksum(value: str) -> Checksum:
     if len(digest) != size:
         raise ApiError(400, "bad-checksum", f"Upload-Checksum {parts[0]} digest is not {size} bytes")
     return Checksum(parts[0], digest)
+
+
+def expires_header(expires_utc_ns: int) -> dict[str, str]:
+    """``Upload-Expires`` (tus expiration): when an unfinished upload is removed, as an HTTP date."""
+    when = datetime.datetime.fromtimestamp(expires_utc_ns // 1_000_000_000, tz=datetime.UTC)
+    return {"Upload-Expires": email.utils.format_datetime(when, usegmt=True)}
 
 
 def options_headers(max_size: int) -> dict[str, str]:

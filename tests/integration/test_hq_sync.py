@@ -324,7 +324,7 @@ def test_options_and_errors_are_json(hq: Hq, tmp_path: Path) -> None:
     r = conn.getresponse()
     r.read()
     assert r.status == 204
-    assert r.getheader("Tus-Extension") == "creation,checksum,termination"
+    assert r.getheader("Tus-Extension") == "creation,checksum,termination,expiration"
     assert r.getheader("Tus-Checksum-Algorithm") == "sha1,sha256"
     conn.request("POST", "/v1/uploads/", body=b"", headers={"Tus-Resumable": "1.0.0", "Upload-Length": "10"})
     r = conn.getresponse()

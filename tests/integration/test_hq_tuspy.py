@@ -109,7 +109,7 @@ def test_tuspy_uploads_a_sealed_segment_that_is_verified_and_receipted(
     options = requests.options(proc.url + "/v1/uploads/", timeout=30)
     assert options.status_code in (200, 204)
     assert options.headers["Tus-Version"] == "1.0.0"
-    assert options.headers["Tus-Extension"] == "creation,checksum,termination"
+    assert options.headers["Tus-Extension"] == "creation,checksum,termination,expiration"
     assert options.headers["Tus-Checksum-Algorithm"] == "sha1,sha256"
     assert int(options.headers["Tus-Max-Size"]) == 4 * 1024**3
 

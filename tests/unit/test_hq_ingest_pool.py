@@ -18,12 +18,14 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from agent.evidence.receipt import decode_receipt_header, verify_receipt
+from hq.app import build_service, open_index
 from hq.audit import Auditor
 from hq.db.migrate import MANAGED_USER_VERSION
 from hq.errors import ApiError
 from hq.index import SqliteIndex
 from hq.ingest import Checked, Ingestor, LocalDeviceLocks, check_upload
 from hq.ingest_pool import IngestJobs, IngestPool, IngestSettings
+from hq.keygen import keygen
 from hq.records import Upload
 from hq.service import HqService, Response
 from hq.storage import FileEvidenceStore, UploadArea
@@ -333,3 +335,31 @@ def test_the_pool_queues_one_upload_once_and_refuses_past_its_bound() -> None:
     with pytest.raises(Exception, match="stopping"):
         pool.submit(c)
 
+
+def test_a_restarted_service_ingests_what_was_complete_and_claimed(tmp_path: Path) -> None:
+    # A service stopped with one upload complete and another claimed by one of its workers:
+    # the next `serve` over the data dir (build_service) ingests both without the unit.
+    data, keys = tmp_path / "H", tmp_path / "H" / "keys"
+    keygen(keys)
+    builder = ChainBuilder(tmp_path / "unit", device_id="unit-1")
+    index = open_index(data)
+    try:
+        enroll(index, builder.signer, "unit-1")
+        first = build_service(data, keys, index, ingest=IngestSettings(workers=1, wait_s=0.0))
+        first.close()  # its pool takes nothing more: completions stay in the index
+        uids = []
+        for seq in range(2):
+            uid, data_bytes = send_all_but_last(first, "unit-1", builder.event("boot"), seq)
+            with pytest.raises(ApiError) as busy:  # a stopping service queues nothing: 503
+                finish(first, "unit-1", uid, data_bytes)
+            assert busy.value.status == 503
+            uids.append(uid)
+        assert index.move_upload(uids[1], "complete", "ingesting", T0_NS)
+        restarted = build_service(data, keys, index, ingest=IngestSettings(workers=1, wait_s=0.0))
+        try:
+            assert wait_for(lambda: all(index.upload(u).state == "stored" for u in uids))  # type: ignore[union-attr]
+            assert [index.evidence("unit-1", s) is not None for s in (0, 1)] == [True, True]
+        finally:
+            restarted.close()
+    finally:
+        index.close()

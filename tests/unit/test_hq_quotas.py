@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 import pytest
@@ -149,8 +150,12 @@ def test_heartbeats_stored_through_other_nodes_count_where_the_index_counts_them
 
 def test_an_abandoned_upload_expires_its_bytes_go_and_it_is_audited(hq: Hq) -> None:
     idle, busy = create(hq.service, 0, 1000), create(hq.service, 1, 1000)
+    expires = parsedate_to_datetime(hq.service.head("unit-1", idle).headers["Upload-Expires"])
+    assert expires.timestamp() == hq.clock.ns // NS_PER_S + 24 * 3600  # tus expiration, said up front
     hq.clock.ns += 23 * 3600 * NS_PER_S
-    hq.service.patch("unit-1", busy, patch_headers(0, b"x" * 10), b"x" * 10)  # busy sends a chunk
+    answer = hq.service.patch("unit-1", busy, patch_headers(0, b"x" * 10), b"x" * 10)  # busy sends a chunk
+    later = parsedate_to_datetime(answer.headers["Upload-Expires"])
+    assert later.timestamp() == hq.clock.ns // NS_PER_S + 24 * 3600  # pushed back by the chunk
     hq.clock.ns += 3600 * NS_PER_S + 1
     hq.service.maintain()
     assert hq.index.upload(idle).state == "expired"  # type: ignore[union-attr]
