@@ -1,9 +1,11 @@
 """Where headquarters keeps bytes: stored evidence, quarantined files and uploads in progress.
 
 ``EvidenceStore`` is the interface the service uses for evidence; ``FileEvidenceStore`` keeps it
-on the local file system (S3 can take over later behind the same protocol). Uploads in progress
-stay local in any deployment: ingest verifies them as files, and their size on disk is the tus
-offset, which is what lets an upload resume after the service restarts.
+on the local file system, ``hq.s3store.S3EvidenceStore`` in an S3 bucket under Object Lock.
+``UploadStore`` holds uploads in progress: ``UploadArea`` as local files whose size is the tus
+offset (an upload resumes after the service restarts), ``hq.s3uploads.S3UploadStore`` as chunk
+objects in a staging bucket (an upload resumes through any node). Either hands ingest the
+completed bytes as a local file (``completed``), which ingest verifies and then puts in the store.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
@@ -34,14 +37,43 @@ class EvidenceStore(Protocol):
         """
         ...
 
-    def get(self, device_id: str, seq: int) -> BinaryIO:
-        """Open the stored bytes for reading (the caller closes the stream)."""
+    def get(self, device_id: str, seq: int, location: str | None = None) -> BinaryIO:
+        """Open the stored bytes for reading (the caller closes the stream).
+
+        ``location`` is what ``put`` returned (the index's ``evidence.location``): a store that
+        keeps versions reads exactly that version; without it, the entry's current bytes.
+        """
         ...
 
     def exists(self, device_id: str, seq: int) -> bool: ...
 
     def quarantine(self, device_id: str, name: str, source: Path, reason: Mapping[str, Any]) -> str:
         """Move ``source`` aside with a JSON note of ``reason``; return where it now lives."""
+        ...
+
+
+class UploadStore(Protocol):
+    """Uploads in progress, as the tus service uses them. The service serialises calls per upload
+    within a node; a store shared by nodes refuses an append that does not start at its end."""
+
+    def create(self, upload_id: str) -> None: ...
+
+    def size(self, upload_id: str) -> int:
+        """Bytes received so far (the tus offset); an upload never created is empty."""
+        ...
+
+    def append(self, upload_id: str, offset: int, data: bytes) -> int:
+        """Store ``data`` at ``offset``, which must be the current size; return the new size."""
+        ...
+
+    def remove(self, upload_id: str) -> None:
+        """Forget the upload's bytes (after ingest, or when the unit terminates it)."""
+        ...
+
+    def completed(self, upload_id: str) -> AbstractContextManager[Path]:
+        """The received bytes as a local file, for verification and then ``EvidenceStore.put``
+        (which may move it away). A temporary copy is removed on exit; the upload itself stays
+        until ``remove``, so an ingest that failed can run again."""
         ...
 
 
@@ -106,7 +138,7 @@ class FileEvidenceStore:
         source.unlink()
         return str(dest)
 
-    def get(self, device_id: str, seq: int) -> BinaryIO:
+    def get(self, device_id: str, seq: int, location: str | None = None) -> BinaryIO:
         try:
             return self.path(device_id, seq).open("rb")
         except OSError as exc:
@@ -188,3 +220,8 @@ class UploadArea:
 
     def remove(self, upload_id: str) -> None:
         self.path(upload_id).unlink(missing_ok=True)
+
+    @contextmanager
+    def completed(self, upload_id: str) -> Iterator[Path]:
+        """The upload's own file: no copy (``FileEvidenceStore.put`` moves it in with a link)."""
+        yield self.path(upload_id)

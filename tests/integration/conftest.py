@@ -1,5 +1,6 @@
 """Integration fixtures: no agent process outlives the test that started it; a real PostgreSQL
-for the tests that need one (``postgres``, ``postgres_url``, ``fresh_postgres_url``)."""
+for the tests that need one (``postgres``, ``postgres_url``, ``fresh_postgres_url``); ``s3_server``,
+a real S3 server with Object Lock (SeaweedFS, tests/s3_util.py) shared by the session."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 
 from tests.integration.agent_util import RUNNING
 from tests.pg_util import MISSING, PostgresCluster, pg_bin_dir
+from tests.s3_util import S3Server, seaweedfs
 
 
 @pytest.fixture(autouse=True)
@@ -55,3 +57,10 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'index.sqlite'}"
     return str(request.getfixturevalue("fresh_postgres_url"))
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """SeaweedFS with its S3 gateway on 127.0.0.1 (free ports), killed and removed after the session."""
+    with seaweedfs(tmp_path_factory.mktemp("seaweedfs")) as server:
+        yield server
