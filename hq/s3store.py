@@ -27,6 +27,7 @@ from typing import Any, BinaryIO
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from agent.evidence.format import segment_filename
+from agent.textsafe import safe_text
 from hq.records import valid_device_id
 from hq.storage import StorageError
 from hq.storeurl import S3Config
@@ -69,12 +70,13 @@ def error_code(exc: Exception) -> str:
 
 
 def describe(exc: Exception) -> str:
-    """One line for a failed request: the server's code and message, or the client's error."""
+    """One line for a failed request: the server's code and message, or the client's error (text
+    from outside, escaped: it reaches terminals and logs)."""
     response: Mapping[str, Any] = getattr(exc, "response", None) or {}
     err = response.get("Error", {})
     if err:
-        return f"{err.get('Code', '?')}: {err.get('Message', '') or 'no message'}"
-    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return safe_text(f"{err.get('Code', '?')}: {err.get('Message', '') or 'no message'}")
+    return safe_text(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
 
 
 def sha256_b64(path: Path) -> str:
@@ -99,6 +101,26 @@ def parse_location(text: str) -> tuple[str, str, str | None]:
     return parts.hostname, unquote(parts.path[1:]), version
 
 
+def ensure_bucket(client: Any, bucket: str, region: str | None, where: str, object_lock: bool) -> bool:
+    """Make ``bucket`` if it is absent (with Object Lock if asked); True if this call made it."""
+    try:
+        client.head_bucket(Bucket=bucket)
+        return False
+    except s3_errors() as exc:
+        if error_code(exc) not in _MISSING:
+            raise StorageError(f"{where}: {describe(exc)}") from exc
+    extra: dict[str, Any] = {"ObjectLockEnabledForBucket": True} if object_lock else {}
+    if region and region != "us-east-1":
+        extra["CreateBucketConfiguration"] = {"LocationConstraint": region}
+    try:
+        client.create_bucket(Bucket=bucket, **extra)
+    except s3_errors() as exc:
+        if error_code(exc) == "BucketAlreadyOwnedByYou":  # another node made it first
+            return False
+        raise StorageError(f"{where}: creating it: {describe(exc)}") from exc
+    return True
+
+
 class S3EvidenceStore:
     """Evidence and quarantined files as locked, versioned objects. Thread-safe (boto3 clients are)."""
 
@@ -114,12 +136,8 @@ class S3EvidenceStore:
         """Make the bucket with Object Lock (default retention: the configured mode and days) if
         absent; refuse a bucket without Object Lock, where evidence could be deleted."""
         where = f"opening evidence bucket {self.bucket}"
-        try:
-            self._s3.head_bucket(Bucket=self.bucket)
-        except s3_errors() as exc:
-            if error_code(exc) not in _MISSING:
-                raise StorageError(f"{where}: {describe(exc)}") from exc
-            self._create_bucket(where)
+        if ensure_bucket(self._s3, self.bucket, self.config.region, where, object_lock=True):
+            self._set_default_retention(where)
         try:
             conf = self._s3.get_object_lock_configuration(Bucket=self.bucket)["ObjectLockConfiguration"]
         except s3_errors() as exc:
@@ -128,15 +146,7 @@ class S3EvidenceStore:
         if conf.get("ObjectLockEnabled") != "Enabled":
             raise StorageError(f"{where}: Object Lock is not enabled; name a bucket created with it, or a new one")
 
-    def _create_bucket(self, where: str) -> None:
-        extra: dict[str, Any] = {}
-        if self.config.region and self.config.region != "us-east-1":
-            extra["CreateBucketConfiguration"] = {"LocationConstraint": self.config.region}
-        try:
-            self._s3.create_bucket(Bucket=self.bucket, ObjectLockEnabledForBucket=True, **extra)
-        except s3_errors() as exc:
-            if error_code(exc) != "BucketAlreadyOwnedByYou":  # another node made it first
-                raise StorageError(f"{where}: creating it: {describe(exc)}") from exc
+    def _set_default_retention(self, where: str) -> None:
         rule = {"DefaultRetention": {"Mode": self.config.mode, "Days": self.config.retention_days}}
         try:
             self._s3.put_object_lock_configuration(
