@@ -19,7 +19,7 @@ from hq.index import SqlIndex
 from hq.index import open_index as _open_index
 from hq.ingest_pool import IngestSettings
 from hq.service import HqService
-from hq.storage import FileEvidenceStore, UploadArea
+from hq.storeurl import open_stores
 
 log = logging.getLogger(__name__)
 
@@ -44,15 +44,18 @@ def build_service(
     now_ns: Callable[[], int] = time.time_ns,
     ingest: IngestSettings | None = None,
     sole_node: bool = True,
+    store_url: str | None = None,
 ) -> HqService:
-    """A service over ``data_dir``; uploads interrupted by a restart resume where their files end,
-    and completed uploads not yet ingested are queued again. ``sole_node``: this process is the
-    only one over the index (it holds the data dir's lock), so every claim left in it is stale;
-    a worker of ``serve --workers N`` is not, and takes over only claims older than the lease."""
+    """A service over ``data_dir`` (and the object store of ``store_url``, if given: hq/storeurl.py);
+    uploads interrupted by a restart resume where their bytes end, and completed uploads not yet
+    ingested are queued again. ``sole_node``: this process is the only one over the index (it holds
+    the data dir's lock), so every claim left in it is stale; a worker of ``serve --workers N`` is
+    not, and takes over only claims older than the lease."""
+    store, uploads = open_stores(data_dir, store_url, now_ns)
     service = HqService(
         index=index,
-        store=FileEvidenceStore(data_dir),
-        uploads=UploadArea(data_dir),
+        store=store,
+        uploads=uploads,
         receipt_key=load_receipt_private(keys_dir / "receipt.key"),
         now_ns=now_ns,
         ingest=ingest,

@@ -45,7 +45,8 @@ from hq.serve import (
     parse_listen,
     parse_unix_listen,
 )
-from hq.storage import FileEvidenceStore
+from hq.storage import StorageError
+from hq.storeurl import StoreUrlError, open_evidence_store
 from hq.tls import PROFILES, TlsError, server_tls_context
 from hq.workers import MetricsDir, WorkerError, Workers
 
@@ -156,13 +157,17 @@ def _run_node(args: argparse.Namespace, setup: _Serve, sock: socket.socket, inde
     (``announce`` False: the parent audits, prints and serves the metrics)."""
     try:
         ingest = IngestSettings(workers=args.ingest_workers, wait_s=args.ingest_wait_s)
-        service = build_service(args.data_dir, setup.keys, index, ingest=ingest, sole_node=announce)
+        service = build_service(args.data_dir, setup.keys, index, ingest=ingest, sole_node=announce,
+                                store_url=args.store_url)
         server = HqServer(sock, service, setup.tls, origins=setup.origins, limits=setup.limits,
                           behind_proxy=args.behind_proxy, metrics=metrics)
         exporter = serve_metrics(metrics, *setup.metrics_at) if setup.metrics_at and announce else None
     except (KeyFileError, OSError) as exc:
         index.close()
         return _fail("serve", _serve_problem(exc, args.listen), 2)
+    except (StoreUrlError, StorageError) as exc:
+        index.close()
+        return _fail("serve", str(exc), 2)
     stop = stop or _stop_on_signals()
     loop = threading.Thread(target=server.serve_forever, name="hq-serve", daemon=True)
     loop.start()
@@ -395,7 +400,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             to_ns = parse_time(args.to) if args.to else None
             result = export(
                 index,
-                FileEvidenceStore(args.data_dir),
+                open_evidence_store(args.data_dir, args.store_url),
                 args.device_id,
                 args.out,
                 from_ns,
@@ -404,7 +409,7 @@ def cmd_export(args: argparse.Namespace) -> int:
                 exported_by=_actor(),
                 now_ns=time.time_ns(),
             )
-        except (ExportError, OSError) as exc:
+        except (ExportError, OSError, StoreUrlError, StorageError) as exc:
             audit.record("export", _actor(), target, "refused", reason=str(exc))
             return _fail("export", str(exc))
         audit.record(
@@ -422,6 +427,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+STORE_URL_HELP = ("where evidence is kept: s3://BUCKET?endpoint=URL&retention_days=N&... (an S3 bucket with "
+                  "Object Lock; docs/deployment-hq.md, 'Object store'); default: files in DATA_DIR")
 VERBOSE_HELP = "log more: each audit record and request (serve logs them without -v)"
 
 
@@ -471,6 +478,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ingest-wait-s", type=_non_negative_float, default=IngestSettings().wait_s, metavar="S",
                    help="how long a completing PATCH waits for its receipt before answering that ingest is in "
                         "progress (default: %(default)s)")
+    p.add_argument("--store-url", help=STORE_URL_HELP)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("enroll", parents=[data], help="enrol a unit's public key")
@@ -495,6 +503,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to", help="UTC end (ISO 8601 or ns)")
     p.add_argument("--out", type=Path, required=True, help="a new or empty folder for the export")
     p.add_argument("--keys", type=Path, help="keys dir, for receipts/hq.pub (default: DATA_DIR/keys)")
+    p.add_argument("--store-url", help=STORE_URL_HELP)
     p.set_defaults(func=cmd_export)
 
     technician_cmd.add_parser(sub, data)

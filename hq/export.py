@@ -141,7 +141,7 @@ def export(
 def _copy_entry(store: EvidenceStore, e: Evidence, out: Path, receipts: Path) -> dict[str, Any]:
     name = segment_filename(e.seq)
     h = hashlib.sha256()
-    with store.get(e.device_id, e.seq) as src, (out / name).open("xb") as dst:
+    with store.get(e.device_id, e.seq, e.location) as src, (out / name).open("xb") as dst:
         while block := src.read(1024 * 1024):
             h.update(block)
             dst.write(block)

@@ -28,7 +28,7 @@ from agent.evidence.verify import check_file
 from hq.audit import Auditor
 from hq.index import Index
 from hq.records import Evidence, Quarantined, Upload
-from hq.storage import EvidenceStore, UploadArea, file_sha256
+from hq.storage import EvidenceStore, UploadStore, file_sha256
 from hq.tus import MAX_SEQ
 
 log = logging.getLogger(__name__)
@@ -225,7 +225,7 @@ class Ingestor:
         self,
         index: Index,
         store: EvidenceStore,
-        uploads: UploadArea,
+        uploads: UploadStore,
         receipt_key: ed25519.Ed25519PrivateKey,
         audit: Auditor,
         now_ns: Callable[[], int],
@@ -244,14 +244,18 @@ class Ingestor:
     def ingest(self, upload: Upload) -> Outcome:
         """Verify ``upload`` (no lock held), then place it under its device's lock. Raises
         :class:`IngestError` when its staged bytes are gone and it is not held either (a node
-        stopped between storing and recording, then lost the rest): the unit must send it again."""
-        path = self._uploads.path(upload.upload_id)
-        if not path.exists():
+        stopped between storing and recording, then lost the rest): the unit must send it again.
+        Stored, quarantined or a duplicate, the upload's bytes are then removed; an ingest that
+        raised keeps them, so the unit's retry runs it again."""
+        with self._uploads.completed(upload.upload_id) as path:
+            if path is None:
+                with self._device_lock(upload.device_id):
+                    return self._after_crash(upload)
+            verified = self.verify(upload, path)
             with self._device_lock(upload.device_id):
-                return self._after_crash(upload)
-        verified = self.verify(upload, path)
-        with self._device_lock(upload.device_id):
-            return self._place(upload, path, verified)
+                outcome = self._place(upload, path, verified)
+        self._uploads.remove(upload.upload_id)
+        return outcome
 
     def verify(self, upload: Upload, path: Path) -> Verified:
         """The slow checks of one file: its SHA-256 against the announced one, the device's
@@ -315,8 +319,6 @@ class Ingestor:
                     warnings=checked.warnings,
                 )
             )
-        else:
-            self._uploads.remove(upload.upload_id)
         receipt = self.issue_receipt(upload.device_id, seq)
         outcome = "ok" if decision.action == "store" else "duplicate"
         self._audit.record("ingest", upload.device_id, target, outcome, manifest_sha256=checked.hash, **detail)

@@ -186,10 +186,14 @@ class S3UploadStore:
                 raise StorageError(f"{where}: {len(failed)} part(s) refused ({failed[0].get('Code', '?')})")
 
     @contextmanager
-    def completed(self, upload_id: str) -> Iterator[Path]:
-        """The contiguous parts spooled, in order, to a 0600 temporary file removed on exit."""
+    def completed(self, upload_id: str) -> Iterator[Path | None]:
+        """The contiguous parts spooled, in order, to a 0600 temporary file removed on exit; None
+        when the upload has no parts (removed, or never written)."""
         self._check(upload_id)
         _, run = contiguous(self._list(upload_id, ""))
+        if not run:
+            yield None
+            return
         fd, name = tempfile.mkstemp(prefix=f"{upload_id}.", suffix=".bcs", dir=self.spool_dir)
         path = Path(name)
         try:

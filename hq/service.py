@@ -32,7 +32,7 @@ from hq.ingest_pool import IngestBusy, IngestJobs, IngestPool, IngestSettings, r
 from hq.quotas import NS_PER_S, HeartbeatLimiter, Quotas, admit_upload, expire_abandoned, open_uploads
 from hq.records import OPEN_UPLOAD_STATES, Upload
 from hq.refusals import RefusalLog
-from hq.storage import EvidenceStore, UploadArea
+from hq.storage import EvidenceStore, UploadStore
 from hq.tus import (
     DEFAULT_MAX_SIZE,
     MAX_CHUNK_BYTES,
@@ -107,7 +107,7 @@ class HqService:
         self,
         index: Index,
         store: EvidenceStore,
-        uploads: UploadArea,
+        uploads: UploadStore,
         receipt_key: ed25519.Ed25519PrivateKey,
         now_ns: Callable[[], int],
         max_size: int = DEFAULT_MAX_SIZE,

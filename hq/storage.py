@@ -70,10 +70,11 @@ class UploadStore(Protocol):
         """Forget the upload's bytes (after ingest, or when the unit terminates it)."""
         ...
 
-    def completed(self, upload_id: str) -> AbstractContextManager[Path]:
+    def completed(self, upload_id: str) -> AbstractContextManager[Path | None]:
         """The received bytes as a local file, for verification and then ``EvidenceStore.put``
-        (which may move it away). A temporary copy is removed on exit; the upload itself stays
-        until ``remove``, so an ingest that failed can run again."""
+        (which may move it away); None when they are gone (removed after an ingest whose outcome
+        was not recorded). A temporary copy is removed on exit; the upload itself stays until
+        ``remove``, so an ingest that failed can run again."""
         ...
 
 
@@ -222,6 +223,7 @@ class UploadArea:
         self.path(upload_id).unlink(missing_ok=True)
 
     @contextmanager
-    def completed(self, upload_id: str) -> Iterator[Path]:
+    def completed(self, upload_id: str) -> Iterator[Path | None]:
         """The upload's own file: no copy (``FileEvidenceStore.put`` moves it in with a link)."""
-        yield self.path(upload_id)
+        path = self.path(upload_id)
+        yield path if path.exists() else None

@@ -5,15 +5,22 @@ default) or an S3 bucket with Object Lock (docs/deployment-hq.md, "Object store"
                &mode=COMPLIANCE&staging_bucket=BUCKET-staging&staging_expiry_days=7
                &conditional_writes=true
 
-``parse_store_url`` is pure. Credentials
+``parse_store_url`` is pure; ``open_stores`` builds the evidence store and the upload store it names
+(boto3 is imported only for an s3:// URL, so the embedded default runs without it). Credentials
 never appear in the URL: boto3 reads them from its standard chain (environment, shared files).
 """
 
 from __future__ import annotations
 
 import re
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from hq.storage import EvidenceStore, FileEvidenceStore, UploadArea, UploadStore
 
 # Axon Evidence's default category retention is 3 years; a site sets its own (CJIS: at least 1 year).
 DEFAULT_RETENTION_DAYS = 1095
@@ -98,3 +105,45 @@ def parse_store_url(url: str) -> S3Config:
         ),
         conditional_writes=writes == "true",
     )
+
+
+def open_evidence_store(
+    data_dir: Path, store_url: str | None, now_ns: Callable[[], int] = time.time_ns, session: Any = None
+) -> EvidenceStore:
+    """The evidence store of ``store_url`` (None: the data dir's files), for commands that only read
+    evidence (export). For S3 the bucket is checked, and made with Object Lock if absent."""
+    if store_url is None:
+        return FileEvidenceStore(data_dir)
+    from hq.s3store import S3EvidenceStore, connect
+
+    config = parse_store_url(store_url)
+    store = S3EvidenceStore(connect(config, session), config, now_ns)
+    store.prepare()
+    return store
+
+
+def open_stores(
+    data_dir: Path,
+    store_url: str | None,
+    now_ns: Callable[[], int] = time.time_ns,
+    session: Any = None,
+) -> tuple[EvidenceStore, UploadStore]:
+    """The evidence store and upload store of ``store_url`` (None: the data dir's files).
+
+    For S3 the buckets are checked (and made if absent: the evidence bucket with Object Lock);
+    completed uploads are spooled under ``data_dir/spool`` for verification. ``session`` is a
+    boto3 Session (tests pass one with the test server's credentials; the service uses boto3's
+    standard chain).
+    """
+    if store_url is None:
+        return FileEvidenceStore(data_dir), UploadArea(data_dir)
+    from hq.s3store import S3EvidenceStore, connect
+    from hq.s3uploads import S3UploadStore
+
+    config = parse_store_url(store_url)
+    client = connect(config, session)
+    store = S3EvidenceStore(client, config, now_ns)
+    store.prepare()
+    uploads = S3UploadStore(client, config, data_dir / "spool")
+    uploads.prepare()
+    return store, uploads

@@ -136,3 +136,15 @@ def test_a_technician_certificate_issued_by_headquarters_opens_the_named_unit(tm
     done = hq("technician", "issue", "--data-dir", str(data), "--name", "bob", "--technician-pub", str(priv),
               "--device-id", "unit-0042")
     assert done.returncode == 2 and "is a private key" in one_line(done.stderr)
+
+
+def test_a_bad_store_url_is_one_line_saying_what_to_write(tmp_path: Path) -> None:
+    data = tmp_path / "H"
+    assert hq("keygen", "--data-dir", str(data)).returncode == 0
+    done = hq("serve", "--data-dir", str(data), "--listen", "127.0.0.1:0", "--store-url", "s3://AK:pw123@evidence")
+    line = one_line(done.stderr)
+    assert done.returncode == 2 and "never carries credentials" in line and "pw123" not in line
+    done = hq("export", "--data-dir", str(data), "--device-id", "u-1", "--out", str(tmp_path / "court"),
+              "--store-url", "s3://evidence?retention_days=0")
+    line = one_line(done.stderr)
+    assert done.returncode == 1 and "retention_days='0'" in line
