@@ -121,6 +121,13 @@ def ensure_bucket(client: Any, bucket: str, region: str | None, where: str, obje
     return True
 
 
+def check_bucket(client: Any, bucket: str, what: str) -> None:
+    try:
+        client.head_bucket(Bucket=bucket)
+    except s3_errors() as exc:
+        raise StorageError(f"reaching {what} bucket {bucket}: {describe(exc)}") from exc
+
+
 class S3EvidenceStore:
     """Evidence and quarantined files as locked, versioned objects. Thread-safe (boto3 clients are)."""
 
@@ -145,6 +152,10 @@ class S3EvidenceStore:
                                "deleted: name a bucket created with Object Lock, or a new one") from exc
         if conf.get("ObjectLockEnabled") != "Enabled":
             raise StorageError(f"{where}: Object Lock is not enabled; name a bucket created with it, or a new one")
+
+    def check(self) -> None:
+        """Whether the bucket answers (``/readyz``); StorageError saying why not."""
+        check_bucket(self._s3, self.bucket, "evidence")
 
     def _set_default_retention(self, where: str) -> None:
         rule = {"DefaultRetention": {"Mode": self.config.mode, "Days": self.config.retention_days}}

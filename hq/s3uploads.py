@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from hq.records import UPLOAD_ID
-from hq.s3store import describe, ensure_bucket, error_code, s3_errors
+from hq.s3store import check_bucket, describe, ensure_bucket, error_code, s3_errors
 from hq.storage import DIR_MODE, StorageError
 from hq.storeurl import S3Config
 
@@ -117,6 +117,10 @@ class S3UploadStore:
             self._s3.put_bucket_lifecycle_configuration(Bucket=self.bucket, LifecycleConfiguration={"Rules": [rule]})
         except s3_errors() as exc:
             log.warning("%s: no lifecycle rule (%s): abandoned uploads stay until removed", where, describe(exc))
+
+    def check(self) -> None:
+        """Whether the staging bucket answers (``/readyz``); StorageError saying why not."""
+        check_bucket(self._s3, self.bucket, "staging")
 
     @staticmethod
     def _check(upload_id: str) -> None:

@@ -42,6 +42,7 @@ def test_a_segment_resumed_through_another_node_is_stored_locked_and_receipted(
     enroll(index, unit.signer, "unit-1")
     key = ed25519.Ed25519PrivateKey.generate()
     first, second = (make_node(s3_server, url, tmp_path / name, index, key) for name in ("n1", "n2"))
+    assert first.readiness() == {"index": "ok", "store": "ok"}
     path = unit.segment()
     data = path.read_bytes()
     uid = upload_id(first.create("unit-1", create_headers(path, 0)))
@@ -106,6 +107,15 @@ def test_a_quarantined_upload_is_locked_in_the_quarantine_prefix(s3_server: S3Se
     assert client.get_object(Bucket=bucket, Key=where_key, VersionId=version)["Body"].read() == data
     assert client.head_object(Bucket=bucket, Key=where_key, VersionId=version)["ObjectLockMode"] == "COMPLIANCE"
     assert index.evidence("unit-1", 0) is None
+    index.close()
+
+
+def test_readiness_names_an_unreachable_bucket(s3_server: S3Server, tmp_path: Path) -> None:
+    bucket = fresh_bucket()
+    index = SqliteIndex(tmp_path / "index.sqlite")
+    node = make_node(s3_server, s3_server.store_url(bucket), tmp_path, index, ed25519.Ed25519PrivateKey.generate())
+    s3_server.client().delete_bucket(Bucket=f"{bucket}-staging")  # the operator removed it under us
+    assert node.readiness()["store"].startswith(f"StorageError: reaching staging bucket {bucket}-staging: 404")
     index.close()
 
 
