@@ -134,20 +134,26 @@ def seaweedfs(root: Path) -> Iterator[S3Server]:
         "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false",
     ]
     log = root / "weed.log"
+    # weed writes its glog files to TMPDIR: keep them in root, removed with it.
+    scratch = root / "tmp"
+    scratch.mkdir(mode=0o700)
+    env = {**os.environ, "TMPDIR": str(scratch)}
     with log.open("wb") as out:
-        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=root, start_new_session=True)
+        proc = subprocess.Popen(
+            args, stdout=out, stderr=subprocess.STDOUT, cwd=root, env=env, start_new_session=True
+        )
     server = S3Server(f"http://127.0.0.1:{s3}", access, secret, f"http://127.0.0.1:{filer}")
     try:
         _wait_ready(proc, server, log)
         yield server
     finally:
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(15)
+            os.killpg(proc.pid, signal.SIGKILL)  # its data is thrown away: no need to stop it gently
+            proc.wait(30)
+        # weed's unix sockets go to a fixed folder whatever TMPDIR says; remove those of our ports.
+        for port in (master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3, s3_grpc):
+            for sock in Path("/tmp").glob(f"seaweedfs-*-{port}.sock"):
+                sock.unlink(missing_ok=True)
         shutil.rmtree(root, ignore_errors=True)
 
 
