@@ -74,6 +74,8 @@ def test_a_segment_resumed_through_another_node_is_stored_locked_and_receipted(
     store = open_evidence_store(tmp_path / "reader", url, session=s3_server.session())
     result = export(index, store, "unit-1", out)
     assert result.entries == 1 and (out / path.name).read_bytes() == data
+    first.close()
+    second.close()
     index.close()
     # The same through the command, credentials from the environment (boto3's standard chain).
     court = tmp_path / "court"
@@ -107,6 +109,7 @@ def test_a_quarantined_upload_is_locked_in_the_quarantine_prefix(s3_server: S3Se
     assert client.get_object(Bucket=bucket, Key=where_key, VersionId=version)["Body"].read() == data
     assert client.head_object(Bucket=bucket, Key=where_key, VersionId=version)["ObjectLockMode"] == "COMPLIANCE"
     assert index.evidence("unit-1", 0) is None
+    node.close()
     index.close()
 
 
@@ -116,6 +119,7 @@ def test_readiness_names_an_unreachable_bucket(s3_server: S3Server, tmp_path: Pa
     node = make_node(s3_server, s3_server.store_url(bucket), tmp_path, index, ed25519.Ed25519PrivateKey.generate())
     s3_server.client().delete_bucket(Bucket=f"{bucket}-staging")  # the operator removed it under us
     assert node.readiness()["store"].startswith(f"StorageError: reaching staging bucket {bucket}-staging: 404")
+    node.close()
     index.close()
 
 
@@ -138,4 +142,5 @@ def test_build_service_reads_credentials_from_the_standard_chain(
     index = SqliteIndex(tmp_path / "index.sqlite")
     service = build_service(tmp_path, keys, index, store_url=s3_server.store_url(fresh_bucket(), retention_days=1))
     assert type(service.uploads).__name__ == "S3UploadStore"
+    service.close()
     index.close()

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from hq.index import SqliteIndex
 from hq.s3store import S3EvidenceStore, connect
 from hq.s3uploads import S3UploadStore
-from hq.service import HqService
+from hq.service import INGEST_HEADER, HqService
 from hq.storage import StorageError
 from hq.storeurl import parse_store_url
 from tests.evidence_util import ChainBuilder
@@ -83,12 +83,15 @@ def test_no_receipt_without_a_confirmed_locked_write(s3_server: S3Server, tmp_pa
     path = unit.event("boot")
     data = path.read_bytes()
     uid = upload_id(service.create("unit-1", create_headers(path, 0)))
-    with pytest.raises(StorageError, match="did not lock it"):
-        service.patch("unit-1", uid, patch_headers(0, data), data)
+    answer = service.patch("unit-1", uid, patch_headers(0, data), data)
+    service.close()
+    # Every byte is held but nothing is stored: no receipt, ingest "pending" (tried again later).
+    assert answer.status == 204 and "Bodycam-Receipt" not in answer.headers
+    assert answer.headers[INGEST_HEADER] == "pending"
     assert index.evidence("unit-1", 0) is None
     upload = index.upload(uid)
-    assert upload is not None and upload.state == "receiving" and upload.result is None
-    # The bytes stay in staging: the unit's retry (an empty PATCH at the end) runs ingest again.
+    assert upload is not None and upload.state == "complete" and upload.result is None
+    # The bytes stay in staging for the next try; the spooled copy is gone.
     assert uploads.size(uid) == len(data)
     assert list((tmp_path / "spool").iterdir()) == []
     index.close()
