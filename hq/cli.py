@@ -46,7 +46,7 @@ from hq.serve import (
     parse_unix_listen,
 )
 from hq.storage import StorageError
-from hq.storeurl import StoreUrlError, open_evidence_store
+from hq.storeurl import StoreUrlError, open_evidence_store, parse_store_url
 from hq.tls import PROFILES, TlsError, server_tls_context
 from hq.workers import MetricsDir, WorkerError, Workers
 
@@ -134,6 +134,11 @@ _SERVE_PROBLEMS = (ListenError, OriginError, OSError, HqIndexError, KeyFileError
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        if args.store_url is not None:
+            parse_store_url(args.store_url)  # a mistyped URL is refused before anything is opened
+    except StoreUrlError as exc:
+        return _fail("serve", str(exc), 2)
     try:
         setup = _serve_setup(args)
         sock = bind(setup.address)

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from agent.evidence.receipt import decode_receipt_header, verify_receipt
 from hq.app import build_service
 from hq.export import export
-from hq.index import SqliteIndex
+from hq.index import SqlIndex, SqliteIndex
 from hq.s3store import parse_location
 from hq.service import HqService
 from hq.storage import StorageError
@@ -27,7 +27,7 @@ from tests.s3_util import S3Server, fresh_bucket
 from tests.unit.test_hq_tus import create_headers, enroll, patch_headers, upload_id
 
 
-def make_node(s3: S3Server, url: str, root: Path, index: SqliteIndex, key: ed25519.Ed25519PrivateKey) -> HqService:
+def make_node(s3: S3Server, url: str, root: Path, index: SqlIndex, key: ed25519.Ed25519PrivateKey) -> HqService:
     store, uploads = open_stores(root, url, time.time_ns, s3.session())
     return HqService(index, store, uploads, key, time.time_ns)
 
@@ -87,6 +87,36 @@ def test_a_segment_resumed_through_another_node_is_stored_locked_and_receipted(
     assert done.returncode == 0, done.stderr
     assert (court / path.name).read_bytes() == data
     assert s3_server.secret_key not in done.stdout + done.stderr
+
+
+def test_two_nodes_over_postgresql_and_s3_resume_one_upload(
+    s3_server: S3Server, fresh_postgres_url: str, tmp_path: Path
+) -> None:
+    """The fleet configuration: each node its own index connection (PostgreSQL) and data dir, one
+    object store; the upload begun on one node completes on the other."""
+    url = s3_server.store_url(fresh_bucket(), retention_days=1)
+    indexes = [SqlIndex.open(fresh_postgres_url, auto_migrate=True) for _ in range(2)]
+    unit = ChainBuilder(tmp_path / "unit", device_id="unit-1")
+    enroll(indexes[0], unit.signer, "unit-1")
+    key = ed25519.Ed25519PrivateKey.generate()
+    nodes = [make_node(s3_server, url, tmp_path / f"n{i}", index, key) for i, index in enumerate(indexes)]
+    path = unit.segment()
+    data = path.read_bytes()
+    uid = upload_id(nodes[0].create("unit-1", create_headers(path, 0)))
+    third = len(data) // 3
+    nodes[0].patch("unit-1", uid, patch_headers(0, data[:third]), data[:third])
+    assert nodes[1].head("unit-1", uid).headers["Upload-Offset"] == str(third)
+    answer = nodes[1].patch("unit-1", uid, patch_headers(third, data[third:]), data[third:])
+    assert answer.status == 204 and "Bodycam-Receipt" in answer.headers
+    held = indexes[0].evidence("unit-1", 0)  # recorded by node 1, seen by node 0
+    assert held is not None and held.file_sha256 == hashlib.sha256(data).hexdigest()
+    with open_evidence_store(tmp_path / "reader", url, session=s3_server.session()).get(
+        "unit-1", 0, held.location
+    ) as src:
+        assert src.read() == data
+    for node, index in zip(nodes, indexes, strict=True):
+        node.close()
+        index.close()
 
 
 def test_a_quarantined_upload_is_locked_in_the_quarantine_prefix(s3_server: S3Server, tmp_path: Path) -> None:
