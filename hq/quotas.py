@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from hq.audit import Auditor
 from hq.errors import ApiError
 from hq.index import Index
-from hq.storage import UploadArea
+from hq.storage import UploadStore
 
 GIB = 1024 * 1024 * 1024
 NS_PER_S = 1_000_000_000
@@ -125,7 +125,7 @@ class HeartbeatLimiter:
 
 def expire_abandoned(
     index: Index,
-    uploads: UploadArea,
+    uploads: UploadStore,
     audit: Auditor,
     quotas: Quotas,
     now_ns: int,
