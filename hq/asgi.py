@@ -15,6 +15,7 @@ signature, write no audit and are rate limited per source.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -33,7 +34,7 @@ from hq.guard import Admission, Origins, check_request, source_of
 from hq.limits import LimitSettings, RateLimiter, retry_after
 from hq.metrics import Metrics
 from hq.refusals import clip
-from hq.service import HqService, Response, error_response
+from hq.service import INGEST_HEADER, HqService, Response, error_response
 from hq.tus import TUS_VERSION
 
 log = logging.getLogger(__name__)
@@ -140,10 +141,27 @@ class HqApp:
         self, admission: Admission, device_id: str | None, headers: dict[str, str], body: bytes
     ) -> Response:
         started = time.monotonic()
-        response = await run_in_threadpool(self.service.answer, admission.route, device_id, headers, body)
+        # A completing PATCH's wait for its ingest happens in the event loop (_await_ingest), not
+        # in a thread of the pool every request's work runs in.
+        response = await run_in_threadpool(self.service.answer, admission.route, device_id, headers, body, 0.0)
+        upload_id = admission.route.upload_id
+        pending = admission.route.name == "patch" and response.headers.get(INGEST_HEADER) == "pending"
+        if pending and device_id is not None and upload_id is not None:
+            response = await self._await_ingest(device_id, upload_id)
         if admission.route.name == "heartbeat":
             self.metrics.heartbeat_done(time.monotonic() - started)
         return response
+
+    async def _await_ingest(self, device_id: str, upload_id: str) -> Response:
+        """Wait up to the service's ingest wait for the upload's ingest, without holding a thread,
+        then answer as it stands (the final answer, or pending: the unit asks again with HEAD)."""
+        future = self.service.pool.pending(upload_id)
+        if future is not None:
+            waited = asyncio.wrap_future(future)
+            # How the ingest ended is in the index; its exception (logged by the pool) is not news.
+            waited.add_done_callback(lambda f: f.cancelled() or f.exception())
+            await asyncio.wait([waited], timeout=self.service.ingest_wait_s)
+        return await run_in_threadpool(self.service.collect, device_id, upload_id)
 
     # -- operations -------------------------------------------------------------------------
 

@@ -8,7 +8,6 @@ drive ``handle``, which does the three in one call.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -16,6 +15,7 @@ import re
 import secrets
 import threading
 from collections.abc import Callable, Mapping
+from concurrent import futures
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -228,8 +228,13 @@ class HqService:
         except ApiError as err:
             return error_response(err)
 
-    def answer(self, route: Route, device_id: str | None, headers: Mapping[str, str], body: bytes) -> Response:
-        """Answer an admitted request whose body matched its digest."""
+    def answer(
+        self, route: Route, device_id: str | None, headers: Mapping[str, str], body: bytes,
+        ingest_wait_s: float | None = None,
+    ) -> Response:
+        """Answer an admitted request whose body matched its digest. ``ingest_wait_s``: how long a
+        completing PATCH waits here for its ingest (None: ``IngestSettings.wait_s``; 0 for a caller
+        that awaits ``pool.pending(upload_id)`` itself and then asks ``collect``)."""
         try:
             if route.name == "options":
                 return Response(204, options_headers(self.max_size))
@@ -242,7 +247,7 @@ class HqService:
             if route.name == "head":
                 return self.head(device_id, route.upload_id)
             if route.name == "patch":
-                return self.patch(device_id, route.upload_id, headers, body)
+                return self.patch(device_id, route.upload_id, headers, body, ingest_wait_s)
             return self.terminate(device_id, route.upload_id)
         except ApiError as err:
             return error_response(err)
@@ -367,7 +372,10 @@ class HqService:
                 h[QUARANTINE_HEADER] = notice
         return Response(200, h)
 
-    def patch(self, device_id: str, upload_id: str, headers: Mapping[str, str], body: bytes) -> Response:
+    def patch(
+        self, device_id: str, upload_id: str, headers: Mapping[str, str], body: bytes,
+        ingest_wait_s: float | None = None,
+    ) -> Response:
         if (header(headers, "content-type") or "").split(";")[0].strip().lower() != OFFSET_CONTENT_TYPE:
             raise ApiError(415, "content-type", f"PATCH needs Content-Type: {OFFSET_CONTENT_TYPE}")
         offset = parse_uint(header(headers, "upload-offset"), "Upload-Offset")
@@ -402,12 +410,24 @@ class HqService:
         # Every byte is held: the answer is the ingest's, waited for here outside the upload's lock.
         if upload.state not in OPEN_UPLOAD_STATES:
             return self._final_answer(upload)
-        return self._await_ingest(upload)
+        return self._await_ingest(upload, self._ingest.wait_s if ingest_wait_s is None else ingest_wait_s)
 
-    def _await_ingest(self, upload: Upload) -> Response:
+    @property
+    def ingest_wait_s(self) -> float:
+        """How long a completing PATCH waits for its ingest before answering pending."""
+        return self._ingest.wait_s
+
+    def collect(self, device_id: str, upload_id: str) -> Response:
+        """The answer to a completed upload as it stands: the final one, or that ingest is pending."""
+        upload = self._own_upload(device_id, upload_id)
+        if upload.state not in OPEN_UPLOAD_STATES:
+            return self._final_answer(upload)
+        return Response(204, {"Upload-Offset": str(upload.length), INGEST_HEADER: "pending"})
+
+    def _await_ingest(self, upload: Upload, wait_s: float) -> Response:
         """Queue a completed upload for ingest (unless it is already) and wait for its answer up
-        to ``IngestSettings.wait_s``; then answer that ingest is in progress (the unit asks again
-        with HEAD). A full queue answers 503: the upload stays complete and is ingested later."""
+        to ``wait_s``; then answer that ingest is in progress (the unit asks again with HEAD). A
+        full queue answers 503: the upload stays complete and is ingested later."""
         future = self.pool.pending(upload.upload_id)
         if future is None and upload.state == "complete":
             try:
@@ -418,13 +438,9 @@ class HqService:
                     503, "ingest-busy", f"{exc}; the upload is complete and will be ingested: ask again later",
                     {"Retry-After": str(BUSY_RETRY_AFTER_S), "Upload-Offset": str(upload.length)},
                 ) from None
-        if future is not None:
-            with contextlib.suppress(TimeoutError):
-                future.result(timeout=self._ingest.wait_s)
-        latest = self.index.upload(upload.upload_id) or upload
-        if latest.state not in OPEN_UPLOAD_STATES:
-            return self._final_answer(latest)
-        return Response(204, {"Upload-Offset": str(upload.length), INGEST_HEADER: "pending"})
+        if future is not None and wait_s > 0:
+            futures.wait([future], timeout=wait_s)  # done or not, the index says where it stands
+        return self.collect(upload.device_id, upload.upload_id)
 
     def _notice(self, upload: Upload) -> str | None:
         """The signed quarantine notice of a quarantined upload, as a header value."""

@@ -9,20 +9,24 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import random
+import sys
 import threading
 import time
-from collections.abc import Iterator
+import traceback
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from agent.config import Config, load_config, resolve_path
 from agent.evidence.format import segment_filename
-from agent.evidence.keys import FileKeyStore, load_hq_private, load_receipt_public
+from agent.evidence.keys import FileKeyStore, load_hq_private, load_receipt_private, load_receipt_public
 from agent.evidence.receipt import verify_heartbeat
 from agent.provision import CONFIG_NAME, provision
 from agent.store import Store
+from agent.sync.client import AppendResult, HqClient
 from agent.sync.policy import Backoff
 from agent.sync.worker import SyncSettings, SyncWorker
 from drivers.system_clock import SystemClock
@@ -31,9 +35,11 @@ from hq.cli import main as hq_main
 from hq.ingest_pool import IngestSettings
 from hq.keygen import keygen
 from hq.serve import HqServer
-from hq.service import Response
+from hq.service import HqService, Response
+from hq.storage import EvidenceStore, UploadArea
 from hq.tls import server_tls_context
 from tests.evidence_util import ChainBuilder
+from tests.unit.test_hq_ingest_pool import GatedStore
 from tests.unit.test_sync_support import CuttingProxy, index_file
 
 DEVICE = "unit-hq-1"
@@ -46,13 +52,18 @@ def setup(tmp_path: Path) -> Iterator[tuple[Path, Path, HqServer]]:
 
 
 @contextlib.contextmanager
-def serving(tmp_path: Path, ingest: IngestSettings | None = None) -> Iterator[tuple[Path, Path, HqServer]]:
+def serving(tmp_path: Path, ingest: IngestSettings | None = None,
+            store: Callable[[Path], EvidenceStore] | None = None) -> Iterator[tuple[Path, Path, HqServer]]:
     hq_dir, unit = tmp_path / "H", tmp_path / "unit"
     keygen(hq_dir / "keys")
     index = open_index(hq_dir)
     keys = hq_dir / "keys"
-    server = HqServer(("127.0.0.1", 0), build_service(hq_dir, keys, index, ingest=ingest),
-                      server_tls_context(keys / "server.pem", keys / "server.key"))
+    if store is None:
+        service = build_service(hq_dir, keys, index, ingest=ingest)
+    else:
+        service = HqService(index, store(hq_dir), UploadArea(hq_dir), load_receipt_private(keys / "receipt.key"),
+                            time.time_ns, ingest=ingest)
+    server = HqServer(("127.0.0.1", 0), service, server_tls_context(keys / "server.pem", keys / "server.key"))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     provision(unit, DEVICE, keys / "hq.pub", hq_url=f"https://127.0.0.1:{server.port}", hq_ca=keys / "ca.pem")
@@ -159,6 +170,36 @@ def test_a_receipt_later_than_headquarters_waits_is_collected_with_head(tmp_path
             assert len([h for h in heads if "Bodycam-Receipt" in h.headers]) == len(seqs)
         finally:
             store.close()
+
+
+def test_the_completing_patch_waits_for_its_receipt_without_holding_a_thread(tmp_path: Path) -> None:
+    gated: list[GatedStore] = []
+
+    def store(root: Path) -> GatedStore:
+        gated.append(GatedStore(root))
+        return gated[0]
+
+    with serving(tmp_path, IngestSettings(wait_s=60.0), store) as (hq_dir, unit, server):
+        cfg, signer, chain, clock, store_ = provisioned(hq_dir, unit)
+        store_.close()
+        data = chain.event("boot").read_bytes()
+        client = HqClient(cfg.hq.url, resolve_path(unit, cfg.hq.ca), DEVICE, signer, clock)
+        url = client.create(len(data), {"device_id": DEVICE, "seq": "0", "filename": "0000000000.bcs",
+                                        "sha256": hashlib.sha256(data).hexdigest()})
+        answers: list[AppendResult] = []
+        sender = threading.Thread(target=lambda: answers.append(client.append(url, 0, data, last=True)))
+        sender.start()
+        try:
+            assert gated[0].entered.acquire(timeout=30)  # ingest is running; the PATCH is waiting for it
+            waiting = [f for f in sys._current_frames().values()
+                       if any(frame.f_code.co_name == "_await_ingest" and "service" in frame.f_code.co_filename
+                              for frame, _ in traceback.walk_stack(f))]
+            assert waiting == []  # no thread of headquarters is held by the wait
+        finally:
+            gated[0].release.set()
+            sender.join(30)
+            client.close()
+        assert answers and answers[0].receipt_b64 and not answers[0].ingest_pending  # the receipt, at once
 
 
 def test_cut_connections_resume_at_headquarters_offset(setup: tuple[Path, Path, HqServer]) -> None:
