@@ -1,4 +1,4 @@
-"""A simulated camera: scrolling colour bars with the UTC time and frame counter burned in."""
+"""A simulated camera: scrolling colour bars or a street scene, with the UTC time and frame counter burned in."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import numpy.typing as npt
 
 from drivers.pacing import PacedDevice, check_float, check_int, rate_fraction
 from drivers.registry import register
+from drivers.sim_scene import LIGHT, LIGHTS, SCENES, Street
 from hal.camera import VideoFormat, VideoFrame
 from hal.clock import Clock
 
@@ -37,9 +38,11 @@ def _pattern_rgb(width: int, height: int) -> npt.NDArray[np.uint8]:
 class SimCamera(PacedDevice):
     """A deterministic stand-in for the body camera's image sensor.
 
-    The yuv420p pattern is converted once at twice the width, so each frame is three slice
-    copies plus text in a small box: cheap enough for 1080p30 on one core. Frames are new
-    read-only arrays, safe to keep. ``read`` is for one consumer thread (see PacedDevice).
+    The yuv420p background is converted once at twice the width, so each frame is three slice
+    copies plus text in a small box: cheap enough for 1080p30 on one core. ``scene = "street"``
+    adds what makes an encoder work as in the field: a textured panorama, moving cars and people,
+    and per-frame sensor noise, more of it at ``light = "night"`` (see drivers.sim_scene). Frames
+    are new read-only arrays, safe to keep. ``read`` is for one consumer thread (see PacedDevice).
     """
 
     def __init__(
@@ -53,7 +56,15 @@ class SimCamera(PacedDevice):
         seed: int = 0,
         speed_px_per_frame: int = 4,
         queue_frames: int = 4,
+        scene: str = "bars",
+        light: str = "day",
     ) -> None:
+        if scene not in SCENES:
+            raise ValueError(f"scene: expected one of {', '.join(SCENES)}, got {scene!r}")
+        if light not in LIGHTS:
+            raise ValueError(f"light: expected one of {', '.join(LIGHTS)}, got {light!r}")
+        if scene == "bars" and light != "day":
+            raise ValueError(f"light: only the street scene has day and night, got {light!r} with bars")
         width = check_int("width", width, 16, 7680)
         height = check_int("height", height, 16, 4320)
         if width % 2 or height % 2:
@@ -67,6 +78,8 @@ class SimCamera(PacedDevice):
         self._speed = check_int("speed_px_per_frame", speed_px_per_frame, 0, width) & ~1
         self._format = VideoFormat(width, height, fps_exact.numerator, fps_exact.denominator)
         self._base: tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8], npt.NDArray[np.uint8]] | None = None
+        self._scene, self._light = scene, light
+        self._street: Street | None = None
         self._phase = int(np.random.default_rng(self._seed).integers(0, width // 2)) * 2
         self._font_scale = height / 720
         self._thickness = max(1, round(2 * self._font_scale))
@@ -86,6 +99,9 @@ class SimCamera(PacedDevice):
         return frozenset()
 
     def _open_source(self) -> None:
+        if self._base is None and self._scene == "street":
+            self._street = Street(self._format.width, self._format.height, self._seed, LIGHT[self._light])
+            self._base = self._street.background
         if self._base is None:
             w, h = self._format.width, self._format.height
             rgb = _pattern_rgb(w, h)
@@ -129,6 +145,8 @@ class SimCamera(PacedDevice):
         out[:h] = base_y[:, off : off + w]
         u[:] = base_u[:, off // 2 : off // 2 + w // 2]
         v[:] = base_v[:, off // 2 : off // 2 + w // 2]
+        if self._street is not None:
+            self._street.overlay(index, out[:h], u, v)
         x, y, bw, bh = self._box
         out[y : y + bh, x : x + bw] = 16
         u[y // 2 : (y + bh) // 2, x // 2 : (x + bw) // 2] = 128
@@ -158,4 +176,11 @@ class SimCamera(PacedDevice):
 
     def _status_extra(self) -> dict[str, object]:
         f = self._format
-        return {"driver": "sim", "width": f.width, "height": f.height, "pixel_format": f.pixel_format}
+        return {
+            "driver": "sim",
+            "width": f.width,
+            "height": f.height,
+            "pixel_format": f.pixel_format,
+            "scene": self._scene,
+            "light": self._light,
+        }
