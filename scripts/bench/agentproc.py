@@ -229,8 +229,9 @@ LATENCY_WHAT = {
 class AgentRun:
     """One ``bodycam run`` process from spawn to exit, and what was measured on the way."""
 
-    def __init__(self, data_dir: Path, config: Path, sim: bool) -> None:
+    def __init__(self, data_dir: Path, config: Path, sim: bool, cpus: frozenset[int] | None = None) -> None:
         self.data_dir = data_dir
+        self.cpus = cpus  # None: wherever the scheduler likes; else the only CPUs the agent may run on
         self.config = config
         self.sim = sim
         self.socket = data_dir / "ctl.sock"
@@ -268,8 +269,16 @@ class AgentRun:
         if self.sim:
             argv.append("--sim")
         log.info("starting agent: %s", " ".join(argv))
-        with self.log_path.open("wb") as logf:
-            self.proc = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        # A child inherits the affinity of the thread that forks it: pin this thread around the spawn, so the
+        # agent is confined from its first instruction (no window in which its threads start elsewhere).
+        saved = os.sched_getaffinity(0)
+        if self.cpus is not None:
+            os.sched_setaffinity(0, self.cpus)
+        try:
+            with self.log_path.open("wb") as logf:
+                self.proc = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        finally:
+            os.sched_setaffinity(0, saved)
 
     def wait_ready(self, media_tracks: int) -> dict[str, Any]:
         """Wait for the control socket and for every media track to have delivered frames."""

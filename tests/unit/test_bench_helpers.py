@@ -201,7 +201,9 @@ def _bench_doc() -> dict[str, Any]:
         "evidence": {"sealing": {"goal_ratio": 0.9, "chunk_1024k": chunk(950.0), "chunk_64k": chunk(500.0)},
                      "verification": {"public": {"mb_per_s": 600.0}}},
         "agent": {"process": {"cpu": {"cpu_s_per_footage_s": 0.4}, "memory": {"peak_rss_mib": 150.0},
-                              "frames": {"dropped_total": 3, "dropped_goal": 0}}},
+                              "frames": {"dropped_total": 3, "dropped_goal": 0}},
+                  "one_core": {"cpu": {"cpu_s_per_footage_s": 0.5}, "pre_event_filled_s_at_start": 2.0,
+                               "frames": {"dropped_total": 0, "dropped_goal": 0}}},
         "vs_ffmpeg": {"error": "BenchError: ffmpeg is not installed (not on PATH)"},
         "sync": {"summary": {"ratio_capped_achieved_over_cap": 0.95, "cap_goal": 0.9,
                              "worst_run_resent_chunks_per_cut": 1.0, "resent_goal_max_chunks_per_cut": 1,
@@ -215,7 +217,11 @@ def test_the_verdict_table_judges_each_figure_against_its_recorded_goal() -> Non
     assert (sealing_64k.ratio, sealing_64k.met, sealing_64k.goal) == (0.5, False, ">= 0.9 x openssl")
     assert (sealing_1m.ratio, sealing_1m.met) == (0.95, True)
     assert table["verification, public"].met is None  # no goal: listed for information
-    assert (table["agent 1080p30: frames dropped"].measured, table["agent 1080p30: frames dropped"].met) == ("3", False)
+    dropped = table["agent 1080p30 street: frames dropped"]
+    assert (dropped.measured, dropped.met) == ("3", False)
+    one_core = table["agent 1080p30 street, 1 core: frames dropped"]
+    assert (one_core.measured, one_core.met) == ("0", True)
+    assert table["agent 1080p30 street, 1 core: peak memory (pre-event 2 s filled)"].measured == "missing"
     assert table["vs_ffmpeg: section failed"].met is False
     assert table["sync: rate under a bandwidth cap"].met is True
     assert table["sync: chunks re-sent per cut (worst run)"].met is True
@@ -226,7 +232,7 @@ def test_the_verdict_table_judges_each_figure_against_its_recorded_goal() -> Non
 def test_the_verdict_names_what_was_missed_and_the_table_has_one_line_per_row() -> None:
     table = summary_rows(_bench_doc())
     assert summary_verdict(table) == (
-        "4 of 7 goals met; missed: sealing, 64k chunks (per CPU s); agent 1080p30: frames dropped; "
+        "5 of 8 goals met; missed: sealing, 64k chunks (per CPU s); agent 1080p30 street: frames dropped; "
         "vs_ffmpeg: section failed")
     text = render_summary(table).splitlines()
     assert len(text) == 1 + len(table) and text[0].split() == ["figure", "measured", "goal", "ratio", "met"]
