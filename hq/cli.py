@@ -25,7 +25,7 @@ from agent.fserrors import explain
 from agent.humanize import plural
 from agent.textsafe import install_safe_logging, safe_text
 from hq import db_cmd, decrypt_cmd, technician_cmd
-from hq.app import Maintenance, build_service, open_index, prepare
+from hq.app import MAINTAIN_INTERVAL_S, Maintenance, build_service, open_index, prepare
 from hq.audit import Auditor
 from hq.export import ExportError, evidence_rows, export, parse_time
 from hq.guard import OriginError, parse_origin
@@ -161,7 +161,8 @@ def _run_node(args: argparse.Namespace, setup: _Serve, sock: socket.socket, inde
     """Serve on ``sock`` until SIGTERM: the one process of a node, or one of its workers
     (``announce`` False: the parent audits, prints and serves the metrics)."""
     try:
-        ingest = IngestSettings(workers=args.ingest_workers, wait_s=args.ingest_wait_s)
+        ingest = IngestSettings(workers=args.ingest_workers, wait_s=args.ingest_wait_s,
+                                claim_lease_s=args.ingest_lease_s)
         service = build_service(args.data_dir, setup.keys, index, ingest=ingest, sole_node=announce,
                                 store_url=args.store_url)
         server = HqServer(sock, service, setup.tls, origins=setup.origins, limits=setup.limits,
@@ -176,7 +177,7 @@ def _run_node(args: argparse.Namespace, setup: _Serve, sock: socket.socket, inde
     stop = stop or _stop_on_signals()
     loop = threading.Thread(target=server.serve_forever, name="hq-serve", daemon=True)
     loop.start()
-    maintenance = Maintenance(service)
+    maintenance = Maintenance(service, args.maintain_interval_s)
     maintenance.start()
     if announce:
         _announce(args, setup, service.audit, server.port, exporter.port if exporter else None)
@@ -303,6 +304,13 @@ def _positive_int(text: str) -> int:
     if not text.isdigit() or int(text) < 1 or len(text) > 6:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number from 1 to 999999")
     return int(text)
+
+
+def _positive_float(text: str) -> float:
+    value = _non_negative_float(text)
+    if value <= 0.0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds above 0, up to 3600")
+    return value
 
 
 def _non_negative_float(text: str) -> float:
@@ -484,6 +492,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how long a completing PATCH waits for its receipt before answering that ingest is in "
                         "progress (default: %(default)s)")
     p.add_argument("--store-url", help=STORE_URL_HELP)
+    p.add_argument("--ingest-lease-s", type=_positive_float, default=IngestSettings().claim_lease_s, metavar="S",
+                   help="an upload claimed for ingest longer ago than this is taken over by another node (its own "
+                        "stopped mid-ingest); longer than the slowest ingest (default: %(default)s)")
+    p.add_argument("--maintain-interval-s", type=_positive_float, default=MAINTAIN_INTERVAL_S, metavar="S",
+                   help="how often the periodic pass queues completed uploads left behind, expires abandoned ones "
+                        "and applies retention (default: %(default)s)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("enroll", parents=[data], help="enrol a unit's public key")

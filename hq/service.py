@@ -146,13 +146,17 @@ class HqService:
 
     def maintain(self) -> None:
         """One periodic pass (``hq.app.Maintenance``): completed uploads left behind are queued,
-        abandoned ones expire."""
+        abandoned ones expire, and the index's retention runs (expired nonces, heartbeats past
+        the policy, positions past theirs)."""
         queued = self.resume_ingest()
         if queued:
             log.info("%d completed upload(s) queued for ingest again", queued)
         expired = expire_abandoned(self.index, self.uploads, self.audit, self.quotas, self._now_ns(), self._lock_for)
         if expired:
             log.info("%d abandoned upload(s) expired", expired)
+        pruned = self.index.prune(self._now_ns())  # one bounded batch of each kind; the next pass does more
+        if any(pruned.values()):
+            log.info("retention: %s", ", ".join(f"{k} {v}" for k, v in sorted(pruned.items()) if v))
 
     def resume_ingest(self, sole_node: bool = False) -> int:
         """Queue completed uploads nobody is ingesting (after a restart, a full queue, a node

@@ -4,6 +4,7 @@ heartbeat rate and expiry of abandoned uploads, on the service without HTTP and 
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
@@ -166,3 +167,15 @@ def test_an_abandoned_upload_expires_its_bytes_go_and_it_is_audited(hq: Hq) -> N
     assert (record.target, record.detail["upload_id"], record.detail["idle_s"]) == ("unit-1/0", idle, 24 * 3600)
     # Expired, it no longer counts against the quota; the unit can create the upload again.
     assert create(hq.service, 0, 1000) != idle
+
+
+def test_the_periodic_pass_applies_heartbeat_retention(hq: Hq) -> None:
+    # The retention triggers judge age by the database's own clock: real time here.
+    now = time.time_ns()
+    hq.clock.ns = now
+    status = {"recording": {"state": "ready"}}
+    body = make_heartbeat(status, hq.unit.signer)
+    hq.index.add_heartbeat("unit-1", now - 31 * 24 * 3600 * NS_PER_S, body, status)  # past the 30-day policy
+    hq.index.add_heartbeat("unit-1", now, body, status)
+    hq.service.maintain()
+    assert [when for when, _ in hq.index.heartbeats("unit-1")] == [now]
