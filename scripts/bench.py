@@ -11,7 +11,9 @@ agent process at 1080p30 on simulated sensors), vs_ffmpeg (the same clip through
 and through ffmpeg), sync (uploads to a real headquarters on loopback: throughput against curl
 and against a bandwidth cap, bytes re-sent per connection cut, recorder drops while syncing),
 hq_connections (a headquarters node's memory at rest, per idle connection, and after 150
-unsigned 4 MiB PATCHes that never send their bodies).
+unsigned 4 MiB PATCHes that never send their bodies), hq_fleet (1 and 2 nodes over PostgreSQL and
+S3 behind HAProxy: verified ingest against curl into nginx and SHA-256, receipts, 1,000 units'
+heartbeats).
 A failing section is reported as {"error": ...}; the others still run.
 """
 
@@ -30,7 +32,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # for tests.evidence_util, which builds evidence chains
 
-from bench import agent_run, evidence, hq_conn, sync, vs_ffmpeg  # noqa: E402
+from bench import agent_run, evidence, hq_conn, hq_fleet, sync, vs_ffmpeg  # noqa: E402
 from bench.common import Result, machine, run_section  # noqa: E402
 from bench.summary import estimate_s, render, rows, verdict  # noqa: E402
 
@@ -38,7 +40,7 @@ from agent import __version__  # noqa: E402
 
 log = logging.getLogger("bench")
 
-SECTIONS = ("evidence", "agent", "vs_ffmpeg", "sync", "hq_connections")
+SECTIONS = ("evidence", "agent", "vs_ffmpeg", "sync", "hq_connections", "hq_fleet")
 
 
 def git_commit() -> str | None:
@@ -87,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
             "vs_ffmpeg": lambda: vs_ffmpeg.run(args.quick, workdir),
             "sync": lambda: sync.run(args.quick, workdir),
             "hq_connections": lambda: hq_conn.run(args.quick),
+            "hq_fleet": lambda: hq_fleet.run(args.quick),
         }
         for name in SECTIONS:
             if name in wanted:

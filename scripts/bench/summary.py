@@ -21,6 +21,7 @@ SECTION_WALL_S: dict[str, tuple[int, int]] = {
     "vs_ffmpeg": (150, 35),
     "sync": (310, 140),
     "hq_connections": (15, 10),
+    "hq_fleet": (150, 90),
 }
 
 
@@ -149,12 +150,34 @@ def hq_connection_rows(section: Mapping[str, Any]) -> list[Row]:
     ]
 
 
+def hq_fleet_rows(section: Mapping[str, Any]) -> list[Row]:
+    rows: list[Row] = []
+    for nodes in (1, 2):
+        s = section.get(f"nodes_{nodes}") or {}
+        if "error" in s:
+            rows.append(Row(f"hq fleet, {nodes} node(s): failed", str(s["error"])[:60], "-", None, False))
+            continue
+        ing, hb = s.get("ingest") or {}, s.get("heartbeats") or {}
+        r = ing.get("ratios") or {}
+        rows += [
+            Row(f"hq fleet, {nodes} node(s): verified ingest", f"{_num(ing.get('MB_per_s'), ' MB/s', 1)} "
+                f"({_num(ing.get('MB_per_cpu_s'), ' MB/CPU-s', 1)})", "-", r.get("vs_curl_into_nginx"), None),
+            Row(f"hq fleet, {nodes} node(s): last byte to receipt p50/p99",
+                f"{_num(ing.get('last_byte_to_receipt_p50_s'), '', 3)}/"
+                f"{_num(ing.get('last_byte_to_receipt_p99_s'), ' s', 3)}", "-", None, None),
+            Row(f"hq fleet, {nodes} node(s): heartbeats, 1,000 units",
+                f"{_num(hb.get('per_s'), '/s', 1)} p99 {_num(hb.get('p99_ms'), ' ms', 1)}", "-", None, None),
+        ]
+    return rows
+
+
 SECTION_ROWS: dict[str, Callable[[Mapping[str, Any]], list[Row]]] = {
     "evidence": evidence_rows,
     "agent": agent_rows,
     "vs_ffmpeg": vs_ffmpeg_rows,
     "sync": sync_rows,
     "hq_connections": hq_connection_rows,
+    "hq_fleet": hq_fleet_rows,
 }
 
 
