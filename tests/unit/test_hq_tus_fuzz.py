@@ -95,4 +95,6 @@ def test_the_service_answers_fuzzed_numbers_with_4xx_only(service: HqService, le
     url = create.headers["Location"]
     patch = {"Tus-Resumable": "1.0.0", "Content-Type": "application/offset+octet-stream", "Upload-Offset": offset}
     answer = service.answer(service.route("PATCH", url), "unit-1", patch, b"abc")
-    assert answer.status in (204, 400, 409), answer
+    # 422: the three bytes completed an upload of length 3 whose announced SHA-256 they do not
+    # match, so it is quarantined (a rare draw: length "3" with offset "0").
+    assert answer.status in (204, 400, 409, 422), answer
