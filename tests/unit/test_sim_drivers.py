@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 import wave
@@ -194,16 +195,20 @@ def test_camera_burns_the_utc_time_into_a_small_box(clock: FakeClock) -> None:
     assert changed_rows.max() < 720 // 8 and changed_cols.max() < 1280 * 3 // 4
 
 
-def test_camera_1080p_frame_cost_keeps_up_with_30_fps() -> None:
+def test_camera_1080p_delivers_every_frame_at_30_fps() -> None:
+    # What a 1080p frame costs to render is a figure in `make bench` (agent section,
+    # sim_render_cpu_ms_per_frame), not a threshold here: this checks the frames themselves.
     clock = FakeClock()
     cam = SimCamera(name="cam", clock=clock, width=1920, height=1080, fps=30)
     cam.open()
-    cam.read(1.0)
-    start = time.perf_counter()
-    for _ in range(30):
-        assert cam.read(1.0) is not None
-    per_frame_s = (time.perf_counter() - start) / 30
-    assert per_frame_s < 0.015, f"{per_frame_s * 1e3:.1f} ms per 1080p frame"
+    frames = [cam.read(1.0) for _ in range(31)]
+    assert all(f is not None for f in frames)
+    shown = [f for f in frames if f is not None]
+    assert {(f.width, f.height) for f in shown} == {(1920, 1080)}
+    assert shown[0].data.shape == (1080 * 3 // 2, 1920)
+    gaps_ns = {b.mono_ns - a.mono_ns for a, b in itertools.pairwise(shown)}
+    assert all(abs(g - S // 30) <= 1 for g in gaps_ns), gaps_ns
+    assert not np.array_equal(shown[0].data, shown[30].data)
 
 
 # --- sim thermal ------------------------------------------------------------------------------------
