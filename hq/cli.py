@@ -24,7 +24,7 @@ from agent.evidence.keys import KeyFileError, fingerprint, load_device_public, p
 from agent.fserrors import explain
 from agent.humanize import plural
 from agent.textsafe import install_safe_logging, safe_text
-from hq import db_cmd, decrypt_cmd, technician_cmd
+from hq import db_cmd, decrypt_cmd, decryptd_cmd, technician_cmd
 from hq.app import MAINTAIN_INTERVAL_S, Maintenance, build_service, open_index, prepare
 from hq.audit import Auditor
 from hq.export import ExportError, evidence_rows, export, parse_time
@@ -466,6 +466,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_keygen)
 
     decrypt_cmd.add_parser(sub)
+    decryptd_cmd.add_parser(sub)
 
     p = sub.add_parser("serve", parents=[data], help="run the sync service (HTTPS)")
     p.add_argument("--listen", required=True, help="HOST:PORT (loopback only unless --allow-remote), or "
@@ -572,7 +573,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # commands say what they did on stdout; their audit records go to the log, shown with -v.
     # A service's log is its output: serve logs at INFO.
-    level = logging.INFO if args.verbose or args.command == "serve" else logging.WARNING
+    level = logging.INFO if args.verbose or args.command in ("serve", "decryptd") else logging.WARNING
     # logs hold what units send (ids, file names, headers): escaped, never replayed on a terminal
     install_safe_logging(level, "%(levelname)s %(name)s: %(message)s")
     try:

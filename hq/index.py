@@ -19,7 +19,7 @@ from typing import Any, Protocol, Self
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine, RowMapping
 
-from hq.db import HqIndexError, retention
+from hq.db import HqIndexError, retention, search
 from hq.db import migrate as migrations
 from hq.db.chain import GENESIS, ChainReport, ChainRow, ChainWalker, record_hash
 from hq.db.engine import DEFAULT_NAME, WRITE_OPTION, make_engine, mask, parse_url
@@ -27,7 +27,16 @@ from hq.db.locks import DeviceLocks
 from hq.db.retention import HeartbeatPolicy, PruneLimits
 from hq.db.schema import audit as audit_t
 from hq.db.schema import devices, evidence, heartbeats, nonces, quarantine, uploads
-from hq.records import OPEN_UPLOAD_STATES, AuditRecord, Device, Evidence, Quarantined, Upload
+from hq.records import (
+    OPEN_UPLOAD_STATES,
+    AuditRecord,
+    Device,
+    Evidence,
+    Quarantined,
+    RecordingFilter,
+    RecordingSummary,
+    Upload,
+)
 
 __all__ = ["HqIndexError", "Index", "SqlIndex", "SqliteIndex", "open_index"]
 
@@ -68,6 +77,8 @@ class Index(Protocol):
         self, device_id: str | None = None, from_ns: int | None = None, to_ns: int | None = None
     ) -> list[Evidence]: ...
     def chain_head(self, device_id: str) -> tuple[int, str] | None: ...
+    def search_recordings(self, f: RecordingFilter) -> tuple[list[RecordingSummary], int]: ...
+    def recording_entries(self, device_id: str, recording_id: str) -> list[Evidence]: ...
     def set_receipt(self, device_id: str, seq: int, receipt: bytes) -> None: ...
     def add_quarantine(self, q: Quarantined) -> None: ...
     def quarantined(self, device_id: str | None = None) -> list[Quarantined]: ...
@@ -344,6 +355,17 @@ class SqlIndex:
             query = query.where(evidence.c.utc_start_ns <= to_ns)
         rows = self._rows("listing evidence", query.order_by(evidence.c.device_id, evidence.c.seq))
         return [_evidence(r) for r in rows]
+
+    def search_recordings(self, f: RecordingFilter) -> tuple[list[RecordingSummary], int]:
+        """One page of recordings the filter finds, newest first, and how many it finds in all."""
+        rows = self._rows("searching recordings", search.recordings_page(f))
+        total = self._rows("counting recordings", search.recordings_count(f))[0]
+        return [search.summary(r) for r in rows], int(next(iter(total.values())))
+
+    def recording_entries(self, device_id: str, recording_id: str) -> list[Evidence]:
+        """Every held entry of one recording (its segments and the events during it), by seq."""
+        query = evidence.select().where(evidence.c.device_id == device_id, evidence.c.recording_id == recording_id)
+        return [_evidence(r) for r in self._rows("reading a recording", query.order_by(evidence.c.seq))]
 
     def chain_head(self, device_id: str) -> tuple[int, str] | None:
         rows = self._rows("reading the chain head", sa.select(evidence.c.seq, evidence.c.manifest_sha256)

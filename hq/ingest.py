@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
@@ -113,6 +113,16 @@ class Checked:
     utc_start_ns: int = 0
     utc_end_ns: int = 0
     warnings: tuple[str, ...] = field(default=())
+    manifest: str = ""  # the verified manifest's canonical JSON
+    recording_id: str | None = None
+    marks: int = 0
+
+
+def recording_of(manifest: dict[str, Any]) -> str | None:
+    """The recording an entry belongs to: a segment's ``recording_id``, an event's detail's."""
+    where = manifest if manifest.get("type") == "segment" else manifest.get("detail")
+    value = where.get("recording_id") if isinstance(where, dict) else None
+    return value if isinstance(value, str) and value else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +188,9 @@ def check_upload(path: Path, device_pub: ed25519.Ed25519PublicKey) -> Checked:
             utc_start_ns=int(m["time"]["utc_start_ns"]),
             utc_end_ns=int(m["time"]["utc_end_ns"]),
             warnings=warnings,
+            manifest=result.signed.body.decode(),
+            recording_id=recording_of(m),
+            marks=len(m.get("marks") or ()) if m["type"] == "segment" else 0,
         )
     claimed_device: str | None = None
     claimed_seq: int | None = None
@@ -317,6 +330,9 @@ class Ingestor:
                     location=location,
                     upload_id=upload.upload_id,
                     warnings=checked.warnings,
+                    recording_id=checked.recording_id,
+                    marks=checked.marks,
+                    manifest=checked.manifest or None,
                 )
             )
         receipt = self.issue_receipt(upload.device_id, seq)

@@ -74,6 +74,9 @@ class Evidence:
     upload_id: str
     warnings: tuple[str, ...] = ()
     receipt: bytes | None = None
+    recording_id: str | None = None  # the manifest's (a segment) or its detail's (an event), if any
+    marks: int = 0  # the officer's marks in a segment
+    manifest: str | None = None  # the verified manifest, canonical JSON; None if held before 0005
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,3 +106,41 @@ class AuditRecord:
     id: int | None = None
     prev_sha256: str | None = None  # the hash chain (hq.db.chain), set once stored
     sha256: str | None = None
+
+
+VERIFICATION = ("verified", "warnings", "incomplete")
+
+
+@dataclass(frozen=True, slots=True)
+class RecordingFilter:
+    """What a search for recordings asks: each member None means "any". ``marked`` True finds
+    recordings with at least one mark; ``status`` one of ``VERIFICATION``."""
+
+    device_id: str | None = None
+    from_ns: int | None = None
+    to_ns: int | None = None
+    recording_id: str | None = None
+    marked: bool | None = None
+    status: str | None = None
+    limit: int = 25
+    offset: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RecordingSummary:
+    """One recording (a unit's segments that share a recording id) as a search finds it.
+
+    ``status``: ``incomplete`` when entries up to its last segment are missing at headquarters
+    (the device's contiguous run ends before it), else ``warnings`` when a segment was verified
+    with warnings, else ``verified``."""
+
+    device_id: str
+    recording_id: str
+    utc_start_ns: int
+    utc_end_ns: int
+    segments: int
+    first_seq: int
+    last_seq: int
+    marks: int
+    size_bytes: int
+    status: str

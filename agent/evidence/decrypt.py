@@ -6,7 +6,7 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from agent.evidence import canonical
 from agent.evidence.format import b64decode_strict
@@ -55,7 +55,17 @@ def unwrap_content_key(header: dict[str, Any], hq_key: HqPrivateKey) -> tuple[by
 def open_segment(
     path: Path, hq_key: HqPrivateKey, sink: Callable[[bytes], None], recovered: bool = False
 ) -> Opened:
-    """Decrypt every chunk of ``path`` in one pass into ``sink``; authentication failures are reported.
+    """Decrypt every chunk of ``path`` in one pass into ``sink`` (:func:`open_stream` on the file)."""
+    with path.open("rb") as fh:
+        return open_stream(fh, hq_key, sink, recovered)
+
+
+def open_stream(
+    fh: BinaryIO, hq_key: HqPrivateKey, sink: Callable[[bytes], None], recovered: bool = False
+) -> Opened:
+    """Decrypt every chunk of the segment read from ``fh`` in one pass into ``sink``; authentication
+    failures are reported. ``fh`` is read front to back once and never seeked (a pipe or a socket
+    will do).
 
     A chunk is decrypted once the next record shows whether it was the last one. A segment
     salvaged after a power cut (``recovered``) ends at its last complete chunk, which was
@@ -93,8 +103,7 @@ def open_segment(
             emit(state["held"], last=False)
         state["held"] = body
 
-    with path.open("rb") as fh:
-        structure = scan(fh, on_chunk, on_header)
+    structure = scan(fh, on_chunk, on_header)
     if structure.header is None:
         raise DecryptError("no segment header (an event entry, or a broken file)")
     if state["held"] is not None:
@@ -110,7 +119,12 @@ def open_metadata(signed: SignedManifest, hq_key: HqPrivateKey) -> dict[str, Any
     sealed = signed.manifest.get("sealed")
     if not sealed:
         return None
-    info = sealed_info(str(signed.manifest["device_id"]), signed.seq)
+    return open_sealed_metadata(str(signed.manifest["device_id"]), signed.seq, str(sealed), hq_key)
+
+
+def open_sealed_metadata(device_id: str, seq: int, sealed: str, hq_key: HqPrivateKey) -> dict[str, Any]:
+    """Open the ``sealed`` member of (device, seq)'s manifest: its GNSS fixes and notes."""
+    info = sealed_info(device_id, seq)
     try:
         raw = open_sealed(b64decode_strict(str(sealed)), hq_key, info)
         value = canonical.loads(raw)

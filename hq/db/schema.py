@@ -63,6 +63,9 @@ evidence = sa.Table(
     sa.Column("upload_id", sa.Text, nullable=False),
     sa.Column("warnings", sa.Text, nullable=False, server_default="[]"),
     sa.Column("receipt", sa.LargeBinary),
+    sa.Column("recording_id", sa.Text),
+    sa.Column("marks", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("manifest", sa.Text),  # the verified manifest's canonical JSON (its sealed part still sealed)
 )
 
 quarantine = sa.Table(

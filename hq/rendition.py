@@ -1,0 +1,201 @@
+"""Browser-playable renditions of a recording's decrypted segments, made in memory (no file).
+
+``video_rendition`` remuxes the camera's H.264 bitstream (no re-encode) and the audio (Opus or AAC,
+copied) of consecutive segments into one fragmented MP4 (``empty_moov``, a fragment per keyframe),
+yielded piece by piece as it is made, so playback starts before the last segment is decrypted.
+``thermal_rendition`` decodes the lossless radiometric thermal track (FFV1 gray16le, centikelvin)
+and encodes a colour-mapped picture of it as H.264; the original stays untouched in the store.
+
+Seeking is by segment: a rendition starts at its first piece's first camera keyframe (a segment
+starts at one, docs/evidence-format.md 10.3) and its time 0 is that keyframe, so a player adds the
+segment's offset on the recording's timeline to ``currentTime`` and seeks within the segment
+itself. (The MP4 muxer starts every fragmented file at 0, so the offset cannot travel inside it.)
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
+
+import av
+import numpy as np
+import numpy.typing as npt
+
+FRAGMENTED = {"movflags": "frag_keyframe+empty_moov+default_base_moof"}
+MS = Fraction(1, 1000)
+# The thermal palette ("iron"): black, purple, red, orange, yellow, white, from cold to hot.
+IRON = np.array([[0, 0, 0], [60, 0, 120], [170, 0, 140], [235, 60, 20], [255, 170, 0], [255, 240, 120],
+                 [255, 255, 255]], dtype=np.float32)
+DEFAULT_SPAN_CK = (28315, 31815)  # 10 to 45 degrees Celsius: people against a street
+
+
+class RenditionError(Exception):
+    """A segment's media cannot be made playable; the message says which and why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Piece:
+    """One segment's decrypted Matroska and where it starts on the recording's timeline."""
+
+    seq: int
+    media: bytes
+    offset_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Packet:
+    kind: str  # "video" or "audio"
+    at_ms: int  # on the recording's timeline
+    keyframe: bool
+    packet: Any
+
+
+class _Sink(io.RawIOBase):
+    """Collects what the muxer writes, for the generator to hand on; never seeks."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.parts: list[bytes] = []
+        self.position = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        chunk = bytes(data)
+        self.parts.append(chunk)
+        self.position += len(chunk)
+        return len(chunk)
+
+    def take(self) -> bytes:
+        out = b"".join(self.parts)
+        self.parts.clear()
+        return out
+
+
+def _streams(container: Any, kind: str, name: str | None) -> Any:
+    found = [s for s in container.streams if s.type == ("video" if kind != "audio" else "audio")
+             and (s.codec_context.name == "ffv1") == (kind == "thermal")]
+    if name is not None:
+        found = [s for s in found if s.metadata.get("title", s.metadata.get("TITLE")) == name] or found
+    return found[0] if found else None
+
+
+def _open(piece: Piece) -> Any:
+    try:
+        return av.open(io.BytesIO(piece.media), "r", format="matroska")
+    except av.error.FFmpegError as exc:
+        raise RenditionError(f"seq {piece.seq}: the decrypted media does not open: {exc}") from exc
+
+
+def video_rendition(pieces: Iterable[Piece], camera: str | None = None) -> Iterator[bytes]:
+    """Fragmented MP4 of the camera (the first, or the one titled ``camera``) and the audio."""
+    sink = _Sink()
+    out: Any = None
+    streams: dict[str, Any] = {}
+    started = False
+    for piece in pieces:
+        with _open(piece) as src:
+            video, audio = _streams(src, "video", camera), _streams(src, "audio", None)
+            if video is None:
+                raise RenditionError(f"seq {piece.seq}: no camera track")
+            if out is None:
+                out = av.open(sink, "w", format="mp4", options=FRAGMENTED)
+                streams["video"] = out.add_stream_from_template(video)
+                if audio is not None:
+                    streams["audio"] = out.add_stream_from_template(audio)
+            packets = _demux(src, piece, {"video": video, "audio": audio if "audio" in streams else None})
+        if not started:
+            packets = _from_first_keyframe(packets)
+            started = bool(packets)
+        for p in packets:
+            p.packet.stream = streams[p.kind]
+            out.mux(p.packet)
+        yield sink.take()
+    if out is None:
+        raise RenditionError("no segment to play")
+    out.close()
+    yield sink.take()
+
+
+def _demux(src: Any, piece: Piece, wanted: dict[str, Any]) -> list[_Packet]:
+    found: list[_Packet] = []
+    by_index = {s.index: kind for kind, s in wanted.items() if s is not None}
+    try:
+        for packet in src.demux(*[s for s in wanted.values() if s is not None]):
+            if packet.size == 0 or packet.pts is None:
+                continue
+            kind = by_index[packet.stream.index]
+            tb = packet.time_base
+            at_ms = piece.offset_ms + round(packet.pts * tb * 1000)
+            shift = round(Fraction(piece.offset_ms, 1000) / tb)
+            packet.pts += shift
+            if packet.dts is not None:
+                packet.dts += shift
+            found.append(_Packet(kind, at_ms, bool(packet.is_keyframe), packet))
+    except av.error.FFmpegError as exc:
+        raise RenditionError(f"seq {piece.seq}: the decrypted media does not demux: {exc}") from exc
+    found.sort(key=lambda p: (p.at_ms, p.kind != "video"))
+    return found
+
+
+def _from_first_keyframe(packets: list[_Packet]) -> list[_Packet]:
+    """The packets from the camera's first keyframe on (audio from the same time)."""
+    first = next((i for i, p in enumerate(packets) if p.kind == "video" and p.keyframe), None)
+    if first is None:
+        return []
+    at = packets[first].at_ms
+    return [p for i, p in enumerate(packets) if i >= first or (p.kind == "audio" and p.at_ms >= at)]
+
+
+def colour_map(frame_ck: npt.NDArray[np.uint16], span_ck: tuple[int, int] = DEFAULT_SPAN_CK) -> npt.NDArray[np.uint8]:
+    """An RGB picture of radiometric centikelvin: the iron palette over ``span_ck``, clipped."""
+    lo, hi = span_ck
+    x = np.clip((frame_ck.astype(np.float32) - lo) / float(hi - lo), 0.0, 1.0) * (len(IRON) - 1)
+    i = np.minimum(x.astype(np.int32), len(IRON) - 2)
+    f = (x - i)[..., None]
+    rgb = IRON[i] * (1 - f) + IRON[i + 1] * f
+    return np.ascontiguousarray(rgb.astype(np.uint8))
+
+
+def thermal_rendition(pieces: Iterable[Piece], span_ck: tuple[int, int] = DEFAULT_SPAN_CK) -> Iterator[bytes]:
+    """Fragmented MP4 of the thermal track, colour-mapped and encoded as H.264 (every frame kept)."""
+    sink = _Sink()
+    out: Any = None
+    enc: Any = None
+    for piece in pieces:
+        with _open(piece) as src:
+            thermal = _streams(src, "thermal", None)
+            if thermal is None:
+                raise RenditionError(f"seq {piece.seq}: no thermal track")
+            try:
+                for frame in src.decode(thermal):
+                    if frame.pts is None:
+                        continue
+                    at_ms = piece.offset_ms + round(frame.pts * frame.time_base * 1000)
+                    if out is None:
+                        out = av.open(sink, "w", format="mp4", options=FRAGMENTED)
+                        enc = out.add_stream("libx264", rate=9)
+                        enc.width, enc.height = frame.width + frame.width % 2, frame.height + frame.height % 2
+                        enc.pix_fmt = "yuv420p"
+                        enc.codec_context.time_base = MS  # frames keep their own times, none rounded together
+                        enc.options = {"preset": "ultrafast", "tune": "zerolatency", "g": "9", "threads": "1"}
+                    rgb = colour_map(frame.to_ndarray(format="gray16le"), span_ck)
+                    if rgb.shape[1] != enc.width or rgb.shape[0] != enc.height:
+                        rgb = np.pad(rgb, ((0, enc.height - rgb.shape[0]), (0, enc.width - rgb.shape[1]), (0, 0)))
+                    picture = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+                    picture.pts, picture.time_base = at_ms, MS
+                    for packet in enc.encode(picture):
+                        out.mux(packet)
+            except av.error.FFmpegError as exc:
+                raise RenditionError(f"seq {piece.seq}: the thermal track does not decode: {exc}") from exc
+        yield sink.take()
+    if out is None:
+        raise RenditionError("no thermal frame to play")
+    for packet in enc.encode():
+        out.mux(packet)
+    out.close()
+    yield sink.take()
