@@ -1,7 +1,9 @@
 """Evidence search, a recording's page and playback, for the operations room; knows no HTTP.
 
-Every search, every view of a recording, every view of its positions and every playback start
-is audited (who, what, outcome) before anything is shown. Playback asks the decrypt component
+Every search (``evidence-search``), every view of a recording (``view-evidence``), of its
+positions (``view-position-trail``) and every playback start (``view-playback``, with the
+segments it decrypts) is audited before anything is shown; the object is
+``recording:DEVICE/RECORDING_ID``. Playback asks the decrypt component
 (``hq.decryptd``) through a ``Decrypter``: this process never holds headquarters' private key,
 and the plaintext it gets back stays in memory.
 """
@@ -113,6 +115,11 @@ class Fix:
     h_acc_m: float | None
 
 
+def recording_target(device_id: str, recording_id: str) -> str:
+    """A recording's object id in the audit log."""
+    return f"recording:{device_id}/{recording_id}"
+
+
 def timeline(entries: list[Evidence]) -> list[Segment]:
     """The segments of one recording placed on its timeline: by the monotonic clock within one boot
     (exact), by UTC across boots (a recording resumed after a restart)."""
@@ -201,20 +208,21 @@ class EvidenceService:
 
     def search(self, actor: str, f: RecordingFilter) -> SearchPage:
         rows, total = self._index.search_recordings(f)
-        self._audit.record("evidence-search", actor, f.device_id or "*", "ok", results=total,
+        self._audit.record("evidence-search", actor, f"device:{f.device_id}" if f.device_id else "evidence", "ok",
+                           results=total,
                            filter={k: getattr(f, k) for k in f.__slots__})
         return SearchPage(rows, total, f)
 
     def recording(self, actor: str, device_id: str, recording_id: str) -> RecordingView:
         entries = self._index.recording_entries(device_id, recording_id)
         segments = timeline(entries)
-        target = f"{device_id}/{recording_id}"
+        target = recording_target(device_id, recording_id)
         if not segments:
-            self._audit.record("evidence-view", actor, target, "failed", reason="no such recording")
+            self._audit.record("view-evidence", actor, target, "failed", reason="no such recording")
             raise EvidenceError("not-found", f"no recording {recording_id} of {device_id} is held")
         device = self._index.device(device_id)
         head = self._index.chain_head(device_id)
-        self._audit.record("evidence-view", actor, target, "ok", segments=[s.seq for s in segments])
+        self._audit.record("view-evidence", actor, target, "ok", segments=[s.seq for s in segments])
         events = [(e, json.loads(e.manifest)) for e in entries if e.kind == "event" and e.manifest]
         return RecordingView(
             device_id, recording_id, segments, events, marks_of(segments),
@@ -229,13 +237,13 @@ class EvidenceService:
         decrypter = self._need_decrypter()
         fixes: list[Fix] = []
         notes: dict[int, str] = {}
-        target = f"{view.device_id}/{view.recording_id}"
+        target = recording_target(view.device_id, view.recording_id)
         for s in view.segments:
             sealed = s.manifest.get("sealed")
             if not sealed:
                 continue
             meta = self._ask(functools.partial(decrypter.metadata, view.device_id, s.seq, str(sealed)), actor,
-                             "position-view", target)
+                             "view-position-trail", target)
             start = int(s.manifest["time"]["mono_start_ns"])
             for g in meta.get("gnss") or ():
                 if not isinstance(g, dict) or "lat_e7" not in g or "lon_e7" not in g:
@@ -247,7 +255,7 @@ class EvidenceService:
             for n in meta.get("notes") or ():
                 if isinstance(n, dict) and isinstance(n.get("note"), str):
                     notes[int(n.get("id", 0))] = n["note"]
-        self._audit.record("position-view", actor, target, "ok", fixes=len(fixes))
+        self._audit.record("view-position-trail", actor, target, "ok", fixes=len(fixes))
         return fixes, notes
 
     def play(self, actor: str, view: RecordingView, from_seq: int | None = None,
@@ -257,12 +265,12 @@ class EvidenceService:
         muxed before this returns, so a refusal is raised here, not in the middle of a stream."""
         decrypter = self._need_decrypter()
         segments = [s for s in view.segments if from_seq is None or s.seq >= from_seq]
-        target = f"{view.device_id}/{view.recording_id}"
+        target = recording_target(view.device_id, view.recording_id)
         if not segments or (from_seq is not None and segments[0].seq != from_seq):
             raise EvidenceError("not-found", f"segment {from_seq} is not part of recording {view.recording_id}")
         if rendition == "thermal" and not view.has_thermal:
             raise EvidenceError("not-found", "this recording has no thermal track")
-        self._audit.record("playback-start", actor, target, "ok", rendition=rendition,
+        self._audit.record("view-playback", actor, target, "ok", rendition=rendition,
                            segments=[s.seq for s in segments])
         pieces = (self._piece(decrypter, view.device_id, s, actor, target) for s in segments)
         make = thermal_rendition if rendition == "thermal" else video_rendition

@@ -62,6 +62,7 @@ class Recording:
 def record(folder: Path, device_id: str = "unit-p1", seconds: float = 5.0, segment_s: float = 2.0,
            marks_at_s: tuple[float, ...] = (1.5,), hq_key: x25519.X25519PrivateKey | None = None) -> Recording:
     """Record ``seconds`` of a scene whose frames can be told apart, cut into ``segment_s`` segments."""
+    folder.mkdir(parents=True, exist_ok=True)
     clock = FakeClock()
     signer = MemorySigner()
     hq = hq_key or x25519.X25519PrivateKey.generate()

@@ -83,7 +83,7 @@ def test_search_by_unit_time_recording_marks_and_status(hq: Hq) -> None:
     assert hq.service.search("sup1", RecordingFilter(to_ns=start + 10**9)).total == 1
     assert hq.service.search("sup1", RecordingFilter(device_id="unit-other")).total == 0
     searches = _audit(hq, "evidence-search")
-    assert len(searches) == 7 and searches[0][:3] == ("sup1", rec.device_id, "ok")
+    assert len(searches) == 7 and searches[0][:3] == ("sup1", f"device:{rec.device_id}", "ok")
     assert searches[0][3]["results"] == 1
 
 
@@ -120,7 +120,7 @@ def test_a_recording_shows_segments_receipts_chain_and_marks(hq: Hq) -> None:
     assert len(view.marks) == 1 and abs(view.marks[0].at_ms - 1500) <= 1000 // FPS
     assert all(view.receipts[s.seq] is not None for s in view.segments)
     assert view.contiguous_through == len(hq.rec.files) - 1 and view.has_thermal
-    assert _audit(hq, "evidence-view") == [("sup1", f"{hq.rec.device_id}/{hq.rec.recording_id}", "ok",
+    assert _audit(hq, "view-evidence") == [("sup1", f"recording:{hq.rec.device_id}/{hq.rec.recording_id}", "ok",
                                             {"segments": [s.seq for s in view.segments]})]
     with pytest.raises(EvidenceError) as err:
         hq.service.recording("sup1", hq.rec.device_id, "0000")
@@ -134,7 +134,7 @@ def test_the_trail_and_notes_are_opened_by_the_daemon_and_audited(hq: Hq) -> Non
         (round(a, 5), round(b, 5)) for a, b in hq.rec.fixes]
     assert [f.at_ms for f in fixes] == [0, 1000, 2000, 3000, 4000]
     assert list(notes.values()) == ["mark at frame 15"]
-    assert _audit(hq, "position-view")[-1][2:] == ("ok", {"fixes": 5})
+    assert _audit(hq, "view-position-trail")[-1][2:] == ("ok", {"fixes": 5})
 
 
 def _frames(mp4: bytes) -> tuple[list[int], list[float], set[str]]:
@@ -157,7 +157,7 @@ def test_playback_remuxes_every_frame_in_order_with_its_audio(hq: Hq) -> None:
     assert all(abs(got - luma(i)) <= 4 for i, got in enumerate(levels)), levels
     assert times[0] == 0.0 and abs(times[-1] - 4.9) < 0.01
     segs = [s.seq for s in view.segments]
-    assert _audit(hq, "playback-start") == [("sup1", f"{hq.rec.device_id}/{hq.rec.recording_id}", "ok",
+    assert _audit(hq, "view-playback") == [("sup1", f"recording:{hq.rec.device_id}/{hq.rec.recording_id}", "ok",
                                              {"rendition": "video", "segments": segs})]
 
 
