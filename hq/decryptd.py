@@ -261,10 +261,15 @@ def check_folder(folder: Path) -> None:
 
 def harden() -> None:
     """No core dumps and no ptrace by other processes of the same user: the key stays in here."""
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    try:
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    except OSError:  # a service manager's seccomp filter may refuse it; its LimitCORE=0 does the same
+        log.info("could not set RLIMIT_CORE (the service manager's limit applies)")
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+        refused = libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0
     except (OSError, AttributeError):
-        log.warning("could not mark the process non-dumpable")
+        refused = True
+    if refused:
+        log.warning("could not mark the process non-dumpable: processes of this user can read its memory")
 

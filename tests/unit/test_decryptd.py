@@ -8,6 +8,7 @@ import os
 import socket
 import stat
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -110,21 +111,27 @@ def test_a_bad_request_line_gets_one_clear_refusal(daemon: DecryptServer) -> Non
 
 
 def test_busy_when_every_slot_is_taken_and_a_stalled_client_hits_the_deadline(
-    daemon: DecryptServer, chain: ChainBuilder
+    tmp_path: Path, chain: ChainBuilder
 ) -> None:
     seg = chain.segment(os.urandom(100_000))
     data = seg.read_bytes()
-    with socket.socket(socket.AF_UNIX) as hog:  # takes the only slot, sends half and stalls
-        hog.connect(str(daemon.path))
-        hog.sendall(request_line({"op": "segment", "device_id": "d", "seq": 0, "length": len(data),
-                                  "plaintext_sha256": None}) + data[:100])
-        with pytest.raises(DecryptClientError) as err:
-            DecryptClient(daemon.path).segment(io.BytesIO(data), len(data), device_id="d", seq=0, plaintext_sha256=None)
-        assert err.value.code == "busy"
-        answer = hog.makefile("rb").read()  # the idle bound (1 s) ends the stalled request
-    assert b"deadline" in answer
-    with seg.open("rb") as fh:  # and the slot is free again
-        assert DecryptClient(daemon.path).segment(fh, len(data), device_id="d", seq=0, plaintext_sha256=None)
+    for daemon in _serve(tmp_path / "b.sock", chain.hq_key, Limits(max_jobs=1, queue_s=0.3, idle_s=3)):
+        client = DecryptClient(daemon.path)
+        with socket.socket(socket.AF_UNIX) as hog:  # takes the only slot, sends a little and stalls
+            hog.connect(str(daemon.path))
+            hog.sendall(request_line({"op": "segment", "device_id": "d", "seq": 0, "length": len(data),
+                                      "plaintext_sha256": None}) + data[:100])
+            deadline = time.monotonic() + 10
+            while client.ping()["busy"] != 1:  # the daemon has taken the hog's request
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            with pytest.raises(DecryptClientError) as err:
+                client.segment(io.BytesIO(data), len(data), device_id="d", seq=0, plaintext_sha256=None)
+            assert err.value.code == "busy"
+            answer = hog.makefile("rb").read()  # the idle bound ends the stalled request
+        assert b"deadline" in answer
+        with seg.open("rb") as fh:  # and the slot is free again
+            assert client.segment(fh, len(data), device_id="d", seq=0, plaintext_sha256=None)
 
 
 def test_a_live_daemon_is_not_replaced_and_a_stale_socket_is(tmp_path: Path, chain: ChainBuilder) -> None:
