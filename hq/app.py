@@ -69,16 +69,16 @@ def build_service(
     return service
 
 
-class Maintenance:
-    """The service's periodic pass, on its own thread: queue completed uploads left behind (a
-    full queue, a failed try, a node that stopped mid-ingest). Each pass catches, logs and goes
-    on; ``stop`` ends the loop at once."""
+class Periodic:
+    """``work`` on its own thread every ``interval_s`` (Frigate's maintainer loop): each pass
+    catches, logs with ``what`` and goes on; ``stop`` ends the loop at once."""
 
-    def __init__(self, service: HqService, interval_s: float = MAINTAIN_INTERVAL_S) -> None:
-        self._service = service
+    def __init__(self, work: Callable[[], object], interval_s: float, name: str, what: str) -> None:
+        self._work = work
         self._interval_s = interval_s
+        self._what = what
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="hq-maintain", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def start(self) -> None:
         self._thread.start()
@@ -90,6 +90,14 @@ class Maintenance:
     def _run(self) -> None:
         while not self._stop.wait(self._interval_s):
             try:
-                self._service.maintain()
+                self._work()
             except Exception:
-                log.exception("maintenance pass failed; trying again in %.0f s", self._interval_s)
+                log.exception("%s failed; trying again in %.0f s", self._what, self._interval_s)
+
+
+class Maintenance(Periodic):
+    """The service's periodic pass: queue completed uploads left behind (a full queue, a failed
+    try, a node that stopped mid-ingest), expire abandoned ones, apply retention."""
+
+    def __init__(self, service: HqService, interval_s: float = MAINTAIN_INTERVAL_S) -> None:
+        super().__init__(service.maintain, interval_s, "hq-maintain", "maintenance pass")

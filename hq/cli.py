@@ -24,9 +24,10 @@ from agent.evidence.keys import KeyFileError, fingerprint, load_device_public, p
 from agent.fserrors import explain
 from agent.humanize import plural
 from agent.textsafe import install_safe_logging, safe_text
-from hq import db_cmd, decrypt_cmd, decryptd_cmd, technician_cmd
+from hq import db_cmd, decrypt_cmd, decryptd_cmd, ops_room, technician_cmd
 from hq.app import MAINTAIN_INTERVAL_S, Maintenance, build_service, open_index, prepare
 from hq.audit import Auditor
+from hq.basemap import BasemapError
 from hq.export import ExportError, evidence_rows, export, parse_time
 from hq.guard import OriginError, parse_origin
 from hq.index import HqIndexError, SqlIndex
@@ -110,6 +111,7 @@ class _Serve:
     tls: ssl.SSLContext | None
     limits: LimitSettings
     scheme: str
+    ops: ops_room.OpsSettings
 
 
 def _serve_setup(args: argparse.Namespace) -> _Serve:
@@ -127,10 +129,11 @@ def _serve_setup(args: argparse.Namespace) -> _Serve:
     tls = None if args.behind_proxy else server_tls_context(keys / "server.pem", keys / "server.key", args.profile)
     limits = LimitSettings(max_connections=args.max_connections, max_per_source=args.max_connections_per_source)
     return _Serve(keys, unix or (host, port), host, origins, metrics_at, tls, limits,
-                  "http" if args.behind_proxy else "https")
+                  "http" if args.behind_proxy else "https", ops_room.settings(args))
 
 
-_SERVE_PROBLEMS = (ListenError, OriginError, OSError, HqIndexError, KeyFileError, TlsError, ssl.SSLError, WorkerError)
+_SERVE_PROBLEMS = (ops_room.OpsSettingsError, ListenError, OriginError, OSError, HqIndexError, KeyFileError, TlsError,
+                   ssl.SSLError, WorkerError)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -165,13 +168,14 @@ def _run_node(args: argparse.Namespace, setup: _Serve, sock: socket.socket, inde
                                 claim_lease_s=args.ingest_lease_s)
         service = build_service(args.data_dir, setup.keys, index, ingest=ingest, sole_node=announce,
                                 store_url=args.store_url)
+        room = ops_room.OpsRoom(service, setup.ops)
         server = HqServer(sock, service, setup.tls, origins=setup.origins, limits=setup.limits,
                           behind_proxy=args.behind_proxy, metrics=metrics)
         exporter = serve_metrics(metrics, *setup.metrics_at) if setup.metrics_at and announce else None
     except (KeyFileError, OSError) as exc:
         index.close()
         return _fail("serve", _serve_problem(exc, args.listen), 2)
-    except (StoreUrlError, StorageError) as exc:
+    except (StoreUrlError, StorageError, BasemapError) as exc:
         index.close()
         return _fail("serve", str(exc), 2)
     stop = stop or _stop_on_signals()
@@ -189,6 +193,7 @@ def _run_node(args: argparse.Namespace, setup: _Serve, sock: socket.socket, inde
         drained = server.drain(DRAIN_TIMEOUT_S + 5)
         server.server_close()
         maintenance.stop()
+        room.close()
         service.close()
         if exporter is not None:
             exporter.close()
@@ -480,6 +485,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="plain HTTP on loopback behind a TLS-terminating proxy (HAProxy, nginx); needs --public-origin")
     p.add_argument("--profile", choices=PROFILES, default="default",
                    help="TLS suites: default (TLS 1.3, TLS 1.2 AEAD), fips (FIPS-approved suites and groups only)")
+    ops_room.add_arguments(p)
     p.add_argument("--workers", type=int, default=1,
                    help="server processes sharing the port (default 1; the embedded SQLite index: 1)")
     p.add_argument("--metrics-listen", metavar="HOST:PORT", help="serve Prometheus metrics here (loopback only)")

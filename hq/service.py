@@ -134,6 +134,9 @@ class HqService:
         self.pool = IngestPool(self._jobs.run, ingest.workers, ingest.queue_max)
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
+        # The operations room listens (hq/ops.py): a heartbeat stored, a request with a refused key.
+        self.on_heartbeat: Callable[[str, int], None] | None = None
+        self.on_key_refused: Callable[[str, Callable[[str], bool]], None] | None = None
 
     def close(self) -> None:
         """Stop ingesting: uploads being ingested finish, queued ones stay complete in the index."""
@@ -201,6 +204,9 @@ class HqService:
             return verify_signed_headers(method, target_uri, headers, self._public_key, now_s, self._nonce_seen)
         except SignatureError as exc:
             self.refusals.refused(peer, exc.reason, urlsplit(target_uri).path, exc.key_id)
+            if exc.key_id:
+                _tell(self.on_key_refused, exc.key_id,
+                      lambda pem: _signed_by(pem, method, target_uri, headers, now_s))
             raise ApiError(401, "unauthorized", exc.message, WWW_AUTHENTICATE) from exc
 
     def check_body(self, device_id: str, headers: Mapping[str, str], body: bytes, target_uri: str, peer: str) -> None:
@@ -494,7 +500,31 @@ class HqService:
             raise ApiError(429, "too-many-heartbeats", f"at most one heartbeat every "
                            f"{self.quotas.heartbeat_interval_s:g} s: not stored", {"Retry-After": str(wait_s)})
         self.index.add_heartbeat(device_id, now, body, status)
+        _tell(self.on_heartbeat, device_id, now)
         return json_response(200, {"ok": True, "server_utc_ns": now})
+
+
+def _signed_by(public_pem: str, method: str, target_uri: str, headers: Mapping[str, str], now_s: int) -> bool:
+    """Whether the request's headers carry a valid, current signature by the key ``public_pem``
+    (a revoked unit's): proof that its key is still in use, not merely its id claimed."""
+    key = serialization.load_pem_public_key(public_pem.encode("ascii"))
+    if not isinstance(key, ed25519.Ed25519PublicKey):
+        return False
+    try:
+        verify_signed_headers(method, target_uri, headers, lambda _kid: key, now_s, lambda *_a: False)
+    except SignatureError:
+        return False
+    return True
+
+
+def _tell(listener: Callable[..., None] | None, *args: object) -> None:
+    """Tell a listener; what it does (alerts, live updates) must never fail the unit's request."""
+    if listener is None:
+        return
+    try:
+        listener(*args)
+    except Exception:
+        log.exception("telling the operations room failed")
 
 
 def _receipt(receipt: bytes) -> dict[str, str]:

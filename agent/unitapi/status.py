@@ -57,6 +57,7 @@ class UnitStatus:
     index: Mapping[str, Any]
     sync: Mapping[str, Any]
     power: PowerStatus | None
+    config_sha256: str | None = None
 
     @property
     def state(self) -> str:
@@ -76,7 +77,8 @@ class UnitStatus:
 
     def heartbeat(self) -> dict[str, Any]:
         """What a heartbeat tells headquarters (the sync worker adds the backlog and chain head)."""
-        return unit_status(self.recorder, self.storage, None if self.power is None else self.power.as_dict())
+        return unit_status(self.recorder, self.storage, None if self.power is None else self.power.as_dict(),
+                           firmware=self.firmware, config_sha256=self.config_sha256, sensors=self.sensors)
 
     def line(self) -> str:
         """One line for ``systemctl status``: the recording state and whatever is wrong."""
@@ -137,4 +139,5 @@ def collect_status(parts: UnitParts) -> UnitStatus:
         index=parts.store.stats(),
         sync=sync_status(parts),
         power=read_power(getattr(parts.sensors, "power", None)),
+        config_sha256=parts.config.digest,
     )

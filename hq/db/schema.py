@@ -112,3 +112,16 @@ policy = sa.Table(
     sa.Column("heartbeat_max_per_unit", sa.BigInteger, nullable=False),
     sa.Column("position_max_age_s", sa.BigInteger, nullable=False),
 )
+
+# Alerts about units (hq/alerts.py, hq/alert_store.py); one standing (not cleared) per unit and kind.
+alerts = sa.Table(
+    "alerts", metadata,
+    sa.Column("id", RowId, primary_key=True, autoincrement=True),
+    sa.Column("device_id", sa.Text, sa.ForeignKey("devices.device_id"), nullable=False),
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("raised_utc_ns", sa.BigInteger, nullable=False),
+    sa.Column("detail", sa.Text, nullable=False, server_default="{}"),
+    sa.Column("cleared_utc_ns", sa.BigInteger),
+    sa.Column("acknowledged_utc_ns", sa.BigInteger),
+    sa.Column("acknowledged_by", sa.Text),
+)

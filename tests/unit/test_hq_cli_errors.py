@@ -148,3 +148,15 @@ def test_a_bad_store_url_is_one_line_saying_what_to_write(tmp_path: Path) -> Non
               "--store-url", "s3://evidence?retention_days=0")
     line = one_line(done.stderr)
     assert done.returncode == 1 and "retention_days='0'" in line
+
+
+def test_serve_refuses_a_basemap_it_cannot_read_in_one_line(tmp_path: Path) -> None:
+    data = tmp_path / "H"
+    assert hq("keygen", "--data-dir", str(data)).returncode == 0
+    junk = tmp_path / "city.mbtiles"
+    junk.write_bytes(b"not a database" * 100)
+    done = hq("serve", "--data-dir", str(data), "--listen", "127.0.0.1:0", "--basemap", str(junk))
+    line = one_line(done.stderr)
+    assert done.returncode == 2 and str(junk) in line and "not an MBTiles file" in line
+    done = hq("serve", "--data-dir", str(data), "--listen", "127.0.0.1:0", "--no-contact-s", "0")
+    assert done.returncode == 2 and "--no-contact-s" in done.stderr and "give 1 to 604800" in done.stderr

@@ -100,7 +100,7 @@ def test_the_status_is_assembled_once_and_shaped_for_each_reader() -> None:
         return get
 
     parts = SimpleNamespace(
-        config=SimpleNamespace(device=SimpleNamespace(id="unit-7")),
+        config=SimpleNamespace(device=SimpleNamespace(id="unit-7"), digest="c0ffee"),
         recorder=SimpleNamespace(status=counted("recorder", dict(STATUS.recorder)), alive=True),
         workers=[SimpleNamespace(sensor="chest", status=counted("chest", {"state": "running"}))],
         storage=SimpleNamespace(get_status=counted("storage", dict(STATUS.storage))),
@@ -111,7 +111,14 @@ def test_the_status_is_assembled_once_and_shaped_for_each_reader() -> None:
     assert sorted(calls) == ["chest", "index", "recorder", "storage"]
     assert st.as_dict()["power"] == {"battery_pct": 80.5, "charging": True}
     assert st.as_dict()["sync"] == {"enabled": False, "problem": None}
-    assert st.heartbeat() == unit_status(st.recorder, st.storage, {"battery_pct": 80.5, "charging": True})
+    beat = st.heartbeat()
+    assert beat == unit_status(st.recorder, st.storage, {"battery_pct": 80.5, "charging": True},
+                               firmware=st.firmware, config_sha256="c0ffee", sensors=st.sensors)
+    # What headquarters' alerts read: the firmware, the config digest, each sensor's state.
+    assert beat["config_sha256"] == "c0ffee" and beat["firmware"] == st.firmware
+    assert beat["sensors"] == {"chest": {"state": "running", "last_error": None}}
+    faulty = STATUS.heartbeat()["sensors"]
+    assert faulty["gnss"] == {"state": "failed", "last_error": "gone"}
     assert STATUS.line() == "RECORDING; stealth; sensor fault: gnss"
     assert STATUS.faults("cut off") == ["sensor gnss: failed: gone", "sync: cut off"]
 
