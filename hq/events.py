@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import queue
 import threading
 from collections import deque
 from collections.abc import Mapping
@@ -26,6 +27,8 @@ CHANNEL = "bodycam_ops"
 MAX_QUEUE = 256
 # NOTIFY payloads must stay under 8000 bytes; an event bigger than this is sent as a resync.
 MAX_PAYLOAD_BYTES = 7000
+OUTBOX_MAX = 10_000  # events waiting to be sent by one process
+SEND_BATCH = 200  # NOTIFYs sent in one pipelined round trip
 
 
 class EventsError(RuntimeError):
@@ -128,10 +131,11 @@ def encode(event: Mapping[str, Any]) -> str:
 
 class PgBus:
     """PostgreSQL LISTEN/NOTIFY. ``conninfo``: a libpq URL (password from ~/.pgpass or PGPASSFILE,
-    never logged). Thread contract: ``publish`` from any thread (one autocommit connection, kept
-    open, guarded by a lock); the listener thread owns its own connection,
-    reconnects with backoff when it drops, and tells subscribers to resync when it does (they
-    may have missed events)."""
+    never logged). Thread contract: ``publish`` from any thread only queues the event (at most
+    OUTBOX_MAX; past that events are dropped and streams told to resync), so a heartbeat never
+    waits on a NOTIFY; the sender thread sends what waits in batches on its own connection; the
+    listener thread owns another, reconnects with backoff when it drops, and tells subscribers to
+    resync when it does (they may have missed events)."""
 
     def __init__(self, conninfo: str, *, poll_s: float = 1.0) -> None:
         try:
@@ -142,29 +146,53 @@ class PgBus:
         self._conninfo = conninfo
         self._poll_s = poll_s
         self._local = LocalBus()
-        self._pub_lock = threading.Lock()
-        self._pub_conn: Any = None
+        self._outbox: queue.Queue[str] = queue.Queue(OUTBOX_MAX)
+        self._dropped = threading.Event()
         self._stop = threading.Event()
         self._listening = threading.Event()
-        self._thread = threading.Thread(target=self._listen, name="hq-events", daemon=True)
-        self._thread.start()
+        self._threads = [threading.Thread(target=self._listen, name="hq-events-listen", daemon=True),
+                         threading.Thread(target=self._send, name="hq-events-send", daemon=True)]
+        for thread in self._threads:
+            thread.start()
 
     def wait_listening(self, timeout_s: float) -> bool:
         return self._listening.wait(timeout_s)
 
     def publish(self, event: Mapping[str, Any]) -> None:
-        payload = encode(event)
-        with self._pub_lock:
-            for attempt in (1, 2):  # a connection the server dropped is opened again once
+        if self._stop.is_set():
+            return
+        try:
+            self._outbox.put_nowait(encode(event))
+        except queue.Full:
+            self._dropped.set()
+
+    def _send(self) -> None:
+        conn: Any = None
+        while not self._stop.is_set():
+            try:
+                batch = [self._outbox.get(timeout=self._poll_s)]
+            except queue.Empty:
+                continue
+            while len(batch) < SEND_BATCH:
                 try:
-                    if self._pub_conn is None or self._pub_conn.closed:
-                        self._pub_conn = self._psycopg.connect(self._conninfo, autocommit=True)
-                    self._pub_conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload))
-                    return
-                except self._psycopg.Error as exc:
-                    self._pub_conn = None
-                    if attempt == 2:
-                        log.warning("publishing a live update failed: %s", " ".join(str(exc).split()))
+                    batch.append(self._outbox.get_nowait())
+                except queue.Empty:
+                    break
+            if self._dropped.is_set():
+                self._dropped.clear()
+                batch.append(json.dumps({"type": "resync", "reason": "live updates were dropped"}))
+            try:
+                if conn is None or conn.closed:
+                    conn = self._psycopg.connect(self._conninfo, autocommit=True)
+                with conn.cursor() as cur:
+                    cur.executemany("SELECT pg_notify(%s, %s)", [(CHANNEL, p) for p in batch])
+            except self._psycopg.Error as exc:
+                conn = None
+                self._dropped.set()
+                log.warning("publishing %d live update(s) failed: %s", len(batch), " ".join(str(exc).split()))
+                self._stop.wait(1.0)
+        if conn is not None:
+            conn.close()
 
     def subscribe(self, loop: asyncio.AbstractEventLoop, max_queue: int = MAX_QUEUE) -> Subscription:
         return self._local.subscribe(loop, max_queue)
@@ -206,12 +234,9 @@ class PgBus:
 
     def close(self) -> None:
         self._stop.set()
-        self._thread.join(self._poll_s + 5)
+        for thread in self._threads:
+            thread.join(self._poll_s + 5)
         self._local.close()
-        with self._pub_lock:
-            if self._pub_conn is not None:
-                self._pub_conn.close()
-                self._pub_conn = None
 
 
 def bus_for(engine_url: Any) -> EventBus:

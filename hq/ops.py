@@ -19,12 +19,11 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from hq.alert_store import AlertStore
-from hq.alerts import EVENTS, Alert, AlertPolicy, Kind, conditions, quarantine_due, reconcile
+from hq.alerts import EVENTS, Alert, AlertPolicy, Kind, UnitFacts, conditions, quarantine_due, reconcile
 from hq.app import Periodic
 from hq.audit import Auditor
 from hq.events import EventBus
 from hq.index import Index
-from hq.records import Device
 from hq.service import HqService
 from hq.unitview import detail, facts, summary
 
@@ -62,30 +61,29 @@ class OpsService:
 
     # -- what happens at headquarters ---------------------------------------------------------
 
-    def heartbeat_seen(self, device_id: str, now_ns: int) -> None:
-        """A heartbeat of ``device_id`` was stored: decide its conditions, publish the unit."""
-        device = self.index.device(device_id)
-        if device is None:
-            return
+    def heartbeat_seen(self, device_id: str, status: dict[str, Any], now_ns: int) -> None:
+        """A heartbeat of ``device_id`` (enrolled and active: it was accepted) was stored with
+        ``status``: decide its conditions, publish the unit. One query unless an alert changes."""
+        unit = UnitFacts(device_id, now_ns, False, now_ns, status)
         standing = self.alerts.standing(device_id)
-        changed = self._apply(device, standing, now_ns)
-        self._publish_unit(device, changed if changed is not None else standing, now_ns)
+        changed = self._apply(unit, standing, now_ns)
+        self._publish_unit(unit, changed if changed is not None else standing, now_ns)
 
-    def _apply(self, device: Device, standing: list[Alert], now_ns: int) -> list[Alert] | None:
-        """Raise and clear ``device``'s condition alerts; the standing alerts after, or None when
+    def _apply(self, unit: UnitFacts, standing: list[Alert], now_ns: int) -> list[Alert] | None:
+        """Raise and clear ``unit``'s condition alerts; the standing alerts after, or None when
         nothing changed. Each change is published as an ``alert`` event."""
-        changes = reconcile(conditions(facts(device), now_ns, self.policy), standing)
+        changes = reconcile(conditions(unit, now_ns, self.policy), standing)
         if not changes:
             return None
         for kind, why in changes.raise_:
-            raised = self.alerts.raise_alert(device.device_id, kind, why, now_ns)
+            raised = self.alerts.raise_alert(unit.device_id, kind, why, now_ns)
             if raised is not None:
                 self._publish_alert("raised", raised)
         for alert in changes.clear:
             cleared = self.alerts.clear(alert.id, now_ns)
             if cleared is not None:
                 self._publish_alert("cleared", cleared)
-        return self.alerts.standing(device.device_id)
+        return self.alerts.standing(unit.device_id)
 
     def key_refused(self, key_id: str, signed_by: Callable[[str], bool]) -> None:
         """A request claiming ``key_id`` was refused: if that names a revoked unit and the request
@@ -105,7 +103,7 @@ class OpsService:
         if raised is not None:
             log.warning("a request signed with the revoked key of %s was refused", key_id)
             self._publish_alert("raised", raised)
-            self._publish_unit(device, self.alerts.standing(key_id), now_ns)
+            self._publish_unit(facts(device), self.alerts.standing(key_id), now_ns)
 
     def sweep(self) -> int:
         """Every unit's conditions at ``now`` (no contact arrives without a heartbeat) and new
@@ -120,7 +118,7 @@ class OpsService:
         changed = 0
         for device in self.index.devices():
             mine = by_device.get(device.device_id, [])
-            after = self._apply(device, mine, now_ns)
+            after = self._apply(facts(device), mine, now_ns)
             q_at = quarantined.get(device.device_id)
             if quarantine_due(q_at, raised_at.get(device.device_id)):
                 raised = self.alerts.raise_alert(device.device_id, Kind.QUARANTINED_UPLOAD,
@@ -130,13 +128,11 @@ class OpsService:
                     after = self.alerts.standing(device.device_id)
             if after is not None:
                 changed += 1
-                self._publish_unit(device, after, now_ns)
+                self._publish_unit(facts(device), after, now_ns)
         return changed
 
-    def _publish_unit(self, device: Device, standing: list[Alert], now_ns: int) -> None:
-        # Re-read: the heartbeat that triggered this may not be the newest by the time it is sent.
-        fresh = self.index.device(device.device_id) or device
-        self.bus.publish({"type": "unit", "unit": summary(fresh, standing, now_ns, self.policy)})
+    def _publish_unit(self, unit: UnitFacts, standing: list[Alert], now_ns: int) -> None:
+        self.bus.publish({"type": "unit", "unit": summary(unit, standing, now_ns, self.policy)})
 
     def _publish_alert(self, change: str, alert: Alert) -> None:
         self.bus.publish({"type": "alert", "change": change, "alert": alert.as_dict()})
@@ -148,7 +144,8 @@ class OpsService:
         as one ``view-unit-position`` record naming the units whose positions were shown."""
         now_ns = self._now_ns()
         standing = self.alerts.standing()
-        out = [summary(d, standing, now_ns, self.policy, with_position=positions) for d in self.index.devices()]
+        out = [summary(facts(d), standing, now_ns, self.policy, with_position=positions)
+               for d in self.index.devices()]
         if positions:
             self.positions_viewed(user, context, [u["device_id"] for u in out if u["lat_deg"] is not None])
         return out
@@ -184,7 +181,7 @@ class OpsService:
         self._publish_alert("acknowledged", done)
         device = self.index.device(done.device_id)
         if device is not None:
-            self._publish_unit(device, self.alerts.standing(done.device_id), now_ns)
+            self._publish_unit(facts(device), self.alerts.standing(done.device_id), now_ns)
         return done
 
     def positions_viewed(self, user: str, context: str, device_ids: Iterable[str]) -> None:

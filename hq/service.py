@@ -17,6 +17,7 @@ import threading
 from collections.abc import Callable, Mapping
 from concurrent import futures
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives import serialization
@@ -135,7 +136,7 @@ class HqService:
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
         # The operations room listens (hq/ops.py): a heartbeat stored, a request with a refused key.
-        self.on_heartbeat: Callable[[str, int], None] | None = None
+        self.on_heartbeat: Callable[[str, dict[str, Any], int], None] | None = None
         self.on_key_refused: Callable[[str, Callable[[str], bool]], None] | None = None
 
     def close(self) -> None:
@@ -500,7 +501,7 @@ class HqService:
             raise ApiError(429, "too-many-heartbeats", f"at most one heartbeat every "
                            f"{self.quotas.heartbeat_interval_s:g} s: not stored", {"Retry-After": str(wait_s)})
         self.index.add_heartbeat(device_id, now, body, status)
-        _tell(self.on_heartbeat, device_id, now)
+        _tell(self.on_heartbeat, device_id, status, now)
         return json_response(200, {"ok": True, "server_utc_ns": now})
 
 

@@ -18,21 +18,20 @@ def facts(device: Device) -> UnitFacts:
                      status=device.last_status)
 
 
-def summary(device: Device, standing: Iterable[Alert], now_ns: int, policy: AlertPolicy,
+def summary(unit: UnitFacts, standing: Iterable[Alert], now_ns: int, policy: AlertPolicy,
             with_position: bool = True) -> dict[str, Any]:
     """One unit for the map and the list: its state (the marker's colour), last position (only
     ``with_position``: a caller whose user may not see positions passes False), last contact,
     battery and its standing alerts."""
-    mine = [a for a in standing if a.device_id == device.device_id and a.standing]
-    unit = facts(device)
-    st = device.last_status
+    mine = [a for a in standing if a.device_id == unit.device_id and a.standing]
+    st = unit.status
     pos = position(st) if with_position else None
     return {
-        "device_id": device.device_id,
+        "device_id": unit.device_id,
         "state": unit_state(unit, mine, now_ns, policy).value,
         "lat_deg": None if pos is None else pos[0],
         "lon_deg": None if pos is None else pos[1],
-        "last_contact_utc_ns": device.last_heartbeat_utc_ns,
+        "last_contact_utc_ns": unit.last_contact_utc_ns,
         "recording": get_path(st, "recording", "state"),
         "battery_pct": as_number(get_path(st, "battery", "battery_pct")),
         "storage": get_path(st, "storage", "level"),
@@ -54,7 +53,7 @@ def detail(device: Device, alerts: Iterable[Alert], hq_chain_head: tuple[int, st
     and its alerts (standing first, then the recent ones)."""
     all_alerts = sorted(alerts, key=lambda a: (not a.standing, -a.id))
     st = device.last_status
-    out = summary(device, [a for a in all_alerts if a.standing], now_ns, policy)
+    out = summary(facts(device), [a for a in all_alerts if a.standing], now_ns, policy)
     clock = clock_problem(st, device.last_heartbeat_utc_ns, policy)
     chain = get_path(st, "chain_head")
     out.update({

@@ -78,6 +78,7 @@ class MemoryKeyStore:
 class SimUnit:
     device_id: str
     keystore: MemoryKeyStore = field(default_factory=MemoryKeyStore)
+    position: tuple[float, float] | None = None  # (lat_deg, lon_deg) reported as a GNSS fix
 
     def client(self, base_url: str, ca_path: Path) -> HqClient:
         return HqClient(base_url, ca_path, self.device_id, self.keystore, SystemClock(),
@@ -85,12 +86,15 @@ class SimUnit:
 
     def status(self, n: int) -> dict[str, object]:
         """A plausible heartbeat status; ``n`` makes each one different."""
-        return {
+        status: dict[str, object] = {
             "recording": {"state": "ready" if n % 7 else "recording"},
             "storage": {"level": "ok", "free_bytes": 40_000_000_000 - n},
             "battery": {"percent": 80},
             "sync": {"backlog_segments": n % 3},
         }
+        if self.position is not None:
+            status["gnss"] = {"mode": 3, "lat_deg": self.position[0], "lon_deg": self.position[1]}
+        return status
 
 
 def sim_units(count: int, prefix: str = "sim") -> list[SimUnit]:
