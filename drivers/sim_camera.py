@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from drivers import sim_timecode
 from drivers.pacing import PacedDevice, check_float, check_int, rate_fraction
 from drivers.registry import register
 from drivers.sim_scene import LIGHT, LIGHTS, SCENES, Street
@@ -41,7 +42,9 @@ class SimCamera(PacedDevice):
     The yuv420p background is converted once at twice the width, so each frame is three slice
     copies plus text in a small box: cheap enough for 1080p30 on one core. ``scene = "street"``
     adds what makes an encoder work as in the field: a textured panorama, moving cars and people,
-    and per-frame sensor noise, more of it at ``light = "night"`` (see drivers.sim_scene). Frames
+    and per-frame sensor noise, more of it at ``light = "night"`` (see drivers.sim_scene).
+    ``timecode = true`` adds a machine-readable strip of the same instant along the bottom edge
+    (drivers.sim_timecode), which the live-view tests read from decoded frames. Frames
     are new read-only arrays, safe to keep. ``read`` is for one consumer thread (see PacedDevice).
     """
 
@@ -58,6 +61,7 @@ class SimCamera(PacedDevice):
         queue_frames: int = 4,
         scene: str = "bars",
         light: str = "day",
+        timecode: bool = False,
     ) -> None:
         if scene not in SCENES:
             raise ValueError(f"scene: expected one of {', '.join(SCENES)}, got {scene!r}")
@@ -79,6 +83,7 @@ class SimCamera(PacedDevice):
         self._format = VideoFormat(width, height, fps_exact.numerator, fps_exact.denominator)
         self._base: tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8], npt.NDArray[np.uint8]] | None = None
         self._scene, self._light = scene, light
+        self._timecode = bool(timecode)
         self._street: Street | None = None
         self._phase = int(np.random.default_rng(self._seed).integers(0, width // 2)) * 2
         self._font_scale = height / 720
@@ -162,6 +167,8 @@ class SimCamera(PacedDevice):
             self._thickness,
             cv2.LINE_8,
         )
+        if self._timecode:
+            sim_timecode.draw(out[:h], u, v, utc_ns // 1_000_000, index)
         out.flags.writeable = False
         return out
 
@@ -183,4 +190,5 @@ class SimCamera(PacedDevice):
             "pixel_format": f.pixel_format,
             "scene": self._scene,
             "light": self._light,
+            "timecode": self._timecode,
         }

@@ -35,6 +35,8 @@ TOOLS: dict[str, tuple[str, str]] = {
     "openssl": ("openssl", "headquarters' TLS profiles are probed with openssl s_client"),
     "haproxy": ("haproxy", "a headquarters node is tested behind a TLS-terminating HAProxy"),
     "nginx": ("nginx-light", "a headquarters node is tested behind a TLS-terminating nginx"),
+    "janus": ("janus", "live view is tested through a real Janus media server (tests/janus_util.py)"),
+    "turnserver": ("coturn", "live view over carrier NAT is tested through a real TURN server (coturn)"),
 }
 MIN_PYTHON = (3, 11)
 # gpsd is installed in sbin, which is not on every user's PATH

@@ -209,6 +209,38 @@ class SyncConfig:
     request_deadline_s: float = setting(120.0, "the most one request may take in all", minval=0.5, maxval=3600.0)
 
 
+LIVE_NOTICES = ("light", "haptic", "both", "none")
+
+
+@dataclass(frozen=True, slots=True)
+class LiveConfig:
+    """Live view (``agent.live``): a low-resolution WebRTC rendition published to headquarters
+    with WHIP while an authorised operator watches. It has its own encoder, fed from the
+    camera's capture through a queue that drops its oldest frame, so it never slows the
+    evidence. ``notice``: how the wearer is told someone watches (stealth darkens the lights,
+    never the chain record). A stream stops ``idle_stop_s`` after its last viewer leaves, after
+    ``max_duration_s``, and (``stop_with_recording``) when the recording stops."""
+
+    enabled: bool = setting(False, "true: headquarters may ask this unit for live view")
+    camera: str = setting("", "the camera streamed; empty: the first one")
+    width: int = setting(640, "live picture width", minval=160, maxval=1920)
+    height: int = setting(360, "live picture height", minval=90, maxval=1080)
+    fps: float = setting(15.0, "live frame rate", minval=1.0, maxval=30.0)
+    bitrate_bps: int = setting(500_000, "starting bitrate", minval=50_000, maxval=8_000_000)
+    min_bitrate_bps: int = setting(300_000, "lowest bitrate on a bad link", minval=50_000, maxval=8_000_000)
+    max_bitrate_bps: int = setting(800_000, "highest bitrate on a good link", minval=50_000, maxval=8_000_000)
+    keyframe_interval_s: float = setting(1.0, "a keyframe at least this often", minval=0.2, maxval=5.0)
+    queue_frames: int = setting(2, "frames waiting for the live encoder; the oldest is dropped", minval=1,
+                                maxval=30)
+    auto_while_recording: bool = setting(False, "stream whenever recording, without a request")
+    stop_with_recording: bool = setting(True, "stop streaming when the recording stops")
+    max_duration_s: float = setting(1800.0, "a stream stops after this long; 0: no limit", minval=0.0,
+                                    maxval=86400.0)
+    idle_stop_s: float = setting(10.0, "stop this long after the last viewer left", minval=0.0, maxval=3600.0)
+    notice: str = setting("both", "how the wearer is told someone watches", choices=LIVE_NOTICES)
+    ice_relay_only: bool = setting(False, "media only through headquarters' TURN relay (carrier NAT)")
+
+
 # The H.264 encoders a camera may ask for; "auto" probes the hardware one first (agent.media.encoder_select).
 VIDEO_ENCODERS = ("auto", "libx264", "h264_v4l2m2m")
 
@@ -246,6 +278,7 @@ class Config:
     console: ConsoleConfig
     storage: StorageConfig
     sync: SyncConfig = field(default_factory=SyncConfig)
+    live: LiveConfig = field(default_factory=LiveConfig)
 
     @property
     def digest(self) -> str:
@@ -261,4 +294,5 @@ SECTIONS: dict[str, type] = {
     "device": DeviceConfig, "hq": HqConfig, "evidence": EvidenceConfig, "recording": RecordingConfig,
     **dict.fromkeys(SENSOR_SECTIONS, SensorConfig),
     "control": ControlConfig, "console": ConsoleConfig, "storage": StorageConfig, "sync": SyncConfig,
+    "live": LiveConfig,
 }

@@ -241,6 +241,12 @@ def _check(sec: _Section, name: str, values: Mapping[str, Any]) -> None:
         if wrong is not None:
             key, higher = wrong
             raise sec.error(key, f"{getattr(value, key)} exceeds storage.{higher} ({getattr(value, higher)})")
+    if name == "live":
+        if not value.min_bitrate_bps <= value.bitrate_bps <= value.max_bitrate_bps:
+            raise sec.error("bitrate_bps", f"{value.bitrate_bps} is outside live.min_bitrate_bps.."
+                            f"live.max_bitrate_bps ({value.min_bitrate_bps}..{value.max_bitrate_bps})")
+        if value.width % 2 or value.height % 2:
+            raise sec.error("width", f"live picture {value.width}x{value.height}: both must be even")
 
 
 def _build(root: _Section) -> Config:

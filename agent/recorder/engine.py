@@ -197,6 +197,8 @@ class RecorderEngine:
                 return self._storage_level(**a)
             case "sync_alarm":
                 return self._apply(machine.sync_alarm(m, **a))
+            case "live":
+                return self._apply(machine.live_changed(m, **a))
             case "config_changed":
                 return self._config_changed(actor, **a)
             case "status":

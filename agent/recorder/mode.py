@@ -47,6 +47,8 @@ class Mode:
     media_sensors: frozenset[str] = frozenset()
     failed_sensors: frozenset[str] = frozenset()
     sync_alarms: frozenset[str] = frozenset()  # standing sync alarms (agent/sync/alarms.py) raised now
+    live: bool = False  # a live stream is open: someone at headquarters may be watching
+    live_notice: str = "both"  # how the wearer is told (config live.notice): light, haptic, both, none
 
     @property
     def recording(self) -> bool:
@@ -139,8 +141,10 @@ def indicator_patterns(mode: Mode, pulse: bool = False) -> tuple[tuple[Indicator
     if mode.stealth:
         return tuple((i, Pattern.OFF) for i in Indicator)
     alarm = mode.state is State.ERROR or mode.storage is not StorageLevel.OK or bool(mode.sync_alarms)
+    watched = mode.live and mode.live_notice in ("light", "both")
     out = [
-        (Indicator.RECORDING_LED, Pattern.ON if mode.recording else Pattern.OFF),
+        # blinking while watched is the wearer's "someone is watching" (Axon's Watch Me), recording or not
+        (Indicator.RECORDING_LED, Pattern.BLINK if watched else Pattern.ON if mode.recording else Pattern.OFF),
         (Indicator.STATUS_LED, Pattern.BLINK if alarm else Pattern.ON),
     ]
     if pulse and mode.storage in REFUSING_LEVELS:
@@ -317,3 +321,13 @@ def sync_alarm(mode: Mode, kind: str, message: str, active: bool, standing: bool
     sign = Sign("sync-alarm" if active else "sync-alarm-cleared", detail, mode.recording_id, required=False)
     return Outcome(new, after=(sign, Indicate(indicator_patterns(new, pulse=active))),
                    answer={"sync_alarms": sorted(alarms)})
+
+
+def live_changed(mode: Mode, on: bool, detail: dict[str, Any], notice: str) -> Outcome:
+    """A live stream opened (``on``) or closed: a signed ``live-start``/``live-stop`` event with
+    ``detail`` (operator's pseudonymous id, viewers, reason), the watched pattern on the lights and
+    a haptic pulse as ``notice`` says. Stealth darkens both; the event is signed all the same."""
+    new = dataclasses.replace(mode, live=on, live_notice=notice)
+    sign = Sign("live-start" if on else "live-stop", detail, mode.recording_id, required=False)
+    pulse = notice in ("haptic", "both")
+    return Outcome(new, (sign, Indicate(indicator_patterns(new, pulse=pulse))), answer={"live": on})
