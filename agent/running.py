@@ -21,6 +21,7 @@ from agent.console.service import ConsoleService, start_console
 from agent.control import ControlServer
 from agent.evidence.keys import FileKeyStore, load_hq_public
 from agent.fsutil import free_bytes
+from agent.live.wiring import build_live
 from agent.provision import CONFIG_NAME
 from agent.recorder import Recorder, RecorderSettings
 from agent.recovery import recover
@@ -108,6 +109,10 @@ class Agent:
             make_room=self.reserve.make_room,
             on_space_fault=lambda: self.storage.space_fault(),
         )
+        # live view (agent/live): its feed taps the streamed camera's sensor thread, never blocking it
+        self.live = build_live(config, data_dir, self.keystore, clock,
+                               [t.name for t in self.sensors.tracks if t.kind == "video"],
+                               self.recorder.post_command, self._recording)
         self.workers: list[SensorWorker] = build_workers(
             self.sensors,
             clock,
@@ -117,6 +122,7 @@ class Agent:
             self.on_input,
             lambda sensor, err: self.recorder.post_command("sensor_fault", "agent", sensor=sensor, error=err),
             lambda sensor: self.recorder.post_command("sensor_recovered", "agent", sensor=sensor),
+            taps={self.live.camera: self.live.feed.offer} if self.live is not None else None,
         )
         self.control: ControlServer | None = None
         self.console: ConsoleService | None = None
@@ -148,6 +154,10 @@ class Agent:
         except SyncSetupError as exc:  # recording never waits on sync: run without it, and say so
             self.sync_problem = str(exc)
             log.error("sync disabled: %s", exc)
+
+    def _recording(self) -> bool:
+        snap = self.recorder.typed_status()
+        return snap is not None and snap.recording_id is not None
 
     def on_input(self, ev: InputEvent) -> None:
         if ev.action is not Action.PRESS:
@@ -198,6 +208,8 @@ class Agent:
         self.control.start()
         if self.sync is not None:
             self.sync.start()
+        if self.live is not None:
+            self.live.controller.start()
         # never raises: a console that cannot start is logged and the unit records on without it
         self.console = start_console(self.unit)
         log.info(
@@ -261,6 +273,8 @@ class Agent:
                 closer.close()
         if self.sync is not None:
             self.sync.stop()
+        if self.live is not None:
+            self.live.controller.stop()
         for w in self.workers:
             with contextlib.suppress(RuntimeError):  # a worker that never started
                 w.stop()
@@ -277,6 +291,8 @@ class Agent:
             self.control.close()
         if self.sync is not None:
             self.sync.stop()
+        if self.live is not None:
+            self.live.controller.stop()  # signs live-stop while the recorder still runs
         for w in self.workers:
             w.stop()
         for enc in self.sensors.encoders.values():

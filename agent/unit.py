@@ -174,13 +174,17 @@ def media_handler(
     encoder: VideoEncoder | ThermalEncoder | AudioEncoder,
     post_packet: Sink,
     post_drops: Callable[[str, int, int], None],
+    tap: Callable[[Any], None] | None = None,
 ) -> Callable[[Any], None]:
-    """The per-item work of a media sensor thread: count drops, encode, post packets."""
+    """The per-item work of a media sensor thread: count drops, hand the item to ``tap`` (live
+    view's feed, which never blocks), encode, post packets."""
     track = encoder.track
 
     def handle(item: VideoFrame | ThermalFrame | AudioChunk) -> None:
         if item.dropped_before:
             post_drops(track, item.dropped_before, item.mono_ns)
+        if tap is not None:
+            tap(item)
         for packet in encoder.encode(item):  # type: ignore[arg-type]
             post_packet(packet)
 
@@ -196,12 +200,13 @@ def build_workers(
     on_input: Callable[[InputEvent], None],
     on_fault: Callable[[str, str], None],
     on_recovered: Callable[[str], None],
+    taps: Mapping[str, Callable[[Any], None]] | None = None,
 ) -> list[SensorWorker]:
     workers = [
         SensorWorker(
             name,
             sensors.devices[name],
-            media_handler(sensors.encoders[name], post_packet, post_drops),
+            media_handler(sensors.encoders[name], post_packet, post_drops, (taps or {}).get(name)),
             clock,
             on_fault,
             on_recovered,

@@ -34,6 +34,7 @@ from hq.index import HqIndexError, SqlIndex
 from hq.ingest_pool import IngestSettings, default_workers
 from hq.keygen import keygen
 from hq.limits import DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_PER_SOURCE, LimitSettings
+from hq.live.options import LiveSetupError, add_live_options, attach_live
 from hq.metrics import Metrics, serve_metrics, serve_multiprocess_metrics
 from hq.records import valid_device_id
 from hq.serve import (
@@ -169,13 +170,14 @@ def _run_node(args: argparse.Namespace, setup: _Serve, sock: socket.socket, inde
         service = build_service(args.data_dir, setup.keys, index, ingest=ingest, sole_node=announce,
                                 store_url=args.store_url)
         room = ops_room.OpsRoom(service, setup.ops)
+        attach_live(args, service, setup.keys)
         server = HqServer(sock, service, setup.tls, origins=setup.origins, limits=setup.limits,
                           behind_proxy=args.behind_proxy, metrics=metrics)
         exporter = serve_metrics(metrics, *setup.metrics_at) if setup.metrics_at and announce else None
     except (KeyFileError, OSError) as exc:
         index.close()
         return _fail("serve", _serve_problem(exc, args.listen), 2)
-    except (StoreUrlError, StorageError, BasemapError) as exc:
+    except (StoreUrlError, StorageError, BasemapError, LiveSetupError) as exc:
         index.close()
         return _fail("serve", str(exc), 2)
     stop = stop or _stop_on_signals()
@@ -505,6 +507,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--maintain-interval-s", type=_positive_float, default=MAINTAIN_INTERVAL_S, metavar="S",
                    help="how often the periodic pass queues completed uploads left behind, expires abandoned ones "
                         "and applies retention (default: %(default)s)")
+    add_live_options(p)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("enroll", parents=[data], help="enrol a unit's public key")

@@ -30,6 +30,8 @@ from hq.errors import ApiError, error_body
 from hq.index import Index
 from hq.ingest import Ingestor, LocalDeviceLocks, device_lock_for
 from hq.ingest_pool import IngestBusy, IngestJobs, IngestPool, IngestSettings, resubmit
+from hq.live.service import LiveService
+from hq.live.whip import MAX_SDP_BYTES, WHIP_PATH, whip_answer
 from hq.quotas import NS_PER_S, HeartbeatLimiter, Quotas, admit_upload, expire_abandoned, open_uploads
 from hq.records import OPEN_UPLOAD_STATES, Upload
 from hq.refusals import RefusalLog
@@ -62,6 +64,7 @@ WWW_AUTHENTICATE = {"WWW-Authenticate": 'Signature realm="bodycam-hq", alg="ed25
 INGEST_HEADER = "Bodycam-Ingest"  # "pending" while a completed upload waits for ingest (1.3)
 BUSY_RETRY_AFTER_S = 30
 _UPLOAD_PATH = re.compile(r"^/v1/uploads/([0-9a-f]{32})$")
+_WHIP_RESOURCE = re.compile(r"^/v1/live/whip/([A-Za-z0-9_-]{16,64})$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +99,9 @@ _ROUTES: dict[tuple[str, str], str] = {
     ("PATCH", "upload"): "patch",
     ("DELETE", "upload"): "terminate",
     ("POST", "heartbeat"): "heartbeat",
+    ("POST", "whip"): "whip",  # live view (hq/live/whip.py): a unit's WHIP offer
+    ("OPTIONS", "whip"): "whip-ice",  # its ICE servers (TURN credentials) before the offer
+    ("DELETE", "whip-resource"): "whip-end",
 }
 
 
@@ -124,6 +130,8 @@ class HqService:
         self._create_locks = LocalDeviceLocks()
         self._now_ns = now_ns
         self.audit = Auditor(index, "hq-api", now_ns)
+        self.live: LiveService | None = None  # live view, when serve is given a media server (hq/live/)
+        self._closers: list[Callable[[], object]] = []
         self.refusals = RefusalLog(self.audit, now_ns)
         self.device_locks = LocalDeviceLocks()
         self.ingestor = Ingestor(
@@ -140,8 +148,17 @@ class HqService:
         self.on_key_refused: Callable[[str, Callable[[str], bool]], None] | None = None
 
     def close(self) -> None:
-        """Stop ingesting: uploads being ingested finish, queued ones stay complete in the index."""
+        """Stop ingesting: uploads being ingested finish, queued ones stay complete in the index;
+        then what ``on_close`` registered (live view's viewers and streams)."""
         self.pool.close()
+        for closer in self._closers:
+            try:
+                closer()
+            except Exception:
+                log.exception("closing the service")
+
+    def on_close(self, closer: Callable[[], object]) -> None:
+        self._closers.append(closer)
 
     def observe(self, ingest_done: Callable[[int, float, str], None]) -> Callable[[], int]:
         """Report each ingest to ``ingest_done(size_bytes, seconds, outcome)``; returns the queue depth."""
@@ -172,15 +189,17 @@ class HqService:
     @staticmethod
     def route(method: str, path: str) -> Route:
         """Map a request line to an operation; 404 for unknown paths, 405 for wrong methods."""
-        m = _UPLOAD_PATH.match(path)
-        where = "uploads" if path == UPLOADS_PATH else "upload" if m else "heartbeat" if path == HEARTBEAT_PATH else ""
+        m = _UPLOAD_PATH.match(path) or _WHIP_RESOURCE.match(path)
+        where = "uploads" if path == UPLOADS_PATH else "heartbeat" if path == HEARTBEAT_PATH else \
+            "whip" if path == WHIP_PATH else ("upload" if path.startswith(UPLOADS_PATH) else "whip-resource") if m \
+            else ""
         if not where:
             raise ApiError(404, "not-found", f"no such resource {path!r}")
         name = _ROUTES.get((method, where))
         if name is None:
             allowed = ", ".join(sorted(meth for meth, w in _ROUTES if w == where))
             raise ApiError(405, "method-not-allowed", f"{method} is not allowed here", {"Allow": allowed})
-        limit = {"patch": MAX_CHUNK_BYTES, "heartbeat": MAX_HEARTBEAT_BYTES}.get(name, 0)
+        limit = {"patch": MAX_CHUNK_BYTES, "heartbeat": MAX_HEARTBEAT_BYTES, "whip": MAX_SDP_BYTES}.get(name, 0)
         return Route(name, m.group(1) if m else None, limit)
 
     def _public_key(self, key_id: str) -> ed25519.Ed25519PublicKey | None:
@@ -252,6 +271,8 @@ class HqService:
             assert device_id is not None
             if route.name == "heartbeat":
                 return self.heartbeat(device_id, body)
+            if route.name in ("whip", "whip-end", "whip-ice"):
+                return Response(*whip_answer(self.live, route.name, route.upload_id, device_id, headers, body))
             if route.name == "create":
                 return self.create(device_id, headers)
             assert route.upload_id is not None

@@ -1,10 +1,14 @@
 """A real Janus (Debian's ``janus``) on loopback with only its videoroom plugin and HTTP API, for the live-view tests.
 
 ``Janus(work_dir)`` writes a generated configuration folder (HTTP API on a free 127.0.0.1 port with a
-random ``api_secret``, ICE on the loopback interface only, every other plugin, transport, event
-handler and logger disabled), starts ``janus`` in the foreground and waits until its API answers
-``info``; ``stop()`` ends it and the folder goes with the test's ``tmp_path``. ``url`` is the API's
-base URL (``http://127.0.0.1:PORT/janus``) and ``api_secret`` the secret headquarters passes.
+random ``api_secret``, every other plugin, transport, event handler and logger disabled), starts
+``janus`` in the foreground and waits until its API answers ``info``; ``stop()`` ends it and the
+folder goes with the test's ``tmp_path``. ``url`` is the API's base URL
+(``http://127.0.0.1:PORT/janus``) and ``api_secret`` the secret headquarters passes.
+
+Media: Janus 1.1 never gathers ICE candidates on a loopback interface (its enforce list cannot
+name ``lo``), so its media sockets are on this host's own address (``host_address()``), reached by
+peers on this host only through the TURN relay or directly; nothing else of it listens off loopback.
 """
 
 from __future__ import annotations
@@ -19,11 +23,23 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from tests.daemon_util import Daemon
 from tests.gpsd_util import free_port
 from tests.prereqs import require_tool
 
 START_TIMEOUT_S = 20.0
 KEEP = {"plugins": "libjanus_videoroom.so", "transports": "libjanus_http.so"}
+
+
+def host_address() -> str:
+    """This host's first non-loopback IPv4 address: where Janus's media sockets are (see above)."""
+    import ifaddr  # aioice's dependency, installed with aiortc
+
+    for adapter in ifaddr.get_adapters():
+        for ip in adapter.ips:
+            if isinstance(ip.ip, str) and not ip.ip.startswith("127."):
+                return ip.ip
+    raise RuntimeError("this host has no non-loopback IPv4 address: Janus cannot gather a media candidate")
 
 
 def _lib_dir(kind: str) -> str:
@@ -62,7 +78,6 @@ media: {{
     rtp_port_range = "{rtp_ports[0]}-{rtp_ports[1]}"
 }}
 nat: {{
-    ice_enforce_list = "127.0.0.1"
     ignore_mdns = true
 }}
 plugins: {{
@@ -100,7 +115,7 @@ cors: {{
     return {"janus.jcfg": core, "janus.transport.http.jcfg": http, "janus.plugin.videoroom.jcfg": videoroom}
 
 
-class Janus:
+class Janus(Daemon):
     """One Janus process on loopback; the context manager stops it."""
 
     def __init__(self, work_dir: Path) -> None:
@@ -139,26 +154,3 @@ class Janus:
             time.sleep(0.1)
         self.stop()
         raise RuntimeError(f"janus did not answer within {START_TIMEOUT_S:g} s: {self.log_tail()}")
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
-
-    def stop(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-    def __enter__(self) -> Janus:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

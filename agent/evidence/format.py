@@ -71,6 +71,8 @@ EVENT_TYPES = frozenset(
         "mark",
         "sync-alarm",
         "sync-alarm-cleared",
+        "live-start",
+        "live-stop",
     }
 )
 

@@ -55,6 +55,8 @@ class Whip(Protocol):
     """RFC 9725 signalling to headquarters, signed with the device key. Blocking calls; the
     publisher runs them in a worker thread."""
 
+    def ice_servers(self) -> tuple[IceServer, ...]: ...
+
     def publish(self, offer_sdp: str) -> Offer: ...
 
     def delete(self, resource_url: str) -> None: ...
@@ -151,7 +153,8 @@ class LivePublisher:
         self._stopping = asyncio.Event()
         if not self._feed.active:  # stop() came before the loop existed
             return
-        servers = [RTCIceServer(list(s.urls), s.username or None, s.credential or None) for s in self._ice_servers]
+        ice = self._ice_servers or await asyncio.to_thread(self._whip.ice_servers)
+        servers = [RTCIceServer(list(s.urls), s.username or None, s.credential or None) for s in ice]
         policy = RTCIceTransportPolicy.RELAY if self._relay_only else RTCIceTransportPolicy.ALL
         pc = RTCPeerConnection(RTCConfiguration(iceServers=servers, iceTransportPolicy=policy))
         resource: str | None = None

@@ -9,6 +9,7 @@ import hashlib
 import http.client
 import json
 import logging
+import re
 import socket
 import ssl
 from collections.abc import Callable, Iterator, Mapping
@@ -123,6 +124,9 @@ def tls_context(ca_path: Path) -> ssl.SSLContext:
 def upload_metadata(pairs: Mapping[str, str]) -> str:
     """tus ``Upload-Metadata``: ``key b64,key b64``."""
     return ",".join(f"{k} {base64.b64encode(v.encode()).decode()}" for k, v in pairs.items())
+
+
+WHIP_PATH = "v1/live/whip"  # relative to headquarters' base URL (docs/sync-protocol.md, live view)
 
 
 class HqClient:
@@ -256,6 +260,39 @@ class HqClient:
             raise ProtocolError(f"{doing}: answer is not ok: {answer.body[:200]!r}", answer.status)
         return reply
 
+    # ---- live view: WHIP (RFC 9725) ----------------------------------------------------------
+
+    def whip_publish(self, offer_sdp: str) -> tuple[str, str]:
+        """POST the SDP offer to headquarters' WHIP endpoint: (answer SDP, resource URL)."""
+        doing = "Offering live view"
+        answer = self._request("POST", urljoin(self._base, WHIP_PATH), doing,
+                               {"Content-Type": "application/sdp"}, offer_sdp.encode())
+        self._expect(doing, answer, (201,))
+        location = answer.headers.get("location", "")
+        url = urljoin(urljoin(self._base, WHIP_PATH), location)
+        parts = urlsplit(url)
+        if not location or (parts.scheme, parts.hostname, parts.port or 443) != self._origin \
+                or not parts.path.startswith(urlsplit(urljoin(self._base, WHIP_PATH)).path + "/"):
+            raise ProtocolError(f"{doing}: Location {_clip(location)!r} is not a WHIP resource of headquarters")
+        if not answer.headers.get("content-type", "").startswith("application/sdp"):
+            raise ProtocolError(f"{doing}: the answer is not application/sdp", answer.status)
+        return answer.body.decode("utf-8", "replace"), url
+
+    def whip_ice(self) -> list[dict[str, str]]:
+        """OPTIONS on the WHIP endpoint: the ICE servers headquarters offers this unit (RFC 9725
+        section 4.6 ``Link: <turn:...>; rel="ice-server"``), as {url, username, credential}."""
+        doing = "Asking for live view's ICE servers"
+        answer = self._request("OPTIONS", urljoin(self._base, WHIP_PATH), doing, {})
+        self._expect(doing, answer, (200, 204))
+        return parse_ice_links(answer.headers.get("link", ""))
+
+    def whip_delete(self, resource_url: str) -> None:
+        """DELETE the WHIP resource: the stream is over."""
+        doing = "Ending live view"
+        answer = self._request("DELETE", resource_url, doing, {})
+        if answer.status not in (404, 410):
+            self._expect(doing, answer, (200, 204))
+
     # ---- plumbing --------------------------------------------------------------------------
 
     def resolve(self, location: str, doing: str) -> str:
@@ -348,6 +385,21 @@ class HqClient:
             self.close()  # an abandoned send (stop requested mid-chunk) leaves the stream unusable
             raise
         return answer
+
+
+_LINK = re.compile(r'<([^>]{1,255})>((?:\s*;\s*[a-z-]+="(?:[^"\\]|\\.)*")*)')
+_LINK_PARAM = re.compile(r'([a-z-]+)="((?:[^"\\]|\\.)*)"')
+
+
+def parse_ice_links(header: str) -> list[dict[str, str]]:
+    """The ``rel="ice-server"`` links of a ``Link`` header (RFC 9725 section 4.6), at most 8."""
+    out = []
+    for m in _LINK.finditer(header):
+        params = {k: re.sub(r"\\(.)", r"\1", v) for k, v in _LINK_PARAM.findall(m.group(2))}
+        if params.get("rel") == "ice-server" and m.group(1).split(":", 1)[0] in ("stun", "turn", "turns"):
+            out.append({"url": m.group(1), "username": params.get("username", ""),
+                        "credential": params.get("credential", "")})
+    return out[:8]
 
 
 def _paced(body: bytes, pace: Pace) -> Iterator[bytes]:

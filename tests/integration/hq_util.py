@@ -15,12 +15,12 @@ from tests.integration.agent_util import BIN, run_cli
 class HqProcess:
     """``bodycam-hq serve`` on 127.0.0.1 with a port chosen by the kernel."""
 
-    def __init__(self, data: Path) -> None:
+    def __init__(self, data: Path, extra_args: tuple[str, ...] = ()) -> None:
         self.data = data
         self.log_path = data / "hq.log"
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
-            [str(BIN / "bodycam-hq"), "serve", "--data-dir", str(data), "--listen", "127.0.0.1:0"],
+            [str(BIN / "bodycam-hq"), "serve", "--data-dir", str(data), "--listen", "127.0.0.1:0", *extra_args],
             stdout=subprocess.PIPE,
             stderr=self._log,
         )

@@ -1,0 +1,198 @@
+"""Live-view rig for the integration tests and the bench: Janus, coturn, headquarters and a simulated unit on loopback.
+
+``LiveRig(tmp)`` starts a real Janus (tests/janus_util.py), a real coturn (tests/turn_util.py) and
+``bodycam-hq serve`` with ``--janus-url`` and ``--turn-url``; ``unit(...)`` provisions and enrols a
+simulated unit whose camera burns a machine-readable time code (drivers/sim_timecode.py), with live
+view on. ``JanusViewer`` subscribes to a unit's stream straight from Janus with aiortc (the
+bench's and the Python tests' viewer; browsers go through headquarters' viewer routes) and reads
+the time code of every decoded frame: glass-to-glass latency against this host's clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import os
+import sqlite3
+import threading
+import time
+import types
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agent.config import load_config, render_config
+from drivers import sim_timecode
+from hq.live.broker import room_of
+from hq.live.janus import JanusClient, JanusError
+from tests.integration.agent_util import AgentProcess
+from tests.integration.hq_util import HqProcess, hq_keygen, provision_for_hq
+from tests.janus_util import Janus, host_address
+from tests.turn_util import Turn
+
+
+def write_secret(path: Path, text: str) -> Path:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text + "\n")
+    return path
+
+
+class LiveRig:
+    def __init__(self, tmp: Path, *, hq_args: tuple[str, ...] = ()) -> None:
+        self.tmp = tmp
+        self.hq_dir = tmp / "hq"
+        hq_keygen(self.hq_dir)
+        self.janus = Janus(tmp).start()
+        self.turn = Turn(tmp, host_address()).start()
+        secret = write_secret(tmp / "janus.secret", self.janus.api_secret)
+        self.hq = HqProcess(self.hq_dir, extra_args=(
+            "--janus-url", self.janus.url, "--janus-secret-file", str(secret),
+            "--turn-url", self.turn.url, "--turn-secret-file", str(self.turn.secret_file), *hq_args))
+        self.agents: list[AgentProcess] = []
+
+    def unit(self, device_id: str, *, turn_url: str | None = None, **live: Any) -> tuple[Path, Path]:
+        """A provisioned, enrolled unit with live view on (``live`` overrides [live] settings);
+        returns (data dir, config path)."""
+        data = self.tmp / device_id
+        cfg_path = provision_for_hq(data, self.hq_dir, self.hq.url, device_id, segment_s=4.0)
+        cfg = load_config(cfg_path)
+        cams = {name: dataclasses.replace(cam, options=types.MappingProxyType(
+            {**cam.options, "timecode": True})) for name, cam in cfg.cameras.items()}
+        settings = {"enabled": True, **live}
+        cfg = dataclasses.replace(cfg, cameras=types.MappingProxyType(cams),
+                                  live=dataclasses.replace(cfg.live, **settings))
+        cfg_path.write_text(render_config(cfg))
+        return data, cfg_path
+
+    def start_agent(self, data: Path, cfg: Path) -> AgentProcess:
+        agent = AgentProcess(data, cfg)
+        self.agents.append(agent)
+        agent.wait_ready()
+        return agent
+
+    def audit(self, event_type: str) -> list[tuple[str, str, str, dict[str, Any]]]:
+        """Headquarters' audit records of ``event_type``: (actor, target, outcome, detail)."""
+        with contextlib.closing(sqlite3.connect(self.hq_dir / "index.sqlite")) as db:
+            rows = db.execute("SELECT actor, target, outcome, detail FROM audit WHERE event_type = ? ORDER BY id",
+                              (event_type,)).fetchall()
+        return [(a, t, o, json.loads(d)) for a, t, o, d in rows]
+
+    def close(self) -> None:
+        for agent in self.agents:
+            agent.kill()
+        self.hq.stop()
+        self.turn.stop()
+        self.janus.stop()
+
+
+@dataclasses.dataclass
+class Seen:
+    """What a viewer decoded: per frame, (arrival host UTC ms, burned-in UTC ms mod 2^48, index)."""
+
+    frames: list[tuple[float, int, int]] = dataclasses.field(default_factory=list)
+    undecodable: int = 0
+
+    def latencies_ms(self) -> list[float]:
+        return [arrived - (burned % (1 << 48)) for arrived, burned, _ in self.frames
+                if abs(arrived % (1 << 48) - burned) < 60_000]
+
+
+class JanusViewer:
+    """A viewer subscribed to ``device_id``'s stream straight from Janus (aiortc, its own thread)."""
+
+    def __init__(self, janus_url: str, api_secret: str, device_id: str,
+                 on_frame: Callable[[float, int, int], None] | None = None) -> None:
+        self._client = JanusClient(janus_url, api_secret)
+        self._device = device_id
+        self.seen = Seen()
+        self._on_frame = on_frame
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="viewer", daemon=True)
+
+    def start(self, timeout_s: float = 30.0) -> JanusViewer:
+        self._thread.start()
+        if not self._ready.wait(timeout_s):
+            raise AssertionError(f"viewer not connected within {timeout_s} s ({self._error})")
+        if self._error is not None:
+            raise AssertionError(f"viewer failed: {self._error}")
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(15)
+        self._client.close()
+
+    def _feed(self) -> int:
+        room = room_of(self._device)
+        handle = self._client.attach()
+        try:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                try:
+                    data = self._client.request(handle, {"request": "listparticipants", "room": room})
+                except JanusError:  # no room until the unit's first publish
+                    data = {}
+                pubs = [p for p in data.get("participants", []) if p.get("publisher")]
+                if pubs:
+                    return int(pubs[0]["id"])
+                time.sleep(0.2)
+        finally:
+            self._client.detach(handle)
+        raise AssertionError(f"{self._device} never published")
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._main())
+        except BaseException as exc:  # reported to start() / the test
+            self._error = exc
+            self._ready.set()
+
+    async def _main(self) -> None:
+        from aiortc import RTCPeerConnection, RTCSessionDescription
+
+        feed = await asyncio.to_thread(self._feed)
+        handle = await asyncio.to_thread(self._client.attach)
+        _, jsep = await asyncio.to_thread(self._client.message, handle, {
+            "request": "join", "room": room_of(self._device), "ptype": "subscriber", "streams": [{"feed": feed}]})
+        assert jsep is not None
+        pc = RTCPeerConnection()
+        done = asyncio.Event()
+
+        @pc.on("track")
+        def on_track(track: Any) -> None:
+            asyncio.ensure_future(self._frames(track, done))
+
+        await pc.setRemoteDescription(RTCSessionDescription(jsep["sdp"], "offer"))
+        await pc.setLocalDescription(await pc.createAnswer())
+        await asyncio.to_thread(self._client.message, handle, {"request": "start"},
+                                {"type": "answer", "sdp": pc.localDescription.sdp})
+        self._ready.set()
+        while not self._stop.is_set():
+            await asyncio.sleep(0.1)
+        done.set()
+        await pc.close()
+        await asyncio.to_thread(self._client.detach, handle)
+
+    async def _frames(self, track: Any, done: asyncio.Event) -> None:
+        while not done.is_set():
+            try:
+                frame = await asyncio.wait_for(track.recv(), 1.0)
+            except TimeoutError:
+                continue
+            except Exception:
+                return
+            arrived = time.time() * 1000
+            code = sim_timecode.read(np.ascontiguousarray(frame.to_ndarray(format="gray")))
+            if code is None:
+                self.seen.undecodable += 1
+                continue
+            self.seen.frames.append((arrived, code[0], code[1]))
+            if self._on_frame is not None:
+                self._on_frame(arrived, code[0], code[1])
