@@ -13,7 +13,8 @@ and against a bandwidth cap, bytes re-sent per connection cut, recorder drops wh
 hq_connections (a headquarters node's memory at rest, per idle connection, and after 150
 unsigned 4 MiB PATCHes that never send their bodies), hq_fleet (1 and 2 nodes over PostgreSQL and
 S3 behind HAProxy: verified ingest against curl into nginx and SHA-256, receipts, 1,000 units'
-heartbeats).
+heartbeats), live (a unit streaming through headquarters, coturn and Janus while it records:
+glass-to-glass latency, recovery after a loss burst, extra CPU, recorder drops).
 A failing section is reported as {"error": ...}; the others still run.
 """
 
@@ -32,7 +33,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # for tests.evidence_util, which builds evidence chains
 
-from bench import agent_run, evidence, hq_conn, hq_fleet, sync, vs_ffmpeg  # noqa: E402
+from bench import agent_run, evidence, hq_conn, hq_fleet, live, sync, vs_ffmpeg  # noqa: E402
 from bench.common import Result, machine, run_section  # noqa: E402
 from bench.summary import estimate_s, render, rows, verdict  # noqa: E402
 
@@ -40,7 +41,7 @@ from agent import __version__  # noqa: E402
 
 log = logging.getLogger("bench")
 
-SECTIONS = ("evidence", "agent", "vs_ffmpeg", "sync", "hq_connections", "hq_fleet")
+SECTIONS = ("evidence", "agent", "vs_ffmpeg", "sync", "hq_connections", "hq_fleet", "live")
 
 
 def git_commit() -> str | None:
@@ -90,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             "sync": lambda: sync.run(args.quick, workdir),
             "hq_connections": lambda: hq_conn.run(args.quick),
             "hq_fleet": lambda: hq_fleet.run(args.quick),
+            "live": lambda: live.run(args.quick),
         }
         for name in SECTIONS:
             if name in wanted:

@@ -33,6 +33,7 @@ from tests.integration.agent_util import AgentProcess
 from tests.integration.hq_util import HqProcess, hq_keygen, provision_for_hq
 from tests.janus_util import Janus, host_address
 from tests.turn_util import Turn
+from tests.udp_impair import Impairment
 
 
 def write_secret(path: Path, text: str) -> Path:
@@ -43,19 +44,24 @@ def write_secret(path: Path, text: str) -> Path:
 
 
 class LiveRig:
-    def __init__(self, tmp: Path, *, hq_args: tuple[str, ...] = ()) -> None:
+    def __init__(self, tmp: Path, *, hq_args: tuple[str, ...] = (), impair: bool = False) -> None:
+        """``impair``: units reach the TURN server through an :class:`Impairment` relay
+        (``self.impairment``), whose loss bursts and delay the tests and the bench set."""
         self.tmp = tmp
         self.hq_dir = tmp / "hq"
         hq_keygen(self.hq_dir)
         self.janus = Janus(tmp).start()
         self.turn = Turn(tmp, host_address()).start()
+        self.impairment = Impairment(self.turn.port) if impair else None
+        turn_url = self.turn.url if self.impairment is None else \
+            f"turn:127.0.0.1:{self.impairment.port}?transport=udp"
         secret = write_secret(tmp / "janus.secret", self.janus.api_secret)
         self.hq = HqProcess(self.hq_dir, extra_args=(
             "--janus-url", self.janus.url, "--janus-secret-file", str(secret),
-            "--turn-url", self.turn.url, "--turn-secret-file", str(self.turn.secret_file), *hq_args))
+            "--turn-url", turn_url, "--turn-secret-file", str(self.turn.secret_file), *hq_args))
         self.agents: list[AgentProcess] = []
 
-    def unit(self, device_id: str, *, turn_url: str | None = None, **live: Any) -> tuple[Path, Path]:
+    def unit(self, device_id: str, **live: Any) -> tuple[Path, Path]:
         """A provisioned, enrolled unit with live view on (``live`` overrides [live] settings);
         returns (data dir, config path)."""
         data = self.tmp / device_id
@@ -86,6 +92,8 @@ class LiveRig:
         for agent in self.agents:
             agent.kill()
         self.hq.stop()
+        if self.impairment is not None:
+            self.impairment.close()
         self.turn.stop()
         self.janus.stop()
 

@@ -22,6 +22,7 @@ SECTION_WALL_S: dict[str, tuple[int, int]] = {
     "sync": (310, 140),
     "hq_connections": (15, 10),
     "hq_fleet": (150, 90),
+    "live": (75, 45),
 }
 
 
@@ -171,6 +172,25 @@ def hq_fleet_rows(section: Mapping[str, Any]) -> list[Row]:
     return rows
 
 
+def live_rows(section: Mapping[str, Any]) -> list[Row]:
+    g = section.get("glass_to_glass_ms") or {}
+    cpu = section.get("agent_cpu_s_per_s") or {}
+    rec, rec_goal = section.get("recovery_after_burst_s"), section.get("recovery_goal_s")
+    drops, drop_goal = section.get("recorder_dropped_while_streaming"), section.get("dropped_goal")
+    return [
+        Row("live: glass to glass, median", _num(g.get("median"), " ms", 1), f"<= {g.get('goal_median')} ms", None,
+            _verdict(g.get("median"), _at_most(g.get("goal_median") or 0))),
+        Row("live: glass to glass, p95", _num(g.get("p95"), " ms", 1), f"<= {g.get('goal_p95')} ms", None,
+            _verdict(g.get("p95"), _at_most(g.get("goal_p95") or 0))),
+        Row(f"live: picture back after a {section.get('burst_s')} s loss burst", _num(rec, " s", 2),
+            f"<= {rec_goal} s", None, _verdict(rec, _at_most(rec_goal or 0))),
+        Row("live: agent's extra CPU while streaming", _num(cpu.get("extra_for_streaming"), " CPU-s/s", 3), "-",
+            None, None),
+        Row("live: frames dropped while streaming", _num(drops), _num(drop_goal), None,
+            _verdict(drops, _at_most(drop_goal)) if drop_goal is not None else None),
+    ]
+
+
 SECTION_ROWS: dict[str, Callable[[Mapping[str, Any]], list[Row]]] = {
     "evidence": evidence_rows,
     "agent": agent_rows,
@@ -178,6 +198,7 @@ SECTION_ROWS: dict[str, Callable[[Mapping[str, Any]], list[Row]]] = {
     "sync": sync_rows,
     "hq_connections": hq_connection_rows,
     "hq_fleet": hq_fleet_rows,
+    "live": live_rows,
 }
 
 

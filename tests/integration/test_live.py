@@ -61,3 +61,35 @@ def test_a_recording_unit_streams_through_turn_to_two_viewers_and_records_untouc
     assert stop["reason"] == "recording-stopped"
     segs = [m for m in ms if m["type"] == "segment"]
     assert sum(t["dropped"] for s in segs for t in s["tracks"]) == 0
+
+
+def test_after_a_loss_burst_the_picture_comes_back_and_the_recording_is_untouched(tmp_path: Path) -> None:
+    rig = LiveRig(tmp_path, impair=True)
+    try:
+        assert rig.impairment is not None
+        data, cfg = rig.unit("it-live-2", auto_while_recording=True, ice_relay_only=True)
+        agent = rig.start_agent(data, cfg)
+        assert agent.ctl("start")["ok"]
+        viewer = JanusViewer(rig.janus.url, rig.janus.api_secret, "it-live-2").start()
+        try:
+            wait_until(lambda: len(viewer.seen.frames) >= 30, 40, "the stream to flow")
+            rig.impairment.drop_for(2.0)
+            time.sleep(2.0)
+            burst_end_ms = time.time() * 1000
+            before = len(viewer.seen.frames)
+            # fresh pictures again: captured after the burst, decoded with their time code intact
+            wait_until(lambda: sum(1 for _, burned, _ in viewer.seen.frames[before:]
+                                   if burned > burst_end_ms % (1 << 48)) >= 15, 20, "the picture to recover")
+        finally:
+            viewer.stop()
+        assert rig.impairment.dropped > 0  # the burst really cut the unit's media
+        status = agent.ctl("status")["data"]
+        assert status["dropped"] == dict.fromkeys(status["dropped"], 0), status["dropped"]
+        agent.terminate()
+        assert agent.wait(60) == 0, agent.log()
+    finally:
+        rig.close()
+    doc = verify_json(data)
+    assert doc["_exit"] == 0 and doc["ok"], json.dumps(doc["problems"], indent=1)
+    segs = [m for m in manifests(data) if m["type"] == "segment"]
+    assert segs and sum(t["dropped"] for s in segs for t in s["tracks"]) == 0

@@ -1,0 +1,120 @@
+"""Live section: a simulated unit streams while it records, through headquarters, coturn and a real Janus on loopback.
+
+Figures: glass-to-glass latency (the camera burns the capture's UTC millisecond into each frame,
+drivers/sim_timecode.py; an aiortc viewer subscribed to Janus reads it from every decoded frame and
+compares it with this host's clock: capture, live encoder, WHIP publisher, TURN relay, Janus,
+decoder), median and p95; the time the picture takes to come back after a 2 s loss burst on the
+unit's link (a user-space UDP relay in front of TURN, tests/udp_impair.py): from the burst's end
+to the first decoded frame captured after it; the agent's extra CPU seconds per second while
+streaming (the same recording with live view off, then streaming); and the recorder's dropped
+frames while streaming (goal 0).
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.integration.agent_util import AgentProcess
+from tests.live_util import JanusViewer, LiveRig
+
+from .common import Result, proc_stat_cpu_s
+
+log = logging.getLogger("bench.live")
+
+LATENCY_GOAL_MEDIAN_MS = 300
+LATENCY_GOAL_P95_MS = 500
+BURST_S = 2.0
+KEYFRAME_INTERVAL_S = 1.0
+RECOVERY_GOAL_S = KEYFRAME_INTERVAL_S + 1.0
+
+
+def _cpu_s(agent: AgentProcess) -> float:
+    return proc_stat_cpu_s(Path(f"/proc/{agent.proc.pid}/stat").read_text())
+
+
+def _recording_cpu(rig: LiveRig, device_id: str, seconds: float, **live: Any) -> tuple[float, dict[str, int], Any]:
+    """(CPU s per s, dropped frames, the agent) of a unit recording for ``seconds`` (warm-up excluded)."""
+    data, cfg = rig.unit(device_id, **live)
+    agent = rig.start_agent(data, cfg)
+    agent.ctl("start")
+    time.sleep(3.0)  # the encoders and, if on, the stream are up
+    cpu0, t0 = _cpu_s(agent), time.monotonic()
+    time.sleep(seconds)
+    per_s = (_cpu_s(agent) - cpu0) / (time.monotonic() - t0)
+    dropped = agent.ctl("status")["data"]["dropped"]
+    return per_s, dropped, agent
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def run(quick: bool) -> Result:
+    seconds = 8.0 if quick else 20.0
+    with tempfile.TemporaryDirectory(prefix="bodycam-bench-live-") as tmp:
+        rig = LiveRig(Path(tmp), impair=True)
+        try:
+            assert rig.impairment is not None
+            base_cpu, base_drops, base = _recording_cpu(rig, "bench-live-off", seconds, enabled=False)
+            base.terminate()
+            base.wait(60)
+            viewer: JanusViewer | None = None
+            try:
+                data, cfg = rig.unit("bench-live-on", auto_while_recording=True, ice_relay_only=True)
+                agent = rig.start_agent(data, cfg)
+                agent.ctl("start")
+                viewer = JanusViewer(rig.janus.url, rig.janus.api_secret, "bench-live-on").start()
+                time.sleep(3.0)
+                cpu0, t0, mark = _cpu_s(agent), time.monotonic(), len(viewer.seen.frames)
+                time.sleep(seconds)
+                live_cpu = (_cpu_s(agent) - cpu0) / (time.monotonic() - t0)
+                window = viewer.seen.frames[mark:]
+                latencies = [a - b for a, b, _ in window if abs(a % (1 << 48) - b) < 60_000]
+                rig.impairment.drop_for(BURST_S)
+                time.sleep(BURST_S)
+                burst_end_ms = time.time() * 1000
+                after = len(viewer.seen.frames)
+                recovery_s = None
+                deadline = time.monotonic() + 20
+                while recovery_s is None and time.monotonic() < deadline:
+                    fresh = [arr for arr, burned, _ in viewer.seen.frames[after:] if burned > burst_end_ms % (1 << 48)]
+                    if fresh:
+                        recovery_s = round((fresh[0] - burst_end_ms) / 1000, 3)
+                    time.sleep(0.02)
+                dropped = agent.ctl("status")["data"]["dropped"]
+                status = agent.ctl("status")["data"]
+            finally:
+                if viewer is not None:
+                    viewer.stop()
+        finally:
+            rig.close()
+    return {
+        "seconds": seconds,
+        "frames_decoded": len(window),
+        "glass_to_glass_ms": {
+            "median": round(statistics.median(latencies), 1) if latencies else None,
+            "p95": round(_percentile(latencies, 0.95), 1) if latencies else None,
+            "goal_median": LATENCY_GOAL_MEDIAN_MS, "goal_p95": LATENCY_GOAL_P95_MS,
+        },
+        "recovery_after_burst_s": recovery_s, "burst_s": BURST_S, "recovery_goal_s": RECOVERY_GOAL_S,
+        "agent_cpu_s_per_s": {"recording": round(base_cpu, 3), "recording_and_streaming": round(live_cpu, 3),
+                              "extra_for_streaming": round(live_cpu - base_cpu, 3)},
+        "recorder_dropped_while_streaming": sum(dropped.values()),
+        "recorder_dropped_without_streaming": sum(base_drops.values()),
+        "dropped_goal": 0,
+        "state": status.get("state"),
+        "what": {
+            "glass_to_glass_ms": "capture (the burned-in UTC ms) to decoded at an aiortc viewer on this host: "
+                                 "live encoder, WHIP publisher, TURN relay, Janus, decoder",
+            "recovery_after_burst_s": "after every packet of the unit's link was dropped for burst_s: the end of "
+                                      "the burst to the first decoded frame captured after it",
+            "agent_cpu_s_per_s": "bodycam run's CPU seconds per wall second, recording 1280x720 30 fps with and "
+                                 "without a 640x360 15 fps live stream (two runs: noisy on a busy machine)",
+        },
+    }
