@@ -84,18 +84,20 @@ class LiveController:
     go to the recorder as ``live`` commands (signed events, the wearer's indicators)."""
 
     def __init__(self, settings: LiveConfig, feed: LiveFeed, whip: Whip, clock: Clock,
-                 post_command: Callable[..., None], recording: Callable[[], bool]) -> None:
+                 post_command: Callable[..., None], recording: Callable[[], bool],
+                 publisher_factory: Callable[..., Any] = LivePublisher) -> None:
         self._cfg = settings
         self._feed = feed
         self._whip = whip
         self._clock = clock
         self._post = post_command
         self._recording = recording
+        self._new_publisher = publisher_factory
         self._rules = Rules(settings.auto_while_recording, settings.stop_with_recording,
                             int(settings.max_duration_s * NS), int(settings.idle_stop_s * NS))
         self._lock = threading.Lock()
         self._stream: Stream | None = None
-        self._publisher: LivePublisher | None = None
+        self._publisher: Any = None  # a LivePublisher (or what publisher_factory makes)
         self._was_recording = False
         self._auto_spent = False
         self._last_ice: tuple[IceServer, ...] = ()
@@ -174,8 +176,13 @@ class LiveController:
     def _start(self, stream: Stream, ice: tuple[IceServer, ...]) -> None:
         cfg = self._cfg
         encoder = LiveEncoder(cfg.width, cfg.height, cfg.fps, cfg.bitrate_bps, cfg.keyframe_interval_s)
-        publisher = LivePublisher(self._feed, encoder, self._whip, Bounds(cfg.min_bitrate_bps, cfg.max_bitrate_bps),
-                                  ice, cfg.ice_relay_only, lambda reason: self._ended(publisher, reason))
+        bounds = Bounds(cfg.min_bitrate_bps, cfg.max_bitrate_bps)
+        publisher: Any = None
+
+        def ended(reason: str) -> None:
+            self._ended(publisher, reason)
+
+        publisher = self._new_publisher(self._feed, encoder, self._whip, bounds, ice, cfg.ice_relay_only, ended)
         self._stream, self._publisher, self._last_ice = stream, publisher, ice or self._last_ice
         self.streams += 1
         self._post("live", f"live:{stream.operator}", on=True, notice=cfg.notice,
@@ -197,7 +204,7 @@ class LiveController:
                    detail={"by": by, "viewers": stream.viewers, "reason": why.value, "duration_ms": duration_ms})
         log.info("live view: stopped (%s) after %.1f s", why.value, duration_ms / 1000)
 
-    def _ended(self, publisher: LivePublisher, reason: str) -> None:
+    def _ended(self, publisher: Any, reason: str) -> None:
         """From the publisher's thread: its connection ended (stopped, or failed)."""
         with self._lock:
             if self._publisher is publisher and self._stream is not None:
