@@ -44,9 +44,13 @@ def write_secret(path: Path, text: str) -> Path:
 
 
 class LiveRig:
-    def __init__(self, tmp: Path, *, hq_args: tuple[str, ...] = (), impair: bool = False) -> None:
+    def __init__(self, tmp: Path, *, hq_args: tuple[str, ...] = (), impair: bool = False,
+                 serve: Callable[[Path, tuple[str, ...]], Any] | None = None) -> None:
         """``impair``: units reach the TURN server through an :class:`Impairment` relay
-        (``self.impairment``), whose loss bursts and delay the tests and the bench set."""
+        (``self.impairment``), whose loss bursts and delay the tests and the bench set.
+        ``serve(hq_dir, args)`` starts headquarters with the live options (default
+        :class:`HqProcess`; the browser tests pass the operations room's ``OpsServer.start``);
+        what it returns needs ``url`` and ``stop()``."""
         self.tmp = tmp
         self.hq_dir = tmp / "hq"
         hq_keygen(self.hq_dir)
@@ -56,9 +60,9 @@ class LiveRig:
         turn_url = self.turn.url if self.impairment is None else \
             f"turn:127.0.0.1:{self.impairment.port}?transport=udp"
         secret = write_secret(tmp / "janus.secret", self.janus.api_secret)
-        self.hq = HqProcess(self.hq_dir, extra_args=(
-            "--janus-url", self.janus.url, "--janus-secret-file", str(secret),
-            "--turn-url", turn_url, "--turn-secret-file", str(self.turn.secret_file), *hq_args))
+        args = ("--janus-url", self.janus.url, "--janus-secret-file", str(secret),
+                "--turn-url", turn_url, "--turn-secret-file", str(self.turn.secret_file), *hq_args)
+        self.hq = (serve or _hq_process)(self.hq_dir, args)
         self.agents: list[AgentProcess] = []
 
     def unit(self, device_id: str, **live: Any) -> tuple[Path, Path]:
@@ -96,6 +100,10 @@ class LiveRig:
             self.impairment.close()
         self.turn.stop()
         self.janus.stop()
+
+
+def _hq_process(hq_dir: Path, args: tuple[str, ...]) -> HqProcess:
+    return HqProcess(hq_dir, extra_args=args)
 
 
 @dataclasses.dataclass
