@@ -41,6 +41,9 @@ def build_live(config: Config, data_dir: Path, keystore: KeyStore, clock: Clock,
     if importlib.util.find_spec("aiortc") is None:
         raise ConfigError("live.enabled", "live view needs aiortc: pip install 'bodycam[live]' "
                                           "(or set live.enabled = false)")
+    # imported now, before the sensors run: importing aiortc later, on the first stream, costs
+    # about a second of interpreter time while the camera threads record
+    importlib.import_module("aiortc")
     from agent.sync.client import HqClient
 
     ca = resolve_path(data_dir, config.hq.ca)
