@@ -298,3 +298,34 @@ def test_the_agent_notifies_ready_then_pings_then_stopping(tmp_path: Path) -> No
     assert control_up_when_ready, "READY=1 before the control socket was up"
     stopping = flat.index("STOPPING=1")
     assert stopping > ready and "WATCHDOG=1" not in flat[stopping:], flat
+
+
+DECRYPT_UNIT = "bodycam-hq-decryptd.service"
+
+
+@needs_analyze
+def test_decrypt_component_unit_verifies_and_is_confined(verify_root: Path) -> None:
+    out = analyze("verify", "--man=no", f"--root={verify_root}", DECRYPT_UNIT)
+    assert out.returncode == 0 and not out.stdout.strip() and not out.stderr.strip(), out.stdout + out.stderr
+    assert exposure(verify_root, DECRYPT_UNIT) <= exposure(verify_root, HQ_UNIT)  # no network at all
+
+
+def test_decrypt_component_runs_as_its_own_user_without_network() -> None:
+    s = unit_settings(SYSTEMD / DECRYPT_UNIT)
+    one = {k: v[-1] for k, v in s.items()}
+    assert one["Service.User"] == "bodycam-decrypt" and one["Service.Group"] == "bodycam-hq"
+    assert one["Service.Type"] == "notify" and one["Service.LimitCORE"] == "0"
+    assert one["Service.RestrictAddressFamilies"] == "AF_UNIX" and one["Service.PrivateNetwork"] == "yes"
+    assert one["Service.StateDirectoryMode"] == "0700" and one["Service.RuntimeDirectoryMode"] == "0750"
+    assert "--hq-key /var/lib/bodycam-decrypt/hq.key" in one["Service.ExecStart"]
+    assert "--socket /run/bodycam-decrypt/decryptd.sock --group bodycam-hq" in one["Service.ExecStart"]
+
+
+@needs("systemd-sysusers")
+def test_sysusers_makes_the_decrypt_user(tmp_path: Path) -> None:
+    user_database(tmp_path)
+    out = subprocess.run(["systemd-sysusers", f"--root={tmp_path}", str(SYSTEMD / "sysusers.d/bodycam-hq.conf")],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    entry = passwd_entry(tmp_path, "bodycam-decrypt")
+    assert entry[6].endswith("nologin") and entry[5] == "/var/lib/bodycam-decrypt"
