@@ -15,6 +15,7 @@ itself. (The MP4 muxer starts every fragmented file at 0, so the offset cannot t
 from __future__ import annotations
 
 import io
+import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -23,6 +24,8 @@ from typing import Any
 import av
 import numpy as np
 import numpy.typing as npt
+
+log = logging.getLogger(__name__)
 
 FRAGMENTED = {"movflags": "frag_keyframe+empty_moov+default_base_moof"}
 MS = Fraction(1, 1000)
@@ -137,7 +140,10 @@ def _demux(src: Any, piece: Piece, wanted: dict[str, Any]) -> list[_Packet]:
                 packet.dts += shift
             found.append(_Packet(kind, at_ms, bool(packet.is_keyframe), packet))
     except av.error.FFmpegError as exc:
-        raise RenditionError(f"seq {piece.seq}: the decrypted media does not demux: {exc}") from exc
+        if not found:
+            raise RenditionError(f"seq {piece.seq}: the decrypted media does not demux: {exc}") from exc
+        # a segment salvaged after a power cut ends mid-cluster: play what it holds
+        log.warning("seq %d: media ends early (%s); playing its %d packets", piece.seq, exc, len(found))
     found.sort(key=lambda p: (p.at_ms, p.kind != "video"))
     return found
 
