@@ -103,8 +103,9 @@ def video_rendition(pieces: Iterable[Piece], camera: str | None = None) -> Itera
     for piece in pieces:
         with _open(piece) as src:
             video, audio = _streams(src, "video", camera), _streams(src, "audio", None)
-            if video is None:
-                raise RenditionError(f"seq {piece.seq}: no camera track")
+            if video is None:  # the camera failed for this whole segment: the others still play
+                log.warning("seq %d has no camera track; skipped", piece.seq)
+                continue
             if out is None:
                 out = av.open(sink, "w", format="mp4", options=FRAGMENTED)
                 streams["video"] = out.add_stream_from_template(video)
@@ -119,7 +120,7 @@ def video_rendition(pieces: Iterable[Piece], camera: str | None = None) -> Itera
             out.mux(p.packet)
         yield sink.take()
     if out is None:
-        raise RenditionError("no segment to play")
+        raise RenditionError("no camera track in these segments")
     out.close()
     yield sink.take()
 
@@ -176,7 +177,7 @@ def thermal_rendition(pieces: Iterable[Piece], span_ck: tuple[int, int] = DEFAUL
         with _open(piece) as src:
             thermal = _streams(src, "thermal", None)
             if thermal is None:
-                raise RenditionError(f"seq {piece.seq}: no thermal track")
+                continue
             try:
                 for frame in src.decode(thermal):
                     if frame.pts is None:

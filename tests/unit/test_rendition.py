@@ -39,10 +39,15 @@ def test_a_segment_cut_short_plays_what_it_holds(pieces: list[Piece]) -> None:
     assert whole == 40 and 20 < partial < 40
 
 
+def test_a_segment_without_the_camera_is_skipped(pieces: list[Piece]) -> None:
+    thermal_only = Piece(99, matroska("ffv1", 3), pieces[-1].offset_ms + 2000)
+    assert _video_frames(b"".join(video_rendition([*pieces, thermal_only]))) == 40
+
+
 def test_media_without_a_camera_or_nothing_at_all_is_refused() -> None:
     with pytest.raises(RenditionError, match="no camera track"):
         b"".join(video_rendition([Piece(7, matroska("ffv1", 3), 0)]))
-    with pytest.raises(RenditionError, match="no segment"):
+    with pytest.raises(RenditionError, match="no camera track"):
         b"".join(video_rendition([]))
     with pytest.raises(RenditionError, match="seq 8: the decrypted media does not open"):
         b"".join(thermal_rendition([Piece(8, b"not matroska at all", 0)]))
