@@ -172,6 +172,25 @@ class SimCamera(PacedDevice):
         out.flags.writeable = False
         return out
 
+    @property
+    def label_box(self) -> tuple[int, int, int, int]:
+        """Where the burned-in label is drawn in every frame: x, y, width, height (even numbers)."""
+        return self._box
+
+    def label_time_width(self, utc_ns: int) -> int:
+        """How many pixels from the box's left the label's time (up to its ``Z``) takes."""
+        time_text = self._label(0, utc_ns).split(" #")[0]
+        (width, _), _ = cv2.getTextSize(time_text, _FONT, self._font_scale, self._thickness)
+        return int(self._text_origin[0] + width)
+
+    def label_luma(self, index: int, utc_ns: int) -> npt.NDArray[np.uint8]:
+        """The label box's luma exactly as ``render`` draws it (for tests that read a frame back)."""
+        x, y, bw, bh = self._box
+        box = np.full((bh, bw), 16, dtype=np.uint8)
+        cv2.putText(box, self._label(index, utc_ns), self._text_origin, _FONT, self._font_scale, 235,
+                    self._thickness, cv2.LINE_8)
+        return box
+
     def _label(self, index: int, utc_ns: int) -> str:
         utc = datetime.datetime.fromtimestamp(utc_ns // 1_000_000_000, datetime.UTC)
         millis = (utc_ns // 1_000_000) % 1000

@@ -51,7 +51,8 @@ class Piece:
 @dataclass(frozen=True, slots=True)
 class _Packet:
     kind: str  # "video" or "audio"
-    at_ms: int  # on the recording's timeline
+    at_ms: int  # presentation time on the recording's timeline
+    order_ms: int  # decode time: packets are muxed in this order (B-frames are sent before they show)
     keyframe: bool
     packet: Any
 
@@ -135,17 +136,18 @@ def _demux(src: Any, piece: Piece, wanted: dict[str, Any]) -> list[_Packet]:
             kind = by_index[packet.stream.index]
             tb = packet.time_base
             at_ms = piece.offset_ms + round(packet.pts * tb * 1000)
+            order_ms = at_ms if packet.dts is None else piece.offset_ms + round(packet.dts * tb * 1000)
             shift = round(Fraction(piece.offset_ms, 1000) / tb)
             packet.pts += shift
             if packet.dts is not None:
                 packet.dts += shift
-            found.append(_Packet(kind, at_ms, bool(packet.is_keyframe), packet))
+            found.append(_Packet(kind, at_ms, order_ms, bool(packet.is_keyframe), packet))
     except av.error.FFmpegError as exc:
         if not found:
             raise RenditionError(f"seq {piece.seq}: the decrypted media does not demux: {exc}") from exc
         # a segment salvaged after a power cut ends mid-cluster: play what it holds
         log.warning("seq %d: media ends early (%s); playing its %d packets", piece.seq, exc, len(found))
-    found.sort(key=lambda p: (p.at_ms, p.kind != "video"))
+    found.sort(key=lambda p: (p.order_ms, p.kind != "video"))  # stable: each stream keeps its own order
     return found
 
 

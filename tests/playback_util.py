@@ -6,11 +6,13 @@ from __future__ import annotations
 import hashlib
 import shutil
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
 
 from agent.chainlog import ChainLog
@@ -59,9 +61,20 @@ class Recording:
         return [m for m in self.manifests if m["type"] == "segment"]
 
 
+Picture = Callable[[int, int], npt.NDArray[np.uint8]]  # (frame index, UTC ns) -> yuv420p, H * 3 // 2 rows
+
+
+def grey(frame: int, _utc_ns: int) -> npt.NDArray[np.uint8]:
+    img = np.full((H * 3 // 2, W), 128, dtype=np.uint8)
+    img[:H] = luma(frame)
+    return img
+
+
 def record(folder: Path, device_id: str = "unit-p1", seconds: float = 5.0, segment_s: float = 2.0,
-           marks_at_s: tuple[float, ...] = (1.5,), hq_key: x25519.X25519PrivateKey | None = None) -> Recording:
-    """Record ``seconds`` of a scene whose frames can be told apart, cut into ``segment_s`` segments."""
+           marks_at_s: tuple[float, ...] = (1.5,), hq_key: x25519.X25519PrivateKey | None = None,
+           picture: Picture = grey, size: tuple[int, int] = (W, H), fps: int = FPS) -> Recording:
+    """Record ``seconds`` of ``picture`` (by default a grey whose level tells the frames apart) with
+    thermal, audio and GNSS fixes, cut into ``segment_s`` segments, on a fake clock."""
     folder.mkdir(parents=True, exist_ok=True)
     clock = FakeClock()
     signer = MemorySigner()
@@ -70,8 +83,10 @@ def record(folder: Path, device_id: str = "unit-p1", seconds: float = 5.0, segme
     chain = ChainLog(folder, signer=signer, hq_public=hq.public_key(), device_id=device_id,
                      boot_id=str(uuid.uuid4()), firmware="test", config_sha256="cd" * 32, store=store, clock=clock,
                      chunk_bytes=64 * 1024)
-    video = VideoEncoder("chest", W, H, FPS, 1, gop_frames=FPS, bitrate_bps=300_000)
-    thermal = ThermalEncoder("thermal", TW, TH, FPS, 1)
+    width, height = size
+    video = VideoEncoder("chest", width, height, fps, 1, gop_frames=fps,
+                         bitrate_bps=max(300_000, width * height * fps // 8))
+    thermal = ThermalEncoder("thermal", TW, TH, fps, 1)
     audio = AudioEncoder("audio", 48000, 1)
     rec = Recorder(chain=chain, store=store, clock=clock,
                    settings=RecorderSettings(segment_ns=round(segment_s * S), pre_event_ns=0, pre_event_audio=False,
@@ -81,27 +96,27 @@ def record(folder: Path, device_id: str = "unit-p1", seconds: float = 5.0, segme
     chain.event("boot")
     rec.step_command("start")
     fixes = []
-    marks = {round(t * FPS) for t in marks_at_s}
-    for frame in range(round(seconds * FPS)):
+    marks = {round(t * fps) for t in marks_at_s}
+    for frame in range(round(seconds * fps)):
         mono = clock.monotonic_ns()
-        img = np.full((H * 3 // 2, W), 128, dtype=np.uint8)
-        img[:H] = luma(frame)
-        for p in video.encode(VideoFrame("chest", frame, mono, mono, W, H, "yuv420p", img)):
+        img = picture(frame, clock.utc_ns())
+        for p in video.encode(VideoFrame("chest", frame, mono, mono, width, height, "yuv420p", img)):
             rec.step(p)
         heat = np.full((TH, TW), 29315, dtype=np.uint16)  # 20 C, a 36 C person in the middle
         heat[6:18, 12:20] = 30915
         for p in thermal.encode(ThermalFrame(frame, mono, mono, TW, TH, heat)):
             rec.step(p)
-        chunk = AudioChunk(frame, mono, mono, 48000, 1, frame * 4800, np.zeros((4800, 1), dtype=np.int16))
+        per_frame = 48000 // fps
+        chunk = AudioChunk(frame, mono, mono, 48000, 1, frame * per_frame, np.zeros((per_frame, 1), dtype=np.int16))
         for p in audio.encode(chunk):
             rec.step(p)
-        if frame % FPS == 0:
+        if frame % fps == 0:
             lat, lon = 51.5 + frame / 10_000, -0.12 - frame / 20_000
             fixes.append((lat, lon))
             rec.step(GnssFix(mono, clock.utc_ns(), FixMode.FIX_3D, lat, lon, 20.0, 3.0))
         if frame in marks:
             rec.step_command("mark", note=f"mark at frame {frame}")
-        clock.advance_ns(S // FPS)
+        clock.advance_ns(S // fps)
         rec.step(None)
     rec.step_command("stop")
     files = sorted((folder / "segments").glob("*.bcs"))
