@@ -314,5 +314,5 @@ class EvidenceService:
     def _need_decrypter(self) -> Decrypter:
         if self._decrypter is None:
             raise EvidenceError("unavailable", "playback needs the decrypt component: start `bodycam-hq decryptd` "
-                                "and give serve --decryptd-socket")
+                                "and give the web application its socket")
         return self._decrypter
