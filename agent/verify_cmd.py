@@ -8,8 +8,19 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
 from agent.cliargs import device_id
-from agent.evidence.keys import KeyFileError, fingerprint, load_device_public, load_hq_private, public_der
+from agent.evidence.anchor import Anchor, AnchorError, check_anchors, read_anchor
+from agent.evidence.chain import Finding
+from agent.evidence.keys import (
+    KeyFileError,
+    fingerprint,
+    load_device_public,
+    load_hq_private,
+    load_receipt_public,
+    public_der,
+)
 from agent.evidence.media_check import check_media
 from agent.evidence.verify import Report, find_files, verify_path
 from agent.humanize import duration, plural
@@ -29,6 +40,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--device-pub", type=Path, help="the device public key to trust (PEM)")
     p.add_argument("--hq-key", type=Path, help="headquarters' private key: also decrypt and decode the content")
     p.add_argument("--device-id", type=device_id, help="the device id the evidence must belong to")
+    p.add_argument("--anchor", type=Path, nargs="+", action="extend", default=[], metavar="FILE",
+                   help="a signed heartbeat or receipt: every entry up to its chain head must be present")
+    p.add_argument("--hq-pub", type=Path, help="headquarters' hq.pub, to check receipt anchors (default: "
+                   "receipts/hq.pub beside the evidence)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=run)
 
@@ -66,8 +81,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         device_pub = load_device_public(key_path)
         hq_key = load_hq_private(args.hq_key) if args.hq_key is not None else None
-    except KeyFileError as exc:
-        print(f"bodycam verify: {exc}", file=sys.stderr)
+        anchors = _anchors(args.anchor, path, args.hq_pub, device_pub)
+    except (KeyFileError, AnchorError) as exc:
+        print(f"bodycam verify: {safe_text(str(exc))}", file=sys.stderr)
         return 2
     if not find_files(path):
         print(f"bodycam verify: no evidence files (*.bcs) under {path}", file=sys.stderr)
@@ -82,9 +98,13 @@ def run(args: argparse.Namespace) -> int:
         progress=progress,
         expected_device_id=args.device_id,
     )
+    for f in check_anchors(anchors, report.hashes, report.device_id):
+        report.problems.append(Finding(f.anchor, f.seq, f.reason))
+    report.anchored_through = max((a.through for a in anchors), default=None)
     fp = fingerprint(public_der(device_pub))
     if args.json:
         doc = report.as_dict()
+        doc["anchors"] = [{"file": a.name, "kind": a.kind, "through_seq": a.through} for a in anchors]
         doc["device_key"] = {"path": str(key_path), "fingerprint": fp, "trusted_because": key_note,
                              "matches": not key_mismatch(report)}
         json.dump(doc, out, indent=2)
@@ -92,6 +112,19 @@ def run(args: argparse.Namespace) -> int:
     else:
         _print_report(out, path, report, key_path, fp, key_note, hq_key is not None)
     return 0 if report.ok else 1
+
+
+def _anchors(files: list[Path], evidence: Path, hq_pub: Path | None,
+             device_pub: ed25519.Ed25519PublicKey) -> list[Anchor]:
+    """The anchors named on the command line, each signature checked; receipts need the receipt
+    key of ``hq_pub`` (or ``receipts/hq.pub`` of the export)."""
+    if not files:
+        return []
+    folder = evidence.parent if evidence.is_file() else evidence
+    if hq_pub is None and (folder / "receipts" / "hq.pub").is_file():
+        hq_pub = folder / "receipts" / "hq.pub"
+    receipt_pub = load_receipt_public(hq_pub) if hq_pub is not None else None
+    return [read_anchor(f, device_pub, receipt_pub) for f in files]
 
 
 def _progress(done: int, total: int, name: str) -> None:
@@ -148,9 +181,10 @@ def proven(r: Report) -> str:
     does not prove")."""
     inside = f"no entry is missing or out of order from seq {r.first_seq} to seq {r.last_seq}"
     start = "which is the chain's start" if r.first_seq == 0 else f"entries before seq {r.first_seq} are not in the set"
-    end = (
-        "the set ends with a clean shutdown"
-        if r.clean_end
-        else f"the end is NOT proven: entries after seq {r.last_seq} may exist (no final shutdown event)"
-    )
+    if r.clean_end:
+        end = "the set ends with a clean shutdown"
+    elif r.anchored_through is not None:
+        end = f"complete up to seq {r.anchored_through}, as the anchors vouch"
+    else:
+        end = f"the end is NOT proven: entries after seq {r.last_seq} may exist (no final shutdown event; add --anchor)"
     return f"{inside} ({start}); {end}"

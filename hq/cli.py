@@ -443,7 +443,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         )
     print(f"exported {plural(result.entries, 'entry', 'entries')} (seq {result.first_seq}..{result.last_seq}) "
           f"of {args.device_id} to {args.out}")
-    print(f"check it with: bodycam verify {args.out} --device-pub {args.out / 'device.pub'}")
+    anchors = "".join(f" --anchor {args.out / 'anchors' / a}" for a in result.anchors)
+    print(f"check it with: bodycam verify {args.out} --device-pub {args.out / 'device.pub'}{anchors}")
     return 0
 
 

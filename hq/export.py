@@ -2,7 +2,9 @@
 
 An export folder holds the segments exactly as received (``<seq>.bcs``), the enrolled
 ``device.pub``, the receipts (``receipts/<seq>.receipt`` plus ``receipts/hq.pub`` when the keys
-are at hand) and ``export.json``; ``bodycam verify DIR --device-pub DIR/device.pub`` checks it.
+are at hand), the newest anchors (``anchors/``: a device-signed heartbeat and a receipt whose
+chain heads lie within the export) and ``export.json``; ``bodycam verify DIR --device-pub
+DIR/device.pub --anchor DIR/anchors/*`` checks it, the end of the set included.
 """
 
 from __future__ import annotations
@@ -97,6 +99,7 @@ class ExportResult:
     entries: int
     first_seq: int | None
     last_seq: int | None
+    anchors: tuple[str, ...] = ()  # file names in out/anchors
 
 
 def export(
@@ -125,6 +128,7 @@ def export(
     (out / "device.pub").write_text(device.public_pem)
     if hq_pub is not None and hq_pub.is_file():
         shutil.copyfile(hq_pub, receipts / "hq.pub")
+    anchors = write_anchors(out / "anchors", newest_anchors(index, device_id, entries))
     doc = {
         "device_id": device_id,
         "device_key_sha256": device.fingerprint,
@@ -132,10 +136,64 @@ def export(
         "exported_by": exported_by,
         "window": {"from_utc_ns": from_ns, "to_utc_ns": to_ns},
         "files": files,
-        "verify": "bodycam verify DIR --device-pub DIR/device.pub",
+        "anchors": anchors,
+        "verify": "bodycam verify DIR --device-pub DIR/device.pub"
+        + (" --anchor " + " ".join(f"DIR/anchors/{a['file']}" for a in anchors) if anchors else ""),
     }
     (out / "export.json").write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
-    return ExportResult(out, len(entries), entries[0].seq, entries[-1].seq)
+    return ExportResult(out, len(entries), entries[0].seq, entries[-1].seq, tuple(a["file"] for a in anchors))
+
+
+@dataclass(frozen=True, slots=True)
+class AnchorFile:
+    name: str
+    kind: str
+    through_seq: int
+    data: bytes
+
+
+def _head_seq(doc: object) -> int | None:
+    head = doc.get("chain_head") if isinstance(doc, dict) else None
+    seq = head.get("seq") if isinstance(head, dict) else None
+    return seq if isinstance(seq, int) else None
+
+
+def newest_anchors(index: Index, device_id: str, entries: list[Evidence]) -> list[AnchorFile]:
+    """The newest signed heartbeat and the newest receipt whose chain heads the export holds
+    (an anchor past the export's last entry would vouch for entries it does not carry).
+    Heartbeats past the position retention lost their signature and cannot anchor."""
+    held = {e.seq: e.manifest_sha256 for e in entries}
+    last = max(held)
+    found: list[AnchorFile] = []
+    for utc_ns, body in reversed(index.heartbeats(device_id)):
+        try:
+            doc = canonical.loads(body)
+        except canonical.CanonicalError:
+            continue
+        if not isinstance(doc, dict) or "sig" not in doc:
+            continue
+        seq = _head_seq(doc.get("status"))
+        if seq is not None and seq <= last:
+            found.append(AnchorFile(f"heartbeat-{utc_ns}.json", "heartbeat", seq, body))
+            break
+    for e in reversed(entries):
+        summary = receipt_summary(e.receipt)
+        seq = _head_seq(summary)
+        if e.receipt is not None and seq is not None and seq <= last:
+            found.append(AnchorFile(f"receipt-{segment_filename(e.seq)[: -len('.bcs')]}.receipt", "receipt",
+                                    max(seq, e.seq), e.receipt))
+            break
+    return found
+
+
+def write_anchors(folder: Path, anchors: list[AnchorFile]) -> list[dict[str, Any]]:
+    """Write each anchor into ``folder``; what export.json says of them."""
+    if not anchors:
+        return []
+    folder.mkdir()
+    for a in anchors:
+        (folder / a.name).write_bytes(a.data)
+    return [{"file": a.name, "kind": a.kind, "through_seq": a.through_seq} for a in anchors]
 
 
 def _copy_entry(store: EvidenceStore, e: Evidence, out: Path, receipts: Path) -> dict[str, Any]:

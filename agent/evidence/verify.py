@@ -61,6 +61,8 @@ class Report:
     device_id: str | None = None
     clean_end: bool = False
     decrypted: bool = False
+    hashes: dict[int, str] = field(default_factory=dict)  # seq -> manifest SHA-256 of each entry in order
+    anchored_through: int | None = None  # the highest seq an anchor vouches for, when anchors were given
     problems: list[Finding] = field(default_factory=list)
     warnings: list[Finding] = field(default_factory=list)
 
@@ -83,6 +85,7 @@ class Report:
             # and last_seq; the start only from seq 0, the end only from a final shutdown event
             "start_proven": self.first_seq == 0,
             "end_proven": self.clean_end,
+            "anchored_through": self.anchored_through,
             "decrypted": self.decrypted,
             "problems": [p.as_dict() for p in self.problems],
             "warnings": [w.as_dict() for w in self.warnings],
@@ -324,6 +327,7 @@ def verify_path(
     report.device_id = chain.device_id
     report.clean_end = chain.clean_end
     for e in chain.ordered:
+        report.hashes[e.seq] = e.hash
         if e.kind == "segment":
             report.segments += 1
             t = e.manifest["time"]
