@@ -10,8 +10,9 @@ from typing import TextIO
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from agent import verify_tlog
 from agent.cliargs import device_id
-from agent.evidence.anchor import Anchor, AnchorError, check_anchors, read_anchor
+from agent.evidence.anchor import AnchorError, check_anchors, read_anchor
 from agent.evidence.chain import Finding
 from agent.evidence.keys import (
     KeyFileError,
@@ -42,8 +43,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--device-id", type=device_id, help="the device id the evidence must belong to")
     p.add_argument("--anchor", type=Path, nargs="+", action="extend", default=[], metavar="FILE",
                    help="a signed heartbeat or receipt: every entry up to its chain head must be present")
-    p.add_argument("--hq-pub", type=Path, help="headquarters' hq.pub, to check receipt anchors (default: "
-                   "receipts/hq.pub beside the evidence)")
+    p.add_argument("--hq-pub", type=Path, help="headquarters' hq.pub, to check receipt anchors and log proofs "
+                   "(default: receipts/hq.pub beside the evidence)")
+    verify_tlog.add_options(p)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=run)
 
@@ -81,8 +83,13 @@ def run(args: argparse.Namespace) -> int:
     try:
         device_pub = load_device_public(key_path)
         hq_key = load_hq_private(args.hq_key) if args.hq_key is not None else None
-        anchors = _anchors(args.anchor, path, args.hq_pub, device_pub)
-    except (KeyFileError, AnchorError) as exc:
+        folder = path.parent if path.is_file() else path
+        # Only anchors and log proofs need it: a plain check never reads hq.pub.
+        needed = bool(args.anchor) or (folder / "tlog").is_dir()
+        receipt_pub = _receipt_key(folder, args.hq_pub) if needed else None
+        anchors = [read_anchor(f, device_pub, receipt_pub) for f in args.anchor]
+        log_key, witnesses = verify_tlog.parse_keys(args)
+    except (KeyFileError, AnchorError, ValueError) as exc:
         print(f"bodycam verify: {safe_text(str(exc))}", file=sys.stderr)
         return 2
     if not find_files(path):
@@ -101,30 +108,31 @@ def run(args: argparse.Namespace) -> int:
     for f in check_anchors(anchors, report.hashes, report.device_id):
         report.problems.append(Finding(f.anchor, f.seq, f.reason))
     report.anchored_through = max((a.through for a in anchors), default=None)
+    logged = verify_tlog.check_export_log(folder, receipt_pub, log_key, witnesses, args.witness_quorum)
+    if logged is not None:
+        report.problems.extend(logged.problems)
     fp = fingerprint(public_der(device_pub))
     if args.json:
         doc = report.as_dict()
         doc["anchors"] = [{"file": a.name, "kind": a.kind, "through_seq": a.through} for a in anchors]
+        doc["tlog"] = None if logged is None else {"receipts_proven": logged.proven, "origin": logged.origin,
+                                                   "size": logged.size, "cosigned_by": logged.cosigned_by}
         doc["device_key"] = {"path": str(key_path), "fingerprint": fp, "trusted_because": key_note,
                              "matches": not key_mismatch(report)}
         json.dump(doc, out, indent=2)
         out.write("\n")
     else:
-        _print_report(out, path, report, key_path, fp, key_note, hq_key is not None)
+        _print_report(out, path, report, key_path, fp, key_note, hq_key is not None,
+                      None if logged is None or not logged.proven else verify_tlog.describe(logged))
     return 0 if report.ok else 1
 
 
-def _anchors(files: list[Path], evidence: Path, hq_pub: Path | None,
-             device_pub: ed25519.Ed25519PublicKey) -> list[Anchor]:
-    """The anchors named on the command line, each signature checked; receipts need the receipt
-    key of ``hq_pub`` (or ``receipts/hq.pub`` of the export)."""
-    if not files:
-        return []
-    folder = evidence.parent if evidence.is_file() else evidence
+def _receipt_key(folder: Path, hq_pub: Path | None) -> ed25519.Ed25519PublicKey | None:
+    """Headquarters' receipt key, for receipt anchors and log proofs: ``hq_pub``, else the
+    ``receipts/hq.pub`` of an export, else None."""
     if hq_pub is None and (folder / "receipts" / "hq.pub").is_file():
         hq_pub = folder / "receipts" / "hq.pub"
-    receipt_pub = load_receipt_public(hq_pub) if hq_pub is not None else None
-    return [read_anchor(f, device_pub, receipt_pub) for f in files]
+    return load_receipt_public(hq_pub) if hq_pub is not None else None
 
 
 def _progress(done: int, total: int, name: str) -> None:
@@ -135,7 +143,8 @@ def _progress(done: int, total: int, name: str) -> None:
 
 
 def _print_report(
-    out: TextIO, path: Path, r: Report, key_path: Path, fp: str, key_note: str, decrypted: bool
+    out: TextIO, path: Path, r: Report, key_path: Path, fp: str, key_note: str, decrypted: bool,
+    logged: str | None = None,
 ) -> None:
     print(f"Evidence:    {path} ({plural(r.files, 'file')})", file=out)
     print(f"Device key:  {key_path} (SHA-256 {fp[:16]}...), {key_note}", file=out)
@@ -157,6 +166,8 @@ def _print_report(
         else "not decrypted (public check only; add --hq-key)"
     )
     print(f"Content:     {content}", file=out)
+    if logged is not None:
+        print(safe_text(f"Log:         {logged}"), file=out)  # the origin comes from the export
     for p in r.problems:
         seq = f" (seq {p.seq})" if p.seq is not None else ""
         print(safe_text(f"PROBLEM  {p.name}{seq}: {p.reason}"), file=out)  # names and reasons come from files

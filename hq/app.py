@@ -3,7 +3,8 @@
 Layout of ``--data-dir H``: ``index.sqlite`` (the index and audit log, unless ``--database-url``
 names another database; ``index.sqlite-locks/`` its per-device locks), ``evidence/<device>/``,
 ``quarantine/<device>/``, ``uploads/`` (tus uploads in progress) and, by default, ``keys/``
-(``receipt.key``, ``server.key``, ``server.pem``; ``hq.key`` need not be here).
+(``receipt.key``, ``server.key``, ``server.pem``; ``hq.key`` need not be here). The transparency
+log lives in the index's database (hq/tlog.py) and signs its checkpoints with ``receipt.key``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from hq.index import open_index as _open_index
 from hq.ingest_pool import IngestSettings
 from hq.service import HqService
 from hq.storeurl import open_stores
+from hq.tlog import SqlLog, default_origin
+from hq.witness_client import WitnessPolicy
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +48,8 @@ def build_service(
     ingest: IngestSettings | None = None,
     sole_node: bool = True,
     store_url: str | None = None,
+    log_origin: str | None = None,
+    witnesses: WitnessPolicy | None = None,
 ) -> HqService:
     """A service over ``data_dir`` (and the object store of ``store_url``, if given: hq/storeurl.py);
     uploads interrupted by a restart resume where their bytes end, and completed uploads not yet
@@ -52,13 +57,17 @@ def build_service(
     the data dir's lock), so every claim left in it is stale; a worker of ``serve --workers N`` is
     not, and takes over only claims older than the lease."""
     store, uploads = open_stores(data_dir, store_url, now_ns)
+    receipt_key = load_receipt_private(keys_dir / "receipt.key")
+    tlog = SqlLog(index.engine, log_origin or default_origin(receipt_key.public_key()), receipt_key)
     service = HqService(
         index=index,
         store=store,
         uploads=uploads,
-        receipt_key=load_receipt_private(keys_dir / "receipt.key"),
+        receipt_key=receipt_key,
         now_ns=now_ns,
         ingest=ingest,
+        tlog=tlog,
+        witnesses=witnesses,
     )
     pending = index.uploads("receiving")
     if pending:

@@ -9,8 +9,9 @@ digest; then the service answers. A request refused before its body was read is 
 review, findings 2 and 3). Service calls block (index, files, verification), so they run in
 worker threads, never on the event loop.
 
-``/healthz`` (the process answers) and ``/readyz`` (index and store reachable) need no
-signature, write no audit and are rate limited per source.
+``/healthz`` (the process answers), ``/readyz`` (index and store reachable) and the transparency
+log's static tiles under ``/tlog/`` (c2sp.org/tlog-tiles) need no signature, write no audit and are
+rate limited per source.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from hq.limits import LimitSettings, RateLimiter, retry_after
 from hq.metrics import Metrics
 from hq.refusals import clip
 from hq.service import INGEST_HEADER, HqService, Response, error_response
+from hq.tlog_serve import TileServer
 from hq.tus import TUS_VERSION
 
 log = logging.getLogger(__name__)
@@ -73,9 +75,11 @@ class HqApp:
         self.refusal_rate = RateLimiter(limits.refusals_per_s, limits.refusal_burst, now_s)
         self.health_rate = RateLimiter(HEALTH_PER_S, HEALTH_BURST, now_s)
         self.in_flight = 0
+        self.tiles = TileServer(service.tlog) if service.tlog is not None else None
         self.asgi = Starlette(routes=[
             HttpRoute("/healthz", self.healthz, methods=["GET", "HEAD"]),
             HttpRoute("/readyz", self.readyz, methods=["GET", "HEAD"]),
+            HttpRoute("/tlog/{path:path}", self.tlog, methods=["GET", "HEAD"]),
             HttpRoute("/{path:path}", self.sync, methods=METHODS),
         ])
 
@@ -178,6 +182,18 @@ class HqApp:
         checks = await run_in_threadpool(self.service.readiness)
         ready = all(v == "ok" for v in checks.values())
         return _json(200 if ready else 503, {"status": "ready" if ready else "not-ready", "checks": checks})
+
+    async def tlog(self, request: Request) -> HttpResponse:
+        """The transparency log's static resources (hq/tlog_serve.py): public, unauthenticated,
+        rate limited per source like the health probes."""
+        limited = self._health_limited(request)
+        if limited is not None:
+            return limited
+        if self.tiles is None:
+            return _json(404, {"error": {"code": "no-log", "message": "this node keeps no transparency log"}})
+        response = await run_in_threadpool(self.tiles.get, request.url.path)
+        self.metrics.request_done("tlog", response.status)
+        return HttpResponse(content=response.body, status_code=response.status, headers=response.headers)
 
     def _health_limited(self, request: Request) -> HttpResponse | None:
         peer = request.client.host if request.client else "unknown"

@@ -24,7 +24,7 @@ from agent.evidence.keys import KeyFileError, fingerprint, load_device_public, p
 from agent.fserrors import explain
 from agent.humanize import plural
 from agent.textsafe import install_safe_logging, safe_text
-from hq import db_cmd, decrypt_cmd, decryptd_cmd, ops_room, technician_cmd
+from hq import db_cmd, decrypt_cmd, decryptd_cmd, ops_room, technician_cmd, witness_client, witness_cmd
 from hq.app import MAINTAIN_INTERVAL_S, Maintenance, build_service, open_index, prepare
 from hq.audit import Auditor
 from hq.basemap import BasemapError
@@ -49,6 +49,7 @@ from hq.serve import (
 )
 from hq.storage import StorageError
 from hq.storeurl import StoreUrlError, open_evidence_store, parse_store_url
+from hq.tlog import log_reader
 from hq.tls import PROFILES, TlsError, server_tls_context
 from hq.workers import MetricsDir, WorkerError, Workers
 
@@ -168,7 +169,8 @@ def _run_node(args: argparse.Namespace, setup: _Serve, sock: socket.socket, inde
         ingest = IngestSettings(workers=args.ingest_workers, wait_s=args.ingest_wait_s,
                                 claim_lease_s=args.ingest_lease_s)
         service = build_service(args.data_dir, setup.keys, index, ingest=ingest, sole_node=announce,
-                                store_url=args.store_url)
+                                store_url=args.store_url, log_origin=args.log_origin,
+                                witnesses=witness_client.policy(args))
         room = ops_room.OpsRoom(service, setup.ops)
         attach_live(args, service, setup.keys)
         server = HqServer(sock, service, setup.tls, origins=setup.origins, limits=setup.limits,
@@ -428,6 +430,7 @@ def cmd_export(args: argparse.Namespace) -> int:
                 hq_pub=keys / "hq.pub",
                 exported_by=_actor(),
                 now_ns=time.time_ns(),
+                tlog=log_reader(index),
             )
         except (ExportError, OSError, StoreUrlError, StorageError) as exc:
             audit.record("export", _actor(), target, "refused", reason=str(exc))
@@ -506,8 +509,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="an upload claimed for ingest longer ago than this is taken over by another node (its own "
                         "stopped mid-ingest); longer than the slowest ingest (default: %(default)s)")
     p.add_argument("--maintain-interval-s", type=_positive_float, default=MAINTAIN_INTERVAL_S, metavar="S",
-                   help="how often the periodic pass queues completed uploads left behind, expires abandoned ones "
-                        "and applies retention (default: %(default)s)")
+                   help="how often the periodic pass queues completed uploads left behind, expires abandoned ones, "
+                        "asks witnesses to cosign and applies retention (default: %(default)s)")
+    witness_client.add_serve_options(p)
     add_live_options(p)
     p.set_defaults(func=cmd_serve)
 
@@ -537,6 +541,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_export)
 
     technician_cmd.add_parser(sub, data)
+    witness_cmd.add_parsers(sub)
     maintenance = db_cmd.add_parsers(sub)
     for choice in [*sub.choices.values(), *esub.choices.values(), *maintenance]:
         add_verbose(choice, VERBOSE_HELP)

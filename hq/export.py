@@ -3,7 +3,8 @@
 An export folder holds the segments exactly as received (``<seq>.bcs``), the enrolled
 ``device.pub``, the receipts (``receipts/<seq>.receipt`` plus ``receipts/hq.pub`` when the keys
 are at hand), the newest anchors (``anchors/``: a device-signed heartbeat and a receipt whose
-chain heads lie within the export) and ``export.json``; ``bodycam verify DIR --device-pub
+chain heads lie within the export), the transparency log's proofs of the receipts (``tlog/``) and
+``export.json``; ``bodycam verify DIR --device-pub
 DIR/device.pub --anchor DIR/anchors/*`` checks it, the end of the set included.
 """
 
@@ -20,9 +21,12 @@ from typing import Any
 
 from agent.evidence import canonical
 from agent.evidence.format import SIGNATURE_LEN, segment_filename
+from agent.evidence.note import parse_checkpoint, split
+from agent.evidence.tlogproof import encode_inclusion, receipt_leaf
 from hq.index import Index
 from hq.records import Evidence
 from hq.storage import EvidenceStore
+from hq.tlog import TransparencyLog
 
 
 class ExportError(Exception):
@@ -112,6 +116,7 @@ def export(
     hq_pub: Path | None = None,
     exported_by: str = "",
     now_ns: int = 0,
+    tlog: TransparencyLog | None = None,
 ) -> ExportResult:
     """Copy a device's held evidence (optionally a time window) into a new folder ``out``."""
     device = index.device(device_id)
@@ -129,6 +134,7 @@ def export(
     if hq_pub is not None and hq_pub.is_file():
         shutil.copyfile(hq_pub, receipts / "hq.pub")
     anchors = write_anchors(out / "anchors", newest_anchors(index, device_id, entries))
+    proven = write_log_proofs(out / "tlog", tlog, entries) if tlog is not None else None
     doc = {
         "device_id": device_id,
         "device_key_sha256": device.fingerprint,
@@ -137,6 +143,7 @@ def export(
         "window": {"from_utc_ns": from_ns, "to_utc_ns": to_ns},
         "files": files,
         "anchors": anchors,
+        "tlog": proven,
         "verify": "bodycam verify DIR --device-pub DIR/device.pub"
         + (" --anchor " + " ".join(f"DIR/anchors/{a['file']}" for a in anchors) if anchors else ""),
     }
@@ -194,6 +201,29 @@ def write_anchors(folder: Path, anchors: list[AnchorFile]) -> list[dict[str, Any
     for a in anchors:
         (folder / a.name).write_bytes(a.data)
     return [{"file": a.name, "kind": a.kind, "through_seq": a.through_seq} for a in anchors]
+
+
+def write_log_proofs(folder: Path, tlog: TransparencyLog, entries: list[Evidence]) -> dict[str, Any] | None:
+    """``folder/checkpoint`` (the log's newest cosigned by a witness, else its newest) and, for
+    each exported receipt that checkpoint holds, ``folder/<seq>.proof``: its inclusion proof against that checkpoint
+    (docs/transparency-log.md). ``bodycam verify`` checks them offline."""
+    signed = tlog.cosigned() or tlog.checkpoint()  # a witness's cosignature makes the proofs stronger
+    if signed is None:
+        return None
+    size = parse_checkpoint(split(signed)[0]).size
+    folder.mkdir()
+    (folder / "checkpoint").write_text(signed, encoding="utf-8")
+    proven = []
+    for e in entries:
+        index = None if e.receipt is None else tlog.find(e.device_id, "receipt", e.seq)
+        if e.receipt is None or index is None or index >= size:
+            continue
+        if tlog.entries(index, index + 1)[0] != receipt_leaf(e.receipt):
+            continue  # the log holds a receipt issued again since; the newest one is exported
+        proof = encode_inclusion(index, size, tlog.inclusion(index, size), signed)
+        (folder / f"{segment_filename(e.seq)[: -len('.bcs')]}.proof").write_bytes(proof)
+        proven.append(e.seq)
+    return {"origin": tlog.origin, "size": size, "receipts_proven": len(proven)}
 
 
 def _copy_entry(store: EvidenceStore, e: Evidence, out: Path, receipts: Path) -> dict[str, Any]:

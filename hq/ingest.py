@@ -24,11 +24,13 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from agent.evidence.format import GENESIS_PREV
 from agent.evidence.manifest import ManifestError, parse_manifest_record
 from agent.evidence.receipt import MAX_NOTICE_TEXT, make_quarantine_notice, make_receipt
+from agent.evidence.tlogproof import encode_inclusion, receipt_leaf
 from agent.evidence.verify import check_file
 from hq.audit import Auditor
 from hq.index import Index
 from hq.records import Evidence, Quarantined, Upload
 from hq.storage import EvidenceStore, UploadStore, file_sha256
+from hq.tlog import Leaf, TransparencyLog
 from hq.tus import MAX_SEQ
 
 log = logging.getLogger(__name__)
@@ -223,6 +225,7 @@ class Outcome:
     message: str
     receipt: bytes | None = None
     notice: bytes | None = None
+    inclusion: bytes | None = None  # the receipt's inclusion proof in the transparency log
 
 
 class Ingestor:
@@ -244,6 +247,7 @@ class Ingestor:
         now_ns: Callable[[], int],
         device_lock: DeviceLock | None = None,
         verify: Verifier = check_upload,
+        tlog: TransparencyLog | None = None,
     ) -> None:
         self._index = index
         self._store = store
@@ -253,6 +257,7 @@ class Ingestor:
         self._now_ns = now_ns
         self._device_lock = device_lock or LocalDeviceLocks().hold
         self._verify = verify
+        self.tlog = tlog
 
     def ingest(self, upload: Upload) -> Outcome:
         """Verify ``upload`` (no lock held), then place it under its device's lock. Raises
@@ -291,7 +296,8 @@ class Ingestor:
             raise IngestError(f"the bytes of upload {upload.upload_id} are gone and {upload.device_id} "
                               f"seq {upload.seq} is not held")
         receipt = self.issue_receipt(upload.device_id, upload.seq)
-        return Outcome("duplicate", "duplicate", "stored before the node stopped", receipt)
+        return Outcome("duplicate", "duplicate", "stored before the node stopped", receipt,
+                       inclusion=self.log_receipt(upload.device_id, upload.seq, receipt))
 
     def _place(self, upload: Upload, path: Path, verified: Verified) -> Outcome:
         """Decide, store or quarantine, index, audit and sign; the caller holds the device lock."""
@@ -338,7 +344,17 @@ class Ingestor:
         receipt = self.issue_receipt(upload.device_id, seq)
         outcome = "ok" if decision.action == "store" else "duplicate"
         self._audit.record("ingest", upload.device_id, target, outcome, manifest_sha256=checked.hash, **detail)
-        return Outcome(decision.action, decision.code, decision.reason, receipt)
+        return Outcome(decision.action, decision.code, decision.reason, receipt,
+                       inclusion=self.log_receipt(upload.device_id, seq, receipt))
+
+    def log_receipt(self, device_id: str, seq: int, receipt: bytes) -> bytes | None:
+        """Append ``receipt`` to the transparency log (when there is one); its inclusion proof
+        against the checkpoint signed by that append (docs/transparency-log.md)."""
+        if self.tlog is None:
+            return None
+        done = self.tlog.append([Leaf("receipt", device_id, seq, receipt_leaf(receipt))], self._now_ns())
+        proof = self.tlog.inclusion(done.first_index, done.size)
+        return encode_inclusion(done.first_index, done.size, proof, done.checkpoint)
 
     def _held(self, device_id: str) -> Callable[[int], Held | None]:
         def held(seq: int) -> Held | None:

@@ -147,7 +147,10 @@ class IngestPool:
 def outcome_result(outcome: Outcome) -> dict[str, Any]:
     """What the index keeps as an upload's final answer (``Upload.result``)."""
     if outcome.receipt is not None:
-        return {"receipt": encode_receipt_header(outcome.receipt), "code": outcome.code}
+        done: dict[str, Any] = {"receipt": encode_receipt_header(outcome.receipt), "code": outcome.code}
+        if outcome.inclusion is not None:
+            done["tlog"] = encode_receipt_header(outcome.inclusion)
+        return done
     result: dict[str, Any] = {"error": {"code": outcome.code, "message": outcome.message}}
     if outcome.notice is not None:
         result["notice"] = encode_receipt_header(outcome.notice)

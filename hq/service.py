@@ -24,7 +24,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from agent.evidence.httpsig import NONCE_TTL_S, SignatureError, check_digest, verify_signed_headers
+from agent.evidence.note import parse_checkpoint, split
 from agent.evidence.receipt import ReceiptError, encode_receipt_header, verify_heartbeat
+from agent.evidence.tlogproof import chain_head_leaf, encode_consistency
 from hq.audit import Auditor
 from hq.errors import ApiError, error_body
 from hq.index import Index
@@ -36,6 +38,7 @@ from hq.quotas import NS_PER_S, HeartbeatLimiter, Quotas, admit_upload, expire_a
 from hq.records import OPEN_UPLOAD_STATES, Upload
 from hq.refusals import RefusalLog
 from hq.storage import EvidenceStore, UploadStore
+from hq.tlog import Leaf, TransparencyLog
 from hq.tus import (
     DEFAULT_MAX_SIZE,
     MAX_CHUNK_BYTES,
@@ -52,6 +55,7 @@ from hq.tus import (
     parse_metadata,
     parse_uint,
 )
+from hq.witness_client import Cosigning, WitnessPolicy
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +66,8 @@ QUARANTINE_HEADER = "Bodycam-Quarantine"  # the signed notice on a 422 (docs/syn
 # RFC 9421 section 5.1 names no scheme token; "Signature" with the parameters this service checks.
 WWW_AUTHENTICATE = {"WWW-Authenticate": 'Signature realm="bodycam-hq", alg="ed25519", label="sig1"'}
 INGEST_HEADER = "Bodycam-Ingest"  # "pending" while a completed upload waits for ingest (1.3)
+TLOG_HEADER = "Bodycam-Tlog-Inclusion"  # the receipt's inclusion proof in the transparency log (1.5)
+TLOG_SEEN_HEADER = "Bodycam-Tlog-Size"  # the size of the checkpoint a unit last saw, on its heartbeat (1.5)
 BUSY_RETRY_AFTER_S = 30
 _UPLOAD_PATH = re.compile(r"^/v1/uploads/([0-9a-f]{32})$")
 _WHIP_RESOURCE = re.compile(r"^/v1/live/whip/([A-Za-z0-9_-]{16,64})$")
@@ -120,8 +126,15 @@ class HqService:
         max_size: int = DEFAULT_MAX_SIZE,
         ingest: IngestSettings | None = None,
         quotas: Quotas | None = None,
+        tlog: TransparencyLog | None = None,
+        witnesses: WitnessPolicy | None = None,
     ) -> None:
         self.index = index
+        self.tlog = tlog
+        policy = witnesses or WitnessPolicy()
+        # Heartbeats answer with the newest cosigned checkpoint when units require a witness.
+        self._units_see_cosigned = policy.units_need_cosigned
+        self.cosigning = Cosigning(tlog, policy, now_ns) if tlog is not None and policy.witnesses else None
         self._store = store
         self.uploads = uploads
         self.quotas = quotas = quotas or Quotas()
@@ -136,7 +149,7 @@ class HqService:
         self.device_locks = LocalDeviceLocks()
         self.ingestor = Ingestor(
             index, store, uploads, receipt_key, Auditor(index, "hq-ingest", now_ns), now_ns,
-            device_lock=device_lock_for(index, self.device_locks),
+            device_lock=device_lock_for(index, self.device_locks), tlog=tlog,
         )
         self._ingest = ingest = ingest or IngestSettings()
         self._jobs = IngestJobs(index, self.ingestor, now_ns, ingest.claim_lease_s)
@@ -167,14 +180,17 @@ class HqService:
 
     def maintain(self) -> None:
         """One periodic pass (``hq.app.Maintenance``): completed uploads left behind are queued,
-        abandoned ones expire, and the index's retention runs (expired nonces, heartbeats past
-        the policy, positions past theirs)."""
+        abandoned ones expire, witnesses are asked to cosign the newest checkpoint, and the
+        index's retention runs (expired nonces, heartbeats past the policy, positions past theirs)."""
         queued = self.resume_ingest()
         if queued:
             log.info("%d completed upload(s) queued for ingest again", queued)
         expired = expire_abandoned(self.index, self.uploads, self.audit, self.quotas, self._now_ns(), self._lock_for)
         if expired:
             log.info("%d abandoned upload(s) expired", expired)
+        if self.cosigning is not None:
+            for witness, outcome in self.cosigning.run().items():
+                log.info("witness %s: %s", witness, outcome)
         pruned = self.index.prune(self._now_ns())  # one bounded batch of each kind; the next pass does more
         if any(pruned.values()):
             log.info("retention: %s", ", ".join(f"{k} {v}" for k, v in sorted(pruned.items()) if v))
@@ -270,7 +286,8 @@ class HqService:
                 return Response(204, options_headers(self.max_size))
             assert device_id is not None
             if route.name == "heartbeat":
-                return self.heartbeat(device_id, body)
+                seen = header(headers, TLOG_SEEN_HEADER.lower())
+                return self.heartbeat(device_id, body, parse_uint(seen, TLOG_SEEN_HEADER) if seen else None)
             if route.name in ("whip", "whip-end", "whip-ice"):
                 return Response(*whip_answer(self.live, route.name, route.upload_id, device_id, headers, body))
             if route.name == "create":
@@ -352,8 +369,10 @@ class HqService:
             done = self.index.find_upload(device_id, meta.seq, meta.sha256, ("stored",))
             if done is not None:
                 receipt = self.ingestor.issue_receipt(device_id, meta.seq)
+                proof = self.ingestor.log_receipt(device_id, meta.seq, receipt)
                 self.audit.record("upload-create", device_id, target, "duplicate", upload_id=done.upload_id)
-                return Response(201, {**self._location(done), "Upload-Offset": str(done.length), **_receipt(receipt)})
+                return Response(201, {**self._location(done), "Upload-Offset": str(done.length),
+                                      **_receipt(receipt, proof)})
         existing = self.index.find_upload(device_id, meta.seq, meta.sha256, OPEN_UPLOAD_STATES)
         if existing is not None and existing.length == length:
             if existing.state != "receiving":
@@ -397,6 +416,8 @@ class HqService:
         result = upload.result or {}
         if "receipt" in result:
             h["Bodycam-Receipt"] = str(result["receipt"])
+        if "tlog" in result:
+            h[TLOG_HEADER] = str(result["tlog"])
         if "error" in result:
             h["Bodycam-Quarantined"] = str(result["error"]["code"])
             notice = self._notice(upload)
@@ -486,7 +507,9 @@ class HqService:
     def _final_answer(self, upload: Upload) -> Response:
         result = upload.result or {}
         if "receipt" in result:
-            return Response(204, {"Upload-Offset": str(upload.length), "Bodycam-Receipt": str(result["receipt"])})
+            proof = {TLOG_HEADER: str(result["tlog"])} if "tlog" in result else {}
+            return Response(204, {"Upload-Offset": str(upload.length), "Bodycam-Receipt": str(result["receipt"]),
+                                  **proof})
         err = result.get("error", {"code": "quarantined", "message": "quarantined"})
         headers = {"Content-Type": "application/json", "Upload-Offset": str(upload.length)}
         # The unit quarantines its entry only on this signed notice.
@@ -507,7 +530,7 @@ class HqService:
 
     # -- heartbeat --------------------------------------------------------------------------
 
-    def heartbeat(self, device_id: str, body: bytes) -> Response:
+    def heartbeat(self, device_id: str, body: bytes, seen_size: int | None = None) -> Response:
         key = self._public_key(device_id)
         if key is None:
             raise ApiError(401, "unauthorized", "the device is no longer enrolled")
@@ -523,7 +546,29 @@ class HqService:
                            f"{self.quotas.heartbeat_interval_s:g} s: not stored", {"Retry-After": str(wait_s)})
         self.index.add_heartbeat(device_id, now, body, status)
         _tell(self.on_heartbeat, device_id, status, now)
-        return json_response(200, {"ok": True, "server_utc_ns": now})
+        answer: dict[str, object] = {"ok": True, "server_utc_ns": now}
+        if self.tlog is not None:
+            view = self._log_heartbeat(device_id, body, status, now, seen_size)
+            if view is not None:
+                answer["tlog"] = encode_receipt_header(view)
+        return json_response(200, answer)
+
+    def _log_heartbeat(self, device_id: str, body: bytes, status: Mapping[str, object], now: int,
+                       seen_size: int | None) -> bytes | None:
+        """Log the heartbeat's chain head; the checkpoint units are shown, with a consistency
+        proof from the size the unit last saw (docs/sync-protocol.md, "Transparency log")."""
+        assert self.tlog is not None
+        head = status.get("chain_head")
+        if isinstance(head, dict) and isinstance(head.get("seq"), int) and isinstance(head.get("hash"), str):
+            leaf = chain_head_leaf(device_id, int(head["seq"]), str(head["hash"]), body, now)
+            self.tlog.append([Leaf("chain-head", device_id, int(head["seq"]), leaf)], now)
+        signed = (self.tlog.cosigned() if self._units_see_cosigned else None) or self.tlog.checkpoint()
+        if signed is None:
+            return None  # nothing logged yet: nothing to show
+        size = parse_checkpoint(split(signed)[0]).size
+        seen = seen_size or 0
+        proof = self.tlog.consistency(seen, size) if 0 < seen <= size else []
+        return encode_consistency(seen, proof, signed)
 
 
 def _signed_by(public_pem: str, method: str, target_uri: str, headers: Mapping[str, str], now_s: int) -> bool:
@@ -549,8 +594,11 @@ def _tell(listener: Callable[..., None] | None, *args: object) -> None:
         log.exception("telling the operations room failed")
 
 
-def _receipt(receipt: bytes) -> dict[str, str]:
-    return {"Bodycam-Receipt": encode_receipt_header(receipt)}
+def _receipt(receipt: bytes, proof: bytes | None = None) -> dict[str, str]:
+    h = {"Bodycam-Receipt": encode_receipt_header(receipt)}
+    if proof is not None:
+        h[TLOG_HEADER] = encode_receipt_header(proof)
+    return h
 
 
 __all__ = ["TUS_VERSION", "HqService", "Response", "Route"]

@@ -14,7 +14,9 @@ hq_connections (a headquarters node's memory at rest, per idle connection, and a
 unsigned 4 MiB PATCHes that never send their bodies), hq_fleet (1 and 2 nodes over PostgreSQL and
 S3 behind HAProxy: verified ingest against curl into nginx and SHA-256, receipts, 1,000 units'
 heartbeats), live (a unit streaming through headquarters, coturn and Janus while it records:
-glass-to-glass latency, recovery after a loss burst, extra CPU, recorder drops).
+glass-to-glass latency, recovery after a loss burst, extra CPU, recorder drops), tlog (the
+transparency log's appends a second on SQLite and PostgreSQL against the fleet's rate, and the
+sizes of its proofs after a day and a year).
 A failing section is reported as {"error": ...}; the others still run.
 """
 
@@ -33,7 +35,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # for tests.evidence_util, which builds evidence chains
 
-from bench import agent_run, evidence, hq_conn, hq_fleet, live, sync, vs_ffmpeg  # noqa: E402
+from bench import agent_run, evidence, hq_conn, hq_fleet, live, sync, tlog, vs_ffmpeg  # noqa: E402
 from bench.common import Result, machine, run_section  # noqa: E402
 from bench.summary import estimate_s, render, rows, verdict  # noqa: E402
 
@@ -41,7 +43,7 @@ from agent import __version__  # noqa: E402
 
 log = logging.getLogger("bench")
 
-SECTIONS = ("evidence", "agent", "vs_ffmpeg", "sync", "hq_connections", "hq_fleet", "live")
+SECTIONS = ("evidence", "agent", "vs_ffmpeg", "sync", "hq_connections", "hq_fleet", "live", "tlog")
 
 
 def git_commit() -> str | None:
@@ -92,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
             "hq_connections": lambda: hq_conn.run(args.quick),
             "hq_fleet": lambda: hq_fleet.run(args.quick),
             "live": lambda: live.run(args.quick),
+            "tlog": lambda: tlog.run(args.quick),
         }
         for name in SECTIONS:
             if name in wanted:

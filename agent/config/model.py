@@ -207,6 +207,10 @@ class SyncConfig:
                                              "the whole file)", minval=1.0, maxval=3600.0)
     backoff_max_s: float = setting(300.0, "longest wait between retries after errors", minval=1.0, maxval=86400.0)
     request_deadline_s: float = setting(120.0, "the most one request may take in all", minval=0.5, maxval=3600.0)
+    tlog_witnesses: tuple[str, ...] = setting((), "verifier keys of transparency-log witnesses "
+                                              "(bodycam-hq witness vkey)")
+    tlog_witness_quorum: int = setting(0, "how many of tlog_witnesses must cosign a checkpoint the unit "
+                                       "accepts; 0: none", minval=0, maxval=16)
 
 
 LIVE_NOTICES = ("light", "haptic", "both", "none")

@@ -101,7 +101,7 @@ class Verifier:
 
 def parse_vkey(vkey: str) -> Verifier:
     """A verifier from ``name+hex(id)+base64(type || key)``; only Ed25519 types 0x01 and 0x04."""
-    parts = vkey.strip().split("+")
+    parts = vkey.strip().split("+", 2)  # the base64 key material may hold "+" itself
     if len(parts) != 3:
         raise NoteError("a verifier key is NAME+KEYID+BASE64 (three parts separated by '+')")
     name, hex_id, material = parts

@@ -4,8 +4,10 @@ the hooks that carry them to the unit (a signed chain event, the status indicato
 Kinds: ``auth`` (headquarters refuses the unit; uploads stop), ``config`` (the unit's sync
 settings are unusable), ``conflict`` (headquarters holds another file for an entry),
 ``receipt`` (a receipt failed its check), ``refusal-unverified`` (a 422 without a valid signed
-notice), ``quarantined`` (headquarters quarantined an entry, on a signed notice). The first two
-stand until cleared (``on_alarm_cleared``); the others are one-off.
+notice), ``quarantined`` (headquarters quarantined an entry, on a signed notice), ``tlog`` (a
+proof from headquarters' transparency log did not verify), ``tlog-fork`` (the log contradicts a
+checkpoint the unit verified before: a fork or a rewrite). ``auth``, ``config`` and
+``tlog-fork`` stand until cleared (``on_alarm_cleared``; a fork never is); the others are one-off.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ Alarm = Callable[[str, str], None]  # (kind, message), on the sync thread; must 
 AlarmCleared = Callable[[str], None]  # (kind) of a standing alarm that is over
 PostCommand = Callable[..., None]  # the recorder's post_command(name, actor, **args)
 
-KINDS = ("auth", "config", "conflict", "receipt", "refusal-unverified", "quarantined")
-STANDING = frozenset({"auth", "config"})
+KINDS = ("auth", "config", "conflict", "receipt", "refusal-unverified", "quarantined", "tlog", "tlog-fork")
+STANDING = frozenset({"auth", "config", "tlog-fork"})
 RECORDER_COMMAND = "sync_alarm"
 ACTOR = "sync"
 MAX_MESSAGE = 200  # characters of a message that go into a signed event

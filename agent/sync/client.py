@@ -88,6 +88,7 @@ class AppendResult:
     offset: int
     receipt_b64: str | None
     ingest_pending: bool = False
+    tlog_b64: str | None = None  # the receipt's inclusion proof in headquarters' log (1.5)
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,7 +236,8 @@ class HqClient:
         if new_offset != offset + len(chunk):
             raise ProtocolError(
                 f"{doing}: headquarters answered offset {new_offset}, expected {offset + len(chunk)}", answer.status)
-        return AppendResult(new_offset, answer.headers.get("bodycam-receipt"), _ingest_pending(answer))
+        return AppendResult(new_offset, answer.headers.get("bodycam-receipt"), _ingest_pending(answer),
+                            answer.headers.get("bodycam-tlog-inclusion"))
 
     def terminate(self, url: str) -> None:
         """DELETE: abandon an upload at headquarters."""
@@ -246,11 +248,14 @@ class HqClient:
 
     # ---- heartbeat -------------------------------------------------------------------------
 
-    def heartbeat(self, body: bytes) -> dict[str, Any]:
-        """POST /v1/heartbeat with a canonical JSON body; return headquarters' JSON answer."""
+    def heartbeat(self, body: bytes, tlog_size: int = 0) -> dict[str, Any]:
+        """POST /v1/heartbeat with a canonical JSON body; return headquarters' JSON answer.
+        ``tlog_size``: the size of the log's checkpoint the unit kept (1.5)."""
         doing = "Sending heartbeat"
-        answer = self._request("POST", urljoin(self._base, HEARTBEAT_PATH), doing,
-                               {"Content-Type": "application/json"}, body)
+        headers = {"Content-Type": "application/json"}
+        if tlog_size:
+            headers["Bodycam-Tlog-Size"] = str(tlog_size)
+        answer = self._request("POST", urljoin(self._base, HEARTBEAT_PATH), doing, headers, body)
         self._expect(doing, answer, (200,))
         try:
             reply = json.loads(answer.body)

@@ -7,8 +7,10 @@ from pathlib import Path
 
 from agent.config import Config, resolve_path
 from agent.evidence.keys import KeyFileError, load_receipt_public
+from agent.evidence.tlogproof import TlogError
 from agent.store import Store
 from agent.sync.alarms import Alarm, AlarmCleared
+from agent.sync.tlogview import LogView, parse_witnesses
 from agent.sync.worker import StatusProvider, SyncSettings, SyncWorker
 from hal.clock import Clock
 from hal.keystore import KeyStore
@@ -47,8 +49,12 @@ def build_sync_worker(
         receipt_key = load_receipt_public(resolve_path(data_dir, config.hq.public_key))
     except KeyFileError as e:
         raise SyncSetupError(f"cannot check receipts: {e}") from e
+    try:
+        witnessing = parse_witnesses(config.sync.tlog_witnesses, config.sync.tlog_witness_quorum)
+    except TlogError as e:
+        raise SyncSetupError(str(e)) from e
     return SyncWorker(
         store, data_dir, keystore, config.device.id, config.hq.url, resolve_path(data_dir, config.hq.ca),
         receipt_key, clock, SyncSettings.from_config(config.sync), status_provider, on_alarm=on_alarm,
-        on_alarm_cleared=on_alarm_cleared,
+        on_alarm_cleared=on_alarm_cleared, log_view=LogView(data_dir, receipt_key, witnessing),
     )

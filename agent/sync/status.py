@@ -29,6 +29,8 @@ class SyncStatus:
     hq_clock_offset_ms: int | None = None
     sent_bytes: int = 0
     deferred: dict[int, int] = field(default_factory=dict)  # seq -> not retried before (monotonic ns)
+    tlog: dict[str, Any] | None = None  # the checkpoint of headquarters' log the unit verified last
+    tlog_fork: str | None = None  # why headquarters' log contradicts it, once seen
 
 
 _NAMES = frozenset(f.name for f in fields(SyncStatus))
@@ -80,7 +82,7 @@ class StatusBoard:
                 "current": _copy(st.current), "last_receipt": _copy(st.last_receipt),
                 "last_error": _copy(st.last_error), "alarm": _copy(st.alarm),
                 "last_heartbeat_utc_ns": st.last_heartbeat_utc_ns, "hq_clock_offset_ms": st.hq_clock_offset_ms,
-                "sent_bytes": st.sent_bytes,
+                "sent_bytes": st.sent_bytes, "tlog": _copy(st.tlog), "tlog_fork": st.tlog_fork,
                 # Entries set aside after failing on their own, with the seconds until each is tried again.
                 "deferred": {seq: round(max(0, at - mono_ns) / NS_PER_S, 3) for seq, at in st.deferred.items()},
             }

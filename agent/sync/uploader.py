@@ -11,6 +11,7 @@ from typing import Any, BinaryIO, Protocol
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from agent.evidence.receipt import ReceiptError
+from agent.evidence.tlogproof import TlogError
 from agent.store import Segment, Store
 from agent.sync.client import HqClient
 from agent.sync.errors import (
@@ -26,6 +27,7 @@ from agent.sync.errors import (
 from agent.sync.policy import capped_send_s, ingest_polls, next_chunk
 from agent.sync.receipts import check_notice, check_receipt
 from agent.sync.session import Uploads, UploadSession
+from agent.sync.tlogview import LogView
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +65,7 @@ class EntryUploader:
 
     def __init__(self, store: Store, uploads: Uploads, data_dir: Path, device_id: str,
                  receipt_key: ed25519.Ed25519PublicKey, bandwidth_bps: int, host: UploadHost,
-                 ingest_wait_s: float = 120.0) -> None:
+                 ingest_wait_s: float = 120.0, log_view: LogView | None = None) -> None:
         self._store = store
         self._uploads = uploads
         self._data_dir = data_dir
@@ -72,6 +74,7 @@ class EntryUploader:
         self._bandwidth_bps = bandwidth_bps
         self._host = host
         self._ingest_wait_s = ingest_wait_s
+        self._log_view = log_view or LogView(data_dir, receipt_key)
 
     def upload(self, client: HqClient, seg: Segment) -> None:
         """Send ``seg`` until it is settled, deferred or paused for a higher priority; raises
@@ -144,7 +147,7 @@ class EntryUploader:
                     return
                 continue  # an empty PATCH at the end now carries headquarters' answer
             if session.done:
-                self._complete(session, result.receipt_b64)
+                self._complete(session, result.receipt_b64, result.tlog_b64)
                 return
             if self._host.between_chunks(client, session):
                 log.info("entry %d paused at %d/%d for a higher-priority entry", seg.seq, session.offset, rec.length)
@@ -163,7 +166,7 @@ class EntryUploader:
                               f"{self._ingest_wait_s:.0f} s; asking again later")
         return False
 
-    def _complete(self, session: UploadSession, receipt_b64: str | None) -> None:
+    def _complete(self, session: UploadSession, receipt_b64: str | None, tlog_b64: str | None = None) -> None:
         seg, rec = session.seg, session.record
         try:
             receipt = check_receipt(receipt_b64, self._receipt_key, session.sent(self._device_id))
@@ -174,12 +177,26 @@ class EntryUploader:
             self._host.alarm("receipt", message)
             self._host.defer(seg, message, audit=False)
             return
+        receipt = self._with_inclusion(seg, receipt, tlog_b64)
         self._store.mark_state(seg.seq, "acknowledged", receipt=receipt)
         self._uploads.forget(seg.seq)
         self._host.settled(seg, receipt)
         self._host.audit("upload-complete", seg.path, "ok", seq=seg.seq, bytes=rec.length,
                          contiguous_through=receipt.get("contiguous_through"), hq_key=receipt.get("hq_key"))
         log.info("entry %d acknowledged by headquarters", seg.seq)
+
+    def _with_inclusion(self, seg: Segment, receipt: dict[str, Any], tlog_b64: str | None) -> dict[str, Any]:
+        """The receipt with its inclusion proof in headquarters' log, checked, to keep with it. A
+        proof that fails raises the ``tlog`` alarm but does not hold the entry back: the signed
+        receipt is what acknowledges it; the log is what lets others check headquarters."""
+        try:
+            kept = self._log_view.receipt_proof(str(receipt["raw_b64"]), tlog_b64)
+        except TlogError as e:
+            message = f"the receipt of entry {seg.seq} is not proven in headquarters' log: {e}"
+            self._host.audit("tlog-proof-rejected", seg.path, "failed", seq=seg.seq, reason=str(e))
+            self._host.alarm("tlog", message)
+            return receipt
+        return receipt if kept is None else {**receipt, "tlog": kept}
 
     def _refused(self, session: UploadSession, e: RejectedError) -> None:
         """A 422. Quarantined (terminal) only on a notice signed by the pinned receipt key that

@@ -17,6 +17,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from agent.evidence.tlogproof import TlogError
 from agent.store import Segment, Store, StoreError
 from agent.sync.alarms import Alarm, AlarmCleared
 from agent.sync.client import HqClient
@@ -40,6 +41,7 @@ from agent.sync.policy import NS_PER_S, bucket_for, choose_next, should_preempt
 from agent.sync.session import Uploads, UploadSession
 from agent.sync.settings import SyncSettings
 from agent.sync.status import StatusBoard
+from agent.sync.tlogview import ForkError, LogView
 from agent.sync.uploader import EntryUploader
 from hal.clock import Clock
 from hal.keystore import KeyStore
@@ -81,6 +83,7 @@ class SyncWorker:
         on_alarm: Alarm | None = None,
         on_alarm_cleared: AlarmCleared | None = None,
         rng: random.Random | None = None,
+        log_view: LogView | None = None,
     ) -> None:
         self._store = store
         self._data_dir = Path(data_dir)
@@ -95,8 +98,9 @@ class SyncWorker:
         self._on_alarm_cleared = on_alarm_cleared
         self._rng = rng or random.Random()
         self._uploads = Uploads(store, self._data_dir, device_id, settings.chunk_bytes, clock)
+        self._log_view = log_view or LogView(self._data_dir, receipt_public_key)
         self._uploader = EntryUploader(store, self._uploads, self._data_dir, device_id, receipt_public_key,
-                                       settings.bandwidth_bps, self, settings.timeouts.ingest_s)
+                                       settings.bandwidth_bps, self, settings.timeouts.ingest_s, self._log_view)
         self._client: HqClient | None = None
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -108,6 +112,7 @@ class SyncWorker:
         self._bucket = bucket_for(settings.bandwidth_bps, clock.monotonic_ns())
         self._active: Segment | None = None
         self._pruned = False
+        self._forked = False
         self._board = StatusBoard(clock.monotonic_ns())  # shared with get_status
 
     # ---- lifecycle --------------------------------------------------------------------------
@@ -271,7 +276,7 @@ class SyncWorker:
         body = heartbeat_body(self._heartbeat_status(), self._keystore)
         next_ns = self._mono() + round(self._settings.heartbeat_s * NS_PER_S)
         try:
-            reply = client.heartbeat(body)
+            reply = client.heartbeat(body, self._log_view.seen_size)
         except ProtocolError as e:  # an odd answer to a heartbeat must not hold up uploads
             log.warning("%s", e)
             self._next_heartbeat_ns = next_ns
@@ -282,6 +287,22 @@ class SyncWorker:
         server = reply.get("server_utc_ns")
         offset_ms = round((server - now) / 1e6) if isinstance(server, int) else None
         self._board.set(connected=True, last_heartbeat_utc_ns=now, hq_clock_offset_ms=offset_ms)
+        self._check_log(reply.get("tlog"))
+
+    def _check_log(self, value: object) -> None:
+        """The heartbeat answer's checkpoint must extend the one kept (docs/sync-protocol.md,
+        "Transparency log"); a contradiction raises the standing ``tlog-fork`` alarm."""
+        try:
+            self._log_view.heartbeat_answer(value if isinstance(value, str) else None)
+        except ForkError as e:
+            if not self._forked:  # one signed event per run; the kept checkpoint keeps it detectable
+                self._forked = True
+                self.audit("tlog-fork", "headquarters-log", "failed", reason=str(e))
+                self._board.set(tlog_fork=str(e))
+                self.alarm("tlog-fork", f"headquarters' transparency log forked or was rewritten: {e}")
+        except (TlogError, OSError) as e:
+            log.warning("headquarters' log checkpoint not taken: %s", e)
+        self._board.set(tlog=self._log_view.status())
 
     def _heartbeat_status(self) -> dict[str, Any]:
         try:

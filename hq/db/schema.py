@@ -125,3 +125,36 @@ alerts = sa.Table(
     sa.Column("acknowledged_utc_ns", sa.BigInteger),
     sa.Column("acknowledged_by", sa.Text),
 )
+
+# The transparency log (revision 0007; docs/transparency-log.md): append-only, every table.
+tlog_entries = sa.Table(
+    "tlog_entries", metadata,
+    sa.Column("idx", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("device_id", sa.Text, nullable=False),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Column("data", sa.LargeBinary, nullable=False),
+    sa.Column("utc_ns", sa.BigInteger, nullable=False),
+)
+
+tlog_nodes = sa.Table(
+    "tlog_nodes", metadata,
+    sa.Column("level", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("idx", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("hash", sa.LargeBinary, nullable=False),
+)
+
+tlog_checkpoints = sa.Table(
+    "tlog_checkpoints", metadata,
+    sa.Column("size", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("note", sa.Text, nullable=False),
+    sa.Column("utc_ns", sa.BigInteger, nullable=False),
+)
+
+tlog_cosignatures = sa.Table(
+    "tlog_cosignatures", metadata,
+    sa.Column("size", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("witness", sa.Text, primary_key=True),
+    sa.Column("line", sa.Text, nullable=False),
+    sa.Column("utc_ns", sa.BigInteger, nullable=False),
+)

@@ -23,6 +23,7 @@ SECTION_WALL_S: dict[str, tuple[int, int]] = {
     "hq_connections": (15, 10),
     "hq_fleet": (150, 90),
     "live": (75, 45),
+    "tlog": (90, 30),
 }
 
 
@@ -191,6 +192,29 @@ def live_rows(section: Mapping[str, Any]) -> list[Row]:
     ]
 
 
+def tlog_rows(section: Mapping[str, Any]) -> list[Row]:
+    goal = section.get("goal")
+    rows: list[Row] = []
+    for engine in ("sqlite", "postgresql"):
+        s = section.get(engine) or {}
+        if "error" in s:
+            rows.append(Row(f"tlog appends, {engine}: failed", str(s["error"])[:60], "-", None, False))
+            continue
+        for key, label in (("one_thread", "one thread"), ("racing", "4 threads racing")):
+            rate = _get(s, key, "per_s")
+            rows.append(Row(f"tlog appends/s, {engine}, {label}", _num(rate, "/s", 1),
+                            f">= {goal}/s (1,000 units)" if goal is not None else "-",
+                            None if rate is None or not goal else round(rate / goal, 2),
+                            _verdict(rate, _at_least(goal)) if goal is not None else None))
+    for key, label in (("proofs_after_a_day", "a day"), ("proofs_after_a_year", "a year")):
+        p = section.get(key) or {}
+        rows.append(Row(f"tlog proofs after {label} ({_num(p.get('tree_size'))} leaves)",
+                        f"inclusion {_num(p.get('inclusion_bytes'), ' B')}, receipt header "
+                        f"{_num(p.get('receipt_header_bytes'), ' B')}, heartbeat answer "
+                        f"{_num(p.get('heartbeat_answer_bytes'), ' B')}", "-", None, None))
+    return rows
+
+
 SECTION_ROWS: dict[str, Callable[[Mapping[str, Any]], list[Row]]] = {
     "evidence": evidence_rows,
     "agent": agent_rows,
@@ -199,6 +223,7 @@ SECTION_ROWS: dict[str, Callable[[Mapping[str, Any]], list[Row]]] = {
     "hq_connections": hq_connection_rows,
     "hq_fleet": hq_fleet_rows,
     "live": live_rows,
+    "tlog": tlog_rows,
 }
 
 

@@ -12,23 +12,19 @@ from agent.config import load_config, render_config
 from tests.integration.agent_util import BIN, run_cli
 
 
-class HqProcess:
-    """``bodycam-hq serve`` on 127.0.0.1 with a port chosen by the kernel."""
+class ServingProcess:
+    """A ``bodycam-hq`` command that prints the URL it serves on its first line of stdout; its
+    stderr goes to ``log_path``. ``url`` is what ``pattern`` (one group: the port) found."""
 
-    def __init__(self, data: Path, extra_args: tuple[str, ...] = ()) -> None:
-        self.data = data
-        self.log_path = data / "hq.log"
-        self._log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(
-            [str(BIN / "bodycam-hq"), "serve", "--data-dir", str(data), "--listen", "127.0.0.1:0", *extra_args],
-            stdout=subprocess.PIPE,
-            stderr=self._log,
-        )
+    def __init__(self, args: list[str], log_path: Path, scheme: str) -> None:
+        self.log_path = log_path
+        self._log = log_path.open("ab")
+        self.proc = subprocess.Popen([str(BIN / "bodycam-hq"), *args], stdout=subprocess.PIPE, stderr=self._log)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline().decode()
-        m = re.search(r"https://127\.0\.0\.1:(\d+)/", line)
-        assert m, f"no serving line from bodycam-hq: {line!r}\n{self.log_path.read_text()}"
-        self.url = f"https://127.0.0.1:{m.group(1)}"
+        m = re.search(scheme + r"://127\.0\.0\.1:(\d+)/", line)
+        assert m, f"no serving line from bodycam-hq {args[0]}: {line!r}\n{log_path.read_text()}"
+        self.url = f"{scheme}://127.0.0.1:{m.group(1)}"
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -36,6 +32,15 @@ class HqProcess:
             self.proc.wait(30)
         finally:
             self._log.close()
+
+
+class HqProcess(ServingProcess):
+    """``bodycam-hq serve`` on 127.0.0.1 with a port chosen by the kernel (or ``listen``)."""
+
+    def __init__(self, data: Path, *extra: str, listen: str = "127.0.0.1:0", extra_args: tuple[str, ...] = ()) -> None:
+        self.data = data
+        super().__init__(["serve", "--data-dir", str(data), "--listen", listen, *extra, *extra_args],
+                         data / "hq.log", "https")
 
 
 def hq_keygen(hq: Path) -> None:

@@ -1,0 +1,88 @@
+"""``bodycam verify``'s offline check of an export's transparency-log proofs (``tlog/``): each
+receipt's inclusion proof against the log's signed checkpoint, optionally cosigned by trusted
+witnesses (docs/transparency-log.md, "Checking an export")."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from agent.evidence import note
+from agent.evidence.chain import Finding
+from agent.evidence.tlogproof import TlogError, check_inclusion, receipt_leaf
+
+MAX_PROOF_BYTES = 256 * 1024
+
+
+def add_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--log-key", metavar="VKEY", help="the transparency log's verifier key (bodycam-hq tlog vkey): "
+                   "pins its name; default: the receipt key of hq.pub under the checkpoint's name")
+    p.add_argument("--witness", action="append", default=[], metavar="VKEY",
+                   help="a witness whose cosignature counts (bodycam-hq witness vkey); repeatable")
+    p.add_argument("--witness-quorum", type=int, default=0, metavar="N",
+                   help="cosignatures of --witness keys the log's checkpoint needs (default 0)")
+
+
+@dataclass
+class LogResult:
+    proven: int = 0
+    origin: str | None = None
+    size: int | None = None
+    cosigned_by: list[str] = field(default_factory=list)
+    problems: list[Finding] = field(default_factory=list)
+
+
+def parse_keys(args: argparse.Namespace) -> tuple[note.Verifier | None, list[note.Verifier]]:
+    """The --log-key and --witness keys; ValueError naming a bad one."""
+    try:
+        log_key = note.parse_vkey(args.log_key) if args.log_key else None
+        witnesses = [note.parse_vkey(v) for v in args.witness]
+    except note.NoteError as exc:
+        raise ValueError(f"a verifier key: {exc}") from exc
+    if args.witness_quorum > len(witnesses):
+        raise ValueError(f"--witness-quorum {args.witness_quorum} is more than the {len(witnesses)} --witness keys")
+    return log_key, witnesses
+
+
+def check_export_log(folder: Path, receipt_pub: ed25519.Ed25519PublicKey | None, log_key: note.Verifier | None,
+                     witnesses: list[note.Verifier], quorum: int) -> LogResult | None:
+    """Check ``folder/tlog/*.proof`` against ``folder/receipts/*.receipt``; None when the export
+    carries no log proofs."""
+    proofs = sorted((folder / "tlog").glob("*.proof")) if (folder / "tlog").is_dir() else []
+    if not proofs:
+        return None
+    result = LogResult()
+    key = log_key.public if log_key is not None else receipt_pub
+    if key is None:
+        result.problems.append(Finding("tlog", None, "the log's proofs need its key: --log-key or receipts/hq.pub"))
+        return result
+    for path in proofs:
+        receipt = folder / "receipts" / f"{path.stem}.receipt"
+        try:
+            data = path.read_bytes()[:MAX_PROOF_BYTES]
+            leaf = receipt_leaf(receipt.read_bytes())
+            included = check_inclusion(data, leaf, key, None if log_key is None else log_key.name, witnesses, quorum)
+        except OSError as exc:
+            result.problems.append(Finding(path.name, _seq(path), f"cannot read it or its receipt: {exc.strerror}"))
+            continue
+        except TlogError as exc:
+            result.problems.append(Finding(path.name, _seq(path), f"the receipt is not proven in the log: {exc}"))
+            continue
+        cp = included.checkpoint
+        result.proven += 1
+        result.origin, result.size = cp.checkpoint.origin, cp.checkpoint.size
+        result.cosigned_by = sorted(w.name for w in witnesses if w.name in cp.verified)
+    return result
+
+
+def _seq(path: Path) -> int | None:
+    return int(path.stem) if path.stem.isdigit() else None
+
+
+def describe(r: LogResult) -> str:
+    """The ``Log:`` line of the text report."""
+    cosigned = f", cosigned by {', '.join(r.cosigned_by)}" if r.cosigned_by else ""
+    return f"{r.proven} receipt(s) proven in log {r.origin} at size {r.size}{cosigned}"
