@@ -115,15 +115,18 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         doc = report.as_dict()
         doc["anchors"] = [{"file": a.name, "kind": a.kind, "through_seq": a.through} for a in anchors]
-        doc["tlog"] = None if logged is None else {"receipts_proven": logged.proven, "origin": logged.origin,
-                                                   "size": logged.size, "cosigned_by": logged.cosigned_by}
+        doc["tlog"] = None if logged is None else {"receipts_proven": logged.proven,
+                                                   "heartbeats_proven": logged.heartbeats, "origin": logged.origin,
+                                                   "size": logged.size, "cosigned_by": logged.cosigned_by,
+                                                   "unchecked": logged.unchecked}
         doc["device_key"] = {"path": str(key_path), "fingerprint": fp, "trusted_because": key_note,
                              "matches": not key_mismatch(report)}
         json.dump(doc, out, indent=2)
         out.write("\n")
     else:
+        shown = logged is not None and bool(logged.proven or logged.unchecked)
         _print_report(out, path, report, key_path, fp, key_note, hq_key is not None,
-                      None if logged is None or not logged.proven else verify_tlog.describe(logged))
+                      verify_tlog.describe(logged) if logged is not None and shown else None)
     return 0 if report.ok else 1
 
 

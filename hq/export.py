@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from typing import Any
 from agent.evidence import canonical
 from agent.evidence.format import SIGNATURE_LEN, segment_filename
 from agent.evidence.note import parse_checkpoint, split
-from agent.evidence.tlogproof import encode_inclusion, receipt_leaf
+from agent.evidence.tlogproof import chain_head_leaf, encode_inclusion, receipt_leaf
 from hq.index import Index
 from hq.records import Evidence
 from hq.storage import EvidenceStore
@@ -133,8 +134,9 @@ def export(
     (out / "device.pub").write_text(device.public_pem)
     if hq_pub is not None and hq_pub.is_file():
         shutil.copyfile(hq_pub, receipts / "hq.pub")
-    anchors = write_anchors(out / "anchors", newest_anchors(index, device_id, entries))
-    proven = write_log_proofs(out / "tlog", tlog, entries) if tlog is not None else None
+    chosen = newest_anchors(index, device_id, entries)
+    anchors = write_anchors(out / "anchors", chosen)
+    proven = write_log_proofs(out / "tlog", tlog, entries, chosen) if tlog is not None else None
     doc = {
         "device_id": device_id,
         "device_key_sha256": device.fingerprint,
@@ -157,6 +159,7 @@ class AnchorFile:
     kind: str
     through_seq: int
     data: bytes
+    leaf: bytes | None = None  # a heartbeat's chain-head leaf in the transparency log
 
 
 def _head_seq(doc: object) -> int | None:
@@ -181,7 +184,9 @@ def newest_anchors(index: Index, device_id: str, entries: list[Evidence]) -> lis
             continue
         seq = _head_seq(doc.get("status"))
         if seq is not None and seq <= last:
-            found.append(AnchorFile(f"heartbeat-{utc_ns}.json", "heartbeat", seq, body))
+            head = doc["status"]["chain_head"]
+            leaf = chain_head_leaf(device_id, seq, str(head.get("hash")), body, utc_ns)
+            found.append(AnchorFile(f"heartbeat-{utc_ns}.json", "heartbeat", seq, body, leaf))
             break
     for e in reversed(entries):
         summary = receipt_summary(e.receipt)
@@ -203,7 +208,8 @@ def write_anchors(folder: Path, anchors: list[AnchorFile]) -> list[dict[str, Any
     return [{"file": a.name, "kind": a.kind, "through_seq": a.through_seq} for a in anchors]
 
 
-def write_log_proofs(folder: Path, tlog: TransparencyLog, entries: list[Evidence]) -> dict[str, Any] | None:
+def write_log_proofs(folder: Path, tlog: TransparencyLog, entries: list[Evidence],
+                     anchors: Sequence[AnchorFile] = ()) -> dict[str, Any] | None:
     """``folder/checkpoint`` (the log's newest cosigned by a witness, else its newest) and, for
     each exported receipt that checkpoint holds, ``folder/<seq>.proof``: its inclusion proof against that checkpoint
     (docs/transparency-log.md). ``bodycam verify`` checks them offline."""
@@ -212,7 +218,7 @@ def write_log_proofs(folder: Path, tlog: TransparencyLog, entries: list[Evidence
         return None
     size = parse_checkpoint(split(signed)[0]).size
     folder.mkdir()
-    (folder / "checkpoint").write_text(signed, encoding="utf-8")
+    (folder / "checkpoint").write_text(signed, encoding="utf-8")  # what each proof's checkpoint is
     proven = []
     for e in entries:
         index = None if e.receipt is None else tlog.find(e.device_id, "receipt", e.seq)
@@ -223,7 +229,16 @@ def write_log_proofs(folder: Path, tlog: TransparencyLog, entries: list[Evidence
         proof = encode_inclusion(index, size, tlog.inclusion(index, size), signed)
         (folder / f"{segment_filename(e.seq)[: -len('.bcs')]}.proof").write_bytes(proof)
         proven.append(e.seq)
-    return {"origin": tlog.origin, "size": size, "receipts_proven": len(proven)}
+    heartbeats = 0
+    for a in anchors:
+        index = None if a.leaf is None else tlog.find(entries[0].device_id, "chain-head", a.through_seq, a.leaf)
+        if a.leaf is None or index is None or index >= size:
+            continue
+        stem = a.name.rsplit(".", 1)[0]
+        (folder / f"{stem}.leaf").write_bytes(a.leaf)
+        (folder / f"{stem}.proof").write_bytes(encode_inclusion(index, size, tlog.inclusion(index, size), signed))
+        heartbeats += 1
+    return {"origin": tlog.origin, "size": size, "receipts_proven": len(proven), "heartbeats_proven": heartbeats}
 
 
 def _copy_entry(store: EvidenceStore, e: Evidence, out: Path, receipts: Path) -> dict[str, Any]:

@@ -38,7 +38,7 @@ from hq.quotas import NS_PER_S, HeartbeatLimiter, Quotas, admit_upload, expire_a
 from hq.records import OPEN_UPLOAD_STATES, Upload
 from hq.refusals import RefusalLog
 from hq.storage import EvidenceStore, UploadStore
-from hq.tlog import Leaf, TransparencyLog
+from hq.tlog import Leaf, TlogStoreError, TransparencyLog
 from hq.tus import (
     DEFAULT_MAX_SIZE,
     MAX_CHUNK_BYTES,
@@ -548,7 +548,11 @@ class HqService:
         _tell(self.on_heartbeat, device_id, status, now)
         answer: dict[str, object] = {"ok": True, "server_utc_ns": now}
         if self.tlog is not None:
-            view = self._log_heartbeat(device_id, body, status, now, seen_size)
+            try:
+                view = self._log_heartbeat(device_id, body, status, now, seen_size)
+            except TlogStoreError as exc:  # the heartbeat is kept; the unit asks again with the next
+                log.error("heartbeat of %s not logged: %s", device_id, exc)
+                view = None
             if view is not None:
                 answer["tlog"] = encode_receipt_header(view)
         return json_response(200, answer)

@@ -88,7 +88,7 @@ class TransparencyLog(Protocol):
     def consistency(self, size1: int, size2: int) -> list[bytes]: ...
     def tile(self, level: int, index: int, width: int) -> bytes: ...
     def entries(self, start: int, end: int) -> list[bytes]: ...
-    def find(self, device_id: str, kind: str, seq: int) -> int | None: ...
+    def find(self, device_id: str, kind: str, seq: int, data: bytes | None = None) -> int | None: ...
 
 
 def _coords(run: Callable[[merkle.NodeSource], object]) -> set[tuple[int, int]]:
@@ -308,13 +308,14 @@ class SqlLog:
             raise TlogStoreError(f"entries {start}..{end} are not all held")
         return [bytes(r) for r in rows]
 
-    def find(self, device_id: str, kind: str, seq: int) -> int | None:
+    def find(self, device_id: str, kind: str, seq: int, data: bytes | None = None) -> int | None:
         """The index of the newest leaf of that kind for that entry (a receipt issued again is
-        logged again), or None."""
+        logged again), or of exactly ``data`` when given; None if there is none."""
+        cond = [tlog_entries.c.device_id == device_id, tlog_entries.c.kind == kind, tlog_entries.c.seq == seq]
+        if data is not None:
+            cond.append(tlog_entries.c.data == data)
         with self._conn("finding a leaf") as conn:
-            top = conn.execute(sa.select(sa.func.max(tlog_entries.c.idx)).where(
-                tlog_entries.c.device_id == device_id, tlog_entries.c.kind == kind,
-                tlog_entries.c.seq == seq)).scalar()
+            top = conn.execute(sa.select(sa.func.max(tlog_entries.c.idx)).where(*cond)).scalar()
         return None if top is None else int(top)
 
 

@@ -56,6 +56,9 @@ def test_export_anchors_catch_entries_cut_off_the_end(tmp_path: Path) -> None:
     code, doc = _verify(out, "--anchor", *anchors)
     assert code == 0 and doc["ok"], doc["problems"]
     assert doc["anchored_through"] == last
+    # the transparency log vouches for both anchors too: headquarters logged what it received
+    assert doc["tlog"]["heartbeats_proven"] == 1, doc["tlog"]
+    assert doc["tlog"]["receipts_proven"] == len(list((out / "receipts").glob("*.receipt"))) >= 2
 
     # the tail of the export is deleted: without anchors the set still verifies (its end unproven) ...
     cut = sorted(out.glob("*.bcs"))[-2:]
