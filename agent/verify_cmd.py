@@ -85,9 +85,10 @@ def run(args: argparse.Namespace) -> int:
         hq_key = load_hq_private(args.hq_key) if args.hq_key is not None else None
         folder = path.parent if path.is_file() else path
         # Only anchors and log proofs need it: a plain check never reads hq.pub.
-        needed = bool(args.anchor) or (folder / "tlog").is_dir()
-        receipt_pub = _receipt_key(folder, args.hq_pub) if needed else None
-        anchors = [read_anchor(f, device_pub, receipt_pub) for f in args.anchor]
+        anchor_files: list[Path] = getattr(args, "anchor", [])  # options callers before anchors do not set
+        needed = bool(anchor_files) or (folder / "tlog").is_dir()
+        receipt_pub = _receipt_key(folder, getattr(args, "hq_pub", None)) if needed else None
+        anchors = [read_anchor(f, device_pub, receipt_pub) for f in anchor_files]
         log_key, witnesses = verify_tlog.parse_keys(args)
     except (KeyFileError, AnchorError, ValueError) as exc:
         print(f"bodycam verify: {safe_text(str(exc))}", file=sys.stderr)
@@ -108,7 +109,8 @@ def run(args: argparse.Namespace) -> int:
     for f in check_anchors(anchors, report.hashes, report.device_id):
         report.problems.append(Finding(f.anchor, f.seq, f.reason))
     report.anchored_through = max((a.through for a in anchors), default=None)
-    logged = verify_tlog.check_export_log(folder, receipt_pub, log_key, witnesses, args.witness_quorum)
+    logged = verify_tlog.check_export_log(folder, receipt_pub, log_key, witnesses,
+                                          getattr(args, "witness_quorum", 0))
     if logged is not None:
         report.problems.extend(logged.problems)
     fp = fingerprint(public_der(device_pub))
@@ -200,5 +202,5 @@ def proven(r: Report) -> str:
     elif r.anchored_through is not None:
         end = f"complete up to seq {r.anchored_through}, as the anchors vouch"
     else:
-        end = f"the end is NOT proven: entries after seq {r.last_seq} may exist (no final shutdown event; add --anchor)"
+        end = f"the end is NOT proven: entries after seq {r.last_seq} may exist (no final shutdown event)"
     return f"{inside} ({start}); {end}"

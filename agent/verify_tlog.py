@@ -40,13 +40,14 @@ class LogResult:
 
 def parse_keys(args: argparse.Namespace) -> tuple[note.Verifier | None, list[note.Verifier]]:
     """The --log-key and --witness keys; ValueError naming a bad one."""
+    given, quorum = getattr(args, "log_key", None), getattr(args, "witness_quorum", 0)
     try:
-        log_key = note.parse_vkey(args.log_key) if args.log_key else None
-        witnesses = [note.parse_vkey(v) for v in args.witness]
+        log_key = note.parse_vkey(given) if given else None
+        witnesses = [note.parse_vkey(v) for v in getattr(args, "witness", [])]
     except note.NoteError as exc:
         raise ValueError(f"a verifier key: {exc}") from exc
-    if args.witness_quorum > len(witnesses):
-        raise ValueError(f"--witness-quorum {args.witness_quorum} is more than the {len(witnesses)} --witness keys")
+    if quorum > len(witnesses):
+        raise ValueError(f"--witness-quorum {quorum} is more than the {len(witnesses)} --witness keys")
     return log_key, witnesses
 
 
