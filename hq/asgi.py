@@ -26,7 +26,9 @@ from dataclasses import dataclass
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
+from starlette.responses import RedirectResponse
 from starlette.responses import Response as HttpResponse
+from starlette.routing import Mount
 from starlette.routing import Route as HttpRoute
 
 from agent.textsafe import safe_text
@@ -38,6 +40,8 @@ from hq.refusals import clip
 from hq.service import INGEST_HEADER, HqService, Response, error_response
 from hq.tlog_serve import TileServer
 from hq.tus import TUS_VERSION
+from hq.web.app import build_web
+from hq.web.context import WebSettings, web_context
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +58,7 @@ class AppSettings:
     origins: Origins
     behind_proxy: bool = False
     limits: LimitSettings = LimitSettings()
+    web: WebSettings = WebSettings()
 
 
 class HqApp:
@@ -76,10 +81,14 @@ class HqApp:
         self.health_rate = RateLimiter(HEALTH_PER_S, HEALTH_BURST, now_s)
         self.in_flight = 0
         self.tiles = TileServer(service.tlog) if service.tlog is not None else None
+        web = web_context(service, settings.web, settings.origins, settings.behind_proxy)
         self.asgi = Starlette(routes=[
             HttpRoute("/healthz", self.healthz, methods=["GET", "HEAD"]),
             HttpRoute("/readyz", self.readyz, methods=["GET", "HEAD"]),
             HttpRoute("/tlog/{path:path}", self.tlog, methods=["GET", "HEAD"]),
+            # the operations room (hq/web), before the sync API's catch-all
+            HttpRoute("/ops", lambda _request: RedirectResponse("/ops/", 308), methods=["GET", "HEAD"]),
+            Mount("/ops", app=build_web(web)),
             HttpRoute("/{path:path}", self.sync, methods=METHODS),
         ])
 

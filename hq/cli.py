@@ -24,7 +24,7 @@ from agent.evidence.keys import KeyFileError, fingerprint, load_device_public, p
 from agent.fserrors import explain
 from agent.humanize import plural
 from agent.textsafe import install_safe_logging, safe_text
-from hq import db_cmd, decrypt_cmd, decryptd_cmd, ops_room, technician_cmd, witness_client, witness_cmd
+from hq import db_cmd, decrypt_cmd, decryptd_cmd, ops_room, technician_cmd, user_cmd, witness_client, witness_cmd
 from hq.app import MAINTAIN_INTERVAL_S, Maintenance, build_service, open_index, prepare
 from hq.audit import Auditor
 from hq.basemap import BasemapError
@@ -51,6 +51,7 @@ from hq.storage import StorageError
 from hq.storeurl import StoreUrlError, open_evidence_store, parse_store_url
 from hq.tlog import log_reader
 from hq.tls import PROFILES, TlsError, server_tls_context
+from hq.web import options as web_options
 from hq.workers import MetricsDir, WorkerError, Workers
 
 log = logging.getLogger(__name__)
@@ -174,7 +175,7 @@ def _run_node(args: argparse.Namespace, setup: _Serve, sock: socket.socket, inde
         room = ops_room.OpsRoom(service, setup.ops)
         attach_live(args, service, setup.keys)
         server = HqServer(sock, service, setup.tls, origins=setup.origins, limits=setup.limits,
-                          behind_proxy=args.behind_proxy, metrics=metrics)
+                          behind_proxy=args.behind_proxy, metrics=metrics, web=web_options.settings(args))
         exporter = serve_metrics(metrics, *setup.metrics_at) if setup.metrics_at and announce else None
     except (KeyFileError, OSError) as exc:
         index.close()
@@ -492,6 +493,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", choices=PROFILES, default="default",
                    help="TLS suites: default (TLS 1.3, TLS 1.2 AEAD), fips (FIPS-approved suites and groups only)")
     ops_room.add_arguments(p)
+    web_options.add_arguments(p)
     p.add_argument("--workers", type=int, default=1,
                    help="server processes sharing the port (default 1; the embedded SQLite index: 1)")
     p.add_argument("--metrics-listen", metavar="HOST:PORT", help="serve Prometheus metrics here (loopback only)")
@@ -542,8 +544,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     technician_cmd.add_parser(sub, data)
     witness_cmd.add_parsers(sub)
+    users = user_cmd.add_parser(sub, data)
     maintenance = db_cmd.add_parsers(sub)
-    for choice in [*sub.choices.values(), *esub.choices.values(), *maintenance]:
+    for choice in [*sub.choices.values(), *esub.choices.values(), *maintenance, *users]:
         add_verbose(choice, VERBOSE_HELP)
     return parser
 
@@ -551,10 +554,11 @@ def build_parser() -> argparse.ArgumentParser:
 # Which lock on headquarters' data dir each command holds while it runs (agent.dirlock): one service
 # per data dir; commands that only add rows (enrol, revoke, list, export) run beside it; keygen, which
 # replaces files the service reads, runs alone.
-_SHARED = ("serve", "enroll", "revoke", "evidence", "export", "technician", "migrate", "audit", "heartbeats")
+_SHARED = ("serve", "enroll", "revoke", "evidence", "export", "technician", "migrate", "audit", "heartbeats",
+           "user")
 # Commands that only read or add to a headquarters that exists: a mistyped --data-dir is refused,
 # never silently made into a new, empty headquarters.
-_NEEDS_SETUP = ("enroll", "revoke", "evidence", "export", "technician", "migrate", "audit", "heartbeats")
+_NEEDS_SETUP = ("enroll", "revoke", "evidence", "export", "technician", "migrate", "audit", "heartbeats", "user")
 
 
 def _take_locks(args: argparse.Namespace) -> list[DirLock]:

@@ -19,8 +19,10 @@ from typing import Any, Protocol, Self
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine, RowMapping
 
+from hq.accounts.store import AccountStore
 from hq.db import HqIndexError, retention, search
 from hq.db import migrate as migrations
+from hq.db.accounts import SqlAccountStore
 from hq.db.chain import GENESIS, ChainReport, ChainRow, ChainWalker, record_hash
 from hq.db.engine import DEFAULT_NAME, WRITE_OPTION, make_engine, mask, parse_url
 from hq.db.locks import DeviceLocks
@@ -29,6 +31,7 @@ from hq.db.schema import audit as audit_t
 from hq.db.schema import devices, evidence, heartbeats, nonces, quarantine, uploads
 from hq.records import (
     OPEN_UPLOAD_STATES,
+    AuditQuery,
     AuditRecord,
     Device,
     Evidence,
@@ -88,6 +91,7 @@ class Index(Protocol):
     def heartbeats(self, device_id: str) -> list[tuple[int, bytes]]: ...
     def audit(self, record: AuditRecord) -> None: ...
     def audit_log(self, event_type: str | None = None) -> list[AuditRecord]: ...
+    def audit_search(self, query: AuditQuery) -> list[AuditRecord]: ...
     def verify_audit(self, batch_rows: int = 1000) -> ChainReport: ...
 
     # quotas, rate limits, expiry, retention and per-device serialisation
@@ -96,6 +100,9 @@ class Index(Protocol):
     def heartbeat_count_since(self, device_id: str, since_ns: int) -> int: ...
     def device_lock(self, device_id: str, timeout_s: float | None = None) -> AbstractContextManager[None]: ...
     def prune(self, now_ns: int) -> dict[str, int]: ...
+
+    # operations-room accounts (users, sessions, lockout), in the same database
+    def accounts(self) -> AccountStore: ...
 
 
 def _device(row: RowMapping) -> Device:
@@ -123,6 +130,12 @@ def _evidence(row: RowMapping) -> Evidence:
     fields["warnings"] = tuple(json.loads(row["warnings"]))
     fields["receipt"] = None if row["receipt"] is None else bytes(row["receipt"])
     return Evidence(**fields)
+
+
+def _audit_record(r: RowMapping) -> AuditRecord:
+    return AuditRecord(utc_ns=r["utc_ns"], component=r["component"], event_type=r["event_type"], actor=r["actor"],
+                       target=r["target"], outcome=r["outcome"], detail=json.loads(r["detail"]), id=r["id"],
+                       prev_sha256=r["prev_sha256"], sha256=r["sha256"])
 
 
 def _reason(exc: sa.exc.SQLAlchemyError) -> str:
@@ -177,6 +190,10 @@ class SqlIndex:
     def ping(self) -> None:
         """One round trip to the database (``/readyz``); HqIndexError when it does not answer."""
         self._one("reaching the index", sa.select(sa.literal(1)))
+
+    def accounts(self) -> AccountStore:
+        """The operations room's users and sessions, over this index's engine (hq/db/accounts.py)."""
+        return SqlAccountStore(self.engine)
 
     def __enter__(self) -> Self:
         return self
@@ -459,21 +476,27 @@ class SqlIndex:
         if event_type is not None:
             query = query.where(audit_t.c.event_type == event_type)
         rows = self._rows("reading the audit log", query.order_by(audit_t.c.id))
-        return [
-            AuditRecord(
-                utc_ns=r["utc_ns"],
-                component=r["component"],
-                event_type=r["event_type"],
-                actor=r["actor"],
-                target=r["target"],
-                outcome=r["outcome"],
-                detail=json.loads(r["detail"]),
-                id=r["id"],
-                prev_sha256=r["prev_sha256"],
-                sha256=r["sha256"],
-            )
-            for r in rows
-        ]
+        return [_audit_record(r) for r in rows]
+
+    def audit_search(self, query: AuditQuery) -> list[AuditRecord]:
+        """Records matching every given filter, newest first, at most ``query.limit``."""
+        a = audit_t.c
+        select = audit_t.select()
+        if query.actor:
+            select = select.where(a.actor == query.actor)
+        if query.target:
+            select = select.where(sa.or_(a.target == query.target,
+                                         a.target.startswith(query.target.rstrip("/") + "/", autoescape=True)))
+        if query.event_type:
+            select = select.where(a.event_type == query.event_type)
+        if query.from_ns is not None:
+            select = select.where(a.utc_ns >= query.from_ns)
+        if query.to_ns is not None:
+            select = select.where(a.utc_ns <= query.to_ns)
+        if query.before_id is not None:
+            select = select.where(a.id < query.before_id)
+        rows = self._rows("searching the audit log", select.order_by(a.id.desc()).limit(max(1, query.limit)))
+        return [_audit_record(r) for r in rows]
 
     def verify_audit(self, batch_rows: int = 1000) -> ChainReport:
         """Walk the audit chain from its first record, ``batch_rows`` at a time; the first broken

@@ -144,3 +144,17 @@ class RecordingSummary:
     marks: int
     size_bytes: int
     status: str
+
+
+@dataclass(frozen=True, slots=True)
+class AuditQuery:
+    """A search of the audit log, newest first. ``target`` matches an object id or its prefix
+    (``device:U1`` finds ``device:U1`` and ``device:U1/7``); ``before_id`` pages backwards."""
+
+    actor: str | None = None
+    target: str | None = None
+    event_type: str | None = None
+    from_ns: int | None = None
+    to_ns: int | None = None
+    before_id: int | None = None
+    limit: int = 200

@@ -34,6 +34,7 @@ from hq.guard import Origins, loopback_origins
 from hq.limits import ConnectionLimits, LimitSettings
 from hq.metrics import Metrics
 from hq.service import HqService
+from hq.web.context import WebSettings
 
 log = logging.getLogger(__name__)
 
@@ -186,13 +187,15 @@ class HqServer:
         limits: LimitSettings | None = None,
         behind_proxy: bool = False,
         metrics: Metrics | None = None,
+        web: WebSettings | None = None,
     ) -> None:
         self.service = service
         self.limits = limits or LimitSettings()
         self.metrics = metrics or Metrics()
         self.socket = address if isinstance(address, socket.socket) else bind(address)
         self.origins = Origins(origins or loopback_origins(self.port))
-        self.app = HqApp(service, AppSettings(self.origins, behind_proxy, self.limits), self.metrics)
+        self.app = HqApp(service, AppSettings(self.origins, behind_proxy, self.limits, web or WebSettings()),
+                         self.metrics)
         self.connections = ConnectionLimits(self.limits.max_connections, self.limits.max_per_source)
         config = uvicorn.Config(
             self.app.asgi,

@@ -142,6 +142,7 @@ class HqService:
         self._heartbeat_limit = HeartbeatLimiter(quotas, index.heartbeat_count_since)
         self._create_locks = LocalDeviceLocks()
         self._now_ns = now_ns
+        self.now_ns = now_ns  # the service's clock, for the layers built on it (hq/web)
         self.audit = Auditor(index, "hq-api", now_ns)
         self.live: LiveService | None = None  # live view, when serve is given a media server (hq/live/)
         self._closers: list[Callable[[], object]] = []

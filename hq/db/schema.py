@@ -158,3 +158,42 @@ tlog_cosignatures = sa.Table(
     sa.Column("line", sa.Text, nullable=False),
     sa.Column("utc_ns", sa.BigInteger, nullable=False),
 )
+
+# Operations-room accounts (migration 0008). Roles are a space-separated list (hq.accounts.records).
+users = sa.Table(
+    "users", metadata,
+    sa.Column("name", sa.Text, primary_key=True),
+    sa.Column("roles", sa.Text, nullable=False),
+    sa.Column("password_hash", sa.Text, nullable=False),
+    sa.Column("totp_secret", sa.Text, nullable=False),
+    sa.Column("totp_last_step", sa.BigInteger),
+    sa.Column("created_utc_ns", sa.BigInteger, nullable=False),
+    sa.Column("disabled_utc_ns", sa.BigInteger),
+)
+
+web_sessions = sa.Table(
+    "web_sessions", metadata,
+    sa.Column("id_sha256", sa.Text, primary_key=True),
+    sa.Column("user_name", sa.Text, sa.ForeignKey("users.name"), nullable=False),
+    sa.Column("created_utc_ns", sa.BigInteger, nullable=False),
+    sa.Column("last_seen_utc_ns", sa.BigInteger, nullable=False),
+    sa.Column("csrf_token", sa.Text, nullable=False),
+    sa.Column("source", sa.Text, nullable=False),
+    sa.Column("ended_utc_ns", sa.BigInteger),
+    sa.Column("end_reason", sa.Text),
+)
+
+signin_failures = sa.Table(
+    "signin_failures", metadata,
+    sa.Column("key", sa.Text, primary_key=True),
+    sa.Column("failures", sa.BigInteger, nullable=False),
+    sa.Column("last_utc_ns", sa.BigInteger, nullable=False),
+)
+
+signin_links = sa.Table(
+    "signin_links", metadata,
+    sa.Column("token_sha256", sa.Text, primary_key=True),
+    sa.Column("user_name", sa.Text, sa.ForeignKey("users.name"), nullable=False),
+    sa.Column("expires_utc_ns", sa.BigInteger, nullable=False),
+    sa.Column("used_utc_ns", sa.BigInteger),
+)

@@ -1,0 +1,1 @@
+"""Operations-room accounts: users, roles, passwords, TOTP, lockout and sessions. Knows no HTTP."""

@@ -1,0 +1,1 @@
+"""The operations room: headquarters' web application, mounted at /ops (docs/architecture.md, "The web layer")."""
