@@ -37,6 +37,7 @@ TOOLS: dict[str, tuple[str, str]] = {
     "nginx": ("nginx-light", "a headquarters node is tested behind a TLS-terminating nginx"),
     "janus": ("janus", "live view is tested through a real Janus media server (tests/janus_util.py)"),
     "turnserver": ("coturn", "live view over carrier NAT is tested through a real TURN server (coturn)"),
+    "pdftotext": ("poppler-utils", "exported audit trails (PDF) are read back with it"),
     "chromium": ("chromium", "the operations room is tested in a real browser (tests/browser_util.py, Playwright)"),
 }
 MIN_PYTHON = (3, 11)

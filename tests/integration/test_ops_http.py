@@ -124,3 +124,23 @@ def test_sign_in_and_roles_work_on_postgresql(tmp_path: Path, fresh_postgres_url
         assert ("access-denied", "olivia", "refused") in events
     finally:
         server.stop()
+
+
+def test_an_auditor_exports_a_users_trail_as_csv_and_pdf_and_the_export_is_audited(server: OpsServer) -> None:
+    ada, olivia = _session(server), _session(server)
+    assert _sign_in(server, olivia, "olivia").status_code == 303
+    assert olivia.get(server.url + "/ops/audit/export.csv?user=olivia").status_code == 403
+    assert _sign_in(server, ada, "ada").status_code == 303
+    answer = ada.get(server.url + "/ops/audit/export.csv?user=olivia")
+    assert answer.status_code == 200 and answer.headers["Content-Type"].startswith("text/csv")
+    assert answer.headers["Content-Disposition"].startswith('attachment; filename="audit-trail-')
+    lines = answer.text.splitlines()
+    assert lines[0].startswith("id,time_utc,component,event_type,user,object,outcome")
+    assert len(lines) > 1 and all(",olivia," in line for line in lines[1:])
+    assert any(",access-denied,olivia," in line for line in lines[1:])  # her refused export is in her trail
+    pdf = ada.get(server.url + "/ops/audit/export.pdf?user=olivia")
+    assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF-")
+    exports = [r for r in server.audit("audit-export") if r["actor"] == "ada"]
+    assert [(r["detail"]["format"], r["detail"]["user"], r["outcome"]) for r in exports] == [
+        ("csv", "olivia", "ok"), ("pdf", "olivia", "ok")]
+    assert ada.get(server.url + "/ops/audit/export.xls").status_code == 404
