@@ -24,7 +24,7 @@ class Auditor:
         self._component = component
         self._now_ns = now_ns
 
-    def record(self, event_type: str, actor: str, target: str, outcome: str, /, **detail: Any) -> None:
+    def record(self, event_type: str, actor: str, target: str, outcome: str, **detail: Any) -> None:
         self.add(event_type, actor, target, outcome, detail)
 
     def add(self, event_type: str, actor: str, target: str, outcome: str, detail: dict[str, Any]) -> None:
