@@ -27,9 +27,10 @@
   }
 
   function readCode(ctx, w, h) {
-    // 64 cells: 48 bits of UTC ms, 8 of frame index, 8 of checksum (sum of the 7 bytes before)
+    // 64 cells: 48 bits of UTC ms, 8 of frame index, 8 of checksum (sum of the 7 bytes before);
+    // the canvas holds only the strip (its rows at the bottom of the frame)
     const rows = Math.max(8, Math.floor(h / 20) & ~1);
-    const y = h - Math.max(2, Math.floor(rows / 2));
+    const y = rows - Math.max(2, Math.floor(rows / 2));
     const line = ctx.getImageData(0, y, w, 1).data;
     const bytes = new Array(8).fill(0);
     for (let i = 0; i < 64; i++) {
@@ -53,8 +54,9 @@
       stats.frames += 1;
       const w = video.videoWidth, h = video.videoHeight;
       if (w && h) {
-        if (canvas.width !== w || canvas.height !== h) { canvas.width = w; canvas.height = h; }
-        ctx.drawImage(video, 0, 0, w, h);
+        const rows = Math.max(8, Math.floor(h / 20) & ~1);
+        if (canvas.width !== w || canvas.height !== rows) { canvas.width = w; canvas.height = rows; }
+        ctx.drawImage(video, 0, h - rows, w, rows, 0, 0, w, rows);  // only the time-code strip
         const code = readCode(ctx, w, h);
         if (code) {
           const now = Date.now();
