@@ -49,7 +49,7 @@ class UnitRequests(Protocol):
 
 
 class Audit(Protocol):
-    def record(self, event_type: str, actor: str, target: str, outcome: str, /, **detail: Any) -> None: ...
+    def record(self, event_type: str, actor: str, target: str, outcome: str, **detail: Any) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
