@@ -36,6 +36,7 @@ from hq.errors import ApiError
 from hq.guard import Admission, Origins, check_request, source_of
 from hq.limits import LimitSettings, RateLimiter, retry_after
 from hq.metrics import Metrics
+from hq.ops_room import OpsRoom
 from hq.refusals import clip
 from hq.service import INGEST_HEADER, HqService, Response, error_response
 from hq.tlog_serve import TileServer
@@ -70,8 +71,10 @@ class HqApp:
         settings: AppSettings,
         metrics: Metrics | None = None,
         now_s: Callable[[], float] = time.monotonic,
+        ops: OpsRoom | None = None,
     ) -> None:
         self.service = service
+        self.ops = ops
         self.settings = settings
         self.metrics = metrics or Metrics()
         service.refusals.observer = self.metrics.auth_refused

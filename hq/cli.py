@@ -172,10 +172,10 @@ def _run_node(args: argparse.Namespace, setup: _Serve, sock: socket.socket, inde
         service = build_service(args.data_dir, setup.keys, index, ingest=ingest, sole_node=announce,
                                 store_url=args.store_url, log_origin=args.log_origin,
                                 witnesses=witness_client.policy(args))
-        room = ops_room.OpsRoom(service, setup.ops)
         attach_live(args, service, setup.keys)
         server = HqServer(sock, service, setup.tls, origins=setup.origins, limits=setup.limits,
-                          behind_proxy=args.behind_proxy, metrics=metrics, web=web_options.settings(args))
+                          behind_proxy=args.behind_proxy, metrics=metrics, ops=setup.ops,
+                          web=web_options.settings(args))
         exporter = serve_metrics(metrics, *setup.metrics_at) if setup.metrics_at and announce else None
     except (KeyFileError, OSError) as exc:
         index.close()
@@ -198,7 +198,6 @@ def _run_node(args: argparse.Namespace, setup: _Serve, sock: socket.socket, inde
         drained = server.drain(DRAIN_TIMEOUT_S + 5)
         server.server_close()
         maintenance.stop()
-        room.close()
         service.close()
         if exporter is not None:
             exporter.close()

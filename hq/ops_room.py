@@ -46,10 +46,15 @@ class OpsRoom:
         self.ops = OpsService(index, SqlAlertStore(index.engine), self.bus, now_ns,
                               settings.policy)
         self.ops.attach(service)
+        self._closed = False
         self._sweeper = AlertSweeper(self.ops, settings.sweep_interval_s)
         self._sweeper.start()
 
     def close(self) -> None:
+        """Stop the sweeper and end every live stream (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
         self._sweeper.stop()
         self.bus.close()
 

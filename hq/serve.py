@@ -33,6 +33,7 @@ from hq.asgi import AppSettings, HqApp
 from hq.guard import Origins, loopback_origins
 from hq.limits import ConnectionLimits, LimitSettings
 from hq.metrics import Metrics
+from hq.ops_room import OpsRoom, OpsSettings
 from hq.service import HqService
 from hq.web.context import WebSettings
 
@@ -187,15 +188,19 @@ class HqServer:
         limits: LimitSettings | None = None,
         behind_proxy: bool = False,
         metrics: Metrics | None = None,
+        ops: OpsSettings | None = None,
         web: WebSettings | None = None,
     ) -> None:
         self.service = service
+        # The operations room of this process (alerts, live updates, basemap): built first, so
+        # the app serves it; its streams end when the server stops (``shutdown``).
+        self.ops = OpsRoom(service, ops)
         self.limits = limits or LimitSettings()
         self.metrics = metrics or Metrics()
         self.socket = address if isinstance(address, socket.socket) else bind(address)
         self.origins = Origins(origins or loopback_origins(self.port))
         self.app = HqApp(service, AppSettings(self.origins, behind_proxy, self.limits, web or WebSettings()),
-                         self.metrics)
+                         self.metrics, ops=self.ops)
         self.connections = ConnectionLimits(self.limits.max_connections, self.limits.max_per_source)
         config = uvicorn.Config(
             self.app.asgi,
@@ -243,7 +248,9 @@ class HqServer:
             self.metrics.refresh()
 
     def shutdown(self) -> None:
-        """Stop accepting; ``serve_forever`` returns once requests in flight are answered."""
+        """Stop accepting; ``serve_forever`` returns once requests in flight are answered (live
+        streams of the operations room are ended first: they would otherwise never finish)."""
+        self.ops.close()
         self._uvicorn.should_exit = True
 
     def drain(self, timeout_s: float) -> bool:
@@ -252,6 +259,7 @@ class HqServer:
 
     def server_close(self) -> None:
         """Close the listening socket (once a running server has stopped)."""
+        self.ops.close()
         if self._started:
             self._uvicorn.should_exit = True
             self._stopped.wait(DRAIN_TIMEOUT_S + 5)
