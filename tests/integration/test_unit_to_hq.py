@@ -7,7 +7,9 @@ import json
 import time
 from pathlib import Path
 
+from agent import __version__
 from agent.store import Store
+from hq.app import open_index
 from tests.fakes import FakeClock
 from tests.integration.agent_util import AgentProcess, run_cli
 from tests.integration.hq_util import HqProcess, hq_keygen, provision_for_hq, wait_until
@@ -44,6 +46,15 @@ def test_record_sync_receipts_and_export_verify(tmp_path: Path) -> None:
     acked = [r for r in rows if r.state == "acknowledged"]
     assert len(acked) >= len(rows) - 1 and any(r.kind == "segment" for r in acked)
     assert all(r.receipt for r in acked)
+
+    # the heartbeats told headquarters what its operations room shows (sync protocol 1.4)
+    with open_index(hq_dir) as index:
+        device = index.device("it-sync-1")
+    assert device is not None and device.last_status is not None
+    status = device.last_status
+    assert status["firmware"] == __version__ and len(status["config_sha256"]) == 64
+    assert status["sensors"] and all(s["state"] in ("running", "starting") for s in status["sensors"].values())
+    assert {"source", "synced"} <= set(status["time"])
 
     # headquarters holds the same bytes
     listing = json.loads(run_cli("hq", "evidence", "list", "--data-dir", str(hq_dir), "--json").stdout)
