@@ -14,10 +14,10 @@ from typing import Any, Protocol
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine, RowMapping
 
-from hq.alerts import EVENTS, Alert
+from hq.alerts import EVENTS, Alert, UnitFacts
 from hq.db import HqIndexError
 from hq.db.engine import WRITE_OPTION
-from hq.db.schema import alerts, quarantine
+from hq.db.schema import alerts, devices, quarantine
 
 
 class AlertStore(Protocol):
@@ -31,6 +31,7 @@ class AlertStore(Protocol):
     def acknowledge(self, alert_id: int, user: str, now_ns: int) -> Alert | None: ...
     def last_raised(self, kind: str) -> dict[str, int]: ...
     def latest_quarantines(self) -> dict[str, int]: ...
+    def contacts(self) -> list[UnitFacts]: ...
 
 
 def _alert(row: RowMapping) -> Alert:
@@ -137,6 +138,14 @@ class SqlAlertStore:
             alerts.c.kind == kind).group_by(alerts.c.device_id)
         with self._conn("reading when alerts were raised") as conn:
             return {str(d): int(t) for d, t in conn.execute(query)}
+
+    def contacts(self) -> list[UnitFacts]:
+        """Every unit's enrolment, revocation and last contact, without its status (cheap)."""
+        d = devices.c
+        query = sa.select(d.device_id, d.enrolled_utc_ns, d.revoked_utc_ns, d.last_heartbeat_utc_ns)
+        with self._conn("reading when units were last heard from") as conn:
+            return [UnitFacts(str(i), int(e), r is not None, None if h is None else int(h), None)
+                    for i, e, r, h in conn.execute(query)]
 
     def latest_quarantines(self) -> dict[str, int]:
         """Per unit, when its newest quarantined upload was received."""

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from hq.alert_store import AlertStore
-from hq.alerts import EVENTS, Alert, AlertPolicy, Kind, UnitFacts, conditions, quarantine_due, reconcile
+from hq.alerts import CONDITIONS, EVENTS, Alert, AlertPolicy, Kind, UnitFacts, conditions, quarantine_due, reconcile
 from hq.app import Periodic
 from hq.audit import Auditor
 from hq.events import EventBus
@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 COMPONENT = "hq-web"
 POSITION_VIEW = "view-unit-position"
 MAX_AUDITED_IDS = 500  # device ids named in one audit record; the count is always exact
+NO_CONTACT_ONLY = frozenset({Kind.NO_CONTACT})
 REVOKED_KEY_RETRY_S = 60  # a flood of requests with a revoked key costs one alert write a minute
 
 
@@ -69,10 +70,11 @@ class OpsService:
         changed = self._apply(unit, standing, now_ns)
         self._publish_unit(unit, changed if changed is not None else standing, now_ns)
 
-    def _apply(self, unit: UnitFacts, standing: list[Alert], now_ns: int) -> list[Alert] | None:
+    def _apply(self, unit: UnitFacts, standing: list[Alert], now_ns: int,
+               only: frozenset[Kind] = CONDITIONS) -> list[Alert] | None:
         """Raise and clear ``unit``'s condition alerts; the standing alerts after, or None when
         nothing changed. Each change is published as an ``alert`` event."""
-        changes = reconcile(conditions(unit, now_ns, self.policy), standing)
+        changes = reconcile(conditions(unit, now_ns, self.policy), standing, only)
         if not changes:
             return None
         for kind, why in changes.raise_:
@@ -106,8 +108,10 @@ class OpsService:
             self._publish_unit(facts(device), self.alerts.standing(key_id), now_ns)
 
     def sweep(self) -> int:
-        """Every unit's conditions at ``now`` (no contact arrives without a heartbeat) and new
-        quarantined uploads; returns how many alerts changed."""
+        """What changes without a heartbeat: each unit's no-contact at ``now``, and new
+        quarantined uploads; returns how many units' alerts changed. Light on purpose (it runs on
+        every node every few seconds): contact times only, no unit's status is read unless its
+        alerts changed (the other conditions are decided when a heartbeat arrives)."""
         now_ns = self._now_ns()
         standing = self.alerts.standing()
         by_device: dict[str, list[Alert]] = {}
@@ -116,17 +120,17 @@ class OpsService:
         quarantined = self.alerts.latest_quarantines()
         raised_at = self.alerts.last_raised(Kind.QUARANTINED_UPLOAD)
         changed = 0
-        for device in self.index.devices():
-            mine = by_device.get(device.device_id, [])
-            after = self._apply(facts(device), mine, now_ns)
-            q_at = quarantined.get(device.device_id)
-            if quarantine_due(q_at, raised_at.get(device.device_id)):
-                raised = self.alerts.raise_alert(device.device_id, Kind.QUARANTINED_UPLOAD,
-                                                 {"received_utc_ns": q_at}, now_ns)
+        for contact in self.alerts.contacts():
+            device_id = contact.device_id
+            after = self._apply(contact, by_device.get(device_id, []), now_ns, only=NO_CONTACT_ONLY)
+            q_at = quarantined.get(device_id)
+            if quarantine_due(q_at, raised_at.get(device_id)):
+                raised = self.alerts.raise_alert(device_id, Kind.QUARANTINED_UPLOAD, {"received_utc_ns": q_at}, now_ns)
                 if raised is not None:
                     self._publish_alert("raised", raised)
-                    after = self.alerts.standing(device.device_id)
-            if after is not None:
+                    after = self.alerts.standing(device_id)
+            device = self.index.device(device_id) if after is not None else None
+            if device is not None and after is not None:
                 changed += 1
                 self._publish_unit(facts(device), after, now_ns)
         return changed
