@@ -30,7 +30,8 @@ from agent.state import State, StateFile, resume_state
 from agent.storage import StorageMaintainer, disk_bytes, recording_bytes_per_second, thresholds_for
 from agent.store import Store
 from agent.sync.alarms import recorder_hooks
-from agent.sync.setup import SyncSetupError, build_sync_worker
+from agent.sync.requests import RequestChannel, RequestHandlers
+from agent.sync.setup import SyncSetupError, build_request_channel, build_sync_worker
 from agent.sync.worker import SyncWorker
 from agent.unit import Sensors, build_sensors, build_workers
 from agent.unitapi.api import UnitApi
@@ -145,12 +146,17 @@ class Agent:
         self.unit = UnitApi(self, config_path=self.config_path, restart=self.request_restart)
         self.sync: SyncWorker | None = None
         self.sync_problem: str | None = None
+        # Requests from headquarters: one handler per kind (agent/sync/requests.py).
+        self.request_handlers = RequestHandlers()
+        self.requests: RequestChannel | None = None
         try:
             # alarms become signed chain events and the status LED through the recorder's inbox
             on_alarm, on_alarm_cleared = recorder_hooks(self.recorder.post_command)
             self.sync = build_sync_worker(config, data_dir, self.store, self.keystore, clock,
                                           self.unit.heartbeat_status, on_alarm=on_alarm,
                                           on_alarm_cleared=on_alarm_cleared)
+            self.requests = build_request_channel(config, data_dir, self.store, self.keystore, clock,
+                                                  self.request_handlers)
         except SyncSetupError as exc:  # recording never waits on sync: run without it, and say so
             self.sync_problem = str(exc)
             log.error("sync disabled: %s", exc)
@@ -210,6 +216,8 @@ class Agent:
             self.sync.start()
         if self.live is not None:
             self.live.controller.start()
+        if self.requests is not None:
+            self.requests.start()
         # never raises: a console that cannot start is logged and the unit records on without it
         self.console = start_console(self.unit)
         log.info(
@@ -271,6 +279,8 @@ class Agent:
         for closer in (self.console, self.control):
             if closer is not None:
                 closer.close()
+        if self.requests is not None:
+            self.requests.stop()
         if self.sync is not None:
             self.sync.stop()
         if self.live is not None:
@@ -289,6 +299,8 @@ class Agent:
             self.console.close()
         if self.control is not None:
             self.control.close()
+        if self.requests is not None:
+            self.requests.stop()
         if self.sync is not None:
             self.sync.stop()
         if self.live is not None:

@@ -340,6 +340,37 @@ class Store:
             insert_audit(db, utc_ns, mono_ns, actor, "delete-local", path, "ok",
                                {"seq": seq, "bytes": size, **detail})
 
+    # ---- requests from headquarters --------------------------------------------------------
+
+    def hq_request_result(self, request_id: str) -> bytes | None:
+        """The signed result kept for a request this unit already answered, or None."""
+        with self._reading("Reading a request from headquarters") as db:
+            row = db.conn.execute("SELECT result FROM hq_requests WHERE request_id = ?", (request_id,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    @room_when_full
+    def keep_hq_request(self, request_id: str, kind: str, expires_utc_ns: int, outcome: str, result: bytes) -> bool:
+        """Keep the signed result of a request (once: False when the id was answered before)."""
+        with self._transaction(f"Keeping the result of request {request_id}") as db:
+            cur = db.conn.execute(
+                "INSERT OR IGNORE INTO hq_requests (request_id, kind, expires_utc_ns, outcome, result,"
+                " received_utc_ns) VALUES (?, ?, ?, ?, ?, ?)",
+                (request_id, kind, expires_utc_ns, outcome, result, self._clock.utc_ns()))
+            return cur.rowcount == 1
+
+    def unposted_hq_results(self, limit: int = 16) -> list[tuple[str, bytes]]:
+        """(request id, signed result) of answers headquarters has not taken yet, oldest first."""
+        with self._reading("Listing unsent request results") as db:
+            rows = db.conn.execute("SELECT request_id, result FROM hq_requests WHERE posted_utc_ns IS NULL"
+                                   " ORDER BY received_utc_ns LIMIT ?", (limit,)).fetchall()
+        return [(str(r), bytes(b)) for r, b in rows]
+
+    @room_when_full
+    def hq_result_posted(self, request_id: str) -> None:
+        with self._transaction(f"Marking the result of request {request_id} sent") as db:
+            db.conn.execute("UPDATE hq_requests SET posted_utc_ns = ? WHERE request_id = ?",
+                            (self._clock.utc_ns(), request_id))
+
     # ---- audit ----------------------------------------------------------------------------
 
     @room_when_full

@@ -103,8 +103,23 @@ def _v2(db: Database) -> None:
     )
 
 
+def _v3(db: Database) -> None:
+    # Requests from headquarters this unit took (docs/sync-protocol.md, "Requests from
+    # headquarters"): a request id seen again is answered with the kept result, never acted on
+    # twice; ``posted_utc_ns`` stays NULL until headquarters took the result.
+    db.conn.execute("""CREATE TABLE hq_requests (
+        request_id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        expires_utc_ns INTEGER NOT NULL,
+        outcome TEXT NOT NULL,
+        result BLOB NOT NULL,
+        received_utc_ns INTEGER NOT NULL,
+        posted_utc_ns INTEGER)""")
+    db.conn.execute("CREATE INDEX hq_requests_unposted ON hq_requests (received_utc_ns) WHERE posted_utc_ns IS NULL")
+
+
 # MIGRATIONS[i] takes the schema from user_version i to i + 1. Append; never edit a released one.
-MIGRATIONS: tuple[Migration, ...] = (_v1, _v2)
+MIGRATIONS: tuple[Migration, ...] = (_v1, _v2, _v3)
 
 
 @dataclass(frozen=True, slots=True)

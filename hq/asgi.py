@@ -22,6 +22,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -35,10 +36,11 @@ from agent.textsafe import safe_text
 from hq.errors import ApiError
 from hq.guard import Admission, Origins, check_request, source_of
 from hq.limits import LimitSettings, RateLimiter, retry_after
+from hq.longpoll import PollError, PollWaiters, parse_wait
 from hq.metrics import Metrics
 from hq.ops_room import OpsRoom
 from hq.refusals import clip
-from hq.service import INGEST_HEADER, HqService, Response, error_response
+from hq.service import INGEST_HEADER, REQUESTS_HEADER, HqService, Response, error_response
 from hq.tlog_serve import TileServer
 from hq.tus import TUS_VERSION
 from hq.web.app import build_web
@@ -85,6 +87,8 @@ class HqApp:
         self.in_flight = 0
         self.tiles = TileServer(service.tlog) if service.tlog is not None else None
         web = web_context(service, settings.web, settings.origins, settings.behind_proxy)
+        self.waiters = PollWaiters(service.requests.due_among)
+        service.requests.on_queued = self.waiters.notify
         self.asgi = Starlette(routes=[
             HttpRoute("/healthz", self.healthz, methods=["GET", "HEAD"]),
             HttpRoute("/readyz", self.readyz, methods=["GET", "HEAD"]),
@@ -157,6 +161,8 @@ class HqApp:
         self, admission: Admission, device_id: str | None, headers: dict[str, str], body: bytes
     ) -> Response:
         started = time.monotonic()
+        if admission.route.name == "poll" and device_id is not None:
+            return await self._poll(admission, device_id, headers, body)
         # A completing PATCH's wait for its ingest happens in the event loop (_await_ingest), not
         # in a thread of the pool every request's work runs in.
         response = await run_in_threadpool(self.service.answer, admission.route, device_id, headers, body, 0.0)
@@ -178,6 +184,27 @@ class HqApp:
             waited.add_done_callback(lambda f: f.cancelled() or f.exception())
             await asyncio.wait([waited], timeout=self.service.ingest_wait_s)
         return await run_in_threadpool(self.service.collect, device_id, upload_id)
+
+    async def _poll(self, admission: Admission, device_id: str, headers: dict[str, str], body: bytes) -> Response:
+        """A unit's poll for requests: answered as soon as one is due, else after its ``wait_s``
+        (an empty list); the wait holds no thread (hq/longpoll.py)."""
+        try:
+            wait_s = parse_wait(urlsplit(admission.target_uri).query)
+        except PollError as exc:
+            raise ApiError(400, "bad-query", str(exc)) from exc
+        deadline = time.monotonic() + wait_s
+        while True:
+            response = await run_in_threadpool(self.service.answer, admission.route, device_id, headers, body)
+            left_s = deadline - time.monotonic()
+            if response.status != 200 or response.headers.get(REQUESTS_HEADER) != "0" or left_s <= 0:
+                return response
+            await self.waiters.wait(device_id, left_s)
+            if self.waiters.closed:
+                return response
+
+    def close(self) -> None:
+        """The node is stopping: open polls answer now (any thread)."""
+        self.waiters.close()
 
     # -- operations -------------------------------------------------------------------------
 

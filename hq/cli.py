@@ -24,7 +24,17 @@ from agent.evidence.keys import KeyFileError, fingerprint, load_device_public, p
 from agent.fserrors import explain
 from agent.humanize import plural
 from agent.textsafe import install_safe_logging, safe_text
-from hq import db_cmd, decrypt_cmd, decryptd_cmd, ops_room, technician_cmd, user_cmd, witness_client, witness_cmd
+from hq import (
+    background_cmd,
+    db_cmd,
+    decrypt_cmd,
+    decryptd_cmd,
+    ops_room,
+    technician_cmd,
+    user_cmd,
+    witness_client,
+    witness_cmd,
+)
 from hq.app import MAINTAIN_INTERVAL_S, Maintenance, build_service, open_index, prepare
 from hq.audit import Auditor
 from hq.basemap import BasemapError
@@ -544,6 +554,7 @@ def build_parser() -> argparse.ArgumentParser:
     technician_cmd.add_parser(sub, data)
     witness_cmd.add_parsers(sub)
     users = user_cmd.add_parser(sub, data)
+    background_cmd.add_parser(sub, data)
     maintenance = db_cmd.add_parsers(sub)
     for choice in [*sub.choices.values(), *esub.choices.values(), *maintenance, *users]:
         add_verbose(choice, VERBOSE_HELP)
@@ -554,10 +565,11 @@ def build_parser() -> argparse.ArgumentParser:
 # per data dir; commands that only add rows (enrol, revoke, list, export) run beside it; keygen, which
 # replaces files the service reads, runs alone.
 _SHARED = ("serve", "enroll", "revoke", "evidence", "export", "technician", "migrate", "audit", "heartbeats",
-           "user")
+           "user", "background")
 # Commands that only read or add to a headquarters that exists: a mistyped --data-dir is refused,
 # never silently made into a new, empty headquarters.
-_NEEDS_SETUP = ("enroll", "revoke", "evidence", "export", "technician", "migrate", "audit", "heartbeats", "user")
+_NEEDS_SETUP = ("enroll", "revoke", "evidence", "export", "technician", "migrate", "audit", "heartbeats", "user",
+                "background")
 
 
 def _take_locks(args: argparse.Namespace) -> list[DirLock]:

@@ -22,6 +22,7 @@ from sqlalchemy.engine import Connection, Engine, RowMapping
 from hq.accounts.store import AccountStore
 from hq.db import HqIndexError, retention, search
 from hq.db import migrate as migrations
+from hq.db import requests as unit_requests
 from hq.db.accounts import SqlAccountStore
 from hq.db.chain import GENESIS, ChainReport, ChainRow, ChainWalker, record_hash
 from hq.db.engine import DEFAULT_NAME, WRITE_OPTION, make_engine, mask, parse_url
@@ -38,6 +39,7 @@ from hq.records import (
     Quarantined,
     RecordingFilter,
     RecordingSummary,
+    UnitRequest,
     Upload,
 )
 
@@ -93,6 +95,14 @@ class Index(Protocol):
     def audit_log(self, event_type: str | None = None) -> list[AuditRecord]: ...
     def audit_search(self, query: AuditQuery) -> list[AuditRecord]: ...
     def verify_audit(self, batch_rows: int = 1000) -> ChainReport: ...
+
+    # requests to units (docs/sync-protocol.md, "Requests from headquarters")
+    def add_request(self, request: UnitRequest) -> None: ...
+    def take_requests(self, device_id: str, now_ns: int, redeliver_before_ns: int, limit: int) -> list[bytes]: ...
+    def devices_with_requests(self, device_ids: list[str], now_ns: int, redeliver_before_ns: int) -> set[str]: ...
+    def answer_request(self, request_id: str, outcome: str, result: bytes, now_ns: int) -> bool: ...
+    def request(self, request_id: str) -> UnitRequest | None: ...
+    def requests(self, device_id: str | None = None) -> list[UnitRequest]: ...
 
     # quotas, rate limits, expiry, retention and per-device serialisation
     def open_uploads(self, device_id: str) -> tuple[int, int]: ...
@@ -404,6 +414,39 @@ class SqlIndex:
             query = query.where(quarantine.c.device_id == device_id)
         rows = self._rows("listing quarantine", query.order_by(quarantine.c.received_utc_ns))
         return [Quarantined(**{name: r[name] for name in Quarantined.__slots__}) for r in rows]
+
+    # -- requests to units ----------------------------------------------------------------
+
+    def add_request(self, request: UnitRequest) -> None:
+        with self._write(f"queueing request {request.request_id}") as conn:
+            unit_requests.insert(conn, request)
+
+    def take_requests(self, device_id: str, now_ns: int, redeliver_before_ns: int, limit: int) -> list[bytes]:
+        """A unit's requests due for delivery (:func:`hq.db.requests.take_pending`), marked delivered."""
+        with self._write(f"taking requests for {device_id}") as conn:
+            return unit_requests.take_pending(conn, device_id, now_ns, redeliver_before_ns, limit)
+
+    def devices_with_requests(self, device_ids: list[str], now_ns: int, redeliver_before_ns: int) -> set[str]:
+        """Which of ``device_ids`` :meth:`take_requests` would hand something now (one read for
+        every poll a node holds open)."""
+        try:
+            with self.engine.connect() as conn:
+                return unit_requests.devices_due(conn, device_ids, now_ns, redeliver_before_ns)
+        except sa.exc.SQLAlchemyError as exc:
+            raise HqIndexError(f"looking for requests to deliver: {_reason(exc)}") from exc
+
+    def answer_request(self, request_id: str, outcome: str, result: bytes, now_ns: int) -> bool:
+        """Keep a unit's signed result; False if the request had one already (kept as it was)."""
+        with self._write(f"keeping the result of request {request_id}") as conn:
+            return unit_requests.answer(conn, request_id, outcome, result, now_ns)
+
+    def request(self, request_id: str) -> UnitRequest | None:
+        rows = self._rows("reading a request", unit_requests.select(request_id=request_id))
+        return unit_requests.to_record(rows[0]) if rows else None
+
+    def requests(self, device_id: str | None = None) -> list[UnitRequest]:
+        return [unit_requests.to_record(r)
+                for r in self._rows("listing requests", unit_requests.select(device_id=device_id))]
 
     # -- heartbeats and audit -------------------------------------------------------------
 

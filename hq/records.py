@@ -158,3 +158,29 @@ class AuditQuery:
     to_ns: int | None = None
     before_id: int | None = None
     limit: int = 200
+
+
+# queued: waiting for the unit's poll; delivered: handed to a poll (handed out again if no result
+# comes within the redelivery time); answered: the unit's signed result is held (final).
+REQUEST_STATES = ("queued", "delivered", "answered")
+
+
+@dataclass(frozen=True, slots=True)
+class UnitRequest:
+    """A request headquarters signed for one unit (``signed``: the exact bytes the unit gets),
+    and the unit's signed result once it came (``result``, with its ``outcome``)."""
+
+    request_id: str
+    device_id: str
+    kind: str
+    params: dict[str, Any]
+    requested_by: str
+    issued_utc_ns: int
+    expires_utc_ns: int
+    signed: bytes
+    state: str = "queued"
+    delivered_utc_ns: int | None = None
+    deliveries: int = 0
+    outcome: str | None = None
+    result: bytes | None = None
+    answered_utc_ns: int | None = None

@@ -249,8 +249,10 @@ class HqServer:
 
     def shutdown(self) -> None:
         """Stop accepting; ``serve_forever`` returns once requests in flight are answered (live
-        streams of the operations room are ended first: they would otherwise never finish)."""
+        streams of the operations room are ended first, and open request polls answer at once:
+        they would otherwise never finish or hold the drain)."""
         self.ops.close()
+        self.app.close()
         self._uvicorn.should_exit = True
 
     def drain(self, timeout_s: float) -> bool:
@@ -261,6 +263,7 @@ class HqServer:
         """Close the listening socket (once a running server has stopped)."""
         self.ops.close()
         if self._started:
+            self.app.close()
             self._uvicorn.should_exit = True
             self._stopped.wait(DRAIN_TIMEOUT_S + 5)
         with contextlib.suppress(OSError):

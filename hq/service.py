@@ -37,6 +37,7 @@ from hq.live.whip import MAX_SDP_BYTES, WHIP_PATH, whip_answer
 from hq.quotas import NS_PER_S, HeartbeatLimiter, Quotas, admit_upload, expire_abandoned, open_uploads
 from hq.records import OPEN_UPLOAD_STATES, Upload
 from hq.refusals import RefusalLog
+from hq.requests import RequestError, UnitRequests
 from hq.storage import EvidenceStore, UploadStore
 from hq.tlog import Leaf, TlogStoreError, TransparencyLog
 from hq.tus import (
@@ -61,7 +62,10 @@ log = logging.getLogger(__name__)
 
 UPLOADS_PATH = "/v1/uploads/"
 HEARTBEAT_PATH = "/v1/heartbeat"
+REQUESTS_PATH = "/v1/requests"
 MAX_HEARTBEAT_BYTES = 64 * 1024
+MAX_RESULT_BYTES = 64 * 1024
+REQUESTS_HEADER = "Bodycam-Requests"  # how many signed requests a poll's answer carries
 QUARANTINE_HEADER = "Bodycam-Quarantine"  # the signed notice on a 422 (docs/sync-protocol.md)
 # RFC 9421 section 5.1 names no scheme token; "Signature" with the parameters this service checks.
 WWW_AUTHENTICATE = {"WWW-Authenticate": 'Signature realm="bodycam-hq", alg="ed25519", label="sig1"'}
@@ -84,7 +88,7 @@ class Response:
 class Route:
     """Which operation a request asks for, and how large a body it may carry."""
 
-    name: str  # options, create, head, patch, terminate, heartbeat
+    name: str  # options, create, head, patch, terminate, heartbeat, poll, result
     upload_id: str | None
     max_body: int
 
@@ -108,7 +112,10 @@ _ROUTES: dict[tuple[str, str], str] = {
     ("POST", "whip"): "whip",  # live view (hq/live/whip.py): a unit's WHIP offer
     ("OPTIONS", "whip"): "whip-ice",  # its ICE servers (TURN credentials) before the offer
     ("DELETE", "whip-resource"): "whip-end",
+    ("GET", "requests"): "poll",
+    ("POST", "requests"): "result",
 }
+_NOT_TUS = ("heartbeat", "poll", "result")
 
 
 class HqService:
@@ -160,6 +167,7 @@ class HqService:
         # The operations room listens (hq/ops.py): a heartbeat stored, a request with a refused key.
         self.on_heartbeat: Callable[[str, dict[str, Any], int], None] | None = None
         self.on_key_refused: Callable[[str, Callable[[str], bool]], None] | None = None
+        self.requests = UnitRequests(index, receipt_key, self.audit, now_ns)
 
     def close(self) -> None:
         """Stop ingesting: uploads being ingested finish, queued ones stay complete in the index;
@@ -208,6 +216,7 @@ class HqService:
         """Map a request line to an operation; 404 for unknown paths, 405 for wrong methods."""
         m = _UPLOAD_PATH.match(path) or _WHIP_RESOURCE.match(path)
         where = "uploads" if path == UPLOADS_PATH else "heartbeat" if path == HEARTBEAT_PATH else \
+            "requests" if path == REQUESTS_PATH else \
             "whip" if path == WHIP_PATH else ("upload" if path.startswith(UPLOADS_PATH) else "whip-resource") if m \
             else ""
         if not where:
@@ -216,7 +225,8 @@ class HqService:
         if name is None:
             allowed = ", ".join(sorted(meth for meth, w in _ROUTES if w == where))
             raise ApiError(405, "method-not-allowed", f"{method} is not allowed here", {"Allow": allowed})
-        limit = {"patch": MAX_CHUNK_BYTES, "heartbeat": MAX_HEARTBEAT_BYTES, "whip": MAX_SDP_BYTES}.get(name, 0)
+        limit = {"patch": MAX_CHUNK_BYTES, "heartbeat": MAX_HEARTBEAT_BYTES, "whip": MAX_SDP_BYTES,
+                 "result": MAX_RESULT_BYTES}.get(name, 0)
         return Route(name, m.group(1) if m else None, limit)
 
     def _public_key(self, key_id: str) -> ed25519.Ed25519PublicKey | None:
@@ -258,7 +268,7 @@ class HqService:
         """What can be decided before the body: the device that signed (None for ``options``)."""
         if route.name == "options":
             return None
-        if route.name != "heartbeat":
+        if route.name not in _NOT_TUS:
             check_resumable(headers)
         return self.authenticate(method, target_uri, headers, peer)
 
@@ -291,6 +301,10 @@ class HqService:
                 return self.heartbeat(device_id, body, parse_uint(seen, TLOG_SEEN_HEADER) if seen else None)
             if route.name in ("whip", "whip-end", "whip-ice"):
                 return Response(*whip_answer(self.live, route.name, route.upload_id, device_id, headers, body))
+            if route.name == "poll":
+                return self.poll(device_id)
+            if route.name == "result":
+                return self.result(device_id, body)
             if route.name == "create":
                 return self.create(device_id, headers)
             assert route.upload_id is not None
@@ -574,6 +588,25 @@ class HqService:
         seen = seen_size or 0
         proof = self.tlog.consistency(seen, size) if 0 < seen <= size else []
         return encode_consistency(seen, proof, signed)
+
+    # -- requests from headquarters ---------------------------------------------------------
+
+    def poll(self, device_id: str) -> Response:
+        """What is due for the unit now (the HTTP layer holds an empty poll open and asks again)."""
+        taken = self.requests.take(device_id)
+        doc = {"requests": [encode_receipt_header(r) for r in taken], "server_utc_ns": self._now_ns()}
+        return json_response(200, doc, {"Cache-Control": "no-store", REQUESTS_HEADER: str(len(taken))})
+
+    def result(self, device_id: str, body: bytes) -> Response:
+        """Keep the unit's signed result of a request (400 when it is not one)."""
+        key = self._public_key(device_id)
+        if key is None:
+            raise ApiError(401, "unauthorized", "the device is no longer enrolled")
+        try:
+            result = self.requests.record_result(device_id, body, key)
+        except RequestError as exc:
+            raise ApiError(400, "bad-result", str(exc)) from exc
+        return json_response(200, {"ok": True, "request_id": result["request_id"]})
 
 
 def _signed_by(public_pem: str, method: str, target_uri: str, headers: Mapping[str, str], now_s: int) -> bool:

@@ -99,7 +99,7 @@ def make_receipt(fields: Mapping[str, Any], signer_private_key: ed25519.Ed25519P
     ``fields`` holds every receipt field except ``hq_key``; passing ``hq_key`` is allowed if it
     names the signer. Raises ReceiptError if a field is missing, unexpected or of the wrong type.
     """
-    return _sign_doc(CTX_RECEIPT, "receipt", fields, check_receipt_fields, signer_private_key)
+    return sign_doc(CTX_RECEIPT, "receipt", fields, check_receipt_fields, signer_private_key)
 
 
 def verify_receipt(data: bytes, receipt_public_key: ed25519.Ed25519PublicKey) -> dict[str, Any]:
@@ -110,10 +110,10 @@ def verify_receipt(data: bytes, receipt_public_key: ed25519.Ed25519PublicKey) ->
     another key. The caller still compares ``device_id``, ``seq`` and ``manifest_sha256`` with the
     entry it sent (``expect_receipt`` does all of it).
     """
-    return _open_doc(CTX_RECEIPT, "receipt", data, check_receipt_fields, receipt_public_key)
+    return open_signed_doc(CTX_RECEIPT, "receipt", data, check_receipt_fields, receipt_public_key)
 
 
-def _sign_doc(
+def sign_doc(
     ctx: bytes,
     what: str,
     fields: Mapping[str, Any],
@@ -132,7 +132,7 @@ def _sign_doc(
     return body + signer_private_key.sign(ctx + body)
 
 
-def _open_doc(
+def open_signed_doc(
     ctx: bytes,
     what: str,
     data: bytes,
@@ -223,7 +223,7 @@ def check_notice_fields(doc: Mapping[str, Any]) -> None:
 def make_quarantine_notice(fields: Mapping[str, Any], signer_private_key: ed25519.Ed25519PrivateKey) -> bytes:
     """Headquarters' signed word that it quarantined an upload: like :func:`make_receipt`, with
     :data:`NOTICE_FIELDS` and ``CTX_QUARANTINE``."""
-    return _sign_doc(CTX_QUARANTINE, "quarantine notice", fields, check_notice_fields, signer_private_key)
+    return sign_doc(CTX_QUARANTINE, "quarantine notice", fields, check_notice_fields, signer_private_key)
 
 
 def expect_quarantine_notice(
@@ -235,7 +235,7 @@ def expect_quarantine_notice(
 ) -> dict[str, Any]:
     """The notice's fields when it is signed by ``receipt_public_key`` and names exactly this
     upload (device, seq and the whole-file SHA-256 the unit sent); otherwise ReceiptError."""
-    doc = _open_doc(CTX_QUARANTINE, "quarantine notice", data, check_notice_fields, receipt_public_key)
+    doc = open_signed_doc(CTX_QUARANTINE, "quarantine notice", data, check_notice_fields, receipt_public_key)
     for key, want in (("device_id", device_id), ("seq", seq), ("file_sha256", file_sha256)):
         if doc[key] != want:
             raise ReceiptError(f"quarantine notice {key} is {doc[key]!r}, the upload sent has {want!r}")
@@ -247,29 +247,42 @@ def expect_quarantine_notice(
 
 def make_heartbeat(status: Mapping[str, Any], signer: KeyStore) -> bytes:
     """The canonical body of ``POST /v1/heartbeat``: the status and the device's signature over it."""
-    try:
-        status_bytes = canonical.dumps(dict(status))
-    except canonical.CanonicalError as exc:
-        raise ReceiptError(f"heartbeat status has no canonical form: {exc}") from exc
-    sig = base64.b64encode(signer.sign(CTX_HEARTBEAT + status_bytes)).decode("ascii")
-    return canonical.dumps({"sig": sig, "status": dict(status)})
+    return sign_device_doc(CTX_HEARTBEAT, "heartbeat", "status", status, signer)
 
 
 def verify_heartbeat(body: bytes, device_public_key: ed25519.Ed25519PublicKey) -> dict[str, Any]:
     """Check a heartbeat body's form and inner signature; return the status object."""
+    return open_device_doc(CTX_HEARTBEAT, "heartbeat", "status", body, device_public_key)
+
+
+def sign_device_doc(ctx: bytes, what: str, member: str, doc: Mapping[str, Any], signer: KeyStore) -> bytes:
+    """``{member: doc, "sig": <b64>}`` in canonical JSON, ``sig`` the device's signature over
+    ``ctx || canonical(doc)`` (a heartbeat's status, a request's result)."""
     try:
-        doc = canonical.loads(body)
+        doc_bytes = canonical.dumps(dict(doc))
     except canonical.CanonicalError as exc:
-        raise ReceiptError(f"heartbeat body: {exc}") from exc
-    if not isinstance(doc, dict) or set(doc.keys()) != {"sig", "status"}:
-        raise ReceiptError('heartbeat body must be {"sig": ..., "status": {...}}')
-    status, sig_b64 = doc["status"], doc["sig"]
-    if not isinstance(status, dict) or not isinstance(sig_b64, str):
-        raise ReceiptError("heartbeat status must be an object and sig a string")
+        raise ReceiptError(f"{what} {member} has no canonical form: {exc}") from exc
+    sig = base64.b64encode(signer.sign(ctx + doc_bytes)).decode("ascii")
+    return canonical.dumps({"sig": sig, member: dict(doc)})
+
+
+def open_device_doc(
+    ctx: bytes, what: str, member: str, body: bytes, device_public_key: ed25519.Ed25519PublicKey
+) -> dict[str, Any]:
+    """Check a :func:`sign_device_doc` body's form and signature; return the ``member`` object."""
+    try:
+        outer = canonical.loads(body)
+    except canonical.CanonicalError as exc:
+        raise ReceiptError(f"{what} body: {exc}") from exc
+    if not isinstance(outer, dict) or set(outer.keys()) != {"sig", member}:
+        raise ReceiptError(f'{what} body must be {{"sig": ..., "{member}": {{...}}}}')
+    doc, sig_b64 = outer[member], outer["sig"]
+    if not isinstance(doc, dict) or not isinstance(sig_b64, str):
+        raise ReceiptError(f"{what} {member} must be an object and sig a string")
     try:
         sig = base64.b64decode(sig_b64, validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise ReceiptError("heartbeat sig is not base64") from exc
-    if not verify_signature(device_public_key, sig, CTX_HEARTBEAT + canonical.dumps(status)):
-        raise ReceiptError("heartbeat signature does not verify with the device key")
-    return status
+        raise ReceiptError(f"{what} sig is not base64") from exc
+    if not verify_signature(device_public_key, sig, ctx + canonical.dumps(doc)):
+        raise ReceiptError(f"{what} signature does not verify with the device key")
+    return doc

@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 TUS_VERSION = "1.0.0"
 UPLOADS_PATH = "v1/uploads/"
 HEARTBEAT_PATH = "v1/heartbeat"
+REQUESTS_PATH = "v1/requests"
 MAX_ANSWER_BYTES = 256 * 1024  # an answer body bigger than this is not from our headquarters
 MAX_ERROR_TEXT = 200  # characters of an unsigned error code or message kept for logs, audit and status
 QUARANTINE_HEADER = "bodycam-quarantine"  # the signed notice on a 422 (docs/sync-protocol.md)
@@ -297,6 +298,31 @@ class HqClient:
         answer = self._request("DELETE", resource_url, doing, {})
         if answer.status not in (404, 410):
             self._expect(doing, answer, (200, 204))
+
+    # ---- requests from headquarters (docs/sync-protocol.md, 1.5) -----------------------------
+
+    def poll_requests(self, wait_s: int) -> list[bytes]:
+        """GET /v1/requests?wait_s=N: the signed requests headquarters has for this unit (not yet
+        checked: :mod:`agent.sync.requests` does), waiting up to ``wait_s`` for one to come."""
+        doing = "Asking headquarters for requests"
+        answer = self._request("GET", urljoin(self._base, f"{REQUESTS_PATH}?wait_s={wait_s}"), doing, {},
+                               extra_s=float(wait_s))
+        self._expect(doing, answer, (200,))
+        try:
+            reply = json.loads(answer.body)
+            encoded = reply["requests"]
+            if not isinstance(encoded, list) or not all(isinstance(e, str) for e in encoded):
+                raise TypeError("requests is not a list of strings")
+            return [base64.b64decode(e, validate=True) for e in encoded]
+        except (ValueError, KeyError, TypeError) as e:
+            raise ProtocolError(f"{doing}: the answer is not a list of requests", answer.status) from e
+
+    def post_result(self, body: bytes) -> None:
+        """POST /v1/requests: this unit's signed result of one request."""
+        doing = "Sending a request's result"
+        answer = self._request("POST", urljoin(self._base, REQUESTS_PATH), doing,
+                               {"Content-Type": "application/json"}, body)
+        self._expect(doing, answer, (200,))  # a 400 (headquarters will not keep it) is a ProtocolError
 
     # ---- plumbing --------------------------------------------------------------------------
 

@@ -10,6 +10,8 @@ from agent.evidence.keys import KeyFileError, load_receipt_public
 from agent.evidence.tlogproof import TlogError
 from agent.store import Store
 from agent.sync.alarms import Alarm, AlarmCleared
+from agent.sync.client import HqClient
+from agent.sync.requests import RequestChannel, RequestHandlers
 from agent.sync.tlogview import LogView, parse_witnesses
 from agent.sync.worker import StatusProvider, SyncSettings, SyncWorker
 from hal.clock import Clock
@@ -58,3 +60,21 @@ def build_sync_worker(
         receipt_key, clock, SyncSettings.from_config(config.sync), status_provider, on_alarm=on_alarm,
         on_alarm_cleared=on_alarm_cleared, log_view=LogView(data_dir, receipt_key, witnessing),
     )
+
+
+def build_request_channel(
+    config: Config, data_dir: Path, store: Store, keystore: KeyStore, clock: Clock, handlers: RequestHandlers,
+) -> RequestChannel | None:
+    """The unit's channel for requests from headquarters (docs/sync-protocol.md, "Requests from
+    headquarters"), or None when sync is off. Call after :func:`build_sync_worker` succeeded
+    (same settings, same checks)."""
+    if not config.hq.url or not config.hq.ca:
+        return None
+    hq_key = load_receipt_public(resolve_path(data_dir, config.hq.public_key))
+    settings = SyncSettings.from_config(config.sync)
+    url, ca = config.hq.url, resolve_path(data_dir, config.hq.ca)
+
+    def connect() -> HqClient:
+        return HqClient(url, ca, config.device.id, keystore, clock, settings.timeouts)
+
+    return RequestChannel(connect, store, keystore, config.device.id, hq_key, clock, handlers, settings.backoff)

@@ -197,3 +197,22 @@ signin_links = sa.Table(
     sa.Column("expires_utc_ns", sa.BigInteger, nullable=False),
     sa.Column("used_utc_ns", sa.BigInteger),
 )
+
+# Requests from headquarters to units (migration 0009): kept for ever, the result set once.
+unit_requests = sa.Table(
+    "unit_requests", metadata,
+    sa.Column("request_id", sa.Text, primary_key=True),
+    sa.Column("device_id", sa.Text, sa.ForeignKey("devices.device_id"), nullable=False),
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("params", sa.Text, nullable=False),
+    sa.Column("requested_by", sa.Text, nullable=False),
+    sa.Column("issued_utc_ns", sa.BigInteger, nullable=False),
+    sa.Column("expires_utc_ns", sa.BigInteger, nullable=False),
+    sa.Column("signed", sa.LargeBinary, nullable=False),
+    sa.Column("state", sa.Text, nullable=False),
+    sa.Column("delivered_utc_ns", sa.BigInteger),
+    sa.Column("deliveries", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("outcome", sa.Text),
+    sa.Column("result", sa.LargeBinary),
+    sa.Column("answered_utc_ns", sa.BigInteger),
+)

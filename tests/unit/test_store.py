@@ -59,7 +59,7 @@ def test_wal_durability_and_foreign_keys(store: Store, tmp_path: Path) -> None:
     assert status["journal_mode"] == "wal"
     assert status["synchronous"] == 2  # FULL
     assert status["foreign_keys"] == 1
-    assert status["schema_version"] == len(MIGRATIONS) == 2
+    assert status["schema_version"] == len(MIGRATIONS) == 3
     with _raw(tmp_path / "index.db") as raw:
         assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"  # persistent in the file
 
@@ -474,7 +474,7 @@ def test_schema_1_file_is_migrated_and_keeps_its_rows(tmp_path: Path, clock: Fak
     with Store(path, clock, migrations=MIGRATIONS[:1]) as old:
         _acknowledged(old, 1)
     with Store(path, clock) as s:
-        assert s.schema_version() == 2
+        assert s.schema_version() == len(MIGRATIONS)
         seg = s.segment(1)
         assert seg is not None and seg.state == "acknowledged" and seg.local_deleted_utc_ns is None
         assert [x.seq for x in s.local_acknowledged()] == [1]
