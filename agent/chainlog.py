@@ -27,6 +27,7 @@ from agent.evidence.segment import (
     SealResult,
     SegmentWriter,
     plan_salvage,
+    reseal_copy,
     scan,
     seal_metadata,
     seal_salvaged,
@@ -349,6 +350,53 @@ class ChainLog:
             salvage.attested_chunks,
             (mono_end - mono_start) / 1e9,
         )
+        return signed
+
+    def copy_in(self, src: Path, ring: SignedManifest, background: dict[str, Any]) -> SignedManifest:
+        """Copy a background-ring segment into this chain as its next entry, flagged ``background``
+        (:func:`agent.evidence.segment.reseal_copy`), durably, and index it to be uploaded first.
+        FileNotFoundError when the ring let it go meanwhile."""
+        seq = self.next_seq
+        part = self.dir / f"{uuid.uuid4()}{PARTIAL_SUFFIX}"
+
+        def write() -> SignedManifest:
+            with src.open("rb") as fh_in, part.open("xb") as fh_out:
+                os.fchmod(fh_out.fileno(), 0o600)
+                signed = reseal_copy(fh_in, fh_out, ring, signer=self._signer, seq=seq, prev=self.head_hash,
+                                     background=background)
+                fh_out.flush()
+                os.fsync(fh_out.fileno())
+            return signed
+
+        try:
+            signed = retry_when_full(write, self._make_room)
+        except BaseException:
+            part.unlink(missing_ok=True)
+            raise
+        final = self.dir / segment_filename(seq)
+        publish_new(part, final)
+        self.head_seq, self.head_hash = seq, signed.hash
+        t, c = signed.manifest["time"], signed.manifest["ciphertext"]
+        self._index(seq, functools.partial(
+            self._store.record_segment_entry,
+            seq,
+            device_id=self.device_id,
+            boot_id=str(signed.manifest["boot_id"]),
+            path=f"segments/{final.name}",
+            recording_id=None,
+            mono_start_ns=t["mono_start_ns"],
+            mono_end_ns=t["mono_end_ns"],
+            utc_start_ns=t["utc_start_ns"],
+            utc_end_ns=t["utc_end_ns"],
+            manifest_sha256=signed.hash,
+            ciphertext_sha256=c["sha256"],
+            size_bytes=final.stat().st_size,
+            chunks=c["chunks"],
+            flags=signed.manifest["flags"],
+            marks=0,
+            priority=1,  # asked for by headquarters: before the backlog
+        ))
+        log.info("chain: seq %d copied from background ring entry %d", seq, ring.seq)
         return signed
 
     def salvage_now(self, path: Path) -> int | None:

@@ -11,10 +11,14 @@ import os
 import signal
 import threading
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from agent import __version__
+from agent.background.export import COMMAND as EXPORT_COMMAND
+from agent.background.export import RingExporter, upload_handler
+from agent.background.setup import build_background
 from agent.chainlog import ChainLog
 from agent.config import Config, resolve_path
 from agent.console.service import ConsoleService, start_console
@@ -114,6 +118,13 @@ class Agent:
         self.live = build_live(config, data_dir, self.keystore, clock,
                                [t.name for t in self.sensors.tracks if t.kind == "video"],
                                self.recorder.post_command, self._recording)
+        # record after the fact (agent/background): off unless [background] enabled
+        self.background = build_background(config, data_dir, store=self.store, signer=self.keystore,
+                                           hq_public=hq_public, boot_id=self.boot_id, firmware=__version__,
+                                           clock=clock)
+        if self.background is not None:
+            exporter = RingExporter(self.background.ring, self.chain)
+            self.recorder.add_command(EXPORT_COMMAND, exporter.export)
         self.workers: list[SensorWorker] = build_workers(
             self.sensors,
             clock,
@@ -123,7 +134,7 @@ class Agent:
             self.on_input,
             lambda sensor, err: self.recorder.post_command("sensor_fault", "agent", sensor=sensor, error=err),
             lambda sensor: self.recorder.post_command("sensor_recovered", "agent", sensor=sensor),
-            taps={self.live.camera: self.live.feed.offer} if self.live is not None else None,
+            taps=self._taps(),
         )
         self.control: ControlServer | None = None
         self.console: ConsoleService | None = None
@@ -141,6 +152,7 @@ class Agent:
             ),
             bytes_per_second=bps,
             reserve=self.reserve,
+            ring=self.background,
         )
         # the one unit API: the console, the control socket and the heartbeat all go through it
         self.unit = UnitApi(self, config_path=self.config_path, restart=self.request_restart)
@@ -148,6 +160,8 @@ class Agent:
         self.sync_problem: str | None = None
         # Requests from headquarters: one handler per kind (agent/sync/requests.py).
         self.request_handlers = RequestHandlers()
+        if self.background is not None:
+            self.request_handlers.register("background.upload", upload_handler(self.recorder.command, self._kick_sync))
         self.requests: RequestChannel | None = None
         try:
             # alarms become signed chain events and the status LED through the recorder's inbox
@@ -207,6 +221,8 @@ class Agent:
             self.sensors.power.open()
         self.storage.start()  # before the recorder: a full disk is known before any recording starts
         self.recorder.start(resume_recording=resume)
+        if self.background is not None:
+            self.background.start()
         for w in self.workers:
             w.start()
         sock = resolve_path(self.data_dir, self.config.control.socket)
@@ -242,6 +258,20 @@ class Agent:
     def recorder_healthy(self, stall_ns: int) -> bool:
         """The recorder thread is alive and its loop turned within ``stall_ns``: the watchdog may be fed."""
         return self.recorder.alive and self.clock.monotonic_ns() - self.recorder.last_beat_ns < stall_ns
+
+    def _taps(self) -> dict[str, Callable[[Any], None]]:
+        """What also sees a camera's frames, on its sensor thread: live view's feed and the
+        background recording's ``offer`` (both only queue a reference; neither blocks)."""
+        wanted: dict[str, list[Callable[[Any], None]]] = {}
+        if self.live is not None:
+            wanted.setdefault(self.live.camera, []).append(self.live.feed.offer)
+        if self.background is not None:
+            wanted.setdefault(self.background.settings.camera, []).append(self.background.offer)
+        return {camera: fns[0] if len(fns) == 1 else _both(fns) for camera, fns in wanted.items()}
+
+    def _kick_sync(self) -> None:
+        if self.sync is not None:
+            self.sync.kick()
 
     def request_restart(self) -> None:
         """The console's `reboot`: stop cleanly through the main loop, then exit EXIT_RESTART so the
@@ -288,6 +318,8 @@ class Agent:
         for w in self.workers:
             with contextlib.suppress(RuntimeError):  # a worker that never started
                 w.stop()
+        if self.background is not None:
+            self.background.stop()
         if self.recorder.alive:
             self.recorder.stop()
         self.storage.stop()
@@ -307,6 +339,8 @@ class Agent:
             self.live.controller.stop()  # signs live-stop while the recorder still runs
         for w in self.workers:
             w.stop()
+        if self.background is not None:
+            self.background.stop()  # seals its open ring segment
         for enc in self.sensors.encoders.values():
             try:
                 for packet in enc.flush():
@@ -333,3 +367,11 @@ class Agent:
         for enc in self.sensors.encoders.values():
             enc.close()
         self.store.close()
+
+
+def _both(taps: list[Callable[[Any], None]]) -> Callable[[Any], None]:
+    def tap(item: Any) -> None:
+        for each in taps:
+            each(item)
+
+    return tap

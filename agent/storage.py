@@ -20,7 +20,7 @@ import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from agent import fsutil
 from agent.reserve import ReserveError, SpaceReserve
@@ -51,9 +51,10 @@ from agent.storage_policy import (
     recording_bytes_per_second,
     retention_expired,
     retention_plan,
+    ring_first,
     thresholds_for,
 )
-from agent.store import Segment, Store
+from agent.store import RingEntry, Segment, Store
 from hal.clock import Clock
 
 __all__ = [
@@ -106,6 +107,14 @@ class RetentionPass:
     failed: int
 
 
+class RingSpace(Protocol):
+    """The background ring as storage sees it (``agent.background.BackgroundRecorder``)."""
+
+    def entries(self) -> list[RingEntry]: ...
+
+    def remove(self, entries: list[RingEntry], why: str) -> int: ...
+
+
 class StorageMaintainer:
     """Watches free space in the data dir and removes acknowledged footage past retention.
 
@@ -143,6 +152,7 @@ class StorageMaintainer:
         actor: str = "storage",
         reserve: SpaceReserve | None = None,
         degraded_interval_s: float = DEGRADED_INTERVAL_S,
+        ring: RingSpace | None = None,
     ) -> None:
         if not interval_s > 0 or not keep_acknowledged_s >= 0 or not bytes_per_second > 0:
             raise ValueError("interval_s and bytes_per_second must be > 0, keep_acknowledged_s >= 0")
@@ -158,6 +168,7 @@ class StorageMaintainer:
         self._os = os_calls or fsutil.OsCalls()
         self._actor = actor
         self._reserve = reserve
+        self._ring = ring
         self._degraded_interval_s = min(degraded_interval_s, interval_s)
         self._force_report = threading.Event()  # set by space_fault: report the next level regardless
         self._wake = threading.Event()
@@ -230,6 +241,8 @@ class StorageMaintainer:
             now = self._clock.utc_ns()
             error: str | None = None
             try:
+                if self._free_ring(free):  # the background ring gives way before any evidence
+                    free = self._free_now()
                 retention = self._retain(free, now)
             except Exception as exc:
                 log.exception("storage retention pass on %s failed", self._data_dir)
@@ -260,6 +273,18 @@ class StorageMaintainer:
         return max(0, free - self._reserve.missing_bytes)
 
     # -- retention ------------------------------------------------------------------------------
+
+    def _free_ring(self, free: int) -> int:
+        """The background ring first (``ring_first``); the bytes it freed."""
+        if self._ring is None:
+            return 0
+        chosen = ring_first(self._ring.entries(), free, self._thresholds)
+        if not chosen:
+            return 0
+        freed = self._ring.remove(chosen, "storage pressure")
+        self._store.audit(self._actor, "ring-free", "background", "ok", entries=len(chosen), bytes=freed,
+                          free_bytes=free, first_seq=chosen[0].seq, last_seq=chosen[-1].seq)
+        return freed
 
     def _retain(self, free: int, now: int) -> RetentionPass:
         candidates = {s.seq: s for s in self._store.local_acknowledged()}

@@ -11,8 +11,9 @@ import os
 from collections.abc import Collection, Sequence
 
 from agent import fsutil
+from agent.background.policy import to_free
 from agent.config import STORAGE_THRESHOLD_KEYS, Config, ConfigError, StorageConfig
-from agent.store import Segment
+from agent.store import RingEntry, Segment
 
 NS_PER_S = 1_000_000_000
 MIB = 2**20
@@ -226,6 +227,15 @@ def retention_plan(
             plan[s.seq] = s.size_bytes
             freed += s.size_bytes
     return sorted(plan)
+
+
+def ring_first(ring: Sequence[RingEntry], free_bytes: int, thresholds: StorageThresholds) -> list[RingEntry]:
+    """Under storage pressure the background ring gives way before any evidence: its oldest
+    entries, while free space stays below where the LOW level clears (``warn_free_bytes +
+    hysteresis_bytes``, as :func:`retention_plan`). Acknowledged evidence goes next, counting
+    what this freed; unacknowledged evidence never."""
+    target = thresholds.warn_free_bytes + thresholds.hysteresis_bytes
+    return [] if free_bytes >= target else to_free(ring, target - free_bytes)
 
 
 def disk_bytes(path: str | os.PathLike[str]) -> int:

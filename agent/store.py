@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -18,9 +19,11 @@ from agent.storeschema import (
     MIGRATIONS,
     NEXT_STATES,
     OUTCOMES,
+    RING_COLUMNS,
     SEGMENT_STATES,
     AuditEntry,
     Migration,
+    RingEntry,
     Segment,
     StoreError,
     advance_chain,
@@ -32,7 +35,7 @@ from agent.storeschema import (
 from hal.clock import Clock
 
 __all__ = ["AuditEntry", "KINDS", "MIGRATIONS", "Migration", "NEXT_STATES", "OUTCOMES", "SEGMENT_STATES",
-           "Segment", "Store", "StoreError", "check_path", "check_sha256"]
+           "RingEntry", "Segment", "Store", "StoreError", "check_path", "check_sha256"]
 
 
 class Store:
@@ -370,6 +373,32 @@ class Store:
         with self._transaction(f"Marking the result of request {request_id} sent") as db:
             db.conn.execute("UPDATE hq_requests SET posted_utc_ns = ? WHERE request_id = ?",
                             (self._clock.utc_ns(), request_id))
+
+    # ---- the background ring (agent.background) -------------------------------------------
+
+    def ring_head(self) -> tuple[int, str] | None:
+        """(seq, chain hash) of the newest ring entry ever sealed, or None."""
+        with self._reading("Reading the background ring's head") as db:
+            row = db.conn.execute("SELECT seq, manifest_sha256 FROM background_ring ORDER BY seq DESC LIMIT 1"
+                                  ).fetchone()
+        return None if row is None else (int(row[0]), str(row[1]))
+
+    @room_when_full
+    def add_ring_entry(self, entry: RingEntry) -> None:
+        with self._transaction(f"Indexing background ring entry {entry.seq}") as db:
+            db.table("background_ring").insert({**dataclasses.asdict(entry), "created_utc_ns": self._clock.utc_ns()})
+
+    def ring_entries(self, from_utc_ns: int = 0, to_utc_ns: int = 2**63 - 1) -> list[RingEntry]:
+        """Ring entries still on disk that overlap [from, to) (touching is not overlapping), oldest first."""
+        with self._reading("Listing the background ring") as db:
+            rows = db.conn.execute(
+                f"SELECT {', '.join(RING_COLUMNS)} FROM background_ring WHERE deleted_utc_ns IS NULL"
+                " AND utc_end_ns > ? AND utc_start_ns < ? ORDER BY seq", (from_utc_ns, to_utc_ns)).fetchall()
+        return [RingEntry(*r) for r in rows]
+
+    def ring_deleted(self, seq: int) -> None:
+        with self._transaction(f"Marking background ring entry {seq} removed") as db:
+            db.conn.execute("UPDATE background_ring SET deleted_utc_ns = ? WHERE seq = ?", (self._clock.utc_ns(), seq))
 
     # ---- audit ----------------------------------------------------------------------------
 

@@ -3,6 +3,7 @@ schema with its migrations, and the rows as dataclasses (see :mod:`agent.store`)
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Callable, Mapping
@@ -118,8 +119,45 @@ def _v3(db: Database) -> None:
     db.conn.execute("CREATE INDEX hq_requests_unposted ON hq_requests (received_utc_ns) WHERE posted_utc_ns IS NULL")
 
 
+def _v4(db: Database) -> None:
+    # The background ring (agent/background): its own hash chain of low-resolution segments under
+    # background/, kept by age and never uploaded as such; ``exported_seq`` is the chain entry a
+    # request for its range made of it. Rows of rotated files stay with ``deleted_utc_ns`` set.
+    db.conn.execute("""CREATE TABLE background_ring (
+        seq INTEGER PRIMARY KEY,
+        path TEXT NOT NULL,
+        boot_id TEXT NOT NULL,
+        mono_start_ns INTEGER NOT NULL,
+        mono_end_ns INTEGER NOT NULL,
+        utc_start_ns INTEGER NOT NULL,
+        utc_end_ns INTEGER NOT NULL,
+        manifest_sha256 TEXT NOT NULL,
+        bytes INTEGER NOT NULL,
+        created_utc_ns INTEGER NOT NULL,
+        deleted_utc_ns INTEGER)""")
+    db.conn.execute("CREATE INDEX background_ring_kept ON background_ring (utc_start_ns) WHERE deleted_utc_ns IS NULL")
+
+
 # MIGRATIONS[i] takes the schema from user_version i to i + 1. Append; never edit a released one.
-MIGRATIONS: tuple[Migration, ...] = (_v1, _v2, _v3)
+MIGRATIONS: tuple[Migration, ...] = (_v1, _v2, _v3, _v4)
+
+
+@dataclass(frozen=True, slots=True)
+class RingEntry:
+    """One sealed segment of the background ring (``path`` relative to the data dir)."""
+
+    seq: int
+    path: str
+    boot_id: str
+    mono_start_ns: int
+    mono_end_ns: int
+    utc_start_ns: int
+    utc_end_ns: int
+    manifest_sha256: str
+    bytes: int
+
+
+RING_COLUMNS = tuple(f.name for f in dataclasses.fields(RingEntry))
 
 
 @dataclass(frozen=True, slots=True)

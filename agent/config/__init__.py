@@ -12,6 +12,7 @@ from agent.config.model import (
     STANDARD_BAUDS,
     STORAGE_THRESHOLD_KEYS,
     VIDEO_ENCODERS,
+    BackgroundConfig,
     CameraConfig,
     Config,
     ConfigError,
@@ -30,7 +31,7 @@ from agent.config.writer import render_config
 
 __all__ = [
     "DAY_S", "MAX_BYTES", "SENSOR_SECTIONS", "STANDARD_BAUDS", "STORAGE_THRESHOLD_KEYS", "VIDEO_ENCODERS",
-    "CameraConfig", "Config",
+    "BackgroundConfig", "CameraConfig", "Config",
     "ConfigError", "ConsoleConfig", "ControlConfig", "DeviceConfig", "EvidenceConfig", "HqConfig",
     "RecordingConfig", "SensorConfig", "StorageConfig", "SyncConfig", "default_config", "load_config",
     "parse_config", "render_config", "resolve_path",

@@ -245,6 +245,25 @@ class LiveConfig:
     ice_relay_only: bool = setting(False, "media only through headquarters' TURN relay (carrier NAT)")
 
 
+@dataclass(frozen=True, slots=True)
+class BackgroundConfig:
+    """Record after the fact: a low-resolution background recording of one camera, encrypted and
+    hash-chained in its own ring (``agent.background``), kept ``keep_h`` hours and uploaded only
+    when headquarters asks for a range (docs/sync-protocol.md, ``background.upload``). Off by
+    default: turning it on is a policy decision. No audio (what buyers' policies mostly allow)."""
+
+    enabled: bool = setting(False, "record in the background, kept on the unit for keep_h hours")
+    camera: str = setting("", "the camera to record (default: the first enabled one)",
+                          pattern=re.compile(r"[a-z0-9_-]{0,32}"), described="a camera name or empty")
+    width: int = setting(848, "picture width (even)", minval=64, maxval=1920)
+    height: int = setting(480, "picture height (even)", minval=64, maxval=1080)
+    fps: int = setting(10, "frames per second kept of the camera's", minval=1, maxval=30)
+    bitrate_bps: int = setting(300_000, "H.264 bitrate", minval=50_000, maxval=4_000_000)
+    keep_h: float = setting(72.0, "hours kept in the ring (storage pressure frees it sooner)", minval=0.01,
+                            maxval=24.0 * 30)
+    segment_s: float = setting(60.0, "seconds per ring file", minval=2.0, maxval=600.0)
+
+
 # The H.264 encoders a camera may ask for; "auto" probes the hardware one first (agent.media.encoder_select).
 VIDEO_ENCODERS = ("auto", "libx264", "h264_v4l2m2m")
 
@@ -283,6 +302,7 @@ class Config:
     storage: StorageConfig
     sync: SyncConfig = field(default_factory=SyncConfig)
     live: LiveConfig = field(default_factory=LiveConfig)
+    background: BackgroundConfig = field(default_factory=BackgroundConfig)
 
     @property
     def digest(self) -> str:
@@ -299,4 +319,5 @@ SECTIONS: dict[str, type] = {
     **dict.fromkeys(SENSOR_SECTIONS, SensorConfig),
     "control": ControlConfig, "console": ConsoleConfig, "storage": StorageConfig, "sync": SyncConfig,
     "live": LiveConfig,
+    "background": BackgroundConfig,
 }

@@ -75,6 +75,6 @@ def render_config(config: Config) -> str:
         lines += ["[cameras]", ""]
     for instance, camera in sorted(config.cameras.items()):
         lines += _table(f"cameras.{_key(instance)}", camera)
-    for name in (*SENSOR_SECTIONS, "control", "console", "storage", "sync", "live"):
+    for name in (*SENSOR_SECTIONS, "control", "console", "storage", "sync", "live", "background"):
         lines += _table(name, getattr(config, name))
     return "\n".join(lines)

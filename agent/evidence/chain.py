@@ -10,7 +10,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.evidence.format import GENESIS_PREV, segment_filename
+from agent.evidence.format import BACKGROUND_FLAG, GENESIS_PREV, segment_filename
 
 # Events that explain a hole in footage: the unit says why it did not record.
 GAP_EXPLAINING_EVENTS = frozenset(
@@ -134,9 +134,12 @@ def verify_chain(entries: list[Entry], expected_device_id: str | None = None) ->
                     "(an entry was altered, replaced or replayed)",
                 )
             )
+    # A segment re-sealed from the background ring (8.9) keeps the boot that recorded it and
+    # stands where headquarters' request put it: boots and signing order are the rest's.
+    recorded_in_order = [e for e in ordered if not _from_background(e)]
+    for prev, cur in zip(recorded_in_order, recorded_in_order[1:], strict=False):
         _check_boot_and_time(prev, cur, report)
-
-    _check_boot_starts(ordered, report)
+    _check_boot_starts(recorded_in_order, report)
     _check_footage_gaps(ordered, report)
 
     last = ordered[-1]
@@ -151,6 +154,10 @@ def verify_chain(entries: list[Entry], expected_device_id: str | None = None) ->
             )
         )
     return report
+
+
+def _from_background(e: Entry) -> bool:
+    return e.kind == "segment" and BACKGROUND_FLAG in e.manifest["flags"]
 
 
 def _majority_device(entries: list[Entry]) -> str:

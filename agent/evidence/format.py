@@ -34,9 +34,10 @@ CTX_SEALED = b"bodycam/v1/sealed-metadata\x00"
 SEGMENT_SUFFIX = ".bcs"
 PARTIAL_SUFFIX = ".part"
 
-FLAGS = frozenset({"pre-event", "recovered", "stealth", "muted", "clock-unsynced"})
+FLAGS = frozenset({"pre-event", "recovered", "stealth", "muted", "clock-unsynced", "background"})
 # The flag sets each kind of entry may carry (section 8.5). Events carry none.
-SEGMENT_FLAGS = frozenset({"pre-event", "stealth", "muted", "clock-unsynced"})  # any subset
+SEGMENT_FLAGS = frozenset({"pre-event", "stealth", "muted", "clock-unsynced", "background"})  # any subset
+BACKGROUND_FLAG = "background"  # re-sealed from the background ring on headquarters' request (8.9)
 RECOVERED_FLAGS = ["clock-unsynced", "recovered"]  # exactly, since salvage flags its clock
 LEGACY_RECOVERED_FLAGS = ["recovered"]  # early 0.1.0 builds: accepted with a warning
 

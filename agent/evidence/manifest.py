@@ -9,6 +9,7 @@ from typing import Any
 
 from agent.evidence import canonical
 from agent.evidence.format import (
+    BACKGROUND_FLAG,
     CTX_MANIFEST,
     EVENT_TYPES,
     FLAGS,
@@ -160,6 +161,11 @@ def _check_segment(m: dict[str, Any], flags: list[str]) -> None:
         p = _need(m, "plaintext", dict)
         _hex(p, "sha256", "plaintext.")
         _nonneg(p, "length", "plaintext.")
+    if BACKGROUND_FLAG in flags:
+        b = _need(m, "background", dict)
+        _nonneg(b, "ring_seq", "background.")
+        _hex(b, "ring_manifest_sha256", "background.")
+        _need(b, "request_id", str, "background.")
     for i, track in enumerate(_need(m, "tracks", list)):
         where = f"tracks[{i}]."
         if not isinstance(track, dict):

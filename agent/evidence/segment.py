@@ -14,10 +14,12 @@ from typing import Any, BinaryIO, Protocol
 
 from agent.evidence import canonical
 from agent.evidence.format import (
+    BACKGROUND_FLAG,
     CTX_CHECKPOINT,
     CTX_SEALED,
     CTX_SEGMENT_KEY,
     FORMAT_VERSION,
+    GENESIS_PREV,
     KEY_LEN,
     MAGIC,
     MAX_CHUNK_BYTES,
@@ -360,4 +362,48 @@ def seal_salvaged(
     signed = sign_manifest(manifest, signer)
     body = signed.record_body()
     fh.write(RECORD_HEAD.pack(REC_MANIFEST, len(body)) + body)
+    return signed
+
+
+COPY_BYTES = 1024 * 1024
+
+
+def reseal_copy(
+    src: BinaryIO,
+    dst: BinaryIO,
+    ring: SignedManifest,
+    *,
+    signer: KeyStore,
+    seq: int,
+    prev: str | None,
+    background: dict[str, Any],
+) -> SignedManifest:
+    """Copy a background-ring segment into the device's chain at ``seq`` (section 8.9): its bytes
+    before the manifest unchanged (the unit cannot decrypt them, and need not: nothing in the
+    header, chunks or checkpoints names a chain position), then a manifest signed now with the
+    ring manifest's content claims, this chain's ``seq`` and ``prev``, the flag ``background``
+    and the member ``background`` (``ring_seq``, ``ring_manifest_sha256``, ``request_id``).
+
+    Raises SegmentError when the ring file's bytes are not the ones its manifest signed.
+    """
+    m = ring.manifest
+    length, want = int(m["ciphertext"]["length"]), str(m["ciphertext"]["sha256"])
+    digest, left = hashlib.sha256(), length
+    while left:
+        block = src.read(min(COPY_BYTES, left))
+        if not block:
+            raise SegmentError(f"ring segment {ring.seq} is shorter than its manifest says")
+        digest.update(block)
+        dst.write(block)
+        left -= len(block)
+    if digest.hexdigest() != want:
+        raise SegmentError(f"ring segment {ring.seq}: its bytes are not the ones its manifest signed")
+    # the ring's own chain member goes; sealed metadata would be bound to the ring's seq (8.6): none
+    manifest = {k: v for k, v in m.items() if k not in ("chain", "sealed")}
+    manifest.update(seq=seq, prev=prev or GENESIS_PREV, trigger="background", recording_id=None,
+                    flags=sorted(set(m["flags"]) | {BACKGROUND_FLAG}),
+                    background={"ring_seq": ring.seq, "ring_manifest_sha256": ring.hash, **background})
+    signed = sign_manifest(manifest, signer)
+    body = signed.record_body()
+    dst.write(RECORD_HEAD.pack(REC_MANIFEST, len(body)) + body)
     return signed

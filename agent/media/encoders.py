@@ -148,7 +148,10 @@ class VideoEncoder(_PictureEncoder):
         preset: str = "ultrafast",
         tune: str = "zerolatency",
         threads: int = 1,
+        scale: bool = False,
     ) -> None:
+        """``scale``: frames of any size are scaled to ``width`` x ``height`` (the background
+        recording's; FFmpeg's swscale) instead of refused."""
         if width <= 0 or height <= 0 or width % 2 or height % 2:
             raise ValueError(f"track {track!r}: size {width}x{height} must be positive and even")
         if fps_num <= 0 or fps_den <= 0 or gop_frames <= 0 or bitrate_bps <= 0 or threads < 0:
@@ -178,6 +181,7 @@ class VideoEncoder(_PictureEncoder):
         super().__init__(track, "video", ctx, rate, bitrate_bps)
         self._pixel_format = pixel_format
         self._encoder = codec
+        self._scale = scale
         self._keyframe_requested = False
         self._keyframes_requested = 0
         if not ctx.extradata:
@@ -219,10 +223,13 @@ class VideoEncoder(_PictureEncoder):
         Raises MediaError if the frame's size differs from the encoder's, its ``mono_ns`` does
         not increase, or the codec fails. A frame in another pixel format is converted (slow).
         """
-        self._check_input(frame.width, frame.height, frame.mono_ns, frame.index)
+        size = (self._width, self._height) if self._scale else (frame.width, frame.height)
+        self._check_input(*size, frame.mono_ns, frame.index)
         try:
             picture = _frame_from_array(frame.data, frame.pixel_format)
-            if frame.pixel_format != self._pixel_format:
+            if self._scale and (frame.width, frame.height) != size:
+                picture = picture.reformat(width=self._width, height=self._height, format=self._pixel_format)
+            elif frame.pixel_format != self._pixel_format:
                 picture = picture.reformat(format=self._pixel_format)
         except ValueError as e:
             raise MediaError(f"track {self._track!r}: frame {frame.index} ({frame.pixel_format}): {e}") from e

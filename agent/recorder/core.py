@@ -100,6 +100,13 @@ class Recorder:
         """Queue a command without waiting for its answer (from sensor threads and callbacks)."""
         self._inbox.put(Command(name, args, actor))
 
+    def add_command(self, name: str, handler: Callable[..., dict[str, Any]]) -> None:
+        """Before ``start``: a command run on the recorder thread, the chain's one writer
+        (``handler(actor, **args)`` returns the answer; it is audited like every command)."""
+        if self._thread.is_alive() or name.replace("-", "_") in self._engine.extra_commands:
+            raise RuntimeError(f"command {name!r}: added twice, or after start")
+        self._engine.extra_commands[name.replace("-", "_")] = handler
+
     def typed_status(self) -> RecorderStatus | None:
         """The last published snapshot (None before ``start`` or the first ``step``)."""
         with self._status_lock:

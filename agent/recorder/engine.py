@@ -57,6 +57,9 @@ class RecorderEngine:
         self._store = store
         self._clock = clock
         self._s = settings
+        # Commands other parts of the unit need run on this thread, the chain's one writer
+        # (Recorder.add_command): handler(actor, **args) -> answer.
+        self.extra_commands: dict[str, Callable[..., dict[str, Any]]] = {}
         self._kind = {t.name: t.kind for t in tracks}
         self._state_file = state_file
         self._indicators = indicators
@@ -203,6 +206,8 @@ class RecorderEngine:
                 return self._config_changed(actor, **a)
             case "status":
                 return self.snapshot().as_dict()
+            case name if name in self.extra_commands:
+                return self.extra_commands[name](actor, **a)
             case _:
                 raise CommandError(f"unknown command {cmd.name!r}")
 

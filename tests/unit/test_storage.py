@@ -35,7 +35,7 @@ from agent.storage import (
     retention_plan,
     thresholds_for,
 )
-from agent.store import SEGMENT_STATES, Segment, Store
+from agent.store import SEGMENT_STATES, RingEntry, Segment, Store
 from tests.fakes import FakeClock
 
 L = StorageLevel
@@ -500,3 +500,50 @@ def test_disk_bytes(tmp_path: Path) -> None:
     with pytest.raises(StorageError, match="Reading disk size") as info:
         disk_bytes(tmp_path / "missing")
     assert info.value.errno == errno.ENOENT
+
+
+class FakeRing:
+    """The background ring as storage sees it: files under background/ indexed in the store."""
+
+    def __init__(self, store: Store, data_dir: Path) -> None:
+        self.store, self.data_dir = store, data_dir
+        self.removed: list[int] = []
+
+    def add(self, seq: int, size: int) -> None:
+        rel = f"background/{seq:08d}.bce"
+        (self.data_dir / "background").mkdir(exist_ok=True)
+        (self.data_dir / rel).write_bytes(b"x" * size)
+        self.store.add_ring_entry(RingEntry(seq, rel, "b", 0, 0, seq, seq + 1, f"{seq:064x}", size))
+
+    def entries(self) -> list[RingEntry]:
+        return self.store.ring_entries()
+
+    def remove(self, entries: list[RingEntry], why: str) -> int:
+        for e in entries:
+            (self.data_dir / e.path).unlink()
+            self.store.ring_deleted(e.seq)
+            self.removed.append(e.seq)
+        return sum(e.bytes for e in entries)
+
+
+def test_storage_pressure_frees_the_background_ring_before_acknowledged_evidence(
+    tmp_path: Path, store: Store, clock: FakeClock
+) -> None:
+    for seq in range(4):
+        add(store, tmp_path, seq, "acknowledged" if seq < 2 else "sealed", size=300)
+    ring = FakeRing(store, tmp_path)
+    for seq in range(3):
+        ring.add(seq, 300)
+    disk = FakeDisk(tmp_path, 1200 + 900 + 700)  # 700 free (ring files count as used); target 1050
+    m = maintainer(tmp_path, store, clock, disk, ring=ring)
+    assert m.run_pass() is L.OK
+    assert ring.removed == [0, 1]  # 600 from the ring: 1300 free, past the target
+    assert all(store.segment(q).local_deleted_utc_ns is None for q in range(4))  # type: ignore[union-attr]
+    (freed,) = audits(store, "ring-free")
+    assert (freed["entries"], freed["bytes"], freed["first_seq"], freed["last_seq"]) == (2, 600, 0, 1)
+    # More pressure: the rest of the ring goes, then acknowledged evidence; unacknowledged never.
+    disk.capacity -= 1000
+    m.run_pass()
+    assert ring.removed == [0, 1, 2]
+    assert [store.segment(q).local_deleted_utc_ns is not None for q in range(4)] == [  # type: ignore[union-attr]
+        True, True, False, False]

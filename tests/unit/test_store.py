@@ -59,7 +59,7 @@ def test_wal_durability_and_foreign_keys(store: Store, tmp_path: Path) -> None:
     assert status["journal_mode"] == "wal"
     assert status["synchronous"] == 2  # FULL
     assert status["foreign_keys"] == 1
-    assert status["schema_version"] == len(MIGRATIONS) == 3
+    assert status["schema_version"] == len(MIGRATIONS) == 4
     with _raw(tmp_path / "index.db") as raw:
         assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"  # persistent in the file
 
