@@ -299,7 +299,7 @@ class HqClient:
         if answer.status not in (404, 410):
             self._expect(doing, answer, (200, 204))
 
-    # ---- requests from headquarters (docs/sync-protocol.md, 1.5) -----------------------------
+    # ---- requests from headquarters (docs/sync-protocol.md, 1.6) -----------------------------
 
     def poll_requests(self, wait_s: int) -> list[bytes]:
         """GET /v1/requests?wait_s=N: the signed requests headquarters has for this unit (not yet
