@@ -7,6 +7,7 @@ import contextlib
 import ctypes
 import errno
 import functools
+import hashlib
 import os
 import secrets
 from collections.abc import Callable
@@ -266,3 +267,12 @@ def room_when_full(method: Callable[P, R]) -> Callable[P, R]:
         return retry_when_full(lambda: method(*args, **kwargs), owner._make_room)
 
     return write
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 hex of a file, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(1024 * 1024):
+            h.update(block)
+    return h.hexdigest()

@@ -11,6 +11,7 @@ from typing import TextIO
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from agent import verify_tlog
+from agent.case_verify import check_case, is_case_export, print_findings
 from agent.cliargs import device_id
 from agent.evidence.anchor import AnchorError, check_anchors, read_anchor
 from agent.evidence.chain import Finding
@@ -37,7 +38,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                        description="Verify evidence offline with public keys only: every signature, hash, "
                        "checkpoint and the chain.",
                        epilog=EXIT_CODES)
-    p.add_argument("path", type=Path, help="a data dir, a folder of segments, or one segment file")
+    p.add_argument("path", type=Path, help="a data dir, a folder of segments, one segment file, or a case export")
     p.add_argument("--device-pub", type=Path, help="the device public key to trust (PEM)")
     p.add_argument("--hq-key", type=Path, help="headquarters' private key: also decrypt and decode the content")
     p.add_argument("--device-id", type=device_id, help="the device id the evidence must belong to")
@@ -47,6 +48,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                    "(default: receipts/hq.pub beside the evidence)")
     verify_tlog.add_options(p)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--tsa-ca", type=Path, help="a case export: the time-stamping authority's root certificate(s) "
+                   "to trust (default: the one shipped in the export)")
     p.set_defaults(func=run)
 
 
@@ -64,6 +67,10 @@ def run(args: argparse.Namespace) -> int:
     if not path.exists():
         print(f"bodycam verify: {path} does not exist", file=sys.stderr)
         return 2
+    if path.is_dir() and is_case_export(path):
+        case = check_case(path, args.tsa_ca, decode=check_media)
+        print_findings(out, path, case)
+        return 0 if case.ok else 1
     if args.device_pub is not None:
         key_path, key_note = args.device_pub, "given on the command line"
     else:

@@ -16,10 +16,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from agent.evidence.keys import load_receipt_private
+from hq.audit import Auditor
 from hq.index import SqlIndex
 from hq.index import open_index as _open_index
 from hq.ingest_pool import IngestSettings
+from hq.lifecycle_index import SqlLifecycle
+from hq.lifecycle_service import LifecycleService
 from hq.service import HqService
+from hq.storage import EvidenceStore
 from hq.storeurl import open_stores
 from hq.tlog import SqlLog, default_origin
 from hq.witness_client import WitnessPolicy
@@ -38,6 +42,14 @@ def open_index(data_dir: Path, database_url: str | None = None) -> SqlIndex:
 
 
 MAINTAIN_INTERVAL_S = 60.0
+
+
+def lifecycle_service(index: SqlIndex, store: EvidenceStore, now_ns: Callable[[], int] = time.time_ns,
+                      component: str = "hq-lifecycle", exports_dir: Path | None = None) -> LifecycleService:
+    """The evidence lifecycle over ``index``'s database and ``store`` (hq/lifecycle_service.py);
+    ``exports_dir``: where the operations room writes court exports."""
+    return LifecycleService(SqlLifecycle(index), store, Auditor(index, component, now_ns), now_ns, component,
+                            exports_dir=exports_dir)
 
 
 def build_service(
@@ -68,6 +80,7 @@ def build_service(
         ingest=ingest,
         tlog=tlog,
         witnesses=witnesses,
+        lifecycle=lifecycle_service(index, store, now_ns, exports_dir=data_dir / "exports"),
     )
     pending = index.uploads("receiving")
     if pending:

@@ -29,6 +29,7 @@ from hq import (
     db_cmd,
     decrypt_cmd,
     decryptd_cmd,
+    lifecycle_cmd,
     ops_room,
     technician_cmd,
     user_cmd,
@@ -424,6 +425,10 @@ def cmd_evidence_list(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     keys: Path = args.keys or args.data_dir / "keys"
+    if args.case is not None:
+        return lifecycle_cmd.cmd_case_export(args, keys)
+    if args.device_id is None:
+        return _fail("export", "give --device-id UNIT (a unit's evidence) or --case CASE (a case's)", 2)
     with open_index(args.data_dir, args.database_url) as index:
         audit = _auditor(index)
         target = f"{args.device_id} -> {args.out}"
@@ -542,8 +547,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the list as JSON")
     p.set_defaults(func=cmd_evidence_list)
 
-    p = sub.add_parser("export", parents=[data], help="export a unit's evidence for bodycam verify")
-    p.add_argument("--device-id", "--device", action=Renamed, required=True, help="the unit whose evidence to export")
+    p = sub.add_parser("export", parents=[data], help="export a unit's evidence, or a case's, for bodycam verify")
+    p.add_argument("--device-id", "--device", action=Renamed, help="the unit whose evidence to export")
+    lifecycle_cmd.add_case_export_options(p)
     p.add_argument("--from", dest="from_", help="UTC start (ISO 8601 or ns)")
     p.add_argument("--to", help="UTC end (ISO 8601 or ns)")
     p.add_argument("--out", type=Path, required=True, help="a new or empty folder for the export")
@@ -555,7 +561,7 @@ def build_parser() -> argparse.ArgumentParser:
     witness_cmd.add_parsers(sub)
     users = user_cmd.add_parser(sub, data)
     background_cmd.add_parser(sub, data)
-    maintenance = db_cmd.add_parsers(sub)
+    maintenance = db_cmd.add_parsers(sub) + lifecycle_cmd.add_parsers(sub, data)
     for choice in [*sub.choices.values(), *esub.choices.values(), *maintenance, *users]:
         add_verbose(choice, VERBOSE_HELP)
     return parser
@@ -565,11 +571,11 @@ def build_parser() -> argparse.ArgumentParser:
 # per data dir; commands that only add rows (enrol, revoke, list, export) run beside it; keygen, which
 # replaces files the service reads, runs alone.
 _SHARED = ("serve", "enroll", "revoke", "evidence", "export", "technician", "migrate", "audit", "heartbeats",
-           "user", "background")
+           "user", "background", "category", "case", "lifecycle")
 # Commands that only read or add to a headquarters that exists: a mistyped --data-dir is refused,
 # never silently made into a new, empty headquarters.
 _NEEDS_SETUP = ("enroll", "revoke", "evidence", "export", "technician", "migrate", "audit", "heartbeats", "user",
-                "background")
+                "background", "category", "case", "lifecycle")
 
 
 def _take_locks(args: argparse.Namespace) -> list[DirLock]:

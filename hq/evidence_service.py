@@ -199,8 +199,9 @@ class EvidenceService:
     """
 
     def __init__(self, index: Index, store: EvidenceStore, decrypter: Decrypter | None, audit: Auditor,
-                 now_ns: Callable[[], int]) -> None:
+                 now_ns: Callable[[], int], custody: Callable[..., None] | None = None) -> None:
         self._index = index
+        self._custody = custody  # the custody ledger's writer (LifecycleService.custody): playback is custody
         self._store = store
         self._decrypter = decrypter
         self._audit = audit
@@ -272,6 +273,9 @@ class EvidenceService:
             raise EvidenceError("not-found", "this recording has no thermal track")
         self._audit.record("view-playback", actor, target, "ok", rendition=rendition,
                            segments=[s.seq for s in segments])
+        if self._custody is not None:
+            self._custody("playback", actor, f"{view.device_id}/{view.recording_id}", rendition=rendition,
+                          seqs=[s.seq for s in segments])
         pieces = (self._piece(decrypter, view.device_id, s, actor, target) for s in segments)
         make = thermal_rendition if rendition == "thermal" else video_rendition
         stream = self._guarded(make(pieces), actor, target)

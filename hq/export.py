@@ -69,7 +69,8 @@ def evidence_rows(index: Index, device_id: str | None) -> list[dict[str, Any]]:
                 "device_id": e.device_id,
                 "seq": e.seq,
                 "kind": e.kind,
-                "status": e.status,
+                "status": e.status if e.deleted_utc_ns is None else f"deleted {iso(e.deleted_utc_ns)}",
+                "recording_id": e.recording_id,
                 "size_bytes": e.size_bytes,
                 "utc_start": iso(e.utc_start_ns),
                 "received_utc": iso(e.received_utc_ns),
@@ -118,14 +119,20 @@ def export(
     exported_by: str = "",
     now_ns: int = 0,
     tlog: TransparencyLog | None = None,
+    entries_only: Sequence[Evidence] | None = None,
 ) -> ExportResult:
-    """Copy a device's held evidence (optionally a time window) into a new folder ``out``."""
+    """Copy a device's held evidence (optionally a time window, or just ``entries_only``) into a
+    new folder ``out``."""
     device = index.device(device_id)
     if device is None:
         raise ExportError(f"{device_id} is not enrolled")
-    entries = index.evidence_list(device_id, from_ns, to_ns)
+    listed = list(entries_only) if entries_only is not None else index.evidence_list(device_id, from_ns, to_ns)
+    entries = [e for e in listed if e.deleted_utc_ns is None]
+    deleted = [{"seq": e.seq, "manifest_sha256": e.manifest_sha256, "deleted_utc": iso(e.deleted_utc_ns)}
+               for e in listed if e.deleted_utc_ns is not None]
     if not entries:
-        raise ExportError(f"no evidence of {device_id} in that time window")
+        raise ExportError(f"no evidence of {device_id} in that time window"
+                          + (f" ({len(deleted)} entries there were deleted by the lifecycle)" if deleted else ""))
     if out.exists() and any(out.iterdir()):
         raise ExportError(f"{out} exists and is not empty")
     receipts = out / "receipts"
@@ -146,6 +153,7 @@ def export(
         "files": files,
         "anchors": anchors,
         "tlog": proven,
+        "deleted": deleted,  # entries the lifecycle deleted: their hashes, so the gap is explained
         "verify": "bodycam verify DIR --device-pub DIR/device.pub"
         + (" --anchor " + " ".join(f"DIR/anchors/{a['file']}" for a in anchors) if anchors else ""),
     }

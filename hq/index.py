@@ -24,9 +24,10 @@ from hq.db import HqIndexError, retention, search
 from hq.db import migrate as migrations
 from hq.db import requests as unit_requests
 from hq.db.accounts import SqlAccountStore
-from hq.db.chain import GENESIS, ChainReport, ChainRow, ChainWalker, record_hash
+from hq.db.chain import AUDIT_DOMAIN, GENESIS, ChainReport, ChainRow, ChainWalker, record_hash
 from hq.db.engine import DEFAULT_NAME, WRITE_OPTION, make_engine, mask, parse_url
 from hq.db.locks import DeviceLocks
+from hq.db.recordings import note_entry, recording_of
 from hq.db.retention import HeartbeatPolicy, PruneLimits
 from hq.db.schema import audit as audit_t
 from hq.db.schema import devices, evidence, heartbeats, nonces, quarantine, uploads
@@ -348,12 +349,14 @@ class SqlIndex:
     # -- evidence -------------------------------------------------------------------------
 
     def add_evidence(self, evidence_: Evidence) -> int:
-        """Index a stored entry and advance the device's contiguous run; return that run's end."""
+        """Index a stored entry and advance the device's contiguous run; return that run's end. The
+        entry joins its recording (``hq.db.recordings``: an entry outside one is its own)."""
         row = {name: getattr(evidence_, name) for name in Evidence.__slots__}
         row["warnings"] = json.dumps(list(evidence_.warnings))
         device_id = evidence_.device_id
         with self._write(f"indexing {device_id} seq {evidence_.seq}") as conn:
             conn.execute(evidence.insert().values(**row))
+            note_entry(conn, evidence_, recording_of(evidence_), evidence_.received_utc_ns)
             # the device row is locked (FOR UPDATE, PostgreSQL) so two nodes advance the run in turn
             through = int(conn.execute(sa.select(devices.c.contiguous_through)
                                        .where(devices.c.device_id == device_id).with_for_update()).scalar_one())
@@ -498,18 +501,23 @@ class SqlIndex:
                 "abandoned_uploads": int(abandoned)}
 
     def audit(self, record: AuditRecord) -> None:
-        """Append one record to the hash chain. Appends are serialised across nodes: PostgreSQL
-        takes a transaction-scoped advisory lock before reading the chain head, SQLite's BEGIN
-        IMMEDIATE already holds the only writer lock."""
+        """Append one record to the audit log's hash chain (:meth:`append_chained`)."""
+        self.append_chained(audit_t, AUDIT_CHAIN_LOCK_KEY, AUDIT_DOMAIN, record)
+
+    def append_chained(self, table: sa.Table, lock_key: int, domain: bytes, record: AuditRecord) -> None:
+        """Append ``record`` to a hash-chained, append-only table (the audit log, the custody
+        ledger). Appends are serialised across nodes: PostgreSQL takes a transaction-scoped
+        advisory lock (``lock_key``) before reading the chain head, SQLite's BEGIN IMMEDIATE
+        already holds the only writer lock."""
         detail = json.dumps(record.detail, sort_keys=True)
-        with self._write(f"auditing {record.event_type}") as conn:
+        with self._write(f"recording {record.event_type} in {table.name}") as conn:
             if conn.dialect.name == "postgresql":
-                conn.execute(sa.select(sa.func.pg_advisory_xact_lock(AUDIT_CHAIN_LOCK_KEY)))
-            head = conn.execute(sa.select(audit_t.c.sha256).order_by(audit_t.c.id.desc()).limit(1)).scalar()
+                conn.execute(sa.select(sa.func.pg_advisory_xact_lock(lock_key)))
+            head = conn.execute(sa.select(table.c.sha256).order_by(table.c.id.desc()).limit(1)).scalar()
             prev = GENESIS if head is None else str(head)
             digest = record_hash(prev, record.utc_ns, record.component, record.event_type, record.actor,
-                                 record.target, record.outcome, detail)
-            conn.execute(audit_t.insert().values(
+                                 record.target, record.outcome, detail, domain)
+            conn.execute(table.insert().values(
                 utc_ns=record.utc_ns, component=record.component, event_type=record.event_type,
                 actor=record.actor, target=record.target, outcome=record.outcome, detail=detail,
                 prev_sha256=prev, sha256=digest))
@@ -544,10 +552,14 @@ class SqlIndex:
     def verify_audit(self, batch_rows: int = 1000) -> ChainReport:
         """Walk the audit chain from its first record, ``batch_rows`` at a time; the first broken
         link, or the count and head hash of an intact chain."""
-        walker, last_id = ChainWalker(), -1
+        return self.verify_chained(audit_t, ChainWalker(), batch_rows)
+
+    def verify_chained(self, table: sa.Table, walker: ChainWalker, batch_rows: int = 1000) -> ChainReport:
+        """Feed ``table``'s rows to ``walker`` in id order, ``batch_rows`` at a time."""
+        last_id = -1
         while True:
-            rows = self._rows("verifying the audit chain", audit_t.select().where(audit_t.c.id > last_id)
-                              .order_by(audit_t.c.id).limit(batch_rows))
+            rows = self._rows(f"verifying the {table.name} chain", table.select().where(table.c.id > last_id)
+                              .order_by(table.c.id).limit(batch_rows))
             if not rows:
                 return walker.report()
             if not walker.feed(ChainRow(**{name: r[name] for name in ChainRow.__slots__}) for r in rows):

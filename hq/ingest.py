@@ -10,6 +10,7 @@ the receipt under one lock per device, so different devices ingest in parallel.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import threading
 from collections.abc import Callable, Iterator
@@ -37,6 +38,8 @@ log = logging.getLogger(__name__)
 
 Action = Literal["store", "duplicate", "quarantine"]
 DeviceLock = Callable[[str], AbstractContextManager[None]]
+# The custody ledger's writer (LifecycleService.custody): event, actor, target, detail.
+CustodyLog = Callable[..., None]
 Verifier = Callable[[Path, ed25519.Ed25519PublicKey], "Checked"]
 
 
@@ -192,7 +195,7 @@ def check_upload(path: Path, device_pub: ed25519.Ed25519PublicKey) -> Checked:
             warnings=warnings,
             manifest=result.signed.body.decode(),
             recording_id=recording_of(m),
-            marks=len(m.get("marks") or ()) if m["type"] == "segment" else 0,
+            marks=len(m.get("marks") or ()) if m["type"] == "segment" else int(m.get("event") == "mark"),
         )
     claimed_device: str | None = None
     claimed_seq: int | None = None
@@ -248,8 +251,10 @@ class Ingestor:
         device_lock: DeviceLock | None = None,
         verify: Verifier = check_upload,
         tlog: TransparencyLog | None = None,
+        custody: CustodyLog | None = None,
     ) -> None:
         self._index = index
+        self._custody = custody
         self._store = store
         self._uploads = uploads
         self._receipt_key = receipt_key
@@ -341,6 +346,11 @@ class Ingestor:
                     manifest=checked.manifest or None,
                 )
             )
+            if self._custody is not None:
+                recording = checked.recording_id or f"entry-{seq}"
+                self._custody("ingest", upload.device_id, f"{upload.device_id}/{recording}", seq=seq,
+                              manifest_sha256=checked.hash, file_sha256=digest, size_bytes=upload.length,
+                              location=location, upload_id=upload.upload_id)
         receipt = self.issue_receipt(upload.device_id, seq)
         outcome = "ok" if decision.action == "store" else "duplicate"
         self._audit.record("ingest", upload.device_id, target, outcome, manifest_sha256=checked.hash, **detail)
@@ -437,4 +447,8 @@ class Ingestor:
             self._receipt_key,
         )
         self._index.set_receipt(device_id, seq, receipt)
+        if self._custody is not None:
+            self._custody("receipt", "hq-ingest", f"{device_id}/{entry.recording_id or f'entry-{seq}'}", seq=seq,
+                          receipt_sha256=hashlib.sha256(receipt).hexdigest(), chain_head_seq=head[0],
+                          contiguous_through=device.contiguous_through)
         return receipt

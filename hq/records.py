@@ -77,6 +77,7 @@ class Evidence:
     recording_id: str | None = None  # the manifest's (a segment) or its detail's (an event), if any
     marks: int = 0  # the officer's marks in a segment
     manifest: str | None = None  # the verified manifest, canonical JSON; None if held before 0005
+    deleted_utc_ns: int | None = None  # when the lifecycle deleted its bytes (the row stays)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,7 @@
 """Evidence in an S3 bucket under Object Lock (boto3): the fleet implementation of ``EvidenceStore``.
 
-Layout: ``evidence/<device>/<seq>.bcs`` and ``quarantine/<device>/<name>.bcs`` (+ ``.json`` note),
+Layout: ``evidence/<device>/<seq>.bcs``, ``quarantine/<device>/<name>.bcs`` (+ ``.json`` note) and
+``records/<name>`` (the custody ledger's anchors),
 every object written with ``ChecksumAlgorithm=SHA256`` and the file's expected SHA-256 (the server
 refuses bytes that differ), an explicit ``ObjectLockMode``/``ObjectLockRetainUntilDate`` and
 ``If-None-Match: *``. ``put`` returns ``s3://BUCKET/KEY?versionId=VID`` only after the server has
@@ -28,12 +29,14 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from agent.evidence.format import segment_filename
 from agent.textsafe import safe_text
+from hq.lifecycle import Protection
 from hq.records import valid_device_id
 from hq.storage import StorageError
 from hq.storeurl import S3Config
 
 EVIDENCE_PREFIX = "evidence/"
 QUARANTINE_PREFIX = "quarantine/"
+RECORDS_PREFIX = "records/"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _MISSING = {"404", "NoSuchKey", "NoSuchBucket", "NotFound", "NoSuchVersion"}
 _EXISTS = {"412", "PreconditionFailed", "409", "ConditionalRequestConflict"}
@@ -217,6 +220,85 @@ class S3EvidenceStore:
         found = self._put_locked(f"{stem}.bcs", source, f"quarantining {source.name} as {self._url(stem)}.bcs")
         source.unlink(missing_ok=True)
         return found
+
+    # -- the lifecycle: legal holds, locks, deletion, records ---------------------------------
+
+    def _version_of(self, device_id: str, seq: int, location: str | None) -> tuple[str, str | None]:
+        """(key, version id) of a stored entry; without a location, its current version."""
+        if location is not None:
+            bucket, key, version = parse_location(location)
+            if bucket != self.bucket:
+                raise StorageError(f"{device_id} seq {seq} is in bucket {bucket}, not this store's {self.bucket}")
+            return key, version
+        key = self.evidence_key(device_id, seq)
+        head = self._head(key, f"finding {self._url(key)}")
+        return key, None if head is None else str(head["VersionId"])
+
+    def protection(self, device_id: str, seq: int, location: str | None = None) -> Protection:
+        key, version = self._version_of(device_id, seq, location)
+        head = self._head(key, f"reading the lock of {self._url(key)}", version)
+        if head is None:
+            return Protection(legal_hold=False, retain_until_ns=None)
+        until = head.get("ObjectLockRetainUntilDate")
+        return Protection(legal_hold=head.get("ObjectLockLegalHoldStatus") == "ON",
+                          retain_until_ns=None if until is None else int(until.timestamp() * 1e9))
+
+    def set_hold(self, device_id: str, seq: int, on: bool, location: str | None = None) -> None:
+        key, version = self._version_of(device_id, seq, location)
+        where = f"{'setting' if on else 'releasing'} the legal hold of {self._url(key)}"
+        status = "ON" if on else "OFF"
+        args: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
+        if version is not None:
+            args["VersionId"] = version
+        try:
+            self._s3.put_object_legal_hold(LegalHold={"Status": status}, **args)
+            kept = self._s3.get_object_legal_hold(**args)["LegalHold"]["Status"]
+        except s3_errors() as exc:
+            raise StorageError(f"{where}: {describe(exc)}") from exc
+        if kept != status:
+            raise StorageError(f"{where}: the server keeps {kept!r}")
+
+    def delete(self, device_id: str, seq: int, location: str | None = None) -> None:
+        key, version = self._version_of(device_id, seq, location)
+        if version is None:
+            return  # nothing stored under that key
+        try:
+            self._s3.delete_object(Bucket=self.bucket, Key=key, VersionId=version)
+        except s3_errors() as exc:
+            if error_code(exc) in _MISSING:
+                return
+            raise StorageError(f"deleting {self._url(key)} version {version}: refused, {describe(exc)}") from exc
+
+    def put_record(self, name: str, data: bytes) -> str:
+        key = self._record_key(name)
+        return self._put_bytes(key, data, f"keeping record {self._url(key)}")
+
+    def get_record(self, name: str) -> bytes | None:
+        key = self._record_key(name)
+        try:
+            body: bytes = self._s3.get_object(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED")["Body"].read()
+        except s3_errors() as exc:
+            if error_code(exc) in _MISSING:
+                return None
+            raise StorageError(f"reading record {self._url(key)}: {describe(exc)}") from exc
+        return body
+
+    def list_records(self, prefix: str) -> list[str]:
+        names: list[str] = []
+        try:
+            pages = self._s3.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=RECORDS_PREFIX + prefix)
+            for page in pages:
+                names.extend(str(o["Key"])[len(RECORDS_PREFIX):] for o in page.get("Contents", []))
+        except s3_errors() as exc:
+            raise StorageError(f"listing records under {self._url(RECORDS_PREFIX + prefix)}: {describe(exc)}") from exc
+        return sorted(names)
+
+    @staticmethod
+    def _record_key(name: str) -> str:
+        if not all(_NAME.match(part) for part in name.split("/")):
+            raise StorageError(f"record name {name!r}: use letters, digits, '.', '-', '_' and '/' between parts")
+        return RECORDS_PREFIX + name
 
     # -- writes -----------------------------------------------------------------------------
 

@@ -32,6 +32,7 @@ from hq.errors import ApiError, error_body
 from hq.index import Index
 from hq.ingest import Ingestor, LocalDeviceLocks, device_lock_for
 from hq.ingest_pool import IngestBusy, IngestJobs, IngestPool, IngestSettings, resubmit
+from hq.lifecycle_service import LifecycleService
 from hq.live.service import LiveService
 from hq.live.whip import MAX_SDP_BYTES, WHIP_PATH, whip_answer
 from hq.quotas import NS_PER_S, HeartbeatLimiter, Quotas, admit_upload, expire_abandoned, open_uploads
@@ -135,8 +136,10 @@ class HqService:
         quotas: Quotas | None = None,
         tlog: TransparencyLog | None = None,
         witnesses: WitnessPolicy | None = None,
+        lifecycle: LifecycleService | None = None,
     ) -> None:
         self.index = index
+        self.lifecycle = lifecycle
         self.tlog = tlog
         policy = witnesses or WitnessPolicy()
         # Heartbeats answer with the newest cosigned checkpoint when units require a witness.
@@ -158,6 +161,7 @@ class HqService:
         self.ingestor = Ingestor(
             index, store, uploads, receipt_key, Auditor(index, "hq-ingest", now_ns), now_ns,
             device_lock=device_lock_for(index, self.device_locks), tlog=tlog,
+            custody=None if lifecycle is None else lifecycle.custody,
         )
         self._ingest = ingest = ingest or IngestSettings()
         self._jobs = IngestJobs(index, self.ingestor, now_ns, ingest.claim_lease_s)
@@ -189,8 +193,9 @@ class HqService:
 
     def maintain(self) -> None:
         """One periodic pass (``hq.app.Maintenance``): completed uploads left behind are queued,
-        abandoned ones expire, witnesses are asked to cosign the newest checkpoint, and the
-        index's retention runs (expired nonces, heartbeats past the policy, positions past theirs)."""
+        abandoned ones expire, witnesses are asked to cosign the newest checkpoint, the index's
+        retention runs (expired nonces, heartbeats past the policy, positions past theirs), and the
+        evidence lifecycle's pass (holds, the deletion queue, deletions)."""
         queued = self.resume_ingest()
         if queued:
             log.info("%d completed upload(s) queued for ingest again", queued)
@@ -203,6 +208,10 @@ class HqService:
         pruned = self.index.prune(self._now_ns())  # one bounded batch of each kind; the next pass does more
         if any(pruned.values()):
             log.info("retention: %s", ", ".join(f"{k} {v}" for k, v in sorted(pruned.items()) if v))
+        if self.lifecycle is not None:  # legal holds, the deletion queue, deletions (hq/lifecycle_service.py)
+            done = self.lifecycle.run_pass()
+            if any(done.values()):
+                log.info("lifecycle: %s", ", ".join(f"{k} {v}" for k, v in sorted(done.items()) if v))
 
     def resume_ingest(self, sole_node: bool = False) -> int:
         """Queue completed uploads nobody is ingesting (after a restart, a full queue, a node

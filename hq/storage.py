@@ -10,18 +10,23 @@ completed bytes as a local file (``completed``), which ingest verifies and then 
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import json
 import os
+import re
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 from agent.evidence.format import segment_filename
+from agent.fsutil import file_sha256
+from hq.lifecycle import Protection
 from hq.records import UPLOAD_ID, valid_device_id
 
 DIR_MODE = 0o700
+__all__ = ["EvidenceStore", "FileEvidenceStore", "StorageError", "UploadArea", "UploadStore", "file_sha256"]
+_RECORD_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 FILE_MODE = 0o600
 
 
@@ -51,6 +56,34 @@ class EvidenceStore(Protocol):
         """Move ``source`` aside with a JSON note of ``reason``; return where it now lives."""
         ...
 
+    # the evidence lifecycle (hq/lifecycle_worker.py): legal holds, the store's own lock, deletion
+
+    def protection(self, device_id: str, seq: int, location: str | None = None) -> Protection:
+        """What the store itself keeps on the stored entry: its legal hold and lock."""
+        ...
+
+    def set_hold(self, device_id: str, seq: int, on: bool, location: str | None = None) -> None:
+        """Set (``on``) or release the stored entry's legal hold; while set, ``delete`` is refused."""
+        ...
+
+    def delete(self, device_id: str, seq: int, location: str | None = None) -> None:
+        """Remove the stored entry's bytes for good. The store refuses (StorageError) while a legal
+        hold or its lock stands; an entry already gone is not an error."""
+        ...
+
+    def put_record(self, name: str, data: bytes) -> str:
+        """Keep ``data`` as ``records/<name>`` under the store's lock (the custody ledger's anchors),
+        never overwriting; return where it lives."""
+        ...
+
+    def get_record(self, name: str) -> bytes | None:
+        """The bytes of ``records/<name>``, or None."""
+        ...
+
+    def list_records(self, prefix: str) -> list[str]:
+        """Names of the records under ``records/<prefix>``, sorted."""
+        ...
+
 
 class UploadStore(Protocol):
     """Uploads in progress, as the tus service uses them. The service serialises calls per upload
@@ -78,15 +111,6 @@ class UploadStore(Protocol):
         ...
 
 
-def file_sha256(path: Path) -> str:
-    """SHA-256 hex of a file, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(1024 * 1024):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -109,11 +133,17 @@ class FileEvidenceStore:
 
     Files are moved in with a hard link (which fails rather than overwrite) and the directory is
     fsynced. Thread-safe: no state beyond the file system, and no two calls write the same name.
+
+    The embedded equivalent of S3's legal hold is a marker file ``<seq>.bcs.hold`` beside the
+    entry: ``delete`` refuses while it is there. Files have no lock date (the embedded store has
+    no WORM layer; the index's own hold triggers still apply). Records (``put_record``) are
+    ``root/records/<name>``, created exclusively and made read-only.
     """
 
     def __init__(self, root: Path) -> None:
         self.evidence_root = root / "evidence"
         self.quarantine_root = root / "quarantine"
+        self.records_root = root / "records"
         for d in (self.evidence_root, self.quarantine_root):
             _mkdir(d)
 
@@ -147,6 +177,70 @@ class FileEvidenceStore:
 
     def exists(self, device_id: str, seq: int) -> bool:
         return self.path(device_id, seq).is_file()
+
+    def _hold_marker(self, device_id: str, seq: int) -> Path:
+        path = self.path(device_id, seq)
+        return path.with_name(path.name + ".hold")
+
+    def protection(self, device_id: str, seq: int, location: str | None = None) -> Protection:
+        return Protection(legal_hold=self._hold_marker(device_id, seq).exists(), retain_until_ns=None)
+
+    def set_hold(self, device_id: str, seq: int, on: bool, location: str | None = None) -> None:
+        marker = self._hold_marker(device_id, seq)
+        try:
+            if on:
+                _mkdir(marker.parent)
+                with contextlib.suppress(FileExistsError):
+                    os.close(os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))
+            else:
+                marker.unlink(missing_ok=True)
+            _fsync_dir(marker.parent)
+        except OSError as exc:
+            raise StorageError(f"{'setting' if on else 'releasing'} the legal hold of {device_id} seq {seq}: "
+                               f"{exc.strerror}") from exc
+
+    def delete(self, device_id: str, seq: int, location: str | None = None) -> None:
+        path = self.path(device_id, seq)
+        if self._hold_marker(device_id, seq).exists():
+            raise StorageError(f"deleting {device_id} seq {seq}: refused, it is on legal hold")
+        try:
+            path.unlink(missing_ok=True)
+            _fsync_dir(path.parent)
+        except OSError as exc:
+            raise StorageError(f"deleting {device_id} seq {seq}: {exc.strerror}") from exc
+
+    def _record_path(self, name: str) -> Path:
+        if not all(_RECORD_PART.match(part) for part in name.split("/")):
+            raise StorageError(f"record name {name!r}: use letters, digits, '.', '-', '_' and '/' between parts")
+        return self.records_root / name
+
+    def put_record(self, name: str, data: bytes) -> str:
+        path = self._record_path(name)
+        try:
+            _mkdir(path.parent)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            _fsync_dir(path.parent)
+        except OSError as exc:
+            raise StorageError(f"keeping record {name}: {exc.strerror}") from exc
+        return str(path)
+
+    def get_record(self, name: str) -> bytes | None:
+        try:
+            return self._record_path(name).read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StorageError(f"reading record {name}: {exc.strerror}") from exc
+
+    def list_records(self, prefix: str) -> list[str]:
+        folder = self._record_path(prefix.rstrip("/")) if prefix.strip("/") else self.records_root
+        if not folder.is_dir():
+            return []
+        return sorted(str(p.relative_to(self.records_root)) for p in folder.rglob("*") if p.is_file())
 
     def quarantine(self, device_id: str, name: str, source: Path, reason: Mapping[str, Any]) -> str:
         _check_device(device_id)

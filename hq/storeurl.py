@@ -1,7 +1,7 @@
 """Where headquarters keeps evidence, as one ``--store-url``: the data dir's files (the embedded
 default) or an S3 bucket with Object Lock (docs/deployment-hq.md, "Object store").
 
-    s3://BUCKET?endpoint=http://127.0.0.1:8333&region=us-east-1&retention_days=1095
+    s3://BUCKET?endpoint=http://127.0.0.1:8333&region=us-east-1&retention_days=90
                &mode=COMPLIANCE&staging_bucket=BUCKET-staging&staging_expiry_days=7
                &conditional_writes=true
 
@@ -22,8 +22,10 @@ from urllib.parse import parse_qs, urlsplit
 
 from hq.storage import EvidenceStore, FileEvidenceStore, UploadArea, UploadStore
 
-# Axon Evidence's default category retention is 3 years; a site sets its own (CJIS: at least 1 year).
-DEFAULT_RETENTION_DAYS = 1095
+# The Object Lock set at upload is the statutory minimum only (it can be extended, never shortened;
+# categories decide the rest, hq/lifecycle.py): 90 days, the shortest many US states allow for
+# footage of no evidentiary value. A site sets its own law's minimum.
+DEFAULT_RETENTION_DAYS = 90
 DEFAULT_STAGING_EXPIRY_DAYS = 7
 MODES = ("COMPLIANCE", "GOVERNANCE")
 # S3's bucket naming rules (3-63 lower-case letters, digits, dots and hyphens).

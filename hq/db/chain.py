@@ -1,17 +1,17 @@
-"""The audit log's hash chain: each record's ``sha256`` covers a canonical encoding of its fields
-and the previous record's ``sha256`` (``prev_sha256``). Pure: no I/O."""
+"""The hash chains of the audit log and the custody ledger: each record's ``sha256`` covers a
+canonical encoding of its fields and the previous record's ``sha256`` (``prev_sha256``), under a
+domain tag of its own per log. Pure: no I/O."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from agent.evidence.ledger import AUDIT_DOMAIN, CUSTODY_DOMAIN, GENESIS, record_hash
 from agent.humanize import plural
 
-GENESIS = "0" * 64
-_DOMAIN = b"bodycam-audit-v1\n"
+__all__ = ["AUDIT_DOMAIN", "CUSTODY_DOMAIN", "GENESIS", "ChainReport", "ChainRow", "ChainWalker", "record_hash",
+           "row_hash"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,18 +30,9 @@ class ChainRow:
     sha256: str
 
 
-def record_hash(prev_sha256: str, utc_ns: int, component: str, event_type: str, actor: str, target: str,
-                outcome: str, detail: str) -> str:
-    """SHA-256 (hex) of the domain tag and a JSON array of prev and the fields: compact, UTF-8,
-    one encoding whatever the engine (integers and strings only)."""
-    fields = [prev_sha256, utc_ns, component, event_type, actor, target, outcome, detail]
-    encoded = json.dumps(fields, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    return hashlib.sha256(_DOMAIN + encoded).hexdigest()
-
-
-def row_hash(row: ChainRow) -> str:
+def row_hash(row: ChainRow, domain: bytes = AUDIT_DOMAIN) -> str:
     return record_hash(row.prev_sha256, row.utc_ns, row.component, row.event_type, row.actor, row.target,
-                       row.outcome, row.detail)
+                       row.outcome, row.detail, domain)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +43,7 @@ class ChainReport:
     head_sha256: str
     broken_id: int | None = None
     problem: str | None = None
+    what: str = "audit record"
 
     @property
     def intact(self) -> bool:
@@ -60,7 +52,7 @@ class ChainReport:
     def summary(self) -> str:
         if self.intact:
             return f"{plural(self.records, 'record')}, chain intact, head {self.head_sha256}"
-        return (f"audit record {self.broken_id}: {self.problem} "
+        return (f"{self.what} {self.broken_id}: {self.problem} "
                 f"(the chain breaks there; {plural(self.records, 'record')} before it intact)")
 
 
@@ -69,7 +61,9 @@ class ChainWalker:
     the first broken link: a record whose stored hash is not its fields', or whose ``prev_sha256``
     is not the previous record's hash (a record changed, inserted or deleted in the middle)."""
 
-    def __init__(self) -> None:
+    def __init__(self, domain: bytes = AUDIT_DOMAIN, what: str = "audit record") -> None:
+        self.domain = domain
+        self.what = what
         self.records = 0
         self.head = GENESIS
         self.broken: ChainReport | None = None
@@ -82,7 +76,7 @@ class ChainWalker:
             if row.prev_sha256 != self.head:
                 self._break(row, f"prev_sha256 {row.prev_sha256[:16]}... is not the previous record's hash "
                             f"{self.head[:16]}... (a record before it was changed, removed or inserted)")
-            elif row_hash(row) != row.sha256:
+            elif row_hash(row, self.domain) != row.sha256:
                 self._break(row, "its fields do not hash to its stored sha256 (the record was changed)")
             else:
                 self.records += 1
@@ -90,7 +84,7 @@ class ChainWalker:
         return self.broken is None
 
     def _break(self, row: ChainRow, problem: str) -> None:
-        self.broken = ChainReport(self.records, self.head, row.id, problem)
+        self.broken = ChainReport(self.records, self.head, row.id, problem, self.what)
 
     def report(self) -> ChainReport:
-        return self.broken or ChainReport(self.records, self.head)
+        return self.broken or ChainReport(self.records, self.head, what=self.what)

@@ -66,6 +66,7 @@ evidence = sa.Table(
     sa.Column("recording_id", sa.Text),
     sa.Column("marks", sa.Integer, nullable=False, server_default="0"),
     sa.Column("manifest", sa.Text),  # the verified manifest's canonical JSON (its sealed part still sealed)
+    sa.Column("deleted_utc_ns", sa.BigInteger),  # the lifecycle deleted its bytes (the row stays)
 )
 
 quarantine = sa.Table(
@@ -90,19 +91,24 @@ heartbeats = sa.Table(
     sa.Column("position_stripped", sa.Boolean, nullable=False, server_default=sa.false()),
 )
 
-audit = sa.Table(
-    "audit", metadata,
-    sa.Column("id", RowId, primary_key=True, autoincrement=True),
-    sa.Column("utc_ns", sa.BigInteger, nullable=False),
-    sa.Column("component", sa.Text, nullable=False),
-    sa.Column("event_type", sa.Text, nullable=False),
-    sa.Column("actor", sa.Text, nullable=False),
-    sa.Column("target", sa.Text, nullable=False),
-    sa.Column("outcome", sa.Text, nullable=False),
-    sa.Column("detail", sa.Text, nullable=False),
-    sa.Column("prev_sha256", sa.Text, nullable=False, server_default=""),
-    sa.Column("sha256", sa.Text, nullable=False, server_default=""),
-)
+def _chained(name: str) -> sa.Table:
+    """An append-only, hash-chained log (hq.db.chain): the audit log and the custody ledger."""
+    return sa.Table(
+        name, metadata,
+        sa.Column("id", RowId, primary_key=True, autoincrement=True),
+        sa.Column("utc_ns", sa.BigInteger, nullable=False),
+        sa.Column("component", sa.Text, nullable=False),
+        sa.Column("event_type", sa.Text, nullable=False),
+        sa.Column("actor", sa.Text, nullable=False),
+        sa.Column("target", sa.Text, nullable=False),
+        sa.Column("outcome", sa.Text, nullable=False),
+        sa.Column("detail", sa.Text, nullable=False),
+        sa.Column("prev_sha256", sa.Text, nullable=False, server_default=""),
+        sa.Column("sha256", sa.Text, nullable=False, server_default=""),
+    )
+
+
+audit = _chained("audit")
 
 # One row (id 1): the heartbeat retention the database itself enforces (its triggers read it).
 policy = sa.Table(
@@ -216,3 +222,63 @@ unit_requests = sa.Table(
     sa.Column("result", sa.LargeBinary),
     sa.Column("answered_utc_ns", sa.BigInteger),
 )
+
+# The evidence lifecycle (revision 0010): recordings, retention categories, cases, custody ledger.
+recordings = sa.Table(
+    "recordings", metadata,
+    sa.Column("device_id", sa.Text, primary_key=True),
+    sa.Column("recording_id", sa.Text, primary_key=True),
+    sa.Column("recorded_utc_ns", sa.BigInteger, nullable=False),
+    sa.Column("end_utc_ns", sa.BigInteger, nullable=False),
+    sa.Column("entries", sa.BigInteger, nullable=False),
+    sa.Column("marks", sa.BigInteger, nullable=False),
+    sa.Column("state", sa.Text, nullable=False),
+    sa.Column("queued_utc_ns", sa.BigInteger),
+    sa.Column("queued_by", sa.Text),
+    sa.Column("queue_reason", sa.Text),
+    sa.Column("kept_by_restore", sa.Boolean, nullable=False),
+    sa.Column("deleted_utc_ns", sa.BigInteger),
+    sa.Column("hold_applied", sa.Boolean, nullable=False),
+    sa.Column("retain_until_ns", sa.BigInteger),
+)
+
+categories = sa.Table(
+    "categories", metadata,
+    sa.Column("name", sa.Text, primary_key=True),
+    sa.Column("retention_s", sa.BigInteger),
+    sa.Column("role", sa.Text),
+    sa.Column("doc", sa.Text, nullable=False),
+    sa.Column("changed_utc_ns", sa.BigInteger, nullable=False),
+)
+
+recording_categories = sa.Table(
+    "recording_categories", metadata,
+    sa.Column("device_id", sa.Text, primary_key=True),
+    sa.Column("recording_id", sa.Text, primary_key=True),
+    sa.Column("category", sa.Text, primary_key=True),
+    sa.Column("assigned_by", sa.Text, nullable=False),
+    sa.Column("assigned_utc_ns", sa.BigInteger, nullable=False),
+)
+
+cases = sa.Table(
+    "cases", metadata,
+    sa.Column("case_id", sa.Text, primary_key=True),
+    sa.Column("title", sa.Text, nullable=False),
+    sa.Column("state", sa.Text, nullable=False),
+    sa.Column("opened_by", sa.Text, nullable=False),
+    sa.Column("opened_utc_ns", sa.BigInteger, nullable=False),
+    sa.Column("closed_by", sa.Text),
+    sa.Column("closed_utc_ns", sa.BigInteger),
+)
+
+case_evidence = sa.Table(
+    "case_evidence", metadata,
+    sa.Column("case_id", sa.Text, primary_key=True),
+    sa.Column("device_id", sa.Text, primary_key=True),
+    sa.Column("recording_id", sa.Text, primary_key=True),
+    sa.Column("added_by", sa.Text, nullable=False),
+    sa.Column("added_utc_ns", sa.BigInteger, nullable=False),
+)
+
+# Same columns and chain as the audit log, its own chain (hq.db.chain, domain bodycam-custody-v1).
+custody = _chained("custody")

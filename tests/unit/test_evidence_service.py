@@ -16,11 +16,13 @@ import numpy as np
 import pytest
 
 from agent.evidence.decrypt import open_segment
+from hq.app import lifecycle_service
 from hq.audit import Auditor
 from hq.decrypt_client import DecryptClient
 from hq.decryptd import Decryptor, DecryptServer, Limits
 from hq.evidence_service import EvidenceError, EvidenceService, parse_filter
 from hq.index import SqliteIndex
+from hq.lifecycle_index import SqlLifecycle
 from hq.records import RecordingFilter
 from hq.storage import FileEvidenceStore
 from tests.playback_util import FPS, Recording, ingest, luma, record
@@ -55,7 +57,7 @@ def hq(tmp_path: Path, recorded: Recording) -> Iterator[Hq]:
     t = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     t.start()
     service = EvidenceService(index, store, DecryptClient(sock), Auditor(index, "hq-web", lambda: T0_NS),
-                              lambda: T0_NS)
+                              lambda: T0_NS, custody=lifecycle_service(index, store, lambda: T0_NS).custody)
     try:
         yield Hq(root, index, service, recorded, sock)
     finally:
@@ -159,6 +161,9 @@ def test_playback_remuxes_every_frame_in_order_with_its_audio(hq: Hq) -> None:
     segs = [s.seq for s in view.segments]
     assert _audit(hq, "view-playback") == [("sup1", f"recording:{hq.rec.device_id}/{hq.rec.recording_id}", "ok",
                                              {"rendition": "video", "segments": segs})]
+    custody = SqlLifecycle(hq.index).custody_log(f"{hq.rec.device_id}/{hq.rec.recording_id}")
+    assert [(r.event_type, r.actor, r.detail) for r in custody if r.event_type == "playback"] == [
+        ("playback", "sup1", {"rendition": "video", "seqs": segs})]
 
 
 def test_playback_from_a_segment_starts_at_its_keyframe(hq: Hq) -> None:

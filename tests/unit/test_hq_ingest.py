@@ -209,3 +209,48 @@ def test_contiguous_run_and_head_follow_out_of_order_arrival(env: Env, tmp_path:
         through.append(doc["contiguous_through"])
         assert doc["chain_head"]["seq"] == max(s for s in (2, 4, 0, 1, 3)[: len(through)])
     assert through == [-1, -1, 0, 2, 4]
+
+
+def test_entries_join_their_recording_and_marks_ask_for_review(env: Env, tmp_path: Path) -> None:
+    from hq.lifecycle_index import SqlLifecycle
+
+    rid = "0b6f1c5e-4f3a-4d2b-9a7e-5c1d2e3f4a5b"
+    unit = ChainBuilder(tmp_path / "u1", device_id="unit-1", recording_id=rid)
+    enroll(env.index, unit.signer, "unit-1")
+    first = unit.segment()
+    marked = unit.segment(fields={"marks": [{"id": 1, "mono_ns": 5, "utc_ns": T0_NS, "by": "input:mark"}]})
+    stop = unit.event("record-stop", {"by": "input:record", "recording_id": rid})
+    outside = unit.event("mark", {"by": "input:mark"})
+    for seq, path in enumerate((first, marked, stop, outside)):
+        assert env.ingest("unit-1", seq, path).action == "store"
+    assert [(e.seq, e.recording_id, e.marks) for e in env.index.evidence_list("unit-1")] == [
+        (0, rid, 0), (1, rid, 1), (2, rid, 0), (3, None, 1)]
+    lifecycle = SqlLifecycle(env.index)
+    rec = lifecycle.recording("unit-1", rid)
+    assert rec is not None and (rec.entries, rec.marks, rec.categories) == (3, 1, ("pending-review",))
+    assert rec.recorded_utc_ns == env.index.evidence("unit-1", 0).utc_start_ns  # type: ignore[union-attr]
+    alone = lifecycle.recording("unit-1", "entry-3")
+    assert alone is not None and alone.categories == ("pending-review",)
+
+
+def test_ingest_and_receipts_go_to_the_custody_ledger(tmp_path: Path) -> None:
+    from hq.app import lifecycle_service
+
+    root = tmp_path / "H"
+    root.mkdir()
+    with SqliteIndex(root / "index.sqlite") as index:
+        store, uploads, key = FileEvidenceStore(root), UploadArea(root), ed25519.Ed25519PrivateKey.generate()
+        lc = lifecycle_service(index, store, lambda: T0_NS)
+        ingestor = Ingestor(index, store, uploads, key, Auditor(index, "hq-ingest", lambda: T0_NS), lambda: T0_NS,
+                            custody=lc.custody)
+        env = Env(root, index, uploads, ingestor, key)
+        unit = ChainBuilder(tmp_path / "u1", device_id="unit-1", recording_id="rec-1")
+        enroll(index, unit.signer, "unit-1")
+        path = unit.segment()
+        env.ingest("unit-1", 0, path)
+        env.ingest("unit-1", 0, path)  # a duplicate: a receipt again, no second ingest
+        ledger = [(r.event_type, r.target, r.detail["seq"]) for r in lc.index.custody_log()]
+        assert ledger == [("ingest", "unit-1/rec-1", 0), ("receipt", "unit-1/rec-1", 0), ("receipt", "unit-1/rec-1", 0)]
+        first = lc.index.custody_log()[0].detail
+        assert first["file_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+        assert lc.index.verify_custody().intact

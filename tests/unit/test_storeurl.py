@@ -11,7 +11,7 @@ from hq.storeurl import DEFAULT_RETENTION_DAYS, S3Config, StoreUrlError, parse_s
 
 def test_a_bare_bucket_takes_the_documented_defaults() -> None:
     assert parse_store_url("s3://evidence") == S3Config(bucket="evidence", staging_bucket="evidence-staging")
-    assert DEFAULT_RETENTION_DAYS == 1095
+    assert DEFAULT_RETENTION_DAYS == 90
 
 
 def test_every_parameter_is_read() -> None:

@@ -1,0 +1,123 @@
+"""A case's court export (``bodycam-hq export --case``): every recording the case holds, per unit
+as the device export makes it (segments exactly as received, ``device.pub``, receipts), the custody
+ledger's extract for those recordings, and ``case.json``, the export's manifest (the SHA-256 of
+every file in it), with an RFC 3161 time-stamp token on it (``case.json.tsr``) from a configured
+authority. ``bodycam verify DIR`` checks all of it offline (``agent/case_verify.py``); the format
+is docs/court-export.md.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agent.evidence.ledger import CUSTODY_DOMAIN
+from agent.fsutil import file_sha256
+from hq.export import ExportError, export, iso
+from hq.index import Index
+from hq.lifecycle import retain_until_ns
+from hq.lifecycle_service import LifecycleService
+from hq.records import Evidence
+from hq.storage import EvidenceStore
+from hq.timestamp import TsaClient
+
+CASE_MANIFEST = "case.json"
+TOKEN = "case.json.tsr"
+CUSTODY = "custody.json"
+TSA_CHAIN = "timestamp/tsa-chain.pem"
+FORMAT = "bodycam-case-export-v1"
+
+
+@dataclass(frozen=True, slots=True)
+class CaseExportResult:
+    out: Path
+    recordings: int
+    entries: int
+    devices: tuple[str, ...]
+    timestamped: bool
+
+
+def _files(out: Path) -> Iterator[Path]:
+    for path in sorted(out.rglob("*")):
+        if path.is_file() and path.relative_to(out).as_posix() not in (CASE_MANIFEST, TOKEN):
+            yield path
+
+
+def export_case(lc: LifecycleService, index: Index, store: EvidenceStore, case_id: str, out: Path, *,
+                hq_pub: Path | None, exported_by: str, now_ns: int, tsa: TsaClient | None = None,
+                tsa_chain_pem: bytes | None = None) -> CaseExportResult:
+    """Export case ``case_id`` into a new folder ``out``; ExportError says why not."""
+    case = lc.index.case(case_id)
+    if case is None:
+        raise ExportError(f"no case {case_id!r} (bodycam-hq case list)")
+    recordings = lc.index.recordings(case_id=case_id)
+    if not recordings:
+        raise ExportError(f"case {case_id} holds no recording (bodycam-hq case add)")
+    if out.exists() and any(out.iterdir()):
+        raise ExportError(f"{out} exists and is not empty")
+    by_device: dict[str, list[Evidence]] = {}
+    for rec in recordings:
+        by_device.setdefault(rec.device_id, []).extend(lc.index.entries(rec.device_id, rec.recording_id, deleted=True))
+    entries = 0
+    for device_id, held in sorted(by_device.items()):
+        result = export(index, store, device_id, out / device_id, hq_pub=hq_pub, exported_by=exported_by,
+                        now_ns=now_ns, entries_only=sorted(held, key=lambda e: e.seq))
+        entries += result.entries
+    for rec in recordings:
+        lc.custody("export", exported_by, rec.key, case_id=case_id,
+                   seqs=[e.seq for e in by_device[rec.device_id] if e.recording_id == rec.recording_id
+                         or (e.recording_id is None and rec.recording_id == f"entry-{e.seq}")])
+    targets = {rec.key for rec in recordings}
+    (out / CUSTODY).write_text(json.dumps(_custody_extract(lc, targets), indent=2, sort_keys=True) + "\n")
+    if tsa_chain_pem is not None:
+        (out / TSA_CHAIN).parent.mkdir(exist_ok=True)
+        (out / TSA_CHAIN).write_bytes(tsa_chain_pem)
+    known = lc.index.categories()
+    doc = {
+        "format": FORMAT,
+        "case": {"case_id": case.case_id, "title": case.title, "state": case.state,
+                 "opened_utc": iso(case.opened_utc_ns), "opened_by": case.opened_by},
+        "exported_utc": iso(now_ns),
+        "exported_by": exported_by,
+        "recordings": [{"device_id": r.device_id, "recording_id": r.recording_id,
+                        "recorded_utc": iso(r.recorded_utc_ns), "categories": list(r.categories),
+                        "kept_until_utc": None if (u := retain_until_ns(r, known)) is None else iso(u)}
+                       for r in recordings],
+        "devices": sorted(by_device),
+        "files": {p.relative_to(out).as_posix(): file_sha256(p) for p in _files(out)},
+        "custody": CUSTODY,
+        "timestamp": TOKEN if tsa is not None else None,
+        "verify": "bodycam verify DIR (add --tsa-ca FILE to trust the time-stamping authority's own root)",
+    }
+    manifest = json.dumps(doc, indent=2, sort_keys=True).encode("utf-8") + b"\n"
+    (out / CASE_MANIFEST).write_bytes(manifest)
+    if tsa is not None:
+        try:
+            (out / TOKEN).write_bytes(tsa.stamp(manifest))
+        except Exception:
+            shutil.rmtree(out, ignore_errors=True)  # an export promised a time stamp: none without it
+            raise
+    return CaseExportResult(out, len(recordings), entries, tuple(sorted(by_device)), tsa is not None)
+
+
+def _custody_extract(lc: LifecycleService, targets: set[str]) -> dict[str, Any]:
+    """The custody records of ``targets`` as stored (each checkable on its own: its hash covers its
+    fields and its prev), with the ledger's head and newest anchor at the time of the export."""
+    records = [r for r in lc.index.custody_log() if r.target in targets]
+    head = lc.index.custody_head()
+    anchor = lc.anchors.newest()
+    return {
+        "format": "bodycam-custody-extract-v1",
+        "domain": CUSTODY_DOMAIN.decode("ascii").strip(),
+        "records": [{"id": r.id, "utc_ns": r.utc_ns, "component": r.component, "event_type": r.event_type,
+                     "actor": r.actor, "target": r.target, "outcome": r.outcome,
+                     "detail": json.dumps(r.detail, sort_keys=True), "prev_sha256": r.prev_sha256,
+                     "sha256": r.sha256} for r in records],
+        "ledger_head": None if head is None else {"id": head[0], "sha256": head[1]},
+        "anchor": None if anchor is None else {"utc_ns": anchor.utc_ns, "last_id": anchor.last_id,
+                                               "head_sha256": anchor.head_sha256},
+    }
