@@ -1,0 +1,102 @@
+"""The operations room's lifecycle pages over real HTTPS (a real `serve`, users made with the real
+CLI): a supervisor opens a case, holds a recording, cannot delete it while held, closes the case,
+queues and restores it, and exports the case; an operator is refused; every step is audited."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from collections.abc import Iterator
+
+import pytest
+import requests
+
+from hq.index import SqliteIndex
+from hq.records import Evidence
+from hq.storage import FileEvidenceStore
+from tests.browser_util import OpsServer
+from tests.evidence_util import ChainBuilder
+
+REC = "7c9e6679-7425-40de-944b-e07fc1f90ae7"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpsServer]:
+    s = OpsServer.start(tmp_path_factory.mktemp("ops-life"), users={"sam": ("supervisor",), "olivia": ("operator",)})
+    unit = ChainBuilder(tmp_path_factory.mktemp("unit"), device_id="unit-3")
+    segment = unit.segment()
+    digest = hashlib.sha256(segment.read_bytes()).hexdigest()
+    location = FileEvidenceStore(s.data).put("unit-3", 0, segment)
+    now = time.time_ns()
+    with SqliteIndex(s.data / "index.sqlite") as index:
+        index.enroll("unit-3", unit.write_device_pub(s.data / "u3.pub").read_text(), "ef" * 32, now)
+        index.add_evidence(Evidence("unit-3", 0, "segment", "11" * 32, "00" * 32, digest, 10, now, now + 1, now,
+                                    "verified", location, "c" * 32, recording_id=REC))
+    yield s
+    s.stop()
+
+
+def _session(server: OpsServer, name: str) -> requests.Session:
+    http = requests.Session()
+    http.trust_env = False
+    http.verify = str(server.data / "keys" / "ca.pem")
+    page = http.get(server.url + "/ops/signin")
+    user = server.users[name]
+    done = http.post(server.url + "/ops/signin", data={
+        "csrf_token": _token(page.text), "name": name, "password": user.password, "code": user.next_code(),
+        "next": "/ops/"}, headers={"Origin": server.url}, allow_redirects=False)
+    assert done.status_code == 303
+    return http
+
+
+def _token(html: str) -> str:
+    m = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert m, html
+    return m.group(1)
+
+
+def _post(server: OpsServer, http: requests.Session, path: str, **form: str) -> requests.Response:
+    token = _token(http.get(server.url + "/ops/cases").text)
+    return http.post(server.url + "/ops" + path, data={"csrf_token": token, **form},
+                     headers={"Origin": server.url}, allow_redirects=False)
+
+
+def test_a_supervisor_holds_queues_restores_and_exports(server: OpsServer) -> None:
+    olivia = _session(server, "olivia")
+    assert olivia.get(server.url + "/ops/cases").status_code == 403
+    assert olivia.get(server.url + "/ops/deletion-queue").status_code == 403
+    sam = _session(server, "sam")
+    rec_path = f"/recordings/unit-3/{REC}/lifecycle"
+    assert _post(server, sam, "/cases", case_id="2026-0077", title="robbery").status_code == 303
+    assert "robbery" in sam.get(server.url + "/ops/cases").text
+    assert _post(server, sam, "/cases/2026-0077/add", device_id="unit-3", recording_id=REC).status_code == 303
+    page = sam.get(server.url + "/ops/cases/2026-0077").text
+    assert REC in page and "<td>yes</td>" in page
+    assert (server.data / "evidence" / "unit-3" / "0000000000.bcs.hold").exists()  # the store's hold
+    refused = _post(server, sam, rec_path + "/delete", reason="duplicate")
+    assert refused.status_code == 409 and "legal hold" in refused.text
+    assert _post(server, sam, rec_path + "/assign", category="arrest").status_code == 303
+    assert "arrest" in sam.get(server.url + "/ops" + rec_path).text
+    exported = _post(server, sam, "/cases/2026-0077/export")
+    assert exported.status_code == 303, exported.text.split("<main")[1][:800]
+    folder = exported.headers["Location"].split("exported=")[1]
+    assert (server.data / "exports" / folder / "case.json").is_file()
+    assert _post(server, sam, "/cases/2026-0077/close").status_code == 303
+    assert _post(server, sam, rec_path + "/delete", reason="no further use").status_code == 303
+    assert REC in sam.get(server.url + "/ops/deletion-queue").text
+    assert _post(server, sam, "/deletion-queue/restore", device_id="unit-3", recording_id=REC).status_code == 303
+    assert REC not in sam.get(server.url + "/ops/deletion-queue").text
+    events = [(r["event"], r["actor"], r["outcome"]) for r in server.audit()]
+    for expected in (("access-denied", "olivia", "refused"), ("case-open", "sam", "ok"), ("hold", "sam", "ok"),
+                     ("deletion-request", "sam", "refused"), ("category-assign", "sam", "ok"), ("export", "sam", "ok"),
+                     ("release", "sam", "ok"), ("restore", "sam", "ok"), ("view-deletion-queue", "sam", "ok"),
+                     ("view-case", "sam", "ok")):
+        assert expected in events, expected
+
+
+def test_the_pages_refuse_bad_input_in_one_line(server: OpsServer) -> None:
+    sam = _session(server, "sam")
+    answer = _post(server, sam, "/cases", case_id="../etc", title="x")
+    assert answer.status_code == 409 and "case id" in answer.text
+    assert sam.get(server.url + "/ops/cases/nope").status_code == 404
