@@ -100,8 +100,32 @@ class Alert:
     def as_dict(self) -> dict[str, Any]:
         return {"id": self.id, "device_id": self.device_id, "kind": self.kind, "title": self.title,
                 "raised_utc_ns": self.raised_utc_ns, "detail": dict(self.detail),
+                "text": describe(self.kind, self.detail),
                 "cleared_utc_ns": self.cleared_utc_ns, "acknowledged_utc_ns": self.acknowledged_utc_ns,
                 "acknowledged_by": self.acknowledged_by}
+
+
+def describe(kind: str, detail: Mapping[str, Any]) -> str:
+    """One sentence for a person: what the alert's detail says."""
+    if kind == Kind.NO_CONTACT:
+        return f"not heard from for more than {as_number(detail.get('no_contact_s')) or 0:g} s" + (
+            "" if detail.get("last_contact_utc_ns") else " since enrolment")
+    if kind == Kind.STORAGE_CRITICAL:
+        free = as_number(detail.get("free_bytes"))
+        return f"storage {detail.get('level')}" + ("" if free is None else f", {free / 1e9:.1f} GB free")
+    if kind == Kind.SENSOR_FAULT:
+        sensors = detail.get("sensors")
+        names = sensors.items() if isinstance(sensors, Mapping) else ()
+        return "failed: " + "; ".join(f"{n} ({why or 'no detail'})" for n, why in names)
+    if kind == Kind.CLOCK_UNSYNCHRONISED:
+        return str(detail.get("reason", "clock not synchronised"))
+    if kind == Kind.BATTERY_LOW:
+        return f"battery at {as_number(detail.get('battery_pct')) or 0:g} %, not charging"
+    if kind == Kind.QUARANTINED_UPLOAD:
+        return "an upload failed its checks and was quarantined (the file is kept in quarantine at headquarters)"
+    if kind == Kind.REVOKED_KEY:
+        return "a request signed with this unit's revoked key was refused: the device may be in other hands"
+    return ", ".join(f"{k}: {v}" for k, v in detail.items())
 
 
 @dataclass(frozen=True, slots=True)

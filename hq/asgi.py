@@ -86,7 +86,7 @@ class HqApp:
         self.health_rate = RateLimiter(HEALTH_PER_S, HEALTH_BURST, now_s)
         self.in_flight = 0
         self.tiles = TileServer(service.tlog) if service.tlog is not None else None
-        web = web_context(service, settings.web, settings.origins, settings.behind_proxy)
+        web = web_context(service, settings.web, settings.origins, settings.behind_proxy, ops)
         self.waiters = PollWaiters(service.requests.due_among)
         service.requests.on_queued = self.waiters.notify
         self.asgi = Starlette(routes=[

@@ -16,7 +16,8 @@ S3 behind HAProxy: verified ingest against curl into nginx and SHA-256, receipts
 heartbeats), live (a unit streaming through headquarters, coturn and Janus while it records:
 glass-to-glass latency, recovery after a loss burst, extra CPU, recorder drops), tlog (the
 transparency log's appends a second on SQLite and PostgreSQL against the fleet's rate, and the
-sizes of its proofs after a day and a year).
+sizes of its proofs after a day and a year), ops_map (the operations room's map with 1,000 units
+in chromium: time to first render, heartbeat-to-marker latency).
 A failing section is reported as {"error": ...}; the others still run.
 """
 
@@ -35,7 +36,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # for tests.evidence_util, which builds evidence chains
 
-from bench import agent_run, evidence, hq_conn, hq_fleet, live, sync, tlog, vs_ffmpeg  # noqa: E402
+from bench import agent_run, evidence, hq_conn, hq_fleet, live, ops_map, sync, tlog, vs_ffmpeg  # noqa: E402
 from bench.common import Result, machine, run_section  # noqa: E402
 from bench.summary import estimate_s, render, rows, verdict  # noqa: E402
 
@@ -43,7 +44,7 @@ from agent import __version__  # noqa: E402
 
 log = logging.getLogger("bench")
 
-SECTIONS = ("evidence", "agent", "vs_ffmpeg", "sync", "hq_connections", "hq_fleet", "live", "tlog")
+SECTIONS = ("evidence", "agent", "vs_ffmpeg", "sync", "hq_connections", "hq_fleet", "live", "tlog", "ops_map")
 
 
 def git_commit() -> str | None:
@@ -95,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             "hq_fleet": lambda: hq_fleet.run(args.quick),
             "live": lambda: live.run(args.quick),
             "tlog": lambda: tlog.run(args.quick),
+            "ops_map": lambda: ops_map.run(args.quick),
         }
         for name in SECTIONS:
             if name in wanted:

@@ -221,9 +221,11 @@ class AccountService:
                           method=method, roles=roles_text(user.roles))
         return SignedIn(session_id, session, user)
 
-    def resume(self, session_id: str) -> tuple[Session, User] | None:
+    def resume(self, session_id: str, touch: bool = True) -> tuple[Session, User] | None:
         """The live session a cookie names and its user, or None. A session found past its idle or
-        absolute timeout, or whose user was disabled, is ended here (and the timeout audited)."""
+        absolute timeout, or whose user was disabled, is ended here (and the timeout audited).
+        ``touch`` False checks without counting as activity (a live stream is not the user acting,
+        so it never keeps a session from its idle timeout)."""
         now = self.now_ns()
         session = self.store.session(session_hash(session_id))
         if session is None or session.ended_ns is not None:
@@ -237,7 +239,7 @@ class AccountService:
                 self.audit.record("session-timeout" if reason != "disabled" else "session-end", session.user,
                                   f"session:{session.id_sha256[:16]}", "ok", reason=reason)
             return None
-        if now - session.last_seen_ns >= TOUCH_EVERY_NS:
+        if touch and now - session.last_seen_ns >= TOUCH_EVERY_NS:
             self.store.touch_session(session.id_sha256, now)
         assert user is not None
         return session, user

@@ -16,6 +16,7 @@ from hq.accounts.sessions import SessionPolicy
 from hq.audit import Auditor
 from hq.guard import Origins
 from hq.index import Index
+from hq.ops_room import OpsRoom
 from hq.service import HqService
 from hq.web.nav import PREFIX, NavItem
 
@@ -52,6 +53,7 @@ class WebContext:
     settings: WebSettings
     origins: Origins
     behind_proxy: bool
+    ops: OpsRoom | None = None  # the map, units, alerts and live updates (hq/ops_room.py)
     nav: list[NavItem] = field(default_factory=list)
     templates: Jinja2Templates = field(default_factory=lambda: Jinja2Templates(directory=str(TEMPLATES)))
 
@@ -70,9 +72,10 @@ class WebContext:
         await self.record(f"view-{what}", user, target, "ok", **detail)
 
 
-def web_context(service: HqService, settings: WebSettings, origins: Origins, behind_proxy: bool) -> WebContext:
+def web_context(service: HqService, settings: WebSettings, origins: Origins, behind_proxy: bool,
+                ops: OpsRoom | None = None) -> WebContext:
     """The context of one node's web application, over its service's index and clock."""
     audit = Auditor(service.index, "hq-web", service.now_ns)
     accounts = AccountService(service.index.accounts(), audit, service.now_ns, sessions=settings.sessions)
     return WebContext(service=service, index=service.index, accounts=accounts, audit=audit, now_ns=service.now_ns,
-                      settings=settings, origins=origins, behind_proxy=behind_proxy)
+                      settings=settings, origins=origins, behind_proxy=behind_proxy, ops=ops)

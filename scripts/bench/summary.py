@@ -24,6 +24,7 @@ SECTION_WALL_S: dict[str, tuple[int, int]] = {
     "hq_fleet": (150, 90),
     "live": (75, 45),
     "tlog": (90, 30),
+    "ops_map": (240, 120),
 }
 
 
@@ -215,6 +216,23 @@ def tlog_rows(section: Mapping[str, Any]) -> list[Row]:
     return rows
 
 
+def ops_map_rows(section: Mapping[str, Any]) -> list[Row]:
+    units = section.get("units")
+    first = _get(section, "first_render_s", "median")
+    first_goal = _get(section, "first_render_s", "goal")
+    latency = _get(section, "heartbeat_to_marker_s", "p50")
+    latency_goal = _get(section, "heartbeat_to_marker_s", "goal_p50")
+    return [
+        Row(f"map: first render with {units} units (median)", _num(first, " s", 2),
+            f"<= {first_goal} s" if first_goal is not None else "-", None,
+            _verdict(first, _at_most(first_goal)) if first_goal is not None else None),
+        Row("map: heartbeat to marker moved (p50; p99 "
+            f"{_num(_get(section, 'heartbeat_to_marker_s', 'p99'), ' s', 3)})", _num(latency, " s", 3),
+            f"<= {latency_goal} s" if latency_goal is not None else "-", None,
+            _verdict(latency, _at_most(latency_goal)) if latency_goal is not None else None),
+    ]
+
+
 SECTION_ROWS: dict[str, Callable[[Mapping[str, Any]], list[Row]]] = {
     "evidence": evidence_rows,
     "agent": agent_rows,
@@ -224,6 +242,7 @@ SECTION_ROWS: dict[str, Callable[[Mapping[str, Any]], list[Row]]] = {
     "hq_fleet": hq_fleet_rows,
     "live": live_rows,
     "tlog": tlog_rows,
+    "ops_map": ops_map_rows,
 }
 
 

@@ -14,6 +14,7 @@ from hq.alerts import (
     UnitFacts,
     UnitState,
     conditions,
+    describe,
     position,
     quarantine_due,
     reconcile,
@@ -119,3 +120,15 @@ def test_position_needs_sane_coordinates() -> None:
 def test_policy_values_are_bounded_with_their_name() -> None:
     with pytest.raises(AlertError, match="no_contact_s = 0 is out of range"):
         AlertPolicy(no_contact_s=0)
+
+
+def test_each_alert_reads_as_one_sentence() -> None:
+    assert describe(Kind.NO_CONTACT, {"no_contact_s": 300.0, "last_contact_utc_ns": T0}) == (
+        "not heard from for more than 300 s")
+    assert describe(Kind.NO_CONTACT, {"no_contact_s": 300, "last_contact_utc_ns": None}).endswith("since enrolment")
+    assert describe(Kind.SENSOR_FAULT, {"sensors": {"chest": "EIO", "mic": None}}) == (
+        "failed: chest (EIO); mic (no detail)")
+    full = {"level": "full", "free_bytes": 2_500_000_000}
+    assert describe(Kind.STORAGE_CRITICAL, full) == "storage full, 2.5 GB free"
+    assert describe(Kind.BATTERY_LOW, {"battery_pct": 7.5}) == "battery at 7.5 %, not charging"
+    assert alert(Kind.CLOCK_UNSYNCHRONISED).as_dict()["text"] == "clock not synchronised"
