@@ -9,8 +9,13 @@ uploads everything over TLS and gets a signed receipt per entry, then stops. Fin
 exports the device's evidence afresh into DATA/export, the evidence is verified on the unit and
 in that export, and the exact commands are printed.
 
-Ctrl-C stops the unit cleanly (it seals what it recorded) and then headquarters, prints one line
-saying where things stand, and exits 130. Running it again resumes: keys, identity and enrolment
+When standard input is a terminal (or with ``--stay yes``), headquarters and the unit then keep
+running: the unit is started again (heartbeats every 10 s, its simulated GNSS moving), and the demo
+prints the operations room's URL and a one-time sign-in link for a demo admin (``demo-admin``, every
+role), until Ctrl-C. Otherwise (``--stay no``, or stdin not a terminal: tests, CI) it stops there.
+
+Ctrl-C before that stops the unit cleanly (it seals what it recorded) and then headquarters, prints
+one line saying where things stand, and exits 130. Running it again resumes: keys, identity and enrolment
 are kept, and whatever the unit had not uploaded yet goes up first.
 """
 
@@ -19,6 +24,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import dataclasses
+import json
 import re
 import shutil
 import signal
@@ -45,6 +51,8 @@ OVERHEAD_S = 15
 PROGRESS_EVERY_S = 5.0
 EXIT_INTERRUPTED = 130
 PR_SET_PDEATHSIG = 1
+DEMO_ADMIN = "demo-admin"
+LINK_TTL_S = 900
 
 
 class Interrupted(Exception):
@@ -136,6 +144,11 @@ def progress_line(elapsed_s: float, status: Mapping[str, Any] | None, unsent: in
     return f"{head} the unit is {status.get('state')}{upload}{coming}"
 
 
+def stays(choice: str, stdin_is_tty: bool) -> bool:
+    """Whether headquarters and the unit keep running after the incident (``--stay auto|yes|no``)."""
+    return choice == "yes" or (choice == "auto" and stdin_is_tty)
+
+
 def finished(elapsed_s: float, status: Mapping[str, Any] | None, unsent: int | None, timeline: Timeline) -> bool:
     """The script is played, the unit is not recording and headquarters acknowledged all it sealed."""
     if status is None or elapsed_s < timeline.last_s + 1.0:
@@ -190,6 +203,8 @@ class Demo:
                 self.check()
                 code = self.report()
             self.check()  # a Ctrl-C during the report: it was let finish, but say so
+            if code == 0 and stays(self.args.stay, sys.stdin.isatty()):
+                code = self.stay_up()
         except Interrupted:
             self.stop_all()
             say(self.interrupted_line())
@@ -382,6 +397,64 @@ The unit's own view:  {bodycam} ctl --data-dir {unit} status   (while it runs)
         )
         return on_unit or exported
 
+    def stay_up(self) -> int:
+        """Keep headquarters and a running unit up for the operations room until Ctrl-C."""
+        self.phase = "while staying up"
+        code = self.demo_admin()
+        if code:
+            return code
+        link = subprocess.run([self.bodycam_hq, "user", "link", DEMO_ADMIN, "--data-dir", str(self.hq),
+                               "--url", self.url, "--ttl-s", str(LINK_TTL_S)], capture_output=True, text=True,
+                              check=False)
+        if link.returncode:
+            print(f"could not make a sign-in link: {link.stderr.strip()}", file=sys.stderr)
+            return link.returncode
+        config = load_config(self.unit / "bodycam.toml")
+        live = dataclasses.replace(config, hq=dataclasses.replace(config.hq, url=self.url),
+                                   sync=dataclasses.replace(config.sync, interval_s=2.0, heartbeat_s=10.0))
+        live_cfg = self.unit / "demo-live.toml"
+        live_cfg.write_text(render_config(live))
+        with (self.root / "unit.log").open("ab") as unit_log:  # the instructions stay on screen
+            self.agent = spawn([self.bodycam, "run", "--sim", "--data-dir", str(self.unit), "--config", str(live_cfg)],
+                               stdout=unit_log, stderr=subprocess.STDOUT)
+        say(
+            f"""
+== the operations room: headquarters and the unit keep running until Ctrl-C ==
+Open      {self.url}/ops/
+Sign in   {link.stdout.strip()}
+          (once, within {LINK_TTL_S // 60} minutes, as {DEMO_ADMIN}: admin, supervisor, operator and auditor)
+The browser will not know headquarters' own CA: accept the warning for this loopback demo, or
+import {self.hq / "keys" / "ca.pem"}. Another link:
+  {self.bodycam_hq} user link {DEMO_ADMIN} --data-dir {self.hq} --url {self.url}
+The unit ({DEVICE_ID}) sends a heartbeat every 10 s (its log: {self.root / "unit.log"});
+`{self.bodycam} ctl --data-dir {self.unit} status` shows it.
+"""
+        )
+        while not self.interrupted:
+            for name, proc in (("the unit", self.agent), ("headquarters", self.server)):
+                if proc is not None and proc.poll() is not None:
+                    print(f"{name} stopped on its own (exit {proc.returncode}); see {self.root / 'unit.log'} "
+                          f"and {self.root / 'hq.log'}", file=sys.stderr)
+                    return 1
+            time.sleep(0.5)
+        self.stop_all()
+        say("stopped the unit (it sealed what it had open) and headquarters. `make run` again starts both.")
+        return 0
+
+    def demo_admin(self) -> int:
+        """The demo's admin account, made once per data dir; its password and TOTP secret are not shown
+        (the one-time links are the demo's way in)."""
+        listed = subprocess.run([self.bodycam_hq, "user", "list", "--json", "--data-dir", str(self.hq)],
+                                capture_output=True, text=True, check=False)
+        if listed.returncode == 0 and any(u.get("name") == DEMO_ADMIN for u in json.loads(listed.stdout or "[]")):
+            return 0
+        roles = [arg for role in ("admin", "supervisor", "operator", "auditor") for arg in ("--role", role)]
+        made = subprocess.run([self.bodycam_hq, "user", "add", DEMO_ADMIN, *roles, "--json", "--data-dir",
+                               str(self.hq)], capture_output=True, text=True, check=False)
+        if made.returncode:
+            print(f"could not make the demo admin: {made.stderr.strip()}", file=sys.stderr)
+        return made.returncode
+
     def export_afresh(self) -> int:
         """Export into a new folder, then put it in place of the last run's export.
 
@@ -410,6 +483,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", type=Path, default=Path("run-data"), help="where headquarters and the unit live")
     parser.add_argument("--script", default=INCIDENT, help="simulated button presses, e.g. 5:record,9:mark,15:record")
+    parser.add_argument("--stay", choices=("auto", "yes", "no"), default="auto",
+                        help="after the incident keep headquarters and the unit running for the operations room "
+                        "until Ctrl-C (auto: when standard input is a terminal)")
     args = parser.parse_args(argv)
     try:
         timeline = Timeline.parse(args.script)

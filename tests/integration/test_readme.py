@@ -92,8 +92,8 @@ def scratch(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "--script", "2:record,4:mark,8:record"]
     if "--duration" in subprocess.run([*demo[:2], "--help"], capture_output=True, text=True, check=False).stdout:
         demo += ["--duration", "16"]
-    done = subprocess.run(demo, capture_output=True, text=True, cwd=REPO, timeout=240, check=False,
-                          start_new_session=True)
+    done = subprocess.run(demo, stdin=subprocess.DEVNULL, capture_output=True, text=True, cwd=REPO, timeout=240,
+                          check=False, start_new_session=True)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return root
 

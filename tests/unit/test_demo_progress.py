@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from scripts.demo import INCIDENT, Timeline, estimate_s, finished, progress_line
+from scripts.demo import INCIDENT, Timeline, estimate_s, finished, progress_line, stays
 
 TIMELINE = Timeline.parse(INCIDENT)  # record at 35 s, marks at 42 and 50 s, stop at 58 s
 
@@ -42,3 +42,10 @@ def test_the_unit_is_stopped_once_the_script_is_played_and_everything_is_acknowl
     assert not finished(60.0, status("ready", sealed=5), None, TIMELINE)  # unknown is not done
     assert not finished(60.0, None, 0, TIMELINE)
     assert finished(60.0, status("ready", sealed=5), 0, TIMELINE)
+
+
+def test_the_demo_stays_up_only_for_a_terminal_or_when_asked() -> None:
+    assert stays("auto", stdin_is_tty=True)
+    assert not stays("auto", stdin_is_tty=False)  # tests, CI, a pipe: stop as before
+    assert stays("yes", stdin_is_tty=False)
+    assert not stays("no", stdin_is_tty=True)
