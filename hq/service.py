@@ -57,7 +57,7 @@ from hq.tus import (
     parse_metadata,
     parse_uint,
 )
-from hq.witness_client import Cosigning, WitnessPolicy
+from hq.witness_client import Cosigning, WitnessPolicy, news
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +145,7 @@ class HqService:
         # Heartbeats answer with the newest cosigned checkpoint when units require a witness.
         self._units_see_cosigned = policy.units_need_cosigned
         self.cosigning = Cosigning(tlog, policy, now_ns) if tlog is not None and policy.witnesses else None
+        self._witness_outcomes: dict[str, str] = {}
         self._store = store
         self.uploads = uploads
         self.quotas = quotas = quotas or Quotas()
@@ -203,8 +204,7 @@ class HqService:
         if expired:
             log.info("%d abandoned upload(s) expired", expired)
         if self.cosigning is not None:
-            for witness, outcome in self.cosigning.run().items():
-                log.info("witness %s: %s", witness, outcome)
+            self._ask_witnesses(self.cosigning)
         pruned = self.index.prune(self._now_ns())  # one bounded batch of each kind; the next pass does more
         if any(pruned.values()):
             log.info("retention: %s", ", ".join(f"{k} {v}" for k, v in sorted(pruned.items()) if v))
@@ -212,6 +212,19 @@ class HqService:
             done = self.lifecycle.run_pass()
             if any(done.values()):
                 log.info("lifecycle: %s", ", ".join(f"{k} {v}" for k, v in sorted(done.items()) if v))
+
+    def _ask_witnesses(self, cosigning: Cosigning) -> None:
+        """One cosigning round; a witness that starts refusing (a fork it saw, a key it does not
+        know) or stops is in the audit log, once per change (``news``)."""
+        outcomes = cosigning.run()
+        for witness, outcome in outcomes.items():
+            log.log(logging.INFO if outcome.startswith("cosigned") else logging.ERROR, "witness %s: %s",
+                    witness, outcome)
+        for witness, outcome in news(self._witness_outcomes, outcomes).items():
+            result = "ok" if outcome.startswith("cosigned") else "refused" if outcome.startswith("refused") \
+                else "failed"
+            self.audit.record("witness-cosign", "hq", f"witness:{witness}", result, detail=outcome)
+        self._witness_outcomes = outcomes
 
     def resume_ingest(self, sole_node: bool = False) -> int:
         """Queue completed uploads nobody is ingesting (after a restart, a full queue, a node

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from agent.evidence import note
+from agent.textsafe import safe_text
 from hq.tlog import TlogStoreError, TransparencyLog
 from hq.witness import SIZE_TYPE, request_body
 
@@ -106,7 +107,7 @@ class Cosigning:
                 self._cosigned[w.url] = int(body.decode("ascii").strip())
                 continue
             if status != 200:
-                return f"refused {status}: {body[:200].decode('utf-8', 'replace').strip()}"
+                return f"refused {status}: {safe_text(body[:200].decode('utf-8', 'replace').strip())}"
             merged = note.add_signatures(own, body.decode("utf-8"))
             note.open_note(merged, [w.verifier])  # NoteError unless the witness's cosignature verifies
             line = next(sl.line() for sl in note.split(merged)[1]
@@ -115,6 +116,18 @@ class Cosigning:
             self._cosigned[w.url] = size
             return f"cosigned {size}"
         return "failed: the witness's size keeps changing"
+
+
+def news(before: dict[str, str], now: dict[str, str]) -> dict[str, str]:
+    """The witnesses whose outcome is worth an audit record: a refusal or failure that is new
+    (first seen, or different from the last pass's), and a cosignature after one. A witness that
+    keeps refusing is recorded once, not on every pass; one that keeps cosigning never."""
+    def troubled(outcome: str | None) -> bool:
+        return outcome is not None and not outcome.startswith("cosigned")
+
+    return {name: outcome for name, outcome in now.items()
+            if (troubled(outcome) and outcome != before.get(name)) or
+            (not troubled(outcome) and troubled(before.get(name)))}
 
 
 def add_serve_options(p: argparse.ArgumentParser) -> None:

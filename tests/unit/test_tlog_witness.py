@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import http.server
+import threading
 from pathlib import Path
 
 import pytest
@@ -14,9 +16,11 @@ from agent.evidence import note
 from agent.evidence.tlogproof import TlogError, encode_consistency, log_verifier
 from agent.sync.tlogview import ForkError, LogView, Witnessing
 from hq.index import SqliteIndex
+from hq.service import HqService
+from hq.storage import FileEvidenceStore, UploadArea
 from hq.tlog import Leaf, SqlLog
 from hq.witness import Witness, request_body
-from hq.witness_client import Cosigning, WitnessAt, WitnessPolicy
+from hq.witness_client import Cosigning, WitnessAt, WitnessPolicy, news
 
 KEY = ed25519.Ed25519PrivateKey.from_private_bytes(hashlib.sha256(b"witness test log").digest())
 ORIGIN = "hq.test/log"
@@ -116,3 +120,47 @@ def test_the_unit_follows_the_log_and_keeps_proof_of_a_fork(tmp_path: Path) -> N
     cosigned = note.add_signatures(cp9, witness.signature_line(note.split(cp9)[0].encode(), 5))
     assert strict.heartbeat_answer(answer(7, log.consistency(7, 9), cosigned)) and strict.seen_size == 9
     index.close()
+
+
+def test_witness_news_records_a_new_refusal_once_and_the_recovery() -> None:
+    ok, refused = "cosigned 4", "refused 422: fork"
+    assert news({}, {"w": ok}) == {}
+    assert news({}, {"w": refused}) == {"w": refused}
+    assert news({"w": refused}, {"w": refused}) == {}  # still refusing: already recorded
+    assert news({"w": refused}, {"w": "failed: timed out"}) == {"w": "failed: timed out"}
+    assert news({"w": refused}, {"w": "cosigned 9"}) == {"w": "cosigned 9"}  # it recovered
+    assert news({"w": ok}, {"w": "cosigned 5", "v": refused}) == {"v": refused}
+
+
+def test_a_refusing_witness_is_audited_once_and_its_answer_is_not_written_raw(tmp_path: Path) -> None:
+    class Refuse(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            self.rfile.read(int(self.headers["Content-Length"]))
+            body = b"\x1b[2Jno such log\x07"
+            self.send_response(403)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    index, log = _log(tmp_path / "a.sqlite")
+    verifier = _witness(tmp_path).signer.verifier
+    policy = WitnessPolicy([WitnessAt(f"http://127.0.0.1:{server.server_address[1]}", verifier)])
+    service = HqService(index, FileEvidenceStore(tmp_path), UploadArea(tmp_path), KEY, lambda: 1, tlog=log,
+                        witnesses=policy)
+    try:
+        _grow(log, 3)
+        service.maintain()
+        service.maintain()
+        records = index.audit_log("witness-cosign")
+        assert [(r.outcome, r.target) for r in records] == [("refused", "witness:court.test/w")]
+        detail = str(records[0].detail)
+        assert "refused 403" in detail and "\x1b" not in detail and "\x07" not in detail
+    finally:
+        service.close()
+        server.shutdown()
+        index.close()
