@@ -1,7 +1,8 @@
 """``bodycam verify`` on a case's court export (a folder with ``case.json``, made by ``bodycam-hq
 export --case``; docs/court-export.md): every file against the manifest's SHA-256, no file
 added, the RFC 3161 time-stamp token on the manifest, each custody record's hash and links, and
-each unit's evidence as ``bodycam verify`` checks a device export. Offline, public keys only.
+each unit's evidence as ``bodycam verify`` checks a device export, and each viewing copy against
+the packets the unit signed (``agent/copy_verify.py``). Offline, public keys only.
 
 ``check_case`` is the check (it returns findings, prints nothing); ``run`` prints them.
 """
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from agent.copy_verify import CopyFindings, check_copies
 from agent.evidence.keys import KeyFileError, load_device_public
 from agent.evidence.ledger import CUSTODY_DOMAIN, record_hash
 from agent.evidence.timestamp import TimestampError, check_timestamp, load_certificates
@@ -63,6 +65,10 @@ def check_case(folder: Path, tsa_ca: Path | None = None, decode: Decode | None =
             found.problems.append(f"{safe_text(str(device_id))}: {exc}")
             continue
         found.devices[str(device_id)] = verify_path(device_dir, pub, decode=decode, expected_device_id=str(device_id))
+    copies = CopyFindings()
+    check_copies(folder, doc.get("viewing_copies"), {d: r.hashes for d, r in found.devices.items()}, copies)
+    found.problems.extend(copies.problems)
+    found.notes.extend(copies.notes)
     return found
 
 
@@ -134,5 +140,6 @@ def print_findings(out: TextIO, folder: Path, found: CaseFindings) -> None:
         print(f"note     {note}", file=out)
     for problem in found.problems:
         print(f"PROBLEM  {problem}", file=out)
-    print("RESULT: OK - every file, the custody records, the time stamp and each unit's chain hold" if found.ok
+    print("RESULT: OK - every file, the custody records, the time stamp, each unit's chain and each "
+          "viewing copy hold" if found.ok
           else "RESULT: FAILED", file=out)

@@ -10,20 +10,23 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from agent.evidence.ledger import CUSTODY_DOMAIN
 from agent.fsutil import file_sha256
+from hq.decrypt_client import DecryptClientError
+from hq.evidence_service import Decrypter, timeline
 from hq.export import ExportError, export, iso
 from hq.index import Index
 from hq.lifecycle import retain_until_ns
 from hq.lifecycle_service import LifecycleService
 from hq.records import Evidence
-from hq.storage import EvidenceStore
+from hq.storage import EvidenceStore, StorageError
 from hq.timestamp import TsaClient
+from hq.viewing_copy import VIEWING, CopySegment, ViewingCopyError, write_copies
 
 CASE_MANIFEST = "case.json"
 TOKEN = "case.json.tsr"
@@ -39,6 +42,7 @@ class CaseExportResult:
     entries: int
     devices: tuple[str, ...]
     timestamped: bool
+    viewing_copies: int = 0
 
 
 def _files(out: Path) -> Iterator[Path]:
@@ -49,8 +53,9 @@ def _files(out: Path) -> Iterator[Path]:
 
 def export_case(lc: LifecycleService, index: Index, store: EvidenceStore, case_id: str, out: Path, *,
                 hq_pub: Path | None, exported_by: str, now_ns: int, tsa: TsaClient | None = None,
-                tsa_chain_pem: bytes | None = None) -> CaseExportResult:
-    """Export case ``case_id`` into a new folder ``out``; ExportError says why not."""
+                tsa_chain_pem: bytes | None = None, decrypter: Decrypter | None = None) -> CaseExportResult:
+    """Export case ``case_id`` into a new folder ``out``; ExportError says why not. With a
+    ``decrypter`` each recording also gets its viewing copies (hq/viewing_copy.py)."""
     case = lc.index.case(case_id)
     if case is None:
         raise ExportError(f"no case {case_id!r} (bodycam-hq case list)")
@@ -71,6 +76,7 @@ def export_case(lc: LifecycleService, index: Index, store: EvidenceStore, case_i
         lc.custody("export", exported_by, rec.key, case_id=case_id,
                    seqs=[e.seq for e in by_device[rec.device_id] if e.recording_id == rec.recording_id
                          or (e.recording_id is None and rec.recording_id == f"entry-{e.seq}")])
+    copies = [] if decrypter is None else _viewing_copies(store, decrypter, recordings, by_device, out)
     targets = {rec.key for rec in recordings}
     (out / CUSTODY).write_text(json.dumps(_custody_extract(lc, targets), indent=2, sort_keys=True) + "\n")
     if tsa_chain_pem is not None:
@@ -90,6 +96,7 @@ def export_case(lc: LifecycleService, index: Index, store: EvidenceStore, case_i
         "devices": sorted(by_device),
         "files": {p.relative_to(out).as_posix(): file_sha256(p) for p in _files(out)},
         "custody": CUSTODY,
+        "viewing_copies": copies if decrypter is not None else None,
         "timestamp": TOKEN if tsa is not None else None,
         "verify": "bodycam verify DIR (add --tsa-ca FILE to trust the time-stamping authority's own root)",
     }
@@ -101,7 +108,27 @@ def export_case(lc: LifecycleService, index: Index, store: EvidenceStore, case_i
         except Exception:
             shutil.rmtree(out, ignore_errors=True)  # an export promised a time stamp: none without it
             raise
-    return CaseExportResult(out, len(recordings), entries, tuple(sorted(by_device)), tsa is not None)
+    return CaseExportResult(out, len(recordings), entries, tuple(sorted(by_device)), tsa is not None, len(copies))
+
+
+def _viewing_copies(store: EvidenceStore, decrypter: Decrypter, recordings: list[Any],
+                    by_device: dict[str, list[Evidence]], out: Path) -> list[dict[str, Any]]:
+    """Each recording's viewing copies; what case.json lists of them."""
+    made: list[dict[str, Any]] = []
+    for rec in recordings:
+        held = [e for e in by_device[rec.device_id] if e.recording_id == rec.recording_id and e.deleted_utc_ns is None]
+        placed = timeline(sorted(held, key=lambda e: e.seq))
+        segments = [CopySegment(s.seq, s.offset_ms, s.manifest, s.entry.manifest_sha256) for s in placed]
+        entry = {s.seq: s.entry for s in placed}
+        try:
+            record = write_copies(out / rec.device_id / VIEWING, rec.device_id, rec.recording_id, segments,
+                                  _reader(store, decrypter, rec.device_id, entry))
+        except (ViewingCopyError, DecryptClientError, StorageError) as exc:
+            raise ExportError(f"viewing copy of {rec.device_id}/{rec.recording_id}: {exc}") from exc
+        if record is not None:
+            made.append({"device_id": rec.device_id, "recording_id": rec.recording_id,
+                         "record": f"{rec.device_id}/{VIEWING}/{rec.recording_id}.json"})
+    return made
 
 
 def _custody_extract(lc: LifecycleService, targets: set[str]) -> dict[str, Any]:
@@ -121,3 +148,16 @@ def _custody_extract(lc: LifecycleService, targets: set[str]) -> dict[str, Any]:
         "anchor": None if anchor is None else {"utc_ns": anchor.utc_ns, "last_id": anchor.last_id,
                                                "head_sha256": anchor.head_sha256},
     }
+
+
+def _reader(store: EvidenceStore, decrypter: Decrypter, device_id: str,
+            entries: dict[int, Evidence]) -> Callable[[CopySegment], bytes]:
+    """A segment's plaintext, decrypted from the store and checked against the hash the unit signed."""
+    def plaintext(seg: CopySegment) -> bytes:
+        e = entries[seg.seq]
+        recovered = "recovered" in (seg.manifest.get("flags") or ())
+        want = None if recovered else str(seg.manifest["plaintext"]["sha256"])
+        with store.get(device_id, e.seq, e.location) as src:
+            return decrypter.segment(src, e.size_bytes, device_id=device_id, seq=e.seq,
+                                     plaintext_sha256=want, recovered=recovered)
+    return plaintext

@@ -17,17 +17,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from agent.evidence.keys import KeyFileError, load_hq_private
 from agent.textsafe import safe_text
 from hq.app import lifecycle_service, open_index
 from hq.audit import Auditor
 from hq.case_export import export_case
 from hq.db import HqIndexError
+from hq.decrypt_client import DecryptClient
+from hq.evidence_service import Decrypter
 from hq.export import ExportError, iso
 from hq.lifecycle import RECORDING_STATES, ROLES, LifecycleError, describe_retention, parse_retention, retain_until_ns
 from hq.lifecycle_service import LifecycleService
 from hq.storage import StorageError
 from hq.storeurl import StoreUrlError, open_evidence_store
 from hq.timestamp import TsaClient, TsaError
+from hq.viewing_copy import KeyDecrypter
 
 STORE_URL_HELP = "where evidence is kept (as serve's --store-url); default: files in DATA_DIR"
 Handler = Callable[[LifecycleService, argparse.Namespace, str], str]
@@ -258,6 +262,11 @@ def add_case_export_options(p: argparse.ArgumentParser) -> None:
                    "(http(s)://...; without it the export has no time stamp)")
     p.add_argument("--tsa-ca", type=Path, help="the authority's root certificate(s), PEM, put in the export for "
                    "bodycam verify")
+    p.add_argument("--decrypt-socket", type=Path, help="make the viewing copies with the decrypt component "
+                   "(bodycam-hq decryptd) listening here")
+    p.add_argument("--hq-key", type=Path, help="make the viewing copies with this private key (default: the keys "
+                   "folder's hq.key when it is on this machine)")
+    p.add_argument("--no-viewing-copies", action="store_true", help="export the originals only (no MP4s)")
 
 
 def cmd_case_export(args: argparse.Namespace, keys: Path) -> int:
@@ -273,13 +282,18 @@ def cmd_case_export(args: argparse.Namespace, keys: Path) -> int:
         print(f"bodycam-hq export: reading --tsa-ca {args.tsa_ca}: {exc.strerror}", file=sys.stderr)
         return 2
     tsa = TsaClient(args.tsa_url) if args.tsa_url else None
+    try:
+        decrypter = _decrypter(args, keys)
+    except KeyFileError as exc:
+        print(f"bodycam-hq export: {exc}", file=sys.stderr)
+        return 2
     with open_index(args.data_dir, args.database_url) as index:
         audit = Auditor(index, "hq-cli", time.time_ns)
         try:
             store = open_evidence_store(args.data_dir, args.store_url)
             lc = lifecycle_service(index, store, time.time_ns, "hq-cli")
             result = export_case(lc, index, store, args.case, args.out, hq_pub=keys / "hq.pub", exported_by=actor,
-                                 now_ns=time.time_ns(), tsa=tsa, tsa_chain_pem=chain)
+                                 now_ns=time.time_ns(), tsa=tsa, tsa_chain_pem=chain, decrypter=decrypter)
         except (ExportError, LifecycleError, StorageError, StoreUrlError, TsaError, OSError) as exc:
             audit.record("export", actor, target, "refused", reason=str(exc))
             print(f"bodycam-hq export: {exc}", file=sys.stderr)
@@ -289,5 +303,22 @@ def cmd_case_export(args: argparse.Namespace, keys: Path) -> int:
     stamp = "time-stamped (case.json.tsr)" if result.timestamped else "NOT time-stamped (no --tsa-url)"
     print(f"exported case {args.case}: {result.recordings} recording(s), {result.entries} entries of "
           f"{', '.join(result.devices)} to {args.out}; manifest {stamp}")
+    if decrypter is None:
+        print("no viewing copies" + ("" if args.no_viewing_copies else
+                                     ": give --decrypt-socket (bodycam-hq decryptd) or --hq-key to make them"))
+    else:
+        print(f"viewing copies: {result.viewing_copies} recording(s) as MP4 (H.264 as recorded)")
     print(f"check it with: bodycam verify {args.out}")
     return 0
+
+
+def _decrypter(args: argparse.Namespace, keys: Path) -> Decrypter | None:
+    """The decrypt component's client, the given key, the keys folder's key, or None."""
+    if args.no_viewing_copies:
+        return None
+    if args.decrypt_socket is not None:
+        return DecryptClient(args.decrypt_socket)
+    key = args.hq_key if args.hq_key is not None else keys / "hq.key"
+    if args.hq_key is None and not key.is_file():
+        return None
+    return KeyDecrypter(load_hq_private(key))

@@ -170,6 +170,26 @@ def colour_map(frame_ck: npt.NDArray[np.uint16], span_ck: tuple[int, int] = DEFA
     return np.ascontiguousarray(rgb.astype(np.uint8))
 
 
+def thermal_encoder(out: Any, frame: Any, options: dict[str, str]) -> Any:
+    """An H.264 stream in ``out`` for colour-mapped pictures of ``frame``'s size (made even)."""
+    enc = out.add_stream("libx264", rate=9)
+    enc.width, enc.height = frame.width + frame.width % 2, frame.height + frame.height % 2
+    enc.pix_fmt = "yuv420p"
+    enc.codec_context.time_base = MS  # frames keep their own times, none rounded together
+    enc.options = {**options, "threads": "1"}
+    return enc
+
+
+def colour_picture(frame: Any, at_ms: int, enc: Any, span_ck: tuple[int, int] = DEFAULT_SPAN_CK) -> Any:
+    """The colour-mapped picture of a decoded thermal ``frame`` at ``at_ms``, padded to ``enc``'s size."""
+    rgb = colour_map(frame.to_ndarray(format="gray16le"), span_ck)
+    if rgb.shape[1] != enc.width or rgb.shape[0] != enc.height:
+        rgb = np.pad(rgb, ((0, enc.height - rgb.shape[0]), (0, enc.width - rgb.shape[1]), (0, 0)))
+    picture = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+    picture.pts, picture.time_base = at_ms, MS
+    return picture
+
+
 def thermal_rendition(pieces: Iterable[Piece], span_ck: tuple[int, int] = DEFAULT_SPAN_CK) -> Iterator[bytes]:
     """Fragmented MP4 of the thermal track, colour-mapped and encoded as H.264 (every frame kept)."""
     sink = _Sink()
@@ -187,17 +207,8 @@ def thermal_rendition(pieces: Iterable[Piece], span_ck: tuple[int, int] = DEFAUL
                     at_ms = piece.offset_ms + round(frame.pts * frame.time_base * 1000)
                     if out is None:
                         out = av.open(sink, "w", format="mp4", options=FRAGMENTED)
-                        enc = out.add_stream("libx264", rate=9)
-                        enc.width, enc.height = frame.width + frame.width % 2, frame.height + frame.height % 2
-                        enc.pix_fmt = "yuv420p"
-                        enc.codec_context.time_base = MS  # frames keep their own times, none rounded together
-                        enc.options = {"preset": "ultrafast", "tune": "zerolatency", "g": "9", "threads": "1"}
-                    rgb = colour_map(frame.to_ndarray(format="gray16le"), span_ck)
-                    if rgb.shape[1] != enc.width or rgb.shape[0] != enc.height:
-                        rgb = np.pad(rgb, ((0, enc.height - rgb.shape[0]), (0, enc.width - rgb.shape[1]), (0, 0)))
-                    picture = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-                    picture.pts, picture.time_base = at_ms, MS
-                    for packet in enc.encode(picture):
+                        enc = thermal_encoder(out, frame, {"preset": "ultrafast", "tune": "zerolatency", "g": "9"})
+                    for packet in enc.encode(colour_picture(frame, at_ms, enc, span_ck)):
                         out.mux(packet)
             except av.error.FFmpegError as exc:
                 raise RenditionError(f"seq {piece.seq}: the thermal track does not decode: {exc}") from exc

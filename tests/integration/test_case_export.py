@@ -69,8 +69,8 @@ def test_a_case_exports_verifies_offline_and_tampering_is_named(
     assert hq(["case", "open", "2026-0042", "--title", "assault, Elm St", "--data-dir", data]) == 0
     assert hq(["case", "add", "2026-0042", "--device-id", "unit-7", "--recording", REC, "--data-dir", data]) == 0
     capsys.readouterr()
-    assert hq(["export", "--case", "2026-0042", "--out", str(out), "--tsa-url", tsa.url,
-               "--tsa-ca", str(tsa.ca_pem), "--data-dir", data]) == 0
+    assert hq(["export", "--case", "2026-0042", "--out", str(out), "--tsa-url", tsa.url, "--no-viewing-copies",
+               "--tsa-ca", str(tsa.ca_pem), "--data-dir", data]) == 0  # the viewing copies: test_viewing_copies
     assert "manifest time-stamped" in capsys.readouterr().out
     manifest = json.loads((out / "case.json").read_text())
     assert [r["recording_id"] for r in manifest["recordings"]] == [REC]

@@ -1,0 +1,146 @@
+"""A case export's viewing copies end to end: a real recording (H.264 camera, FFV1 thermal, Opus
+audio) sealed to headquarters' key and ingested, ``bodycam-hq export --case`` decrypting with
+``hq.key``, ffprobe reading the MP4s (time code track, metadata, every frame), ``bodycam verify``
+proving offline that the copy's packets are the unit's, and tampered copies (one H.264 packet
+changed, a frame dropped) failing with the reason even when case.json is rewritten to match."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import av
+import pytest
+
+from agent.cli import main as bodycam
+from agent.evidence.keys import load_hq_private
+from agent.evidence.viewcopy import demux
+from hq.cli import main as hq
+from hq.index import SqliteIndex
+from hq.storage import FileEvidenceStore
+from tests.playback_util import FPS, record
+from tests.playback_util import ingest as ingest_recording
+
+SECONDS = 5.0
+
+
+def ffprobe(path: Path) -> dict[str, Any]:
+    done = subprocess.run(["ffprobe", "-v", "error", "-count_packets", "-show_streams", "-show_format", "-of", "json",
+                           str(path)], capture_output=True, text=True, check=True)
+    doc: dict[str, Any] = json.loads(done.stdout)
+    return doc
+
+
+@pytest.fixture
+def exported(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[Path, str]:
+    data = tmp_path / "H"
+    assert hq(["keygen", "--data-dir", str(data)]) == 0
+    rec = record(tmp_path / "unit", seconds=SECONDS, hq_key=load_hq_private(data / "keys" / "hq.key"))  # type: ignore[arg-type]
+    with SqliteIndex(data / "index.sqlite") as index:
+        ingest_recording(index, FileEvidenceStore(data), data, rec, 1_790_000_000_000_000_000)
+    assert hq(["case", "open", "2026-7", "--title", "t", "--data-dir", str(data)]) == 0
+    assert hq(["case", "add", "2026-7", "--device-id", rec.device_id, "--recording", rec.recording_id,
+               "--data-dir", str(data)]) == 0
+    capsys.readouterr()
+    out = tmp_path / "court"
+    assert hq(["export", "--case", "2026-7", "--out", str(out), "--data-dir", str(data)]) == 0
+    assert "viewing copies: 1 recording(s)" in capsys.readouterr().out
+    return out, f"{rec.device_id}/viewing/{rec.recording_id}"
+
+
+def test_the_viewing_copy_is_the_recorded_h264_with_time_codes(exported: tuple[Path, str]) -> None:
+    out, stem = exported
+    doc = ffprobe(out / f"{stem}.mp4")
+    kinds = {s["codec_type"]: s for s in doc["streams"]}
+    assert kinds["video"]["codec_name"] == "h264" and kinds["audio"]["codec_name"] == "opus"
+    assert kinds["data"]["codec_tag_string"] == "tmcd" and kinds["data"]["tags"]["timecode"].startswith("10:00:00")
+    assert int(kinds["video"]["nb_read_packets"]) == SECONDS * FPS
+    tags = doc["format"]["tags"]
+    assert tags["creation_time"].startswith("2024-05-14T10:00:00") and tags["com.bodycam.clock_source"] == "ntp"
+    assert "com.bodycam.clock_gnss_offset_ns" in tags
+    record = json.loads((out / f"{stem}.json").read_text())
+    assert record["camera_packets"] == SECONDS * FPS and len(record["segments"]) == 3
+    colour = ffprobe(out / f"{stem}.thermal.mp4")["streams"][0]
+    assert colour["codec_name"] == "h264" and int(colour["nb_read_packets"]) == SECONDS * FPS
+    lossless = ffprobe(out / f"{stem}.thermal.mkv")["streams"][0]
+    assert lossless["codec_name"] == "ffv1" and lossless["pix_fmt"] == "gray16le"
+    # every viewing file decodes to the end
+    for name in (f"{stem}.mp4", f"{stem}.thermal.mp4", f"{stem}.thermal.mkv"):
+        done = subprocess.run(["ffmpeg", "-v", "error", "-i", str(out / name), "-f", "null", "-"],
+                              capture_output=True, text=True, check=False)
+        assert done.returncode == 0 and not done.stderr, done.stderr
+
+
+def _rehash(copy: Path, rel: str) -> None:
+    """Rewrite case.json's SHA-256 of ``rel`` (a forger without the time stamp's key could)."""
+    doc = json.loads((copy / "case.json").read_text())
+    doc["files"][rel] = hashlib.sha256((copy / rel).read_bytes()).hexdigest()
+    (copy / "case.json").write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+
+
+def _change_a_packet(mp4: Path) -> None:
+    track = demux(mp4, "camera")
+    assert track is not None
+    raw = bytearray(mp4.read_bytes())
+    target, at = track.packets[27], track.positions[27]
+    assert raw[at:at + len(target)] == target
+    raw[at + len(target) // 2] ^= 0x01
+    mp4.write_bytes(bytes(raw))
+
+
+def _drop_a_frame(mp4: Path) -> None:
+    copy = mp4.with_name("tmp.mp4")
+    with av.open(str(mp4)) as src, av.open(str(copy), "w", format="mp4") as dst:
+        v, a = src.streams.video[0], src.streams.audio[0]
+        ov, oa = dst.add_stream_from_template(v), dst.add_stream_from_template(a)
+        n = 0
+        for p in src.demux(v, a):
+            if p.size == 0:
+                continue
+            if p.stream is v:
+                n += 1
+                if n == 48:  # a frame near the end (no frame after it refers to it)
+                    continue
+            p.stream = ov if p.stream is v else oa
+            dst.mux(p)
+    copy.replace(mp4)
+
+
+def test_verify_proves_the_copy_and_names_tampering(exported: tuple[Path, str], tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    out, stem = exported
+    capsys.readouterr()
+    assert bodycam(["verify", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert f"{stem}.mp4: its 50 H.264 packets are the unit's, byte for byte and in order" in said, said
+    assert "RESULT: OK" in said
+
+    def fails_naming(name: str, edit: Callable[[Path], None], rel: str, reason: str) -> None:
+        copy = tmp_path / name
+        shutil.copytree(out, copy)
+        edit(copy / rel)
+        _rehash(copy, rel)
+        capsys.readouterr()
+        assert bodycam(["verify", str(copy)]) == 1
+        text = capsys.readouterr().out
+        assert "RESULT: FAILED" in text and reason in text, text
+
+    fails_naming("changed", _change_a_packet, f"{stem}.mp4", "H.264 packets 20..39 (seq 3): not the packets the "
+                 "unit signed (a packet changed)")
+    fails_naming("dropped", _drop_a_frame, f"{stem}.mp4", "holds 49 H.264 packets, the unit recorded 50 "
+                 "(a frame dropped or added)")
+
+    def change_thermal(mkv: Path) -> None:
+        track = demux(mkv, "thermal")
+        assert track is not None
+        raw = bytearray(mkv.read_bytes())
+        at = raw.find(track.packets[5], track.positions[5])
+        raw[at + len(track.packets[5]) - 3] ^= 0x10
+        mkv.write_bytes(bytes(raw))
+
+    fails_naming("thermal", change_thermal, f"{stem}.thermal.mkv", "the thermal track: packet 5 is not the recorded")
