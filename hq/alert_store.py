@@ -7,16 +7,15 @@ index's engine (one database, so an alert and the heartbeat it came from are in 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine, RowMapping
 
 from hq.alerts import EVENTS, Alert, UnitFacts
-from hq.db import HqIndexError
-from hq.db.engine import WRITE_OPTION
+from hq.db import tx
 from hq.db.schema import alerts, devices, quarantine
 
 
@@ -59,20 +58,10 @@ class SqlAlertStore:
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
-        self._writer = engine.execution_options(**{WRITE_OPTION: True})
+        self._writer = tx.writer(engine)
 
-    @contextmanager
-    def _conn(self, doing: str, write: bool = False) -> Iterator[Connection]:
-        try:
-            if write:
-                with self._writer.begin() as conn:
-                    yield conn
-            else:
-                with self._engine.connect() as conn:
-                    yield conn
-        except sa.exc.SQLAlchemyError as exc:
-            orig = getattr(exc, "orig", None)
-            raise HqIndexError(f"{doing}: {' '.join(str(orig or exc).split())}") from exc
+    def _conn(self, doing: str, write: bool = False) -> AbstractContextManager[Connection]:
+        return tx.transaction(self._writer if write else self._engine, doing, write)
 
     def _select(self, doing: str, query: sa.Select[Any]) -> list[Alert]:
         with self._conn(doing) as conn:

@@ -7,9 +7,7 @@ Core, on SQLite (the embedded default, ``SqliteIndex``) or PostgreSQL (the fleet
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import replace
 from pathlib import Path
@@ -20,12 +18,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine, RowMapping
 
 from hq.accounts.store import AccountStore
-from hq.db import HqIndexError, retention, search
+from hq.db import HqIndexError, retention, search, tx
 from hq.db import migrate as migrations
 from hq.db import requests as unit_requests
 from hq.db.accounts import SqlAccountStore
 from hq.db.chain import AUDIT_DOMAIN, GENESIS, ChainReport, ChainRow, ChainWalker, record_hash
-from hq.db.engine import DEFAULT_NAME, WRITE_OPTION, make_engine, mask, parse_url
+from hq.db.engine import DEFAULT_NAME, make_engine, mask, parse_url
 from hq.db.locks import DeviceLocks
 from hq.db.recordings import note_entry, recording_of
 from hq.db.retention import HeartbeatPolicy, PruneLimits
@@ -149,11 +147,6 @@ def _audit_record(r: RowMapping) -> AuditRecord:
                        prev_sha256=r["prev_sha256"], sha256=r["sha256"])
 
 
-def _reason(exc: sa.exc.SQLAlchemyError) -> str:
-    orig = getattr(exc, "orig", None)
-    return " ".join(str(orig if orig is not None else exc).split())
-
-
 class SqlIndex:
     """The index over one SQLAlchemy engine, SQLite or PostgreSQL.
 
@@ -172,7 +165,7 @@ class SqlIndex:
                  limits: PruneLimits | None = None) -> None:
         self.engine = engine
         self.limits = limits or PruneLimits()
-        self._writer = engine.execution_options(**{WRITE_OPTION: True})
+        self._writer = tx.writer(engine)
         self._locks = DeviceLocks(engine)
         self._next_nonce_prune_s = 0
         try:
@@ -212,29 +205,16 @@ class SqlIndex:
     def __exit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
         self.close()
 
-    @contextlib.contextmanager
-    def _write(self, doing: str) -> Iterator[Connection]:
+    def _write(self, doing: str) -> AbstractContextManager[Connection]:
         """One write transaction: all of the block, or none of it."""
-        try:
-            with self._writer.begin() as conn:
-                yield conn
-        except sa.exc.SQLAlchemyError as exc:
-            raise HqIndexError(f"{doing}: {_reason(exc)}") from exc
+        return tx.transaction(self._writer, doing, write=True)
 
     def _rows(self, doing: str, query: sa.Executable) -> list[RowMapping]:
-        try:
-            with self.engine.connect() as conn:
-                return list(conn.execute(query).mappings())
-        except sa.exc.SQLAlchemyError as exc:
-            raise HqIndexError(f"{doing}: {_reason(exc)}") from exc
+        return tx.rows(self.engine, doing, query)
 
     def _one(self, doing: str, query: sa.Executable) -> tuple[Any, ...]:
         """The single row of an aggregate query, as a tuple."""
-        try:
-            with self.engine.connect() as conn:
-                return tuple(conn.execute(query).one())
-        except sa.exc.SQLAlchemyError as exc:
-            raise HqIndexError(f"{doing}: {_reason(exc)}") from exc
+        return tx.one(self.engine, doing, query)
 
     # -- devices --------------------------------------------------------------------------
 
@@ -436,7 +416,7 @@ class SqlIndex:
             with self.engine.connect() as conn:
                 return unit_requests.devices_due(conn, device_ids, now_ns, redeliver_before_ns)
         except sa.exc.SQLAlchemyError as exc:
-            raise HqIndexError(f"looking for requests to deliver: {_reason(exc)}") from exc
+            raise HqIndexError(f"looking for requests to deliver: {tx.reason(exc)}") from exc
 
     def answer_request(self, request_id: str, outcome: str, result: bytes, now_ns: int) -> bool:
         """Keep a unit's signed result; False if the request had one already (kept as it was)."""
@@ -475,7 +455,7 @@ class SqlIndex:
             with self.engine.connect() as conn:
                 return retention.read_policy(conn)
         except sa.exc.SQLAlchemyError as exc:
-            raise HqIndexError(f"reading the heartbeat policy: {_reason(exc)}") from exc
+            raise HqIndexError(f"reading the heartbeat policy: {tx.reason(exc)}") from exc
 
     def prune(self, now_ns: int) -> dict[str, int]:
         """One bounded retention pass (at most ``limits.batch_rows`` rows of each kind, each kind

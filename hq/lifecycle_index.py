@@ -10,21 +10,20 @@ custody ledger is append-only and hash-chained like the audit log.
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, RowMapping
 
-from hq.db import HqIndexError
+from hq.db import tx
 from hq.db.chain import CUSTODY_DOMAIN, ChainReport, ChainWalker
 from hq.db.recordings import assigned, read_categories, recording_key, refresh_retention
 from hq.db.schema import case_evidence, cases, categories, evidence, recording_categories, recordings
 from hq.db.schema import custody as custody_t
-from hq.index import SqlIndex, _evidence, _reason
+from hq.index import SqlIndex, _evidence
 from hq.lifecycle import Category, LifecycleError, Recording
 from hq.records import AuditRecord, Evidence
 
@@ -108,13 +107,8 @@ class SqlLifecycle:
         with self._read(doing) as conn:
             return [self._recording(conn, row) for row in conn.execute(query).mappings()]
 
-    @contextlib.contextmanager
-    def _read(self, doing: str) -> Iterator[Connection]:
-        try:
-            with self._index.engine.connect() as conn:
-                yield conn
-        except sa.exc.SQLAlchemyError as exc:
-            raise HqIndexError(f"{doing}: {_reason(exc)}") from exc
+    def _read(self, doing: str) -> AbstractContextManager[Connection]:
+        return tx.transaction(self._index.engine, doing)
 
     # -- categories -----------------------------------------------------------------------
 

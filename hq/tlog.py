@@ -19,9 +19,9 @@ which is what lets one node keep up with a fleet (``make bench``, section tlog).
 
 from __future__ import annotations
 
-import contextlib
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -32,6 +32,7 @@ from sqlalchemy.engine import Connection, Engine
 from agent.evidence import merkle, note
 from agent.evidence.receipt import receipt_key_id
 from agent.evidence.tlogproof import MAX_LEAF_BYTES, log_verifier
+from hq.db import tx
 from hq.db.engine import WRITE_OPTION
 from hq.db.schema import tlog_checkpoints, tlog_cosignatures, tlog_entries, tlog_nodes
 from hq.index import SqlIndex
@@ -119,18 +120,8 @@ class SqlLog:
         self._queue_guard = threading.Lock()
         self._queue: list[_Pending] = []
 
-    @contextlib.contextmanager
-    def _conn(self, doing: str, write: bool = False) -> Iterator[Connection]:
-        try:
-            if write:
-                with self._writer.begin() as conn:
-                    yield conn
-            else:
-                with self.engine.connect() as conn:
-                    yield conn
-        except sa.exc.SQLAlchemyError as exc:
-            orig = getattr(exc, "orig", None)
-            raise TlogStoreError(f"{doing}: {' '.join(str(orig or exc).split())}") from exc
+    def _conn(self, doing: str, write: bool = False) -> AbstractContextManager[Connection]:
+        return tx.transaction(self._writer if write else self.engine, doing, write, TlogStoreError)
 
     # -- appending ----------------------------------------------------------------------------
 

@@ -6,8 +6,7 @@ node sees one sign-in, one lockout and one logout.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from typing import Any
 
 import sqlalchemy as sa
@@ -15,14 +14,8 @@ from sqlalchemy.engine import Connection, Engine, RowMapping
 
 from hq.accounts.lockout import Failures
 from hq.accounts.records import Role, Session, User, parse_roles, roles_text
-from hq.db import HqIndexError
-from hq.db.engine import WRITE_OPTION
+from hq.db import tx
 from hq.db.schema import signin_failures, signin_links, users, web_sessions
-
-
-def _reason(exc: sa.exc.SQLAlchemyError) -> str:
-    orig = getattr(exc, "orig", None)
-    return " ".join(str(orig if orig is not None else exc).split())
 
 
 def _user(row: RowMapping) -> User:
@@ -42,22 +35,13 @@ class SqlAccountStore:
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
-        self._writer = engine.execution_options(**{WRITE_OPTION: True})
+        self._writer = tx.writer(engine)
 
-    @contextlib.contextmanager
-    def _write(self, doing: str) -> Iterator[Connection]:
-        try:
-            with self._writer.begin() as conn:
-                yield conn
-        except sa.exc.SQLAlchemyError as exc:
-            raise HqIndexError(f"{doing}: {_reason(exc)}") from exc
+    def _write(self, doing: str) -> AbstractContextManager[Connection]:
+        return tx.transaction(self._writer, doing, write=True)
 
     def _rows(self, doing: str, query: sa.Executable) -> list[RowMapping]:
-        try:
-            with self._engine.connect() as conn:
-                return list(conn.execute(query).mappings())
-        except sa.exc.SQLAlchemyError as exc:
-            raise HqIndexError(f"{doing}: {_reason(exc)}") from exc
+        return tx.rows(self._engine, doing, query)
 
     def _update(self, doing: str, query: Any) -> int:
         with self._write(doing) as conn:

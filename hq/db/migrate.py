@@ -14,6 +14,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from hq.db import HqIndexError
 from hq.db.engine import WRITE_OPTION, mask
+from hq.db.tx import reason
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 # Index files made before migrations carry no alembic_version table: the first release's
@@ -60,7 +61,7 @@ def status(engine: Engine) -> tuple[str | None, str]:
             if current is None and engine.dialect.name == "sqlite" and _legacy_sqlite(conn):
                 current = "legacy"
     except sa.exc.SQLAlchemyError as exc:
-        raise HqIndexError(f"Reading the schema revision of {mask(engine.url)}: {_reason(exc)}") from exc
+        raise HqIndexError(f"Reading the schema revision of {mask(engine.url)}: {reason(exc)}") from exc
     return current, head_revision()
 
 
@@ -89,7 +90,7 @@ def upgrade(engine: Engine) -> str:
                 conn.exec_driver_sql(f"PRAGMA user_version={MANAGED_USER_VERSION}")
             revision = current_revision(conn)
     except sa.exc.SQLAlchemyError as exc:
-        raise HqIndexError(f"Migrating {mask(engine.url)}: {_reason(exc)}") from exc
+        raise HqIndexError(f"Migrating {mask(engine.url)}: {reason(exc)}") from exc
     assert revision is not None
     return revision
 
@@ -105,9 +106,3 @@ def require_current(engine: Engine, url_option: str) -> None:
     state = "has no schema yet" if current is None else f"is at revision {current}"
     raise HqIndexError(f"the index at {mask(engine.url)} {state}, this software needs {head}: "
                        f"run `bodycam-hq migrate {url_option}` first")
-
-
-def _reason(exc: sa.exc.SQLAlchemyError) -> str:
-    """The driver's own message, without SQLAlchemy's statement dump and link."""
-    orig = getattr(exc, "orig", None)
-    return " ".join(str(orig if orig is not None else exc).split())
