@@ -13,7 +13,7 @@ from typing import Any
 from agent.config import CameraConfig, Config, ConfigError, SensorConfig
 from agent.media.audio import AudioEncoder
 from agent.media.encoder_probe import CodecProbe
-from agent.media.encoder_select import EncoderProbe, EncoderRequest, ProbeResult, Selection, select_encoder
+from agent.media.encoder_select import EncoderProbe, EncoderRequest, ProbeResult, Selection, refusal, select_encoder
 from agent.media.encoders import ThermalEncoder, VideoEncoder
 from agent.media.packets import EncodedPacket, TrackSpec
 from agent.workers import SensorWorker
@@ -96,9 +96,11 @@ def encoder_request(config: Config, camera: CameraConfig, fmt: VideoFormat) -> E
                           camera.encoder_threads)
 
 
-def choose_encoder(camera: CameraConfig, request: EncoderRequest, probe: EncoderProbe) -> Selection:
-    """The encoder ``camera`` will use for ``request``, from the board's probe."""
-    return select_encoder(camera.encoder, functools.partial(_probe_for, probe, request))
+def choose_encoder(camera: CameraConfig, request: EncoderRequest, probe: EncoderProbe,
+                   choice: str | None = None) -> Selection:
+    """The encoder ``camera`` will use for ``request`` (or would with ``choice`` instead of its
+    configured one), from the board's probe."""
+    return select_encoder(choice or camera.encoder, functools.partial(_probe_for, probe, request))
 
 
 def _probe_for(probe: EncoderProbe, request: EncoderRequest, codec: str) -> ProbeResult:
@@ -122,7 +124,8 @@ def build_sensors(config: Config, clock: Clock, sim: bool, registry: Registry | 
         request = encoder_request(config, sc, cam.format)
         selection = choose_encoder(sc, request, codecs)
         if selection.codec is None:
-            raise ConfigError(f"cameras.{name}.encoder", selection.reason)
+            fallback = None if sc.encoder == "auto" else choose_encoder(sc, request, codecs, choice="auto")
+            raise ConfigError(f"cameras.{name}.encoder", refusal(f"cameras.{name}.encoder", selection, fallback))
         log.info("camera %r: %s", name, selection.reason)
         enc = VideoEncoder(
             name,

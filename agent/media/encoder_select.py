@@ -95,3 +95,17 @@ def select_encoder(choice: str, probe: Probe) -> Selection:
                          tuple(tried))
     return Selection(choice, None, f"no H.264 encoder is usable: {passed_over}; {SOFTWARE}: {software.reason}",
                      tuple(tried))
+
+
+def refusal(key: str, selection: Selection, fallback: Selection | None) -> str:
+    """The one line a unit that cannot use ``selection`` stops with: what failed (the probe's
+    reason) and what to do. ``fallback`` is what "auto" would pick on this board (None: not asked,
+    ``selection`` was already "auto")."""
+    if selection.choice == "auto" or fallback is None:
+        return (f"{selection.reason}; this board cannot record H.264 as configured: check the camera's size and "
+                "rate (`bodycam drivers` shows every encoder's answer)")
+    if fallback.codec is not None:
+        return (f"{selection.reason}; set {key} = \"auto\" to record with {fallback.codec} on this board, or fix "
+                f"what the probe found (`bodycam drivers` shows every encoder's answer)")
+    return (f"{selection.reason}; \"auto\" finds no usable encoder here either ({fallback.reason}); "
+            "`bodycam drivers` shows every encoder's answer")

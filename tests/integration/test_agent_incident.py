@@ -6,8 +6,12 @@ import json
 import time
 from pathlib import Path
 
+import pytest
+
 from agent.evidence.manifest import parse_manifest_record
 from agent.evidence.segment import scan
+from agent.media.encoder_probe import CodecProbe
+from agent.media.encoder_select import EncoderRequest
 from agent.store import Store
 from tests.fakes import FakeClock
 from tests.integration.agent_util import (
@@ -18,6 +22,8 @@ from tests.integration.agent_util import (
     with_inputs_script,
 )
 from tests.media_probe import probe
+
+HW_CODEC = "h264_v4l2m2m"
 
 
 def manifests(data: Path) -> list[dict]:  # type: ignore[type-arg]
@@ -123,6 +129,21 @@ def test_bad_config_is_refused_with_the_key_name(tmp_path: Path) -> None:
     res = run_cli("run", "--sim", "--data-dir", str(data), "--config", str(cfg), "--duration", "1")
     assert res.returncode == 2
     assert "recording.pre_event_s" in res.stderr
+    assert not (data / "segments").exists() or not list((data / "segments").iterdir())
+
+
+def test_an_unusable_configured_encoder_refuses_to_start_in_one_line(tmp_path: Path) -> None:
+    probe = CodecProbe()(HW_CODEC, EncoderRequest(1280, 720, 30, 1, "yuv420p", 4_000_000, 30, 1))
+    if probe.usable:  # a board with the encoder: this refusal cannot happen here
+        pytest.skip(f"{HW_CODEC} is usable on this machine: {probe.reason}")
+    data = tmp_path / "unit"
+    cfg = provision_sim(data)
+    cfg.write_text(cfg.read_text().replace('encoder = "auto"', f'encoder = "{HW_CODEC}"'))
+    res = run_cli("run", "--sim", "--data-dir", str(data), "--config", str(cfg), "--duration", "1")
+    assert res.returncode == 2
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"bodycam run: cameras.chest.encoder: {HW_CODEC} (configured) is unusable: "), res.stderr
+    assert 'set cameras.chest.encoder = "auto" to record with libx264 on this board' in last
     assert not (data / "segments").exists() or not list((data / "segments").iterdir())
 
 

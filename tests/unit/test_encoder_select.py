@@ -173,7 +173,23 @@ def test_an_unusable_configured_encoder_stops_the_unit_naming_the_option() -> No
     with pytest.raises(ConfigError) as info:
         build_sensors(config, FakeClock(), sim=False, probe=probe)
     assert info.value.key == "cameras.chest.encoder"
-    assert str(info.value) == f"cameras.chest.encoder: h264_v4l2m2m (configured) is unusable: {NO_DEVICE}"
+    assert str(info.value) == (f"cameras.chest.encoder: h264_v4l2m2m (configured) is unusable: {NO_DEVICE}; set "
+                               'cameras.chest.encoder = "auto" to record with libx264 on this board, or fix what the '
+                               "probe found (`bodycam drivers` shows every encoder's answer)")
+    assert "\n" not in str(info.value)
+
+
+def test_a_refusal_says_when_auto_would_not_help_either() -> None:
+    probe = ScriptedProbe({"h264_v4l2m2m": (False, NO_DEVICE), "libx264": (False, "not in this FFmpeg build")})
+    with pytest.raises(ConfigError) as info:
+        build_sensors(parse_config(CONFIG + 'encoder = "h264_v4l2m2m"\n'), FakeClock(), sim=False, probe=probe)
+    assert '"auto" finds no usable encoder here either (no H.264 encoder is usable: ' in str(info.value)
+    assert "libx264: not in this FFmpeg build" in str(info.value)
+    with pytest.raises(ConfigError) as info:
+        build_sensors(parse_config(CONFIG), FakeClock(), sim=False, probe=probe)
+    assert str(info.value).startswith("cameras.chest.encoder: no H.264 encoder is usable: ")
+    assert str(info.value).endswith("this board cannot record H.264 as configured: check the camera's size and rate "
+                                    "(`bodycam drivers` shows every encoder's answer)")
 
 
 def test_list_encoders_shows_each_enabled_camera() -> None:
