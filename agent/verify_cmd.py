@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from agent import verify_tlog
 from agent.case_verify import check_case, is_case_export, print_findings
 from agent.cliargs import device_id
-from agent.evidence.anchor import AnchorError, check_anchors, read_anchor
+from agent.evidence.anchor import AnchorError, check_anchors, read_anchor, runs
 from agent.evidence.chain import Finding
 from agent.evidence.keys import (
     KeyFileError,
@@ -24,7 +24,7 @@ from agent.evidence.keys import (
     public_der,
 )
 from agent.evidence.media_check import check_media
-from agent.evidence.verify import Report, find_files, verify_path
+from agent.evidence.verify import BackgroundCopy, Report, find_files, verify_path
 from agent.humanize import duration, plural
 from agent.textsafe import safe_text
 
@@ -172,6 +172,8 @@ def _print_report(
             f"{plural(r.events, 'event')}, {duration(r.footage_ns / 1e9)} of footage",
             file=out,
         )
+    for line in background_lines(r.background):
+        print(safe_text(line), file=out)  # request ids come from the files
     content = (
         "decrypted, plaintext hashes and decoding checked"
         if decrypted
@@ -190,6 +192,21 @@ def _print_report(
         print(f"RESULT: OK - every signature, hash and link holds; {proven(r)}", file=out)
     else:
         print(f"RESULT: FAILED - {plural(len(r.problems), 'problem')}", file=out)
+
+
+def background_lines(copies: list[BackgroundCopy]) -> list[str]:
+    """One line per headquarters' request whose range of the background ring is in the set:
+    which seqs it became (segments flagged ``background``, format 8.9)."""
+    by_request: dict[str, list[int]] = {}
+    for c in copies:
+        by_request.setdefault(c.request_id or "unknown", []).append(c.seq)
+    label = "Background:"
+    lines = []
+    for request_id, seqs in by_request.items():
+        lines.append(f"{label:<12} seq {runs(seqs)}: {plural(len(seqs), 'segment')} of the background ring, "
+                     f"copied on headquarters' request {request_id}")
+        label = ""
+    return lines
 
 
 def key_mismatch(r: Report) -> bool:

@@ -406,19 +406,22 @@ def cmd_revoke(args: argparse.Namespace) -> int:
 
 def cmd_evidence_list(args: argparse.Namespace) -> int:
     with open_index(args.data_dir, args.database_url) as index:
-        rows = evidence_rows(index, args.device_id)
-        _auditor(index).record("evidence-list", _actor(), args.device_id or "*", "ok", rows=len(rows))
+        rows = evidence_rows(index, args.device_id, background_only=args.background)
+        _auditor(index).record("evidence-list", _actor(), args.device_id or "*", "ok", rows=len(rows),
+                               background_only=args.background)
     if args.json:
         json.dump(rows, sys.stdout, indent=2)
         print()
         return 0
-    print(f"{'device':<20} {'seq':>8} {'kind':<8} {'size':>11} {'received (UTC)':<27} status / receipt")
+    print(f"{'device':<20} {'seq':>8} {'kind':<8} {'flags':<18} {'size':>11} {'received (UTC)':<27} "
+          "status / receipt")
     for r in rows:
         receipt = r["receipt"]
         tail = f"receipt through {receipt['contiguous_through']}" if receipt else r.get("reason", "no receipt")
-        print(safe_text(  # ids, kinds and reasons came from units
+        print(safe_text(  # ids, kinds, flags and reasons came from units
             f"{r['device_id']:<20} {r['seq'] if r['seq'] is not None else '-':>8} {r['kind'] or '-':<8} "
-            f"{r.get('size_bytes', '-'):>11} {r['received_utc']:<27} {r['status']}: {tail}"
+            f"{','.join(r['flags']) or '-':<18} {r.get('size_bytes', '-'):>11} {r['received_utc']:<27} "
+            f"{r['status']}: {tail}"
         ))
     return 0
 
@@ -544,6 +547,8 @@ def build_parser() -> argparse.ArgumentParser:
     esub = p.add_subparsers(dest="evidence_command", required=True, metavar="COMMAND")
     p = esub.add_parser("list", parents=[data], help="list segments held, their verification and receipts")
     p.add_argument("--device-id", "--device", action=Renamed, help="only this unit's evidence")
+    p.add_argument("--background", action="store_true",
+                   help="only segments copied from a unit's background ring (record after the fact)")
     p.add_argument("--json", action="store_true", help="print the list as JSON")
     p.set_defaults(func=cmd_evidence_list)
 

@@ -60,15 +60,35 @@ def receipt_summary(receipt: bytes | None) -> dict[str, Any] | None:
     return doc
 
 
-def evidence_rows(index: Index, device_id: str | None) -> list[dict[str, Any]]:
+def manifest_flags(manifest: str | None) -> tuple[list[str], str | None]:
+    """An entry's flags and, for a copy from the background ring (format 8.9), the request it
+    answered, read from the verified manifest the index keeps (nothing for entries held before
+    0005, whose manifest it does not keep)."""
+    if manifest is None:
+        return [], None
+    doc = json.loads(manifest)
+    flags = [str(f) for f in doc.get("flags") or ()]
+    origin = doc.get("background")
+    request_id = origin.get("request_id") if isinstance(origin, dict) else None
+    return flags, request_id if isinstance(request_id, str) else None
+
+
+def evidence_rows(index: Index, device_id: str | None, background_only: bool = False) -> list[dict[str, Any]]:
+    """Every entry held (and every quarantined upload) of ``device_id`` (None: of all units);
+    ``background_only``: only segments copied from a unit's background ring."""
     rows: list[dict[str, Any]] = []
     for e in index.evidence_list(device_id):
+        flags, request_id = manifest_flags(e.manifest)
+        if background_only and "background" not in flags:
+            continue
         r = receipt_summary(e.receipt)
         rows.append(
             {
                 "device_id": e.device_id,
                 "seq": e.seq,
                 "kind": e.kind,
+                "flags": flags,
+                "background_request": request_id,
                 "status": e.status if e.deleted_utc_ns is None else f"deleted {iso(e.deleted_utc_ns)}",
                 "recording_id": e.recording_id,
                 "size_bytes": e.size_bytes,
@@ -82,12 +102,14 @@ def evidence_rows(index: Index, device_id: str | None) -> list[dict[str, Any]]:
                 else {"contiguous_through": r["contiguous_through"], "hq_key": r["hq_key"]},
             }
         )
-    for q in index.quarantined(device_id):
+    for q in [] if background_only else index.quarantined(device_id):
         rows.append(
             {
                 "device_id": q.device_id,
                 "seq": q.seq,
                 "kind": None,
+                "flags": [],
+                "background_request": None,
                 "status": f"quarantined: {q.code}",
                 "reason": q.reason,
                 "file_sha256": q.file_sha256,

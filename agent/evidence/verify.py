@@ -50,6 +50,18 @@ class FileResult:
     warnings: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class BackgroundCopy:
+    """A segment copied from the unit's background ring on headquarters' request (format 8.9)."""
+
+    seq: int
+    ring_seq: int | None
+    request_id: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"seq": self.seq, "ring_seq": self.ring_seq, "request_id": self.request_id}
+
+
 @dataclass
 class Report:
     files: int = 0
@@ -63,6 +75,7 @@ class Report:
     decrypted: bool = False
     hashes: dict[int, str] = field(default_factory=dict)  # seq -> manifest SHA-256 of each entry in order
     anchored_through: int | None = None  # the highest seq an anchor vouches for, when anchors were given
+    background: list[BackgroundCopy] = field(default_factory=list)  # segments flagged background, by seq
     problems: list[Finding] = field(default_factory=list)
     warnings: list[Finding] = field(default_factory=list)
 
@@ -87,6 +100,7 @@ class Report:
             "end_proven": self.clean_end,
             "anchored_through": self.anchored_through,
             "decrypted": self.decrypted,
+            "background": [b.as_dict() for b in self.background],
             "problems": [p.as_dict() for p in self.problems],
             "warnings": [w.as_dict() for w in self.warnings],
         }
@@ -332,12 +346,24 @@ def verify_path(
             report.segments += 1
             t = e.manifest["time"]
             report.footage_ns += t["mono_end_ns"] - t["mono_start_ns"]
+            if "background" in e.manifest.get("flags", ()):
+                report.background.append(background_copy(e.seq, e.manifest))
         else:
             report.events += 1
     if chain.ordered:
         report.first_seq = chain.ordered[0].seq
         report.last_seq = chain.ordered[-1].seq
     return report
+
+
+def background_copy(seq: int, manifest: dict[str, Any]) -> BackgroundCopy:
+    """What a segment flagged ``background`` says of its origin; members the checks of 8.9
+    already refused (a file with problems) read as None rather than raising here."""
+    origin = manifest.get("background")
+    origin = origin if isinstance(origin, dict) else {}
+    ring_seq, request_id = origin.get("ring_seq"), origin.get("request_id")
+    return BackgroundCopy(seq, ring_seq if isinstance(ring_seq, int) else None,
+                          request_id if isinstance(request_id, str) else None)
 
 
 def looks_like_evidence(path: Path) -> bool:

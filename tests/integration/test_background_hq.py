@@ -80,6 +80,11 @@ def test_a_supervisor_gets_a_range_of_background_recording_and_what_rotated_out_
             return copied <= held
 
         wait_until(uploaded, 90, "the copied ranges at headquarters")
+        res = run_cli("hq", "evidence", "list", "--data-dir", str(hq_dir), "--background", "--json")
+        flagged = json.loads(res.stdout)
+        assert {r["seq"] for r in flagged} == copied
+        assert all("background" in r["flags"] for r in flagged)
+        assert {r["background_request"] for r in flagged} == {first["request_id"], second["request_id"]}
         status = agent.ctl("status")["data"]
         assert status["state"] == "ready"  # none of this needed a recording
         agent.terminate()
@@ -102,6 +107,7 @@ def test_a_supervisor_gets_a_range_of_background_recording_and_what_rotated_out_
                   str(hq_dir / "keys" / "hq.key"), "--json")
     doc = json.loads(ver.stdout)
     assert doc["ok"], doc["problems"]
+    assert {b["seq"] for b in doc["background"]} == copied
     # the unit's own log says who asked (pseudonymously) and what it did
     with Store(unit / "index.sqlite", FakeClock()) as store:
         audit = [a for a in store.audit_tail(500) if a.action in ("hq-request", "background_export")]

@@ -24,6 +24,7 @@ from agent.evidence.segscan import RECORD_HEAD
 from agent.evidence.verify import verify_path
 from agent.storage_policy import StorageThresholds, ring_first
 from agent.store import RingEntry, Store
+from agent.verify_cmd import background_lines
 from hal.camera import VideoFrame
 from tests.evidence_util import MemorySigner
 from tests.fakes import FakeClock
@@ -128,6 +129,13 @@ def test_the_background_ring_is_sealed_chained_and_a_range_becomes_verifiable_ev
     report = verify_path(segments, unit["signer"].public_key(), hq_key=unit["hq"])  # type: ignore[attr-defined]
     assert report.ok, [p.reason for p in report.problems]
     assert (report.segments, report.events) == (2, 2)
+    assert [b.as_dict() for b in report.background] == [
+        {"seq": 1, "ring_seq": entries[1].seq, "request_id": "ab" * 16},
+        {"seq": 2, "ring_seq": entries[2].seq, "request_id": "ab" * 16},
+    ]
+    assert report.as_dict()["background"][0]["seq"] == 1
+    assert background_lines(report.background) == [
+        f"Background:  seq 1-2: 2 segments of the background ring, copied on headquarters' request {'ab' * 16}"]
     with (segments / "0000000001.bcs").open("rb") as fh:
         found = scan(fh)
     assert found.manifest_record is not None

@@ -16,8 +16,11 @@ from agent.evidence.keys import KeyFileError, load_hq_public, load_receipt_priva
 from hq.cli import main
 from hq.export import ExportError, parse_time
 from hq.index import SqliteIndex
+from hq.records import Evidence
 from hq.serve import ListenError, check_listen, parse_listen
 from tests.evidence_util import ChainBuilder
+
+T0_NS = 1_790_000_000_000_000_000
 
 
 def mode(path: Path) -> int:
@@ -135,3 +138,30 @@ def test_export_times() -> None:
     assert parse_time("2026-09-21T12:00:00.5+02:00") == 1_789_984_800 * 10**9 + 500_000_000
     with pytest.raises(ExportError):
         parse_time("yesterday")
+
+
+def test_evidence_list_shows_flags_and_lists_background_copies_alone(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = str(tmp_path / "H")
+    pub = ChainBuilder(tmp_path / "unit", device_id="unit-9").write_device_pub(tmp_path / "device.pub")
+    assert main(["keygen", "--data-dir", data]) == 0
+    assert main(["enroll", "--data-dir", data, "--device-id", "unit-9", "--device-pub", str(pub)]) == 0
+    copied = {"flags": ["background", "muted"], "trigger": "background",
+              "background": {"ring_seq": 4, "ring_manifest_sha256": "33" * 32, "request_id": "ab" * 16}}
+    with SqliteIndex(tmp_path / "H" / "index.sqlite") as index:
+        for seq, manifest in enumerate([{"flags": ["pre-event"]}, copied]):
+            index.add_evidence(Evidence("unit-9", seq, "segment", f"{seq + 1:064x}", "00" * 32, "22" * 32, 10,
+                                        T0_NS, T0_NS + 1, T0_NS, "verified", f"unit-9/{seq}", f"{seq:032x}",
+                                        manifest=json.dumps(manifest)))
+    capsys.readouterr()
+    assert main(["evidence", "list", "--data-dir", data, "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["seq"], r["flags"], r["background_request"]) for r in rows] == [
+        (0, ["pre-event"], None), (1, ["background", "muted"], "ab" * 16)]
+    assert main(["evidence", "list", "--data-dir", data, "--background"]) == 0
+    header, *lines = capsys.readouterr().out.splitlines()
+    assert header.split()[:4] == ["device", "seq", "kind", "flags"]
+    assert [line.split()[:4] for line in lines] == [["unit-9", "1", "segment", "background,muted"]]
+    with SqliteIndex(tmp_path / "H" / "index.sqlite") as index:
+        listed = [a for a in index.audit_log() if a.event_type == "evidence-list"]
+    assert [a.detail["background_only"] for a in listed] == [False, True]
