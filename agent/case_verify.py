@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from agent.copy_verify import CopyFindings, check_copies
+from agent.credentials_verify import check_credentials
 from agent.evidence.keys import KeyFileError, load_device_public
 from agent.evidence.ledger import CUSTODY_DOMAIN, record_hash
 from agent.evidence.timestamp import TimestampError, check_timestamp, load_certificates
@@ -45,7 +46,8 @@ def is_case_export(path: Path) -> bool:
     return (path / CASE_MANIFEST).is_file()
 
 
-def check_case(folder: Path, tsa_ca: Path | None = None, decode: Decode | None = None) -> CaseFindings:
+def check_case(folder: Path, tsa_ca: Path | None = None, decode: Decode | None = None,
+               c2pa_ca: Path | None = None) -> CaseFindings:
     found = CaseFindings()
     raw = (folder / CASE_MANIFEST).read_bytes()
     try:
@@ -67,6 +69,7 @@ def check_case(folder: Path, tsa_ca: Path | None = None, decode: Decode | None =
         found.devices[str(device_id)] = verify_path(device_dir, pub, decode=decode, expected_device_id=str(device_id))
     copies = CopyFindings()
     check_copies(folder, doc.get("viewing_copies"), {d: r.hashes for d, r in found.devices.items()}, copies)
+    check_credentials(folder, doc, c2pa_ca, copies)
     found.problems.extend(copies.problems)
     found.notes.extend(copies.notes)
     return found

@@ -50,6 +50,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--tsa-ca", type=Path, help="a case export: the time-stamping authority's root certificate(s) "
                    "to trust (default: the one shipped in the export)")
+    p.add_argument("--c2pa-ca", type=Path, help="a case export: headquarters' published court export root "
+                   "(export-ca.pem) to trust for the MP4s' C2PA content credentials (default: the one shipped)")
     p.set_defaults(func=run)
 
 
@@ -68,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"bodycam verify: {path} does not exist", file=sys.stderr)
         return 2
     if path.is_dir() and is_case_export(path):
-        case = check_case(path, args.tsa_ca, decode=check_media)
+        case = check_case(path, args.tsa_ca, decode=check_media, c2pa_ca=args.c2pa_ca)
         print_findings(out, path, case)
         return 0 if case.ok else 1
     if args.device_pub is not None:

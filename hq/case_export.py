@@ -17,6 +17,7 @@ from typing import Any
 
 from agent.evidence.ledger import CUSTODY_DOMAIN
 from agent.fsutil import file_sha256
+from hq.credentials import CredentialsError, ExportSigner, evidence_assertion, manifest_definition, sign_mp4
 from hq.decrypt_client import DecryptClientError
 from hq.evidence_service import Decrypter, timeline
 from hq.export import ExportError, export, iso
@@ -32,6 +33,7 @@ CASE_MANIFEST = "case.json"
 TOKEN = "case.json.tsr"
 CUSTODY = "custody.json"
 TSA_CHAIN = "timestamp/tsa-chain.pem"
+C2PA_ROOT = "credentials/export-ca.pem"
 FORMAT = "bodycam-case-export-v1"
 
 
@@ -53,9 +55,11 @@ def _files(out: Path) -> Iterator[Path]:
 
 def export_case(lc: LifecycleService, index: Index, store: EvidenceStore, case_id: str, out: Path, *,
                 hq_pub: Path | None, exported_by: str, now_ns: int, tsa: TsaClient | None = None,
-                tsa_chain_pem: bytes | None = None, decrypter: Decrypter | None = None) -> CaseExportResult:
+                tsa_chain_pem: bytes | None = None, decrypter: Decrypter | None = None,
+                signer: ExportSigner | None = None) -> CaseExportResult:
     """Export case ``case_id`` into a new folder ``out``; ExportError says why not. With a
-    ``decrypter`` each recording also gets its viewing copies (hq/viewing_copy.py)."""
+    ``decrypter`` each recording also gets its viewing copies (hq/viewing_copy.py), with ``signer``
+    C2PA content credentials on their MP4s (hq/credentials.py)."""
     case = lc.index.case(case_id)
     if case is None:
         raise ExportError(f"no case {case_id!r} (bodycam-hq case list)")
@@ -76,7 +80,15 @@ def export_case(lc: LifecycleService, index: Index, store: EvidenceStore, case_i
         lc.custody("export", exported_by, rec.key, case_id=case_id,
                    seqs=[e.seq for e in by_device[rec.device_id] if e.recording_id == rec.recording_id
                          or (e.recording_id is None and rec.recording_id == f"entry-{e.seq}")])
-    copies = [] if decrypter is None else _viewing_copies(store, decrypter, recordings, by_device, out)
+    try:
+        copies = [] if decrypter is None else _viewing_copies(index, store, decrypter, signer, recordings, by_device,
+                                                              out)
+    except ExportError:
+        shutil.rmtree(out, ignore_errors=True)  # no export without the viewing copies it was asked for
+        raise
+    if signer is not None and copies:
+        (out / C2PA_ROOT).parent.mkdir(exist_ok=True)
+        (out / C2PA_ROOT).write_bytes(signer.root_pem)
     targets = {rec.key for rec in recordings}
     (out / CUSTODY).write_text(json.dumps(_custody_extract(lc, targets), indent=2, sort_keys=True) + "\n")
     if tsa_chain_pem is not None:
@@ -97,6 +109,7 @@ def export_case(lc: LifecycleService, index: Index, store: EvidenceStore, case_i
         "files": {p.relative_to(out).as_posix(): file_sha256(p) for p in _files(out)},
         "custody": CUSTODY,
         "viewing_copies": copies if decrypter is not None else None,
+        "content_credentials": {"root": C2PA_ROOT} if signer is not None and copies else None,
         "timestamp": TOKEN if tsa is not None else None,
         "verify": "bodycam verify DIR (add --tsa-ca FILE to trust the time-stamping authority's own root)",
     }
@@ -111,8 +124,8 @@ def export_case(lc: LifecycleService, index: Index, store: EvidenceStore, case_i
     return CaseExportResult(out, len(recordings), entries, tuple(sorted(by_device)), tsa is not None, len(copies))
 
 
-def _viewing_copies(store: EvidenceStore, decrypter: Decrypter, recordings: list[Any],
-                    by_device: dict[str, list[Evidence]], out: Path) -> list[dict[str, Any]]:
+def _viewing_copies(index: Index, store: EvidenceStore, decrypter: Decrypter, signer: ExportSigner | None,
+                    recordings: list[Any], by_device: dict[str, list[Evidence]], out: Path) -> list[dict[str, Any]]:
     """Each recording's viewing copies; what case.json lists of them."""
     made: list[dict[str, Any]] = []
     for rec in recordings:
@@ -123,7 +136,9 @@ def _viewing_copies(store: EvidenceStore, decrypter: Decrypter, recordings: list
         try:
             record = write_copies(out / rec.device_id / VIEWING, rec.device_id, rec.recording_id, segments,
                                   _reader(store, decrypter, rec.device_id, entry))
-        except (ViewingCopyError, DecryptClientError, StorageError) as exc:
+            if record is not None and signer is not None:
+                _sign(index, out / rec.device_id, record, entry, signer)
+        except (ViewingCopyError, DecryptClientError, StorageError, CredentialsError) as exc:
             raise ExportError(f"viewing copy of {rec.device_id}/{rec.recording_id}: {exc}") from exc
         if record is not None:
             made.append({"device_id": rec.device_id, "recording_id": rec.recording_id,
@@ -161,3 +176,20 @@ def _reader(store: EvidenceStore, decrypter: Decrypter, device_id: str,
             return decrypter.segment(src, e.size_bytes, device_id=device_id, seq=e.seq,
                                      plaintext_sha256=want, recovered=recovered)
     return plaintext
+
+
+def _sign(index: Index, device_dir: Path, record: dict[str, Any], entries: dict[int, Evidence],
+          signer: ExportSigner) -> None:
+    """C2PA content credentials on the recording's MP4s: the camera copy (repackaged, not
+    re-encoded) and the colour-mapped thermal picture (transcoded)."""
+    device = index.device(str(record["device_id"]))
+    fp = device.fingerprint if device is not None else ""
+    receipts = {seq: e.receipt for seq, e in entries.items()}
+    files = [(str(record["video"]), "camera", "c2pa.repackaged")]
+    if record.get("thermal"):
+        files.append((str(record["thermal"]["colour_mapped"]), "thermal-colour-mapped", "c2pa.transcoded"))
+    for name, kind, action in files:
+        evidence = evidence_assertion(device_dir, record, receipts, fp, name, kind)
+        title = f"{record['device_id']} recording {record['recording_id']} ({kind})"
+        sign_mp4(device_dir / VIEWING / name, signer, manifest_definition(title, record["clock"]["utc_start"],
+                                                                          evidence, action))

@@ -10,6 +10,7 @@ line per result; every action is audited and written to the custody ledger as th
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import sys
 import time
@@ -22,6 +23,7 @@ from agent.textsafe import safe_text
 from hq.app import lifecycle_service, open_index
 from hq.audit import Auditor
 from hq.case_export import export_case
+from hq.credentials import CredentialsError, ensure_credentials
 from hq.db import HqIndexError
 from hq.decrypt_client import DecryptClient
 from hq.evidence_service import Decrypter
@@ -284,7 +286,8 @@ def cmd_case_export(args: argparse.Namespace, keys: Path) -> int:
     tsa = TsaClient(args.tsa_url) if args.tsa_url else None
     try:
         decrypter = _decrypter(args, keys)
-    except KeyFileError as exc:
+        signer = None if decrypter is None else ensure_credentials(keys, datetime.datetime.now(datetime.UTC))
+    except (KeyFileError, CredentialsError) as exc:
         print(f"bodycam-hq export: {exc}", file=sys.stderr)
         return 2
     with open_index(args.data_dir, args.database_url) as index:
@@ -293,7 +296,8 @@ def cmd_case_export(args: argparse.Namespace, keys: Path) -> int:
             store = open_evidence_store(args.data_dir, args.store_url)
             lc = lifecycle_service(index, store, time.time_ns, "hq-cli")
             result = export_case(lc, index, store, args.case, args.out, hq_pub=keys / "hq.pub", exported_by=actor,
-                                 now_ns=time.time_ns(), tsa=tsa, tsa_chain_pem=chain, decrypter=decrypter)
+                                 now_ns=time.time_ns(), tsa=tsa, tsa_chain_pem=chain, decrypter=decrypter,
+                                 signer=signer)
         except (ExportError, LifecycleError, StorageError, StoreUrlError, TsaError, OSError) as exc:
             audit.record("export", actor, target, "refused", reason=str(exc))
             print(f"bodycam-hq export: {exc}", file=sys.stderr)
@@ -307,7 +311,8 @@ def cmd_case_export(args: argparse.Namespace, keys: Path) -> int:
         print("no viewing copies" + ("" if args.no_viewing_copies else
                                      ": give --decrypt-socket (bodycam-hq decryptd) or --hq-key to make them"))
     else:
-        print(f"viewing copies: {result.viewing_copies} recording(s) as MP4 (H.264 as recorded)")
+        print(f"viewing copies: {result.viewing_copies} recording(s) as MP4 (H.264 as recorded), with C2PA content "
+              f"credentials under {keys / 'export-ca.pem'} (publish it for experts: bodycam verify --c2pa-ca)")
     print(f"check it with: bodycam verify {args.out}")
     return 0
 

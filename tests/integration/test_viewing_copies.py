@@ -1,11 +1,14 @@
-"""A case export's viewing copies end to end: a real recording (H.264 camera, FFV1 thermal, Opus
-audio) sealed to headquarters' key and ingested, ``bodycam-hq export --case`` decrypting with
-``hq.key``, ffprobe reading the MP4s (time code track, metadata, every frame), ``bodycam verify``
-proving offline that the copy's packets are the unit's, and tampered copies (one H.264 packet
-changed, a frame dropped) failing with the reason even when case.json is rewritten to match."""
+"""A case export's viewing copies and their C2PA content credentials end to end: a real
+recording (H.264 camera, FFV1 thermal, Opus audio) sealed to headquarters' key and ingested,
+``bodycam-hq export --case`` decrypting with ``hq.key``, ffprobe reading the MP4s (time code
+track, metadata, every frame), ``bodycam verify`` proving offline that the copy's packets are the
+unit's, the C2PA reader validating each MP4, and tampered copies (one H.264 packet changed, a
+frame dropped, the credentials stripped) failing with the reason even when case.json is
+rewritten to match."""
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import shutil
@@ -15,13 +18,16 @@ from pathlib import Path
 from typing import Any
 
 import av
+import c2pa
 import pytest
+from cryptography.hazmat.primitives import serialization
 
 from agent.cli import main as bodycam
 from agent.evidence.keys import load_hq_private
 from agent.evidence.viewcopy import demux
 from hq.cli import main as hq
 from hq.index import SqliteIndex
+from hq.keygen import make_ca
 from hq.storage import FileEvidenceStore
 from tests.playback_util import FPS, record
 from tests.playback_util import ingest as ingest_recording
@@ -55,6 +61,19 @@ def exported(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[Path, 
 
 def test_the_viewing_copy_is_the_recorded_h264_with_time_codes(exported: tuple[Path, str]) -> None:
     out, stem = exported
+    # the C2PA reference reader validates each MP4 on its own, under headquarters' export root
+    root = (out / "credentials" / "export-ca.pem").read_text()
+    context = c2pa.Context.from_dict({"verify": {"verify_trust": True}, "trust": {"trust_anchors": root}})
+    for name in (f"{stem}.mp4", f"{stem}.thermal.mp4"):
+        with (out / name).open("rb") as fh, c2pa.Reader("video/mp4", fh, context=context) as reader:
+            assert reader.get_validation_state() == "Trusted", reader.get_validation_results()
+            manifest = reader.get_active_manifest()
+        assert manifest is not None
+        evidence = next(a["data"] for a in manifest["assertions"] if a["label"] == "org.bodycam.evidence")
+        record = json.loads((out / f"{stem}.json").read_text())
+        bound = [s["manifest_sha256"] for s in evidence["segments"]]
+        assert bound == [s["manifest_sha256"] for s in record["segments"]]
+        assert all(s["receipt"] and s["unit_signature"] for s in evidence["segments"])
     doc = ffprobe(out / f"{stem}.mp4")
     kinds = {s["codec_type"]: s for s in doc["streams"]}
     assert kinds["video"]["codec_name"] == "h264" and kinds["audio"]["codec_name"] == "opus"
@@ -94,6 +113,14 @@ def _change_a_packet(mp4: Path) -> None:
 
 
 def _drop_a_frame(mp4: Path) -> None:
+    _remux(mp4, drop=48)  # a frame near the end (no frame after it refers to it)
+
+
+def _strip_credentials(mp4: Path) -> None:
+    _remux(mp4, drop=None)  # every packet kept: only the C2PA manifest store goes
+
+
+def _remux(mp4: Path, drop: int | None) -> None:
     copy = mp4.with_name("tmp.mp4")
     with av.open(str(mp4)) as src, av.open(str(copy), "w", format="mp4") as dst:
         v, a = src.streams.video[0], src.streams.audio[0]
@@ -104,7 +131,7 @@ def _drop_a_frame(mp4: Path) -> None:
                 continue
             if p.stream is v:
                 n += 1
-                if n == 48:  # a frame near the end (no frame after it refers to it)
+                if n == drop:
                     continue
             p.stream = ov if p.stream is v else oa
             dst.mux(p)
@@ -118,7 +145,14 @@ def test_verify_proves_the_copy_and_names_tampering(exported: tuple[Path, str], 
     assert bodycam(["verify", str(out)]) == 0
     said = capsys.readouterr().out
     assert f"{stem}.mp4: its 50 H.264 packets are the unit's, byte for byte and in order" in said, said
-    assert "RESULT: OK" in said
+    assert "content credentials: 2 MP4(s) validated by the C2PA reader" in said and "RESULT: OK" in said
+    # an expert trusting only another root is told the credentials do not chain to it
+    other = tmp_path / "other-ca.pem"
+    other.write_bytes(make_ca(datetime.datetime.now(datetime.UTC), "someone else")[1].public_bytes(
+        serialization.Encoding.PEM))
+    capsys.readouterr()
+    assert bodycam(["verify", str(out), "--c2pa-ca", str(other)]) == 1
+    assert "C2PA validation says Valid (signingCredential.untrusted" in capsys.readouterr().out
 
     def fails_naming(name: str, edit: Callable[[Path], None], rel: str, reason: str) -> None:
         copy = tmp_path / name
@@ -143,4 +177,5 @@ def test_verify_proves_the_copy_and_names_tampering(exported: tuple[Path, str], 
         raw[at + len(track.packets[5]) - 3] ^= 0x10
         mkv.write_bytes(bytes(raw))
 
+    fails_naming("stripped", _strip_credentials, f"{stem}.mp4", f"{stem}.mp4: no C2PA content credentials (removed)")
     fails_naming("thermal", change_thermal, f"{stem}.thermal.mkv", "the thermal track: packet 5 is not the recorded")
