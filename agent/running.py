@@ -25,6 +25,7 @@ from agent.console.service import ConsoleService, start_console
 from agent.control import ControlServer
 from agent.evidence.keys import FileKeyStore, load_hq_public
 from agent.fsutil import free_bytes
+from agent.live.channel import live_handlers
 from agent.live.wiring import build_live
 from agent.provision import CONFIG_NAME
 from agent.recorder import Recorder, RecorderSettings
@@ -162,6 +163,9 @@ class Agent:
         self.request_handlers = RequestHandlers()
         if self.background is not None:
             self.request_handlers.register("background.upload", upload_handler(self.recorder.command, self._kick_sync))
+        if self.live is not None:  # live.start / live.stop: an operator opened the unit's live panel
+            for kind, handler in live_handlers(self.live.controller).items():
+                self.request_handlers.register(kind, handler)
         self.requests: RequestChannel | None = None
         try:
             # alarms become signed chain events and the status LED through the recorder's inbox

@@ -183,7 +183,7 @@ def _run_node(args: argparse.Namespace, setup: _Serve, sock: socket.socket, inde
         service = build_service(args.data_dir, setup.keys, index, ingest=ingest, sole_node=announce,
                                 store_url=args.store_url, log_origin=args.log_origin,
                                 witnesses=witness_client.policy(args))
-        attach_live(args, service, setup.keys)
+        attach_live(args, service)
         server = HqServer(sock, service, setup.tls, origins=setup.origins, limits=setup.limits,
                           behind_proxy=args.behind_proxy, metrics=metrics, ops=setup.ops,
                           web=web_options.settings(args))

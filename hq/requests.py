@@ -55,9 +55,56 @@ def check_background_upload(params: Mapping[str, Any]) -> dict[str, Any]:
     return {"from_utc_ns": start, "to_utc_ns": end}
 
 
+LIVE_MAX_VIEWERS = 10_000
+LIVE_MAX_ICE_SERVERS = 4
+LIVE_STOP_REASONS = ("no-viewers", "requested")
+_ICE_SCHEMES = ("stun", "turn", "turns")
+
+
+def _live_viewers(kind: str, params: Mapping[str, Any]) -> int:
+    v = params.get("viewers")
+    if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= LIVE_MAX_VIEWERS:
+        raise RequestError(f"{kind}: viewers is a count from 0 to {LIVE_MAX_VIEWERS}")
+    return v
+
+
+def _ice_server(server: Any) -> dict[str, Any]:
+    if not isinstance(server, Mapping) or not set(server) <= {"urls", "username", "credential"}:
+        raise RequestError("live.start: each ICE server is {urls, username, credential}")
+    urls = server.get("urls")
+    urls = [urls] if isinstance(urls, str) else urls
+    if not isinstance(urls, list) or not 0 < len(urls) <= LIVE_MAX_ICE_SERVERS or not all(
+            isinstance(u, str) and u.split(":", 1)[0] in _ICE_SCHEMES and len(u) < 256 for u in urls):
+        raise RequestError("live.start: an ICE server's urls are stun:, turn: or turns: URLs")
+    user, cred = server.get("username", ""), server.get("credential", "")
+    if not isinstance(user, str) or not isinstance(cred, str) or len(user) > 200 or len(cred) > 200:
+        raise RequestError("live.start: an ICE server's username and credential are short text")
+    return {"urls": list(urls), "username": user, "credential": cred}
+
+
+def check_live_start(params: Mapping[str, Any]) -> dict[str, Any]:
+    """``live.start``: ``{"viewers": int, "ice_servers": [{"urls": [...], "username", "credential"}]}``:
+    a viewer wants the unit's live stream (hq/live/); the TURN credentials are the unit's, for this stream."""
+    if "viewers" not in params or not set(params) <= {"viewers", "ice_servers"}:
+        raise RequestError("live.start takes viewers and, optionally, ice_servers")
+    ice = params.get("ice_servers", [])
+    if not isinstance(ice, list) or len(ice) > LIVE_MAX_ICE_SERVERS:
+        raise RequestError(f"live.start: ice_servers is a list of at most {LIVE_MAX_ICE_SERVERS} servers")
+    return {"viewers": _live_viewers("live.start", params), "ice_servers": [_ice_server(s) for s in ice]}
+
+
+def check_live_stop(params: Mapping[str, Any]) -> dict[str, Any]:
+    """``live.stop``: ``{"viewers": int, "reason": "no-viewers" | "requested"}``."""
+    if set(params) != {"viewers", "reason"} or params["reason"] not in LIVE_STOP_REASONS:
+        raise RequestError(f"live.stop takes viewers and a reason ({', '.join(LIVE_STOP_REASONS)})")
+    return {"viewers": _live_viewers("live.stop", params), "reason": params["reason"]}
+
+
 # The kinds headquarters may send, each with its parameter check. One line per kind.
 KINDS: dict[str, ParamsCheck] = {
     "background.upload": check_background_upload,
+    "live.start": check_live_start,  # live view (hq/live/channel.py): a viewer wants the stream
+    "live.stop": check_live_stop,  # the last viewer left, or an operator ended it
 }
 
 
@@ -100,6 +147,10 @@ class UnitRequests:
         self.delivery = delivery or Delivery()
         self.on_queued: Callable[[str], None] = lambda device_id: None
 
+    def pseudonym(self, actor: str) -> str:
+        """The id the unit is told for ``actor`` (``requested_by`` of their requests)."""
+        return pseudonym(self._hq_key, actor)
+
     def queue(
         self, device_id: str, kind: str, params: Mapping[str, Any], actor: str, reason: str,
         ttl_s: float = DEFAULT_TTL_S,
@@ -114,7 +165,7 @@ class UnitRequests:
                                refusal=str(exc))
             raise
         now = self._now_ns()
-        request_id, requested_by = secrets.token_hex(16), pseudonym(self._hq_key, actor)
+        request_id, requested_by = secrets.token_hex(16), self.pseudonym(actor)
         expires = now + int(ttl_s * NS_PER_S)
         signed = make_request({
             "request_id": request_id, "device_id": device_id, "kind": kind, "params": checked,

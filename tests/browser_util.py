@@ -10,6 +10,8 @@ API (fixtures in tests/integration/browser/conftest.py wrap it):
 - ``Browser()``: chromium with the house flags and a fresh user-data-dir; ``new_page()`` gives a
   Playwright page that trusts the server's self-signed certificate; ``close()``.
 - ``sign_in(page, server, user)``: through the real form, with a fresh TOTP code.
+- ``http_sign_in(server, user)``: the same form without a browser: a ``requests`` session that
+  trusts the server's certificate, signed in, and the page's CSRF token (for JSON routes).
 - ``screenshot(page, name)``: ``test-artifacts/screenshots/NAME.png`` (CI keeps that folder).
 - ``axe_violations(page)`` / ``assert_accessible(page)``: axe-core (vendored in tests/vendor,
   injected into the page) for WCAG 2.1 A and AA rules.
@@ -181,6 +183,27 @@ def sign_in(page: Any, server: OpsServer, user: WebUser | str, path: str = "/ops
     page.get_by_role("button", name="Sign in").click()
     page.locator("#signed-in-user").wait_for()
     assert page.locator("#signed-in-user").inner_text() == who.name
+
+
+def http_sign_in(server: OpsServer, user: str) -> tuple[Any, str]:
+    """(session, CSRF token): ``user`` signed in through the form over plain HTTPS."""
+    import requests
+
+    http = requests.Session()
+    http.trust_env = False  # else REQUESTS_CA_BUNDLE from the environment replaces the session's verify
+    http.verify = str(server.data / "keys" / "ca.pem")
+    who = server.users[user]
+    form = http.get(server.url + "/ops/signin")
+    m = re.search(r'name="csrf_token" value="([^"]+)"', form.text)
+    assert m, form.text
+    answer = http.post(server.url + "/ops/signin", data={
+        "csrf_token": m.group(1), "name": who.name, "password": who.password, "code": who.next_code(),
+        "next": "/ops/"}, headers={"Origin": server.url}, allow_redirects=False)
+    assert answer.status_code == 303, answer.text
+    home = http.get(server.url + "/ops/")
+    m = re.search(r'<meta name="csrf-token" content="([^"]+)"', home.text)
+    assert m, home.text
+    return http, m.group(1)
 
 
 def screenshot(page: Any, name: str) -> Path:

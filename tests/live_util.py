@@ -6,6 +6,8 @@ simulated unit whose camera burns a machine-readable time code (drivers/sim_time
 view on. ``JanusViewer`` subscribes to a unit's stream straight from Janus with aiortc (the
 bench's and the Python tests' viewer; browsers go through headquarters' viewer routes) and reads
 the time code of every decoded frame: glass-to-glass latency against this host's clock.
+``OpsViewer`` watches as an operator through headquarters' live panel routes (join, answer,
+keepalive, leave), which ask a unit that is not streaming to start over the request channel.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import time
 import types
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 
@@ -118,12 +120,11 @@ class Seen:
                 if abs(arrived % (1 << 48) - burned) < 60_000]
 
 
-class JanusViewer:
-    """A viewer subscribed to ``device_id``'s stream straight from Janus (aiortc, its own thread)."""
+class AiortcViewer:
+    """An aiortc viewer on its own thread and event loop: ``_main`` connects, sets ``_ready`` once
+    the media server has its answer, and decodes into ``seen`` until ``_stop``."""
 
-    def __init__(self, janus_url: str, api_secret: str, device_id: str,
-                 on_frame: Callable[[float, int, int], None] | None = None) -> None:
-        self._client = JanusClient(janus_url, api_secret)
+    def __init__(self, device_id: str, on_frame: Callable[[float, int, int], None] | None = None) -> None:
         self._device = device_id
         self.seen = Seen()
         self._on_frame = on_frame
@@ -132,13 +133,32 @@ class JanusViewer:
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="viewer", daemon=True)
 
-    def start(self, timeout_s: float = 30.0) -> JanusViewer:
+    def start(self, timeout_s: float = 30.0) -> Self:
         self._thread.start()
         if not self._ready.wait(timeout_s):
             raise AssertionError(f"viewer not connected within {timeout_s} s ({self._error})")
         if self._error is not None:
             raise AssertionError(f"viewer failed: {self._error}")
         return self
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._main())
+        except BaseException as exc:  # reported to start() / the test
+            self._error = exc
+            self._ready.set()
+
+    async def _main(self) -> None:
+        raise NotImplementedError
+
+
+class JanusViewer(AiortcViewer):
+    """A viewer subscribed to ``device_id``'s stream straight from Janus (aiortc, its own thread)."""
+
+    def __init__(self, janus_url: str, api_secret: str, device_id: str,
+                 on_frame: Callable[[float, int, int], None] | None = None) -> None:
+        super().__init__(device_id, on_frame)
+        self._client = JanusClient(janus_url, api_secret)
 
     def stop(self) -> None:
         self._stop.set()
@@ -163,13 +183,6 @@ class JanusViewer:
             self._client.detach(handle)
         raise AssertionError(f"{self._device} never published")
 
-    def _run(self) -> None:
-        try:
-            asyncio.run(self._main())
-        except BaseException as exc:  # reported to start() / the test
-            self._error = exc
-            self._ready.set()
-
     async def _main(self) -> None:
         from aiortc import RTCPeerConnection, RTCSessionDescription
 
@@ -183,7 +196,7 @@ class JanusViewer:
 
         @pc.on("track")
         def on_track(track: Any) -> None:
-            asyncio.ensure_future(self._frames(track, done))
+            asyncio.ensure_future(read_frames(track, done, self.seen, self._on_frame))
 
         await pc.setRemoteDescription(RTCSessionDescription(jsep["sdp"], "offer"))
         await pc.setLocalDescription(await pc.createAnswer())
@@ -196,19 +209,84 @@ class JanusViewer:
         await pc.close()
         await asyncio.to_thread(self._client.detach, handle)
 
-    async def _frames(self, track: Any, done: asyncio.Event) -> None:
-        while not done.is_set():
-            try:
-                frame = await asyncio.wait_for(track.recv(), 1.0)
-            except TimeoutError:
-                continue
-            except Exception:
-                return
-            arrived = time.time() * 1000
-            code = sim_timecode.read(np.ascontiguousarray(frame.to_ndarray(format="gray")))
-            if code is None:
-                self.seen.undecodable += 1
-                continue
-            self.seen.frames.append((arrived, code[0], code[1]))
-            if self._on_frame is not None:
-                self._on_frame(arrived, code[0], code[1])
+
+
+async def read_frames(track: Any, done: asyncio.Event, seen: Seen,
+                      on_frame: Callable[[float, int, int], None] | None = None) -> None:
+    """Decode ``track`` until ``done``: each frame's burned-in time code and index into ``seen``."""
+    while not done.is_set():
+        try:
+            frame = await asyncio.wait_for(track.recv(), 1.0)
+        except TimeoutError:
+            continue
+        except Exception:
+            return
+        arrived = time.time() * 1000
+        code = sim_timecode.read(np.ascontiguousarray(frame.to_ndarray(format="gray")))
+        if code is None:
+            seen.undecodable += 1
+            continue
+        seen.frames.append((arrived, code[0], code[1]))
+        if on_frame is not None:
+            on_frame(arrived, code[0], code[1])
+
+
+class OpsViewer(AiortcViewer):
+    """An operator watching through headquarters' live panel routes, as the panel's script does
+    (join, answer, keepalive every 10 s, leave), with aiortc instead of a browser; ``http`` is a
+    signed-in session of the operations room and ``csrf`` its token. ``joined_s``: how long the
+    join took (headquarters waits for the unit to start when it is not streaming)."""
+
+    KEEPALIVE_S = 10.0
+
+    def __init__(self, http: Any, base_url: str, csrf: str, device_id: str) -> None:
+        super().__init__(device_id)
+        self._http = http
+        self._base = base_url
+        self._headers = {"X-CSRF-Token": csrf, "Origin": base_url}
+        self.token = ""
+        self.joined_s: float | None = None
+
+    def post(self, path: str, doc: dict[str, Any]) -> Any:
+        return self._http.post(self._base + path, json=doc, headers=self._headers, timeout=60)
+
+    def stop(self) -> None:
+        """Leave (headquarters audits it and tells the unit when this was the last viewer)."""
+        self._stop.set()
+        self._thread.join(15)
+        if self.token:
+            answer = self.post("/ops/live-viewer/leave", {"token": self.token})
+            assert answer.status_code == 200, answer.text
+
+    async def _main(self) -> None:
+        from aiortc import RTCPeerConnection, RTCSessionDescription
+
+        began = time.monotonic()
+        joined = await asyncio.to_thread(self.post, f"/ops/live/{self._device}/join", {})
+        if joined.status_code != 200:
+            raise AssertionError(f"join answered {joined.status_code}: {joined.text}")
+        self.joined_s = time.monotonic() - began
+        grant = joined.json()
+        self.token = grant["token"]
+        pc = RTCPeerConnection()
+        done = asyncio.Event()
+
+        @pc.on("track")
+        def on_track(track: Any) -> None:
+            asyncio.ensure_future(read_frames(track, done, self.seen))
+
+        await pc.setRemoteDescription(RTCSessionDescription(grant["sdp"], "offer"))
+        await pc.setLocalDescription(await pc.createAnswer())
+        answered = await asyncio.to_thread(self.post, "/ops/live-viewer/answer",
+                                           {"token": self.token, "sdp": pc.localDescription.sdp})
+        if answered.status_code != 200:
+            raise AssertionError(f"answer answered {answered.status_code}: {answered.text}")
+        self._ready.set()
+        renewed = time.monotonic()
+        while not self._stop.is_set():
+            await asyncio.sleep(0.1)
+            if time.monotonic() - renewed >= self.KEEPALIVE_S:
+                renewed = time.monotonic()
+                await asyncio.to_thread(self.post, "/ops/live-viewer/keepalive", {"token": self.token})
+        done.set()
+        await pc.close()

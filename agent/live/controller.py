@@ -201,7 +201,8 @@ class LiveController:
         self.last_end = why.value
         duration_ms = (self._clock.monotonic_ns() - stream.started_ns) // 1_000_000
         self._post("live", f"live:{by}", on=False, notice=self._cfg.notice,
-                   detail={"by": by, "viewers": stream.viewers, "reason": why.value, "duration_ms": duration_ms})
+                   detail={"by": by, "viewers": stream.viewers, "peak_viewers": stream.peak_viewers,
+                           "reason": why.value, "duration_ms": duration_ms})
         log.info("live view: stopped (%s) after %.1f s", why.value, duration_ms / 1000)
 
     def _ended(self, publisher: Any, reason: str) -> None:

@@ -39,17 +39,20 @@ class Stream:
     viewers: int
     viewerless_since_ns: int | None  # None while someone watches
     auto: bool = False
+    peak_viewers: int = 0  # the most viewers headquarters reported at once (signed with the stop)
 
 
 def started(now_ns: int, operator: str, viewers: int, auto: bool = False) -> Stream:
-    return Stream(now_ns, operator, max(0, viewers), None if viewers > 0 else now_ns, auto)
+    viewers = max(0, viewers)
+    return Stream(now_ns, operator, viewers, None if viewers > 0 else now_ns, auto, viewers)
 
 
 def viewers_changed(stream: Stream, viewers: int, now_ns: int) -> Stream:
     """A new viewer count from headquarters."""
     viewers = max(0, viewers)
     if viewers > 0:
-        return dataclasses.replace(stream, viewers=viewers, viewerless_since_ns=None)
+        return dataclasses.replace(stream, viewers=viewers, viewerless_since_ns=None,
+                                   peak_viewers=max(stream.peak_viewers, viewers))
     since = stream.viewerless_since_ns if stream.viewerless_since_ns is not None else now_ns
     return dataclasses.replace(stream, viewers=0, viewerless_since_ns=since)
 

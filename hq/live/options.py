@@ -5,19 +5,18 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import secrets
 import threading
 from pathlib import Path
 
 from hq.live.broker import JanusBroker
+from hq.live.channel import ChannelRequests
 from hq.live.janus import JanusClient
-from hq.live.service import LivePolicy, LiveService, TurnSettings, UnitRequests
+from hq.live.service import LivePolicy, LiveService, TurnSettings
 from hq.service import HqService
 
 log = logging.getLogger(__name__)
 
 SWEEP_INTERVAL_S = 5.0
-PSEUDONYM_KEY = "live-pseudonym.key"
 
 
 class LiveSetupError(Exception):
@@ -49,19 +48,6 @@ def _secret(path: Path, option: str) -> str:
     return text
 
 
-def _pseudonym_key(keys_dir: Path) -> bytes:
-    """The key that turns operators' names into the pseudonymous ids units record (made once, 0600)."""
-    path = keys_dir / PSEUDONYM_KEY
-    try:
-        return bytes.fromhex(path.read_text().strip())
-    except FileNotFoundError:
-        key = secrets.token_bytes(32)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write(key.hex() + "\n")
-        return key
-
-
 class Sweeper:
     """Drops viewers whose token was not renewed, every few seconds, on its own thread."""
 
@@ -83,9 +69,10 @@ class Sweeper:
         self._thread.join(5)
 
 
-def attach_live(args: argparse.Namespace, service: HqService, keys_dir: Path,
-                requests: UnitRequests | None = None) -> LiveService | None:
-    """Live view for this node when ``--janus-url`` is given (else None)."""
+def attach_live(args: argparse.Namespace, service: HqService) -> LiveService | None:
+    """Live view for this node when ``--janus-url`` is given (else None): units are asked to start
+    and stop over the request channel (``service.requests``), and record the operator by the
+    channel's pseudonym, the one headquarters' audit log keeps with the request."""
     if not args.janus_url:
         return None
     if args.janus_secret_file is None:
@@ -96,8 +83,8 @@ def attach_live(args: argparse.Namespace, service: HqService, keys_dir: Path,
         if args.turn_secret_file is None:
             raise LiveSetupError("--turn-url needs --turn-secret-file (coturn's static-auth-secret)")
         turn = TurnSettings(tuple(args.turn_url), _secret(args.turn_secret_file, "--turn-secret-file"))
-    live = LiveService(JanusBroker(janus), service.audit, requests, _pseudonym_key(keys_dir),
-                       LivePolicy(supervisors_only=args.live_supervisors_only), turn)
+    live = LiveService(JanusBroker(janus), service.audit, ChannelRequests(service.requests),
+                       service.requests.pseudonym, LivePolicy(supervisors_only=args.live_supervisors_only), turn)
     sweeper = Sweeper(live)
     service.live = live
     service.on_close(sweeper.stop)

@@ -2,8 +2,9 @@
 
 A unit publishes with WHIP (its signed offer becomes a Janus videoroom publisher); a viewer whose
 role may watch asks to join a unit's stream: if the unit is not publishing, the service asks it to
-(``live.start`` over the unit request channel, with the viewer's pseudonymous id and the viewer
-count) and waits up to ``start_wait_s`` for its publication; then the media server makes an offer
+(``live.start`` over the unit request channel, hq/live/channel.py, with the viewer count; the
+channel names the operator by its pseudonym) and waits up to ``start_wait_s`` for its publication
+to carry media; then the media server makes an offer
 for that viewer alone, and the viewer's answer starts the forwarding. Viewers hold short-lived
 tokens renewed by a keepalive; a token not renewed within ``token_ttl_s`` is a leave. When the
 last viewer leaves the unit is told (``live.stop``, reason ``no-viewers``). Every publish, join,
@@ -31,6 +32,7 @@ from typing import Any, Protocol
 from hq.live.broker import BrokerError, MediaBroker, Publication, Subscription
 
 VIEWER_ROLES = frozenset({"operator", "supervisor"})
+MEDIA_POLL_S = 0.2  # how often a join asks the media server whether a new stream carries media yet
 SUPERVISOR_ROLES = frozenset({"supervisor"})
 
 
@@ -42,8 +44,9 @@ class LiveError(Exception):
         self.status, self.code, self.message = status, code, message
 
 
-class UnitRequests(Protocol):
-    """The headquarters -> unit request channel (signed requests the unit fetches itself)."""
+class UnitChannel(Protocol):
+    """How the service asks a unit to start or stop (``hq.live.channel.ChannelRequests``: the
+    request channel, signed requests the unit fetches itself)."""
 
     def ask(self, device_id: str, kind: str, args: dict[str, Any], actor: str) -> None: ...
 
@@ -90,11 +93,6 @@ class Grant:
     expires_in_s: float
 
 
-def pseudonym(key: bytes, user: str) -> str:
-    """The pseudonymous id the unit's chain records for ``user``: headquarters alone can say who it is."""
-    return "op-" + hmac.new(key, user.encode(), hashlib.sha256).hexdigest()[:16]
-
-
 def turn_credentials(turn: TurnSettings, who: str, now_s: int) -> dict[str, Any]:
     """TURN REST credentials (draft-uberti-behave-turn-rest): username ``expiry:who``, HMAC-SHA1 password."""
     username = f"{now_s + turn.ttl_s}:{who}"
@@ -103,13 +101,16 @@ def turn_credentials(turn: TurnSettings, who: str, now_s: int) -> dict[str, Any]
 
 
 class LiveService:
-    def __init__(self, broker: MediaBroker, audit: Audit, requests: UnitRequests | None, pseudonym_key: bytes,
-                 policy: LivePolicy = LivePolicy(), turn: TurnSettings | None = None,
-                 now_ns: Callable[[], int] = time.time_ns) -> None:
+    def __init__(self, broker: MediaBroker, audit: Audit, requests: UnitChannel | None,
+                 pseudonym: Callable[[str], str], policy: LivePolicy = LivePolicy(),
+                 turn: TurnSettings | None = None, now_ns: Callable[[], int] = time.time_ns) -> None:
+        """``pseudonym(user)``: the id the unit's chain records for an operator, the request
+        channel's own (``hq.requests.UnitRequests.pseudonym``), so the chain, the request and the
+        audit log name the same id."""
         self._broker = broker
         self._audit = audit
         self._requests = requests
-        self._key = pseudonym_key
+        self._pseudonym = pseudonym
         self.policy = policy
         self._turn = turn
         self._now_ns = now_ns
@@ -184,6 +185,7 @@ class LiveService:
             self._audit.record("live-join", user, device_id, "refused", reason="unknown-unit")
             raise LiveError(404, "not-found", "no such unit")
         pub = self._publication_or_ask(user, device_id)
+        self._wait_for_media(user, pub)
         try:
             sub = self._broker.subscribe(pub)
         except BrokerError as exc:
@@ -195,7 +197,7 @@ class LiveService:
         with self._lock:
             self._viewers[token] = viewer
             count = self._count(device_id)
-        self._audit.record("live-join", user, device_id, "ok", viewers=count, pseudonym=pseudonym(self._key, user))
+        self._audit.record("live-join", user, device_id, "ok", viewers=count, pseudonym=self._pseudonym(user))
         self._tell_unit(device_id, "live.start", user, count)
         ice = [turn_credentials(self._turn, user, now // 1_000_000_000)] if self._turn else []
         return Grant(token, sub.offer_sdp, ice, self.policy.token_ttl_s)
@@ -224,6 +226,18 @@ class LiveService:
             raise LiveError(504, "unit-silent", f"the unit did not start its stream within "
                                                 f"{self.policy.start_wait_s:g} s (offline, or live view off)")
         return pub
+
+    def _wait_for_media(self, user: str, pub: Publication) -> None:
+        """A stream is a feed viewers can join only once its media connection is up (a unit that
+        just answered a ``live.start`` has published its offer, not yet its media): wait for that,
+        within ``start_wait_s``."""
+        deadline = time.monotonic() + self.policy.start_wait_s
+        while not self._broker.alive(pub):
+            if time.monotonic() >= deadline:
+                self._audit.record("live-join", user, pub.device_id, "failed", reason="no-media")
+                raise LiveError(504, "unit-silent", f"the unit's stream carried no media within "
+                                                    f"{self.policy.start_wait_s:g} s (check TURN)")
+            time.sleep(MEDIA_POLL_S)
 
     def answer(self, user: str, token: str, answer_sdp: str) -> None:
         viewer = self._viewer(user, token)
@@ -283,7 +297,7 @@ class LiveService:
     def _tell_unit(self, device_id: str, kind: str, user: str, viewers: int, **extra: Any) -> None:
         if self._requests is None:
             return
-        args: dict[str, Any] = {"operator": pseudonym(self._key, user), "viewers": viewers, **extra}
+        args: dict[str, Any] = {"viewers": viewers, **extra}  # the channel names who asked
         if kind == "live.start":
             args["ice_servers"] = self.unit_ice_servers(device_id)
         try:

@@ -7,13 +7,15 @@ import json
 import statistics
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tests.browser_util import OpsServer, http_sign_in
 from tests.integration.agent_util import verify_json
 from tests.integration.hq_util import wait_until
 from tests.integration.test_agent_incident import manifests
-from tests.live_util import JanusViewer, LiveRig
+from tests.live_util import JanusViewer, LiveRig, OpsViewer
 
 
 @pytest.fixture
@@ -92,4 +94,58 @@ def test_after_a_loss_burst_the_picture_comes_back_and_the_recording_is_untouche
     doc = verify_json(data)
     assert doc["_exit"] == 0 and doc["ok"], json.dumps(doc["problems"], indent=1)
     segs = [m for m in manifests(data) if m["type"] == "segment"]
+    assert segs and sum(t["dropped"] for s in segs for t in s["tracks"]) == 0
+
+
+def test_an_operator_opening_the_panel_starts_a_unit_over_the_request_channel_and_leaving_stops_it(
+        tmp_path: Path, record_property: Any) -> None:
+    """Not ``auto_while_recording``: headquarters asks with a signed ``live.start`` when an operator
+    joins, and a ``live.stop`` when the last viewer leaves; the unit's chain names the operator by the
+    channel's pseudonym, the one headquarters' audit log keeps."""
+    from agent.evidence.keys import load_receipt_private
+    from hq.requests import pseudonym
+
+    rig = LiveRig(tmp_path, serve=lambda hq_dir, args: OpsServer.start(hq_dir, extra_args=args))
+    try:
+        server: OpsServer = rig.hq
+        data, cfg = rig.unit("it-live-3", ice_relay_only=True, idle_stop_s=2.0)
+        agent = rig.start_agent(data, cfg)
+        assert agent.ctl("start")["ok"]
+        http, csrf = http_sign_in(server, "olivia")
+        viewer = OpsViewer(http, server.url, csrf, "it-live-3").start(timeout_s=60)
+        try:
+            wait_until(lambda: len(viewer.seen.frames) >= 15, 40, "the requested stream to reach the viewer")
+            status = http.get(f"{server.url}/ops/live/it-live-3/status").json()
+            assert (status["streaming"], status["viewers"]) == (True, 1)
+        finally:
+            viewer.stop()
+        assert viewer.joined_s is not None
+        record_property("join_to_stream_s", round(viewer.joined_s, 3))
+        wait_until(lambda: "live view: stopped (no-viewers)" in agent.log(), 30, "the stream to stop after the leave")
+        wait_until(lambda: rig.audit("live-unpublish"), 20, "the unit to end its WHIP session")
+        assert agent.ctl("stop")["ok"]
+        agent.terminate()
+        assert agent.wait(60) == 0, agent.log()
+    finally:
+        rig.close()
+
+    who = pseudonym(load_receipt_private(rig.hq_dir / "keys" / "receipt.key"), "olivia")
+    live_requests = [(a, d["kind"], d["requested_by"]) for a, _, o, d in rig.audit("unit-request")
+                     if o == "ok" and d["kind"].startswith("live.")]
+    assert live_requests[0] == ("olivia", "live.start", who) and live_requests[-1] == ("olivia", "live.stop", who)
+    results = [d for _, _, _, d in rig.audit("unit-request-result")]
+    assert [(r["kind"], r["result"]) for r in results][0] == ("live.start", "done")
+    assert [(a, o, d["pseudonym"]) for a, _, o, d in rig.audit("live-join")] == [("olivia", "ok", who)]
+    assert [(a, d["reason"]) for a, _, _, d in rig.audit("live-leave")] == [("olivia", "left")]
+
+    ms = manifests(data)
+    events = [m for m in ms if m["type"] == "event" and m["event"].startswith("live-")]
+    assert [m["event"] for m in events] == ["live-start", "live-stop"]
+    start, stop = events[0]["detail"], events[1]["detail"]
+    assert (start["by"], start["trigger"], start["viewers"]) == (who, "request", 1)
+    assert (stop["by"], stop["reason"], stop["viewers"], stop["peak_viewers"]) == (who, "no-viewers", 0, 1)
+    assert "olivia" not in json.dumps(events)  # the unit never learns the operator's name
+    doc = verify_json(data)
+    assert doc["_exit"] == 0 and doc["ok"], json.dumps(doc["problems"], indent=1)
+    segs = [m for m in ms if m["type"] == "segment"]
     assert segs and sum(t["dropped"] for s in segs for t in s["tracks"]) == 0

@@ -8,7 +8,7 @@ import pytest
 
 from agent.sync.client import parse_ice_links
 from hq.live.broker import Publication, Subscription
-from hq.live.service import LiveError, LivePolicy, LiveService, TurnSettings, pseudonym, turn_credentials
+from hq.live.service import LiveError, LivePolicy, LiveService, TurnSettings, turn_credentials
 from hq.live.whip import ice_links
 
 S = 1_000_000_000
@@ -71,7 +71,7 @@ class Clock:
 def _service(**policy: Any) -> tuple[LiveService, Broker, Audit, Channel, Clock]:
     broker, audit, channel, clock = Broker(), Audit(), Channel(), Clock()
     turn = TurnSettings(("turn:127.0.0.1:3478?transport=udp",), "s3cret", ttl_s=600)
-    live = LiveService(broker, audit, channel, b"k" * 32, LivePolicy(**policy), turn, now_ns=clock)
+    live = LiveService(broker, audit, channel, lambda user: f"p-{user[::-1]}", LivePolicy(**policy), turn, now_ns=clock)
     return live, broker, audit, channel, clock
 
 
@@ -91,7 +91,8 @@ def test_two_viewers_share_one_upstream_and_the_last_leaving_tells_the_unit() ->
     assert [(r[1], r[4]["viewers"]) for r in leaves] == [("alice", 1), ("bob", 0)]
     kinds = [(k, args["viewers"]) for _, k, args in channel.asked]
     assert kinds[-1] == ("live.stop", 0) and channel.asked[-1][2]["reason"] == "no-viewers"
-    assert channel.asked[0][2]["operator"] == pseudonym(b"k" * 32, "alice") != "alice"
+    assert all("operator" not in args for _, _, args in channel.asked)  # the channel names who asked
+    assert joins[0][4]["pseudonym"] == "p-ecila"  # the channel's pseudonym, the one the unit records
 
 
 def test_roles_without_live_view_are_refused_and_audited() -> None:
@@ -139,3 +140,31 @@ def test_turn_credentials_round_trip_through_the_whip_link_header() -> None:
     assert creds["username"] == "1060:unit-1"
     assert parse_ice_links(ice_links([creds])) == [
         {"url": "turn:h:3478", "username": "1060:unit-1", "credential": creds["credential"]}]
+
+
+class SlowBroker(Broker):
+    """A stream whose media connection comes up on the ``ready_after``-th look (or never)."""
+
+    def __init__(self, ready_after: int | None) -> None:
+        super().__init__()
+        self.looks = 0
+        self.ready_after = ready_after
+
+    def alive(self, pub: Publication) -> bool:
+        self.looks += 1
+        return self.ready_after is not None and self.looks >= self.ready_after
+
+
+def test_a_viewer_joins_a_new_stream_once_its_media_flows_and_is_refused_if_it_never_does() -> None:
+    for ready_after, joined in ((3, True), (None, False)):
+        broker, audit = SlowBroker(ready_after), Audit()
+        live = LiveService(broker, audit, Channel(), lambda user: "p-1", LivePolicy(start_wait_s=0.5))
+        live.publish("u1", "v=0 offer")
+        if joined:
+            assert live.join("alice", ["operator"], "u1", known_unit=True).offer_sdp == "v=0 offer"
+            assert broker.looks == 3 and broker.subscribed == 1
+        else:
+            with pytest.raises(LiveError) as err:
+                live.join("alice", ["operator"], "u1", known_unit=True)
+            assert err.value.status == 504 and broker.subscribed == 0
+            assert [(r[3], r[4]["reason"]) for r in audit.records if r[0] == "live-join"] == [("failed", "no-media")]

@@ -72,6 +72,7 @@ def test_a_request_starts_one_stream_and_viewers_keep_it_until_the_idle_time_aft
     assert not u.live.get_status()["streaming"]
     stop = u.posted[-1]
     assert not stop["on"] and stop["detail"]["reason"] == "no-viewers" and stop["detail"]["duration_ms"] >= 40_000
+    assert (stop["detail"]["viewers"], stop["detail"]["peak_viewers"]) == (0, 2)  # how many watched at most
 
 
 def test_the_recording_stopping_and_the_time_limit_end_a_stream() -> None:
@@ -92,7 +93,8 @@ def test_an_operator_stop_ends_at_once_and_a_failed_connection_is_signed_as_such
     u = Unit()
     u.live.request("live.start", {"operator": "op-1", "viewers": 1})
     u.live.request("live.stop", {"operator": "op-9", "viewers": 1, "reason": "requested"})
-    assert u.posted[-1]["detail"] == {"by": "op-9", "viewers": 1, "reason": "requested", "duration_ms": 0}
+    assert u.posted[-1]["detail"] == {"by": "op-9", "viewers": 1, "peak_viewers": 1, "reason": "requested",
+                                       "duration_ms": 0}
     u.live.request("live.start", {"operator": "op-1", "viewers": 1})
     Publisher.made[-1].on_end("no media connection")
     assert u.posted[-1]["detail"]["reason"] == "failed" and not u.live.get_status()["streaming"]
