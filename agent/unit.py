@@ -10,16 +10,26 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
+from agent.background.setup import background_camera
 from agent.config import CameraConfig, Config, ConfigError, SensorConfig
 from agent.media.audio import AudioEncoder
+from agent.media.camera_h264 import CameraH264Track, KeyframeLatch
 from agent.media.encoder_probe import CodecProbe
-from agent.media.encoder_select import EncoderProbe, EncoderRequest, ProbeResult, Selection, refusal, select_encoder
+from agent.media.encoder_select import (
+    CAMERA,
+    EncoderProbe,
+    EncoderRequest,
+    ProbeResult,
+    Selection,
+    refusal,
+    select_encoder,
+)
 from agent.media.encoders import ThermalEncoder, VideoEncoder
 from agent.media.packets import EncodedPacket, TrackSpec
 from agent.workers import SensorWorker
 from drivers.registry import DriverError, Registry, load_all
 from hal.audio import AudioChunk
-from hal.camera import VideoFormat, VideoFrame
+from hal.camera import H264_ENCODER, H264Settings, VideoFormat, VideoFrame
 from hal.clock import Clock
 from hal.gnss import GnssFix
 from hal.indicators import Indicators
@@ -45,7 +55,7 @@ class Sensors:
 
     tracks: list[TrackSpec] = field(default_factory=list)
     anchor: str | None = None
-    encoders: dict[str, VideoEncoder | ThermalEncoder | AudioEncoder] = field(default_factory=dict)
+    encoders: dict[str, VideoEncoder | CameraH264Track | ThermalEncoder | AudioEncoder] = field(default_factory=dict)
     devices: dict[str, Any] = field(default_factory=dict)
     indicators: Indicators | None = None
     power: Power | None = None
@@ -55,7 +65,7 @@ class Sensors:
 
     def request_keyframes(self) -> None:
         for enc in self.encoders.values():
-            if isinstance(enc, VideoEncoder):
+            if isinstance(enc, VideoEncoder | CameraH264Track):
                 enc.request_keyframe()
 
 
@@ -96,15 +106,65 @@ def encoder_request(config: Config, camera: CameraConfig, fmt: VideoFormat) -> E
                           camera.encoder_threads)
 
 
-def choose_encoder(camera: CameraConfig, request: EncoderRequest, probe: EncoderProbe,
-                   choice: str | None = None) -> Selection:
-    """The encoder ``camera`` will use for ``request`` (or would with ``choice`` instead of its
-    configured one), from the board's probe."""
-    return select_encoder(choice or camera.encoder, functools.partial(_probe_for, probe, request))
+NOT_OWN_ENCODER = "this camera's driver has no H.264 encoder of its own"
 
 
-def _probe_for(probe: EncoderProbe, request: EncoderRequest, codec: str) -> ProbeResult:
-    return probe(codec, request)
+class CameraProbe:
+    """Answers ``select_encoder`` for one camera: the camera's own encoder (picamera2) by asking
+    the camera, every other by the board's codec probe. Keeps the SPS/PPS the camera's probe found,
+    which its track is declared with. ``frame_users`` name what else needs the camera's frames
+    (live view, the background recording): the camera's own encoder keeps them in the ISP."""
+
+    def __init__(self, camera: Any, request: EncoderRequest, codecs: EncoderProbe, frame_users: list[str]) -> None:
+        self._camera = camera
+        self._request = request
+        self._codecs = codecs
+        self._frame_users = frame_users
+        self.header: bytes | None = None
+
+    @property
+    def settings(self) -> H264Settings:
+        return H264Settings(self._request.bitrate_bps, self._request.gop_frames)
+
+    def __call__(self, codec: str) -> ProbeResult:
+        if codec != CAMERA:
+            return self._codecs(codec, self._request)
+        if H264_ENCODER not in getattr(self._camera, "capabilities", frozenset()):
+            return ProbeResult(codec, False, f"{NOT_OWN_ENCODER} (the picamera2 driver has, on a board with the V4L2 "
+                               "M2M encoder)")
+        if self._frame_users:
+            return ProbeResult(codec, False, f"the camera's frames are needed by {' and '.join(self._frame_users)}, "
+                               "and its own encoder never hands them to Python")
+        answer = self._camera.probe_h264(self.settings)
+        self.header = answer.header
+        return ProbeResult(codec, answer.header is not None, answer.reason)
+
+
+def frame_users(config: Config, name: str) -> list[str]:
+    """What besides its evidence track reads camera ``name``'s frames on its sensor thread."""
+    users = []
+    enabled = [n for n, c in config.cameras.items() if c.enabled]
+    if config.live.enabled and (config.live.camera or (enabled[0] if enabled else "")) == name:
+        users.append("live view (live.camera)")
+    if config.background.enabled and background_camera(config) == name:
+        users.append("the background recording (background.camera)")
+    return users
+
+
+def choose_encoder(config: Config, name: str, camera: Any, probe: EncoderProbe,
+                   choice: str | None = None) -> tuple[Selection, CameraProbe]:
+    """The encoder camera ``name`` (the device ``camera``) will use, from the board's probe (or
+    would with ``choice`` instead of its configured one), and the probe that answered."""
+    sc = config.cameras[name]
+    answers = CameraProbe(camera, encoder_request(config, sc, camera.format), probe, frame_users(config, name))
+    return select_encoder(choice or sc.encoder, answers), answers
+
+
+def _encoding_camera(factory: Callable[[], Any], settings: H264Settings, latch: KeyframeLatch) -> Any:
+    """A fresh device for a camera that encodes itself, set up as the first one was."""
+    camera = factory()
+    camera.encode_with(settings, latch.due)
+    return camera
 
 
 def build_sensors(config: Config, clock: Clock, sim: bool, registry: Registry | None = None,
@@ -122,23 +182,21 @@ def build_sensors(config: Config, clock: Clock, sim: bool, registry: Registry | 
         cam = _create(reg, "camera", name, sc, clock, sim)
         s.factories[name] = functools.partial(_create, reg, "camera", name, sc, clock, sim)
         request = encoder_request(config, sc, cam.format)
-        selection = choose_encoder(sc, request, codecs)
+        selection, answers = choose_encoder(config, name, cam, codecs)
         if selection.codec is None:
-            fallback = None if sc.encoder == "auto" else choose_encoder(sc, request, codecs, choice="auto")
+            fallback = None if sc.encoder == "auto" else choose_encoder(config, name, cam, codecs, choice="auto")[0]
             raise ConfigError(f"cameras.{name}.encoder", refusal(f"cameras.{name}.encoder", selection, fallback))
         log.info("camera %r: %s", name, selection.reason)
-        enc = VideoEncoder(
-            name,
-            request.width,
-            request.height,
-            request.fps_num,
-            request.fps_den,
-            pixel_format=request.pixel_format,
-            bitrate_bps=request.bitrate_bps,
-            gop_frames=request.gop_frames,
-            codec=selection.codec,
-            threads=request.threads,
-        )
+        enc: VideoEncoder | CameraH264Track
+        if selection.codec == CAMERA and answers.header is not None:
+            latch = KeyframeLatch()
+            cam.encode_with(answers.settings, latch.due)
+            s.factories[name] = functools.partial(_encoding_camera, s.factories[name], answers.settings, latch)
+            enc = CameraH264Track(name, cam.format, answers.header, answers.settings, latch)
+        else:
+            enc = VideoEncoder(name, request.width, request.height, request.fps_num, request.fps_den,
+                               pixel_format=request.pixel_format, bitrate_bps=request.bitrate_bps,
+                               gop_frames=request.gop_frames, codec=selection.codec, threads=request.threads)
         s.devices[name], s.encoders[name] = cam, enc
         s.tracks.append(enc.spec)
         s.anchor = s.anchor or name
@@ -174,7 +232,7 @@ def build_sensors(config: Config, clock: Clock, sim: bool, registry: Registry | 
 
 
 def media_handler(
-    encoder: VideoEncoder | ThermalEncoder | AudioEncoder,
+    encoder: VideoEncoder | CameraH264Track | ThermalEncoder | AudioEncoder,
     post_packet: Sink,
     post_drops: Callable[[str, int, int], None],
     tap: Callable[[Any], None] | None = None,
@@ -279,10 +337,10 @@ def list_encoders(config: Config, registry: Registry | None = None,
         if not sc.enabled:
             continue
         try:
-            fmt = _create(reg, "camera", name, sc, system_clock(reg), sim=False).format
+            cam = _create(reg, "camera", name, sc, system_clock(reg), sim=False)
         except ConfigError as exc:
             rows.append(EncoderListing(name, sc.encoder, None, f"camera not created: {exc}"))
             continue
-        selection = choose_encoder(sc, encoder_request(config, sc, fmt), codecs)
+        selection, _ = choose_encoder(config, name, cam, codecs)
         rows.append(EncoderListing(name, sc.encoder, selection.codec, selection.reason))
     return rows

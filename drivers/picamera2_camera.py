@@ -6,7 +6,8 @@ import importlib
 import importlib.util
 import logging
 import threading
-from collections.abc import Mapping
+import types
+from collections.abc import Callable, Mapping
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -14,8 +15,9 @@ from typing import Any
 import numpy as np
 
 from drivers.pacing import check_float, check_int, check_name
+from drivers.picamera2_h264 import PROBE_FORCE_AT, PROBE_KEYFRAME_WITHIN, PROBE_UNITS_MAX, Picamera2H264, judge_probe
 from drivers.registry import register
-from hal.camera import VideoFormat, VideoFrame
+from hal.camera import H264_ENCODER, EncodedVideo, H264Probe, H264Settings, VideoFormat, VideoFrame
 from hal.clock import Clock
 from hal.common import Availability, SensorError
 
@@ -46,12 +48,21 @@ def choose_h264_encoder(names: Mapping[str, str]) -> tuple[str, str | None]:
     return "libav", None
 
 
+def load_library() -> Any:
+    """picamera2 and the two submodules the driver uses, imported only when a camera opens."""
+    return types.SimpleNamespace(Picamera2=importlib.import_module("picamera2").Picamera2,
+                                 encoders=importlib.import_module("picamera2.encoders"),
+                                 outputs=importlib.import_module("picamera2.outputs"))
+
+
 @register("camera", "picamera2")
 class Picamera2Camera:
     """A Raspberry Pi camera through picamera2/libcamera, YUV420 with libcamera's SensorTimestamp.
 
     Camera Module 3, HQ or global shutter. ``h264_encoder`` says which H.264 encoder this board offers (the recorder's
-    choice); ``capabilities`` has ``h264-hw`` when that is the V4L2 M2M hardware encoder.
+    choice); ``capabilities`` has ``h264-hw`` when that is the V4L2 M2M hardware encoder, and then
+    ``h264-encoder`` too: after ``encode_with`` the camera encodes with picamera2's H264Encoder and
+    ``read`` returns its units (``EncodedVideo``, see ``drivers/picamera2_h264.py``), not frames.
 
     picamera2 is not on PyPI in a usable form for the Pi: it comes from the system package
     (python3-picamera2) in a venv made with ``--system-site-packages``. One consumer thread.
@@ -85,6 +96,10 @@ class Picamera2Camera:
         self._last_seq: int | None = None
         self._dropped = 0
         self._last_error: str | None = None
+        self._h264: H264Settings | None = None
+        self._keyframe_due: Callable[[], bool] = lambda: False
+        self._stream: Picamera2H264 | None = None
+        self._last_stream: Picamera2H264 | None = None  # its counters stay in the status after close
 
     @property
     def format(self) -> VideoFormat:
@@ -92,7 +107,7 @@ class Picamera2Camera:
 
     @property
     def capabilities(self) -> frozenset[str]:
-        return frozenset({"h264-hw"}) if self._encoder == "v4l2m2m" else frozenset()
+        return frozenset({"h264-hw", H264_ENCODER}) if self._encoder == "v4l2m2m" else frozenset()
 
     @property
     def h264_encoder(self) -> tuple[str, str | None]:
@@ -116,11 +131,13 @@ class Picamera2Camera:
             if self._cam is not None:
                 return
             try:
-                picamera2: Any = importlib.import_module("picamera2")
+                picamera2: Any = self._library()
             except ImportError as exc:
                 self._last_error = "picamera2 is not installed (apt install python3-picamera2)"
                 raise SensorError(f"{self.name}: {self._last_error}") from exc
             frame_us = round(1e6 / float(self._fps))
+            cam: Any = None
+            stream = None
             try:
                 cam = picamera2.Picamera2(self._camera_num)
                 config = cam.create_video_configuration(
@@ -129,25 +146,87 @@ class Picamera2Camera:
                     controls={"FrameDurationLimits": (frame_us, frame_us)},
                 )
                 cam.configure(config)
+                if self._h264 is not None:
+                    stream = Picamera2H264(picamera2, cam, self._h264, self.name, self._clock.monotonic_ns)
+                    stream.start()
                 cam.start()
             except Exception as exc:  # libcamera errors are RuntimeErrors of many kinds
                 self._last_error = f"starting camera {self._camera_num}: {exc}"
+                if cam is not None:
+                    _close_quietly(cam, stream)
                 raise SensorError(f"{self.name}: {self._last_error}") from exc
-            self._cam, self._index, self._last_seq, self._dropped = cam, 0, None, 0
+            self._cam, self._stream, self._index, self._last_seq, self._dropped = cam, stream, 0, None, 0
             log.info("%s: H.264 encoder on this board: %s %s", self.name, self._encoder, self._encoder_device or "")
+
+    def _library(self) -> Any:
+        """The picamera2 library (the seam a test replaces with a hand-written fake)."""
+        return load_library()
 
     def close(self) -> None:
         with self._lock:
             cam, self._cam = self._cam, None
+            stream, self._stream = self._stream, None
+            self._last_stream = stream or self._last_stream
         if cam is not None:
             cam.stop()
+            if stream is not None:
+                stream.stop()
             cam.close()
 
-    def read(self, timeout_s: float) -> VideoFrame | None:
-        """The next frame; None when none completes within ``timeout_s``."""
+    def encode_with(self, settings: H264Settings, keyframe_due: Callable[[], bool]) -> None:
+        """From the next ``open``, encode with picamera2's H264Encoder at ``settings``; ``read``
+        then returns ``EncodedVideo`` and forces a keyframe whenever ``keyframe_due()`` says so."""
+        if H264_ENCODER not in self.capabilities:
+            raise SensorError(f"{self.name}: {self.no_encoder_reason()}")
+        self._h264, self._keyframe_due = settings, keyframe_due
+
+    def no_encoder_reason(self) -> str:
+        return (f"picamera2's H264Encoder needs the board's V4L2 M2M encoder ({M2M_ENCODER_NAME}), which this board "
+                "lacks (a Pi 5 has no H.264 encoder)")
+
+    def probe_h264(self, settings: H264Settings) -> H264Probe:
+        """Open the camera with picamera2's encoder at ``settings`` (but a GOP longer than the
+        probe), ask for a keyframe after PROBE_FORCE_AT units, check it comes, and close again."""
+        if H264_ENCODER not in self.capabilities:
+            return H264Probe(None, self.no_encoder_reason())
+        saved = self._h264, self._keyframe_due
+        ask = _Once()
+        self._h264, self._keyframe_due = H264Settings(settings.bitrate_bps, PROBE_UNITS_MAX * 2), ask
+        units: list[tuple[bool, bytes]] = []
+        forced_at, backlog = PROBE_FORCE_AT, 0
+        try:
+            self.open()
+            while len(units) < min(PROBE_UNITS_MAX, forced_at + backlog + PROBE_KEYFRAME_WITHIN):
+                if len(units) == forced_at:
+                    ask.armed = True
+                    backlog = self._stream.backlog if self._stream is not None else 0
+                unit = self.read(2.0)
+                if unit is None:
+                    break
+                assert isinstance(unit, EncodedVideo)
+                units.append((unit.keyframe, unit.data))
+        except SensorError as exc:
+            return H264Probe(None, f"does not start: {exc}")
+        finally:
+            self.close()
+            self._h264, self._keyframe_due = saved
+        header, problem = judge_probe(units, forced_at, backlog)
+        where = f"{self._width}x{self._height} at {float(self._fps):g} fps"
+        if problem:
+            return H264Probe(None, f"refused at {where}: {problem}")
+        return H264Probe(header, f"picamera2 H264Encoder opened at {where}, requested keyframes honoured")
+
+    def read(self, timeout_s: float) -> VideoFrame | EncodedVideo | None:
+        """The next frame (or encoded unit, after ``encode_with``); None when none completes
+        within ``timeout_s``."""
         cam = self._cam
         if cam is None:
             raise SensorError(f"{self.name}: read while closed")
+        stream = self._stream
+        if stream is not None:
+            if self._keyframe_due():
+                stream.force_keyframe()
+            return stream.read(timeout_s)
         try:
             job = cam.capture_request(wait=False)
             request = cam.wait(job, timeout=max(timeout_s, 0.0))
@@ -190,6 +269,28 @@ class Picamera2Camera:
             "h264_encoder": self._encoder,
             "h264_device": self._encoder_device,
             "frames": self._index,
+            "encoding": None if (stream := self._stream or self._last_stream) is None else stream.get_status(),
             "dropped": self._dropped,
             "last_error": self._last_error,
         }
+
+
+class _Once:
+    """A keyframe wish the probe arms once; the camera's ``read`` takes it."""
+
+    def __init__(self) -> None:
+        self.armed = False
+
+    def __call__(self) -> bool:
+        fire, self.armed = self.armed, False
+        return fire
+
+
+def _close_quietly(cam: Any, stream: Picamera2H264 | None) -> None:
+    """Undo a failed start without hiding the error that made it fail."""
+    steps = [cam.stop] + ([stream.stop] if stream is not None else []) + [cam.close]
+    for step in steps:
+        try:
+            step()
+        except Exception as exc:  # the start's own error is the one reported
+            log.debug("cleaning up after a failed start: %s", exc)

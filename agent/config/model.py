@@ -264,8 +264,8 @@ class BackgroundConfig:
     segment_s: float = setting(60.0, "seconds per ring file", minval=2.0, maxval=600.0)
 
 
-# The H.264 encoders a camera may ask for; "auto" probes the hardware one first (agent.media.encoder_select).
-VIDEO_ENCODERS = ("auto", "libx264", "h264_v4l2m2m")
+# The H.264 encoders a camera may ask for; "auto" probes the hardware ones first (agent.media.encoder_select).
+VIDEO_ENCODERS = ("auto", "libx264", "picamera2", "h264_v4l2m2m")
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,8 +273,8 @@ class CameraConfig(SensorConfig):
     """A visible camera: a sensor plus how its H.264 is made. ``encoder_threads`` is libx264's
     thread count (0: FFmpeg picks one per core); a hardware encoder ignores it."""
 
-    encoder: str = setting("auto", "H.264 encoder; auto: the hardware one where it opens and forces "
-                           "keyframes, else libx264", choices=VIDEO_ENCODERS)
+    encoder: str = setting("auto", "H.264 encoder; auto: the camera's own (picamera2) or the board's V4L2 "
+                           "one where it opens and forces keyframes, else libx264", choices=VIDEO_ENCODERS)
     encoder_threads: int = setting(1, "libx264 threads; 0: one per core", minval=0, maxval=16)
 
 

@@ -12,8 +12,10 @@ from dataclasses import dataclass
 from typing import Protocol
 
 SOFTWARE = "libx264"
+# The camera's own encoder (picamera2's H264Encoder): frames never pass through Python.
+CAMERA = "picamera2"
 # Tried in this order by "auto", before the software encoder.
-HARDWARE = ("h264_v4l2m2m",)
+HARDWARE = (CAMERA, "h264_v4l2m2m")
 CHOICES = ("auto", SOFTWARE, *HARDWARE)
 
 

@@ -1,25 +1,30 @@
-"""The hardware H.264 encoder (V4L2 M2M) on a real board, staged like the drivers' tests.
+"""The hardware H.264 encoders on a real board, staged like the drivers' tests: FFmpeg's V4L2 M2M
+wrapper fed frames, and picamera2's own encoder fed by the camera (no frame through Python).
 
-Marked ``hardware``; where the probe finds no usable ``h264_v4l2m2m`` (no V4L2 encoder device,
-FFmpeg without it, no global header, a requested keyframe ignored) each stage skips with the
-probe's reason, so CI without the hardware skips them all. Run on a Raspberry Pi 4 with
-``pytest -m hardware tests/hardware/test_encoders_on_hardware.py -v``.
+Marked ``hardware``; where the probe finds an encoder unusable (no V4L2 encoder device, FFmpeg
+without it, picamera2 or the camera missing, no header, a requested keyframe ignored) each stage
+skips with the probe's reason, so CI without the hardware skips them all. Run on a Raspberry Pi 4
+with a camera with ``pytest -m hardware tests/hardware/test_encoders_on_hardware.py -v``.
 """
 
 from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
 import pytest
 
+from agent.media.camera_h264 import CameraH264Track, KeyframeLatch
 from agent.media.encoder_probe import CodecProbe, v4l2_devices
 from agent.media.encoder_select import EncoderRequest, select_encoder
 from agent.media.encoders import VideoEncoder
 from agent.media.muxer import SegmentMuxer
-from hal.camera import VideoFrame
+from drivers.registry import load_all
+from drivers.system_clock import SystemClock
+from hal.camera import EncodedVideo, H264Settings, VideoFrame
 
 pytestmark = pytest.mark.hardware
 
@@ -80,6 +85,77 @@ def test_stage4_a_hardware_segment_muxes_and_decodes() -> None:
                 muxer.write(packet)
         for packet in encoder.flush():
             muxer.write(packet)
+    sink.seek(0)
+    with av.open(sink) as container:
+        decoded = sum(1 for _ in container.decode(video=0))
+    assert decoded == 60
+
+
+# ---- picamera2's own encoder ----------------------------------------------------------------
+
+SETTINGS = H264Settings(4_000_000, 30)
+
+
+def _camera() -> tuple[Any, bytes]:
+    info = load_all().get("camera", "picamera2")
+    availability = info.probe()
+    if not availability.usable:
+        pytest.skip(f"camera/picamera2: {availability.reason}")
+    camera = load_all().create("camera", "picamera2", name="hw", clock=SystemClock())
+    answer = camera.probe_h264(SETTINGS)
+    if answer.header is None:
+        pytest.skip(f"picamera2 encoder: {answer.reason}")
+    return camera, answer.header
+
+
+def test_stage5_picamera2_probe_gives_a_header_and_honours_a_keyframe_request() -> None:
+    camera, header = _camera()
+    assert header.startswith(b"\x00\x00\x00\x01") and len(header) > 8
+
+
+def test_stage6_picamera2_units_carry_sensor_time_and_keyframes_on_request() -> None:
+    camera, header = _camera()
+    latch = KeyframeLatch()
+    camera.encode_with(SETTINGS, latch.due)
+    track = CameraH264Track("hw", camera.format, header, SETTINGS, latch)
+    packets = []
+    camera.open()
+    try:
+        for index in range(90):
+            if index == 45:
+                track.request_keyframe()
+            unit = camera.read(2.0)
+            assert isinstance(unit, EncodedVideo)
+            packets += track.encode(unit)
+    finally:
+        camera.close()
+    keys = [i for i, p in enumerate(packets) if p.keyframe]
+    assert keys[:2] == [0, 30] and any(45 <= k < 50 for k in keys), keys
+    period_ms = {round((b.pts_ns - a.pts_ns) / 1e6) for a, b in zip(packets, packets[1:], strict=False)}
+    assert period_ms <= {33, 34}, period_ms  # the sensor's 30 fps, not the arrival jitter
+    assert camera.get_status()["encoding"]["clock"] == "sensor"
+
+
+def test_stage7_a_picamera2_segment_muxes_and_decodes() -> None:
+    camera, header = _camera()
+    latch = KeyframeLatch()
+    camera.encode_with(SETTINGS, latch.due)
+    track = CameraH264Track("hw", camera.format, header, SETTINGS, latch)
+    sink = io.BytesIO()
+    camera.open()
+    try:
+        first = camera.read(2.0)
+        assert isinstance(first, EncodedVideo) and first.keyframe
+        with SegmentMuxer(sink, [track.spec], start_ns=first.mono_ns) as muxer:
+            for packet in track.encode(first):
+                muxer.write(packet)
+            for _ in range(59):
+                unit = camera.read(2.0)
+                assert isinstance(unit, EncodedVideo)
+                for packet in track.encode(unit):
+                    muxer.write(packet)
+    finally:
+        camera.close()
     sink.seek(0)
     with av.open(sink) as container:
         decoded = sum(1 for _ in container.decode(video=0))

@@ -71,7 +71,7 @@ def test_h264_encoder_is_chosen_by_what_the_board_has(tmp_path: Path) -> None:
     assert choose_h264_encoder(names) == ("v4l2m2m", "/dev/video11")  # a Pi 4
     assert choose_h264_encoder({"/dev/video0": "rp1-cfe", "/dev/video19": "pispbe"}) == ("libav", None)  # a Pi 5
     pi4 = Picamera2Camera(name="chest", clock=FakeClock(), sysfs_root=str(tmp_path))
-    assert pi4.capabilities == {"h264-hw"} and pi4.h264_encoder == ("v4l2m2m", "/dev/video11")
+    assert pi4.capabilities == {"h264-hw", "h264-encoder"} and pi4.h264_encoder == ("v4l2m2m", "/dev/video11")
     pi5 = Picamera2Camera(name="chest", clock=FakeClock(), sysfs_root=str(tmp_path / "none"))
     assert pi5.capabilities == frozenset()
 

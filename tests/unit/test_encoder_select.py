@@ -18,12 +18,13 @@ from agent.media.encoder_probe import CodecProbe, keyframe_test, v4l2_devices
 from agent.media.encoder_select import EncoderRequest, ProbeResult, select_encoder
 from agent.media.encoders import VideoEncoder
 from agent.media.packets import EncodedPacket, MediaError
-from agent.unit import EncoderListing, build_sensors, list_encoders
+from agent.unit import NOT_OWN_ENCODER, EncoderListing, build_sensors, list_encoders
 from hal.camera import VideoFrame
 from tests.fakes import FakeClock
 
 SMALL = EncoderRequest(64, 48, 30, 1, "yuv420p", 200_000, 30, 1)
 NO_DEVICE = "no V4L2 M2M encoder on this board"
+NOT_OWN = f"{NOT_OWN_ENCODER} (the picamera2 driver has, on a board with the V4L2 M2M encoder)"
 
 
 class ScriptedProbe:
@@ -40,33 +41,44 @@ class ScriptedProbe:
 
 
 def test_auto_takes_the_hardware_encoder_where_it_works() -> None:
-    probe = ScriptedProbe({"h264_v4l2m2m": (True, "opened at 1920x1080 yuv420p 30 fps"), "libx264": (True, "ok")})
+    probe = ScriptedProbe({"picamera2": (False, NOT_OWN), "h264_v4l2m2m": (True, "opened at 1920x1080 yuv420p 30 fps"),
+                           "libx264": (True, "ok")})
     chosen = select_encoder("auto", probe)
     assert chosen.codec == "h264_v4l2m2m" and chosen.usable
     assert chosen.reason == "h264_v4l2m2m: opened at 1920x1080 yuv420p 30 fps"
-    assert [codec for codec, _ in probe.asked] == ["h264_v4l2m2m"]  # libx264 never opened for nothing
+    assert [codec for codec, _ in probe.asked] == ["picamera2", "h264_v4l2m2m"]  # libx264 never opened for nothing
+
+
+def test_auto_prefers_the_cameras_own_encoder() -> None:
+    probe = ScriptedProbe({"picamera2": (True, "picamera2 H264Encoder opened"), "h264_v4l2m2m": (True, "opened"),
+                           "libx264": (True, "ok")})
+    chosen = select_encoder("auto", probe)
+    assert chosen.codec == "picamera2" and chosen.reason == "picamera2: picamera2 H264Encoder opened"
+    assert [codec for codec, _ in probe.asked] == ["picamera2"]
 
 
 def test_auto_falls_back_to_libx264_and_says_why() -> None:
-    probe = ScriptedProbe({"h264_v4l2m2m": (False, NO_DEVICE), "libx264": (True, "opened at 64x48")})
+    probe = ScriptedProbe({"picamera2": (False, NOT_OWN), "h264_v4l2m2m": (False, NO_DEVICE),
+                           "libx264": (True, "opened at 64x48")})
     chosen = select_encoder("auto", probe)
     assert chosen.codec == "libx264"
-    assert chosen.reason == f"libx264: opened at 64x48 (passed over h264_v4l2m2m: {NO_DEVICE})"
-    assert [r.codec for r in chosen.tried] == ["h264_v4l2m2m", "libx264"]
+    assert chosen.reason == f"libx264: opened at 64x48 (passed over picamera2: {NOT_OWN}; h264_v4l2m2m: {NO_DEVICE})"
+    assert [r.codec for r in chosen.tried] == ["picamera2", "h264_v4l2m2m", "libx264"]
 
 
 def test_auto_with_nothing_usable_names_every_reason() -> None:
-    probe = ScriptedProbe({"h264_v4l2m2m": (False, "keyframe ignored"), "libx264": (False, "not in this build")})
+    probe = ScriptedProbe({"picamera2": (False, NOT_OWN), "h264_v4l2m2m": (False, "keyframe ignored"),
+                           "libx264": (False, "not in this build")})
     chosen = select_encoder("auto", probe)
     assert chosen.codec is None and not chosen.usable
     assert "h264_v4l2m2m: keyframe ignored" in chosen.reason and "libx264: not in this build" in chosen.reason
 
 
-@pytest.mark.parametrize("codec", ["libx264", "h264_v4l2m2m"])
+@pytest.mark.parametrize("codec", ["libx264", "h264_v4l2m2m", "picamera2"])
 def test_an_explicit_encoder_is_never_swapped_for_another(codec: str) -> None:
-    other = "libx264" if codec == "h264_v4l2m2m" else "h264_v4l2m2m"
+    others = [c for c in ("libx264", "h264_v4l2m2m", "picamera2") if c != codec]
     probe = ScriptedProbe({codec: (False, "refused: a requested keyframe did not come out as one"),
-                           other: (True, "fine")})
+                           **{other: (True, "fine") for other in others}})
     chosen = select_encoder(codec, probe)
     assert chosen.codec is None
     assert chosen.reason == f"{codec} (configured) is unusable: refused: a requested keyframe did not come out as one"
@@ -76,7 +88,7 @@ def test_an_explicit_encoder_is_never_swapped_for_another(codec: str) -> None:
 
 
 def test_an_unknown_choice_is_a_value_error() -> None:
-    with pytest.raises(ValueError, match="'x265' is not one of auto, libx264, h264_v4l2m2m"):
+    with pytest.raises(ValueError, match="'x265' is not one of auto, libx264, picamera2, h264_v4l2m2m"):
         select_encoder("x265", ScriptedProbe({}))
 
 
@@ -197,7 +209,8 @@ def test_list_encoders_shows_each_enabled_camera() -> None:
     config = parse_config(CONFIG + '[cameras.spare]\nenabled = false\n[cameras.helmet]\nencoder = "libx264"\n')
     rows = list_encoders(config, probe=probe)
     assert rows == [
-        EncoderListing("chest", "auto", "libx264", f"libx264: opened (passed over h264_v4l2m2m: {NO_DEVICE})"),
+        EncoderListing("chest", "auto", "libx264",
+                       f"libx264: opened (passed over picamera2: {NOT_OWN}; h264_v4l2m2m: {NO_DEVICE})"),
         EncoderListing("helmet", "libx264", "libx264", "libx264: opened"),
     ]
 
