@@ -45,11 +45,13 @@ MAINTAIN_INTERVAL_S = 60.0
 
 
 def lifecycle_service(index: SqlIndex, store: EvidenceStore, now_ns: Callable[[], int] = time.time_ns,
-                      component: str = "hq-lifecycle", exports_dir: Path | None = None) -> LifecycleService:
+                      component: str = "hq-lifecycle", exports_dir: Path | None = None,
+                      keys_dir: Path | None = None) -> LifecycleService:
     """The evidence lifecycle over ``index``'s database and ``store`` (hq/lifecycle_service.py);
-    ``exports_dir``: where the operations room writes court exports."""
+    ``exports_dir``: where the operations room writes court exports, signed with the export key in
+    ``keys_dir``."""
     return LifecycleService(SqlLifecycle(index), store, Auditor(index, component, now_ns), now_ns, component,
-                            exports_dir=exports_dir)
+                            exports_dir=exports_dir, keys_dir=keys_dir)
 
 
 def build_service(
@@ -80,7 +82,7 @@ def build_service(
         ingest=ingest,
         tlog=tlog,
         witnesses=witnesses,
-        lifecycle=lifecycle_service(index, store, now_ns, exports_dir=data_dir / "exports"),
+        lifecycle=lifecycle_service(index, store, now_ns, exports_dir=data_dir / "exports", keys_dir=keys_dir),
     )
     pending = index.uploads("receiving")
     if pending:

@@ -65,11 +65,13 @@ class LifecycleService:
 
     def __init__(self, lifecycle: LifecycleIndex, store: EvidenceStore, audit: Auditor,
                  now_ns: Callable[[], int], component: str = "hq-lifecycle",
-                 limits: LifecycleLimits | None = None, exports_dir: Path | None = None) -> None:
+                 limits: LifecycleLimits | None = None, exports_dir: Path | None = None,
+                 keys_dir: Path | None = None) -> None:
         self.index = lifecycle
         self._store = store
         self.store = store
         self.exports_dir = exports_dir  # where the operations room writes court exports
+        self.keys_dir = keys_dir  # where its C2PA export key and chain are (hq/credentials.py)
         self._audit = audit
         self._now_ns = now_ns
         self._component = component

@@ -1,23 +1,31 @@
 """The operations room's evidence lifecycle pages, for supervisors and admins: cases and their
-legal holds, a recording's categories, the deletion queue, and a case's court export. Every
+legal holds, a recording's categories, the deletion queue, and a case's court export (queued:
+hq/export_jobs.py; a status page; the result downloadable by its requester only). Every
 action goes through ``LifecycleService`` (audited and written to the custody ledger as the
 signed-in user); every page view is audited."""
 
 from __future__ import annotations
 
+import datetime
+import os
+import shutil
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import FileResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from hq.accounts.records import Role
 from hq.case_export import export_case
+from hq.credentials import ensure_credentials
 from hq.db import HqIndexError
+from hq.evidence_service import Decrypter
 from hq.export import ExportError, iso
+from hq.export_jobs import ExportJob, ExportJobError, ExportJobs, ExportOutcome
 from hq.lifecycle import LifecycleError, Recording, describe_retention, retain_until_ns
 from hq.lifecycle_service import LifecycleService
 from hq.storage import StorageError
@@ -30,7 +38,10 @@ WHO = (Role.SUPERVISOR, Role.ADMIN)
 NAV = (
     NavItem("Cases", "/cases", frozenset(WHO), "Cases and legal holds; court exports"),
     NavItem("Deletion queue", "/deletion-queue", frozenset(WHO), "Recordings waiting to be deleted; restore"),
+    NavItem("Court exports", "/exports", frozenset(WHO), "Court exports in progress and done; download yours"),
 )
+EXPORT_WORKERS = 1  # exports decrypt and remux whole recordings: one at a time beside the service
+EXPORT_QUEUE = 8
 Refusals = (LifecycleError, HqIndexError, StorageError, ExportError)
 
 
@@ -92,8 +103,7 @@ async def case_page(request: Request) -> Response:
         return render(ctx, request, "error.html", 404, title="Not found", message=f"There is no case {case_id}.")
     recs = await run_in_threadpool(lambda: _rows(lc, lc.index.recordings(case_id=case_id)))
     await ctx.viewed(current_user(request), "case", f"case:{case_id}", recordings=len(recs))
-    return render(ctx, request, "case.html", title=f"Case {case_id}", case=case, recordings=recs,
-                  exported=request.query_params.get("exported", ""))
+    return render(ctx, request, "case.html", title=f"Case {case_id}", case=case, recordings=recs)
 
 
 @require(*WHO)
@@ -131,29 +141,100 @@ def _recording_back(request: Request, form: dict[str, str]) -> str:
     return f"/recordings/{request.path_params['device_id']}/{request.path_params['recording_id']}/lifecycle"
 
 
-def _export(ctx: WebContext) -> Callable[[Request], Awaitable[Response]]:
+def export_jobs(ctx: WebContext, lc: LifecycleService, decrypter: Decrypter | None,
+                workers: int = EXPORT_WORKERS, queue_max: int = EXPORT_QUEUE) -> ExportJobs | None:
+    """The operations room's export queue over ``lc``'s exports folder (None without one): each job
+    runs ``export_case`` as its requester, with viewing copies when a ``decrypter`` is given and
+    C2PA credentials when the keys folder is at hand, then zips the folder for download."""
+    exports = lc.exports_dir
+    if exports is None:
+        return None
+
+    def run(job: ExportJob) -> ExportOutcome:
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(ctx.now_ns() / 1e9))
+        out = exports / f"{job.case_id.replace('/', '_')}-{stamp}-{job.job_id[:8]}"
+        signer = None
+        if decrypter is not None and lc.keys_dir is not None:
+            signer = ensure_credentials(lc.keys_dir, datetime.datetime.fromtimestamp(ctx.now_ns() / 1e9, datetime.UTC))
+        result = export_case(lc, ctx.index, lc.store, job.case_id, out, hq_pub=None, exported_by=job.requested_by,
+                             now_ns=ctx.now_ns(), decrypter=decrypter, signer=signer)
+        archive = shutil.make_archive(str(out), "zip", root_dir=exports, base_dir=out.name)
+        os.chmod(archive, 0o600)
+        return ExportOutcome(out.name, Path(archive).name, result.recordings, result.viewing_copies)
+
+    def finished(job: ExportJob) -> None:
+        ctx.audit.add("export", job.requested_by, f"case:{job.case_id}", "ok" if job.state == "done" else "failed",
+                      {"job": job.job_id, "folder": job.folder, "recordings": job.recordings,
+                       "viewing_copies": job.viewing_copies, "reason": job.error})
+
+    return ExportJobs(exports / "jobs", run, ctx.now_ns, workers=workers, queue_max=queue_max, on_finish=finished)
+
+
+def _export(ctx: WebContext, jobs: ExportJobs | None) -> Callable[[Request], Awaitable[Response]]:
     @require(*WHO)
     async def post(request: Request) -> Response:
-        lc, user = _lifecycle(ctx), current_user(request)
+        user = current_user(request)
         case_id = request.path_params["case_id"]
-        if lc.exports_dir is None:
+        if jobs is None:
             return render(ctx, request, "error.html", 409, title="Not exported",
                           message="This headquarters has no exports folder; use bodycam-hq export --case.")
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(ctx.now_ns() / 1e9))
-        out = lc.exports_dir / f"{case_id.replace('/', '_')}-{stamp}"
+        case = await run_in_threadpool(_lifecycle(ctx).index.case, case_id)
+        if case is None:
+            return render(ctx, request, "error.html", 404, title="Not found", message=f"There is no case {case_id}.")
         try:
-            result = await run_in_threadpool(export_case, lc, ctx.index, lc.store, case_id, out,
-                                             hq_pub=None, exported_by=user.name, now_ns=ctx.now_ns())
-        except Refusals as exc:
-            await ctx.record("export", user, f"case:{case_id}", "refused", reason=str(exc))
-            return render(ctx, request, "error.html", 409, title="Not exported", message=str(exc))
-        await ctx.record("export", user, f"case:{case_id}", "ok", entries=result.entries, folder=out.name)
-        return RedirectResponse(f"{PREFIX}/cases/{case_id}?exported={out.name}", status_code=303)
+            job = await run_in_threadpool(jobs.submit, case_id, user.name)
+        except ExportJobError as exc:
+            await ctx.record("export-queued", user, f"case:{case_id}", "refused", reason=str(exc))
+            return render(ctx, request, "error.html", 503, title="Not queued", message=str(exc))
+        await ctx.record("export-queued", user, f"case:{case_id}", "ok", job=job.job_id)
+        return RedirectResponse(f"{PREFIX}/exports#job-{job.job_id}", status_code=303)
     return post
+
+
+def _job_row(job: ExportJob, user: str) -> dict[str, Any]:
+    def when(ns: int | None) -> str:
+        return "" if ns is None else iso(ns)[:19] + "Z"
+    return {"job_id": job.job_id, "case_id": job.case_id, "requested_by": job.requested_by, "state": job.state,
+            "requested": when(job.requested_utc_ns), "finished": when(job.finished_utc_ns), "error": job.error or "",
+            "folder": job.folder or "", "recordings": job.recordings, "viewing_copies": job.viewing_copies,
+            "mine": job.requested_by == user, "download": job.state == "done" and job.requested_by == user}
+
+
+def _exports_page(ctx: WebContext, jobs: ExportJobs | None) -> Callable[[Request], Awaitable[Response]]:
+    @require(*WHO)
+    async def page(request: Request) -> Response:
+        user = current_user(request)
+        everyone = Role.ADMIN in user.roles  # an admin oversees every export; only its requester downloads one
+        found = [] if jobs is None else await run_in_threadpool(jobs.jobs, None if everyone else user.name)
+        await ctx.viewed(user, "exports", "exports", jobs=len(found))
+        return render(ctx, request, "exports.html", title="Court exports", jobs=[_job_row(j, user.name) for j in found],
+                      workers=jobs.workers if jobs else 0, queue_max=jobs.queue_max if jobs else 0, everyone=everyone)
+    return page
+
+
+def _download(ctx: WebContext, jobs: ExportJobs | None) -> Callable[[Request], Awaitable[Response]]:
+    @require(*WHO)
+    async def get(request: Request) -> Response:
+        user = current_user(request)
+        job = None if jobs is None else jobs.get(request.path_params["job_id"])
+        target = f"export:{request.path_params['job_id'][:40]}"
+        if job is None or jobs is None or job.state != "done" or job.archive is None:
+            return render(ctx, request, "error.html", 404, title="Not found",
+                          message="There is no such finished export.")
+        if job.requested_by != user.name:
+            await ctx.record("download-export", user, target, "refused", reason="not the requester",
+                             requested_by=job.requested_by)
+            return render(ctx, request, "error.html", 403, title="Not yours",
+                          message="Only the supervisor who asked for this export may download it.")
+        await ctx.viewed(user, "export-download", target, case_id=job.case_id, archive=job.archive)
+        return FileResponse(jobs.folder.parent / job.archive, media_type="application/zip", filename=job.archive)
+    return get
 
 
 def routes(ctx: WebContext) -> list[BaseRoute]:
     rec = "/recordings/{device_id}/{recording_id}/lifecycle"
+    lifecycle = ctx.service.lifecycle
+    jobs = None if lifecycle is None else export_jobs(ctx, lifecycle, None)
     return [
         Route("/cases", cases_page, methods=["GET", "HEAD"]),
         Route("/cases", require(*WHO)(_act(_case_back, lambda lc, who, f, r: lc.open_case(
@@ -165,7 +246,9 @@ def routes(ctx: WebContext) -> list[BaseRoute]:
             who, r.path_params["case_id"], f.get("device_id", ""), f.get("recording_id", "")))), methods=["POST"]),
         Route("/cases/{case_id}/close", require(*WHO)(_act(_case_back, lambda lc, who, f, r: lc.close_case(
             who, r.path_params["case_id"]))), methods=["POST"]),
-        Route("/cases/{case_id}/export", _export(ctx), methods=["POST"]),
+        Route("/cases/{case_id}/export", _export(ctx, jobs), methods=["POST"]),
+        Route("/exports", _exports_page(ctx, jobs), methods=["GET", "HEAD"]),
+        Route("/exports/{job_id}/download", _download(ctx, jobs), methods=["GET", "HEAD"]),
         Route(rec, recording_page, methods=["GET", "HEAD"]),
         Route(rec + "/assign", require(*WHO)(_act(_recording_back, lambda lc, who, f, r: lc.assign(
             who, r.path_params["device_id"], r.path_params["recording_id"], f.get("category", "")))),

@@ -1,12 +1,15 @@
 """The operations room's lifecycle pages over real HTTPS (a real `serve`, users made with the real
 CLI): a supervisor opens a case, holds a recording, cannot delete it while held, closes the case,
-queues and restores it, and exports the case; an operator is refused; every step is audited."""
+queues and restores it, and exports the case through the export queue (downloadable by the
+requester only); an operator is refused; every step is audited."""
 
 from __future__ import annotations
 
 import hashlib
+import io
 import re
 import time
+import zipfile
 from collections.abc import Iterator
 
 import pytest
@@ -23,7 +26,8 @@ REC = "7c9e6679-7425-40de-944b-e07fc1f90ae7"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpsServer]:
-    s = OpsServer.start(tmp_path_factory.mktemp("ops-life"), users={"sam": ("supervisor",), "olivia": ("operator",)})
+    s = OpsServer.start(tmp_path_factory.mktemp("ops-life"), users={"sam": ("supervisor",), "olivia": ("operator",),
+                                                                           "sue": ("supervisor",)})
     unit = ChainBuilder(tmp_path_factory.mktemp("unit"), device_id="unit-3")
     segment = unit.segment()
     digest = hashlib.sha256(segment.read_bytes()).hexdigest()
@@ -80,8 +84,19 @@ def test_a_supervisor_holds_queues_restores_and_exports(server: OpsServer) -> No
     assert "arrest" in sam.get(server.url + "/ops" + rec_path).text
     exported = _post(server, sam, "/cases/2026-0077/export")
     assert exported.status_code == 303, exported.text.split("<main")[1][:800]
-    folder = exported.headers["Location"].split("exported=")[1]
-    assert (server.data / "exports" / folder / "case.json").is_file()
+    job = exported.headers["Location"].split("#job-")[1]
+    link = f"/ops/exports/{job}/download"
+    deadline = time.monotonic() + 60
+    while link not in (status := sam.get(server.url + "/ops/exports").text):  # the export runs off the request
+        assert time.monotonic() < deadline and "failed" not in status, status.split("<main")[1][:800]
+        time.sleep(0.2)
+    archive = sam.get(server.url + link)
+    assert archive.status_code == 200 and archive.headers["content-type"] == "application/zip"
+    with zipfile.ZipFile(io.BytesIO(archive.content)) as z:
+        assert any(n.endswith("/case.json") for n in z.namelist())
+    sue = _session(server, "sue")  # another supervisor sees the case but not the export's download
+    assert link not in sue.get(server.url + "/ops/exports").text
+    assert sue.get(server.url + link).status_code == 403
     assert _post(server, sam, "/cases/2026-0077/close").status_code == 303
     assert _post(server, sam, rec_path + "/delete", reason="no further use").status_code == 303
     assert REC in sam.get(server.url + "/ops/deletion-queue").text
@@ -91,7 +106,8 @@ def test_a_supervisor_holds_queues_restores_and_exports(server: OpsServer) -> No
     for expected in (("access-denied", "olivia", "refused"), ("case-open", "sam", "ok"), ("hold", "sam", "ok"),
                      ("deletion-request", "sam", "refused"), ("category-assign", "sam", "ok"), ("export", "sam", "ok"),
                      ("release", "sam", "ok"), ("restore", "sam", "ok"), ("view-deletion-queue", "sam", "ok"),
-                     ("view-case", "sam", "ok")):
+                     ("view-case", "sam", "ok"), ("export-queued", "sam", "ok"),
+                     ("view-export-download", "sam", "ok"), ("download-export", "sue", "refused")):
         assert expected in events, expected
 
 
