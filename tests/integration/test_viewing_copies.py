@@ -23,14 +23,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from agent.cli import main as bodycam
-from agent.evidence.keys import load_hq_private
 from agent.evidence.viewcopy import demux
-from hq.cli import main as hq
-from hq.index import SqliteIndex
 from hq.keygen import make_ca
-from hq.storage import FileEvidenceStore
-from tests.playback_util import FPS, record
-from tests.playback_util import ingest as ingest_recording
+from tests.case_export_util import export_a_recording
+from tests.playback_util import FPS
 
 SECONDS = 5.0
 
@@ -43,20 +39,10 @@ def ffprobe(path: Path) -> dict[str, Any]:
 
 
 @pytest.fixture
-def exported(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[Path, str]:
-    data = tmp_path / "H"
-    assert hq(["keygen", "--data-dir", str(data)]) == 0
-    rec = record(tmp_path / "unit", seconds=SECONDS, hq_key=load_hq_private(data / "keys" / "hq.key"))  # type: ignore[arg-type]
-    with SqliteIndex(data / "index.sqlite") as index:
-        ingest_recording(index, FileEvidenceStore(data), data, rec, 1_790_000_000_000_000_000)
-    assert hq(["case", "open", "2026-7", "--title", "t", "--data-dir", str(data)]) == 0
-    assert hq(["case", "add", "2026-7", "--device-id", rec.device_id, "--recording", rec.recording_id,
-               "--data-dir", str(data)]) == 0
-    capsys.readouterr()
-    out = tmp_path / "court"
-    assert hq(["export", "--case", "2026-7", "--out", str(out), "--data-dir", str(data)]) == 0
-    assert "viewing copies: 1 recording(s)" in capsys.readouterr().out
-    return out, f"{rec.device_id}/viewing/{rec.recording_id}"
+def exported(tmp_path: Path) -> tuple[Path, str]:
+    out, stem, said = export_a_recording(tmp_path, SECONDS)
+    assert "viewing copies: 1 recording(s)" in said
+    return out, stem
 
 
 def test_the_viewing_copy_is_the_recorded_h264_with_time_codes(exported: tuple[Path, str]) -> None:

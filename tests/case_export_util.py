@@ -1,0 +1,33 @@
+"""A court export with viewing copies of a real recording, for the viewing copy and browser tests."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from pathlib import Path
+
+from agent.evidence.keys import load_hq_private
+from hq.cli import main as hq
+from hq.index import SqliteIndex
+from hq.storage import FileEvidenceStore
+from tests.playback_util import ingest as ingest_recording
+from tests.playback_util import record
+
+
+def export_a_recording(tmp_path: Path, seconds: float) -> tuple[Path, str, str]:
+    """Record ``seconds`` (camera, thermal, audio) sealed to a fresh headquarters' key, ingest it,
+    hold it in a case and export the case with ``hq.key``: the export folder, the viewing copy's
+    path stem inside it (``unit/viewing/<recording_id>``) and what the export printed."""
+    data = tmp_path / "H"
+    assert hq(["keygen", "--data-dir", str(data)]) == 0
+    rec = record(tmp_path / "unit", seconds=seconds, hq_key=load_hq_private(data / "keys" / "hq.key"))  # type: ignore[arg-type]
+    with SqliteIndex(data / "index.sqlite") as index:
+        ingest_recording(index, FileEvidenceStore(data), data, rec, 1_790_000_000_000_000_000)
+    assert hq(["case", "open", "2026-7", "--title", "t", "--data-dir", str(data)]) == 0
+    assert hq(["case", "add", "2026-7", "--device-id", rec.device_id, "--recording", rec.recording_id,
+               "--data-dir", str(data)]) == 0
+    out = tmp_path / "court"
+    said = io.StringIO()
+    with contextlib.redirect_stdout(said):
+        assert hq(["export", "--case", "2026-7", "--out", str(out), "--data-dir", str(data)]) == 0
+    return out, f"{rec.device_id}/viewing/{rec.recording_id}", said.getvalue()
