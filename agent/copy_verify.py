@@ -77,6 +77,7 @@ def _check_one(record_path: Path, record: dict[str, Any], hashes: dict[int, str]
     thermal: list[bytes] = []
     at = 0
     unbound = []
+    left_out: list[str] = []
     before = len(found.problems)
     for s in segments:
         seq, n = int(s["seq"]), int(s["camera_packets"])
@@ -112,7 +113,11 @@ def _check_one(record_path: Path, record: dict[str, Any], hashes: dict[int, str]
             found.problems.append(safe_text(f"{name}: its H.264 decoder set-up (avcC) is not the recorded one"))
         for kind, into in (("audio", audio), ("thermal", thermal)):
             track = demux(rebuilt, kind, "matroska")
-            into.extend(track.packets if track is not None else [])
+            have = track.packets if track is not None else []
+            copied = int(s.get(f"{kind}_packets", len(have)))
+            into.extend(have[:copied])
+            if len(have) > copied:
+                left_out.append(f"seq {seq}: {len(have) - copied} {kind} packet(s)")
     if len(found.problems) > before:
         return
     _compare(found, f"{name}: its audio", demux(viewing / str(record["video"]), "audio"), audio)
@@ -122,6 +127,9 @@ def _check_one(record_path: Path, record: dict[str, Any], hashes: dict[int, str]
                  thermal)
     if len(found.problems) > before:
         return
+    if left_out:
+        found.notes.append(safe_text(f"{name}: not in the copy (its track began later or ended): "
+                                     + "; ".join(left_out)))
     if unbound:
         found.notes.append(safe_text(f"{name}: seq {unbound} were salvaged after a power loss (the unit never knew "
                                      "their plaintext): their packets rest on headquarters' export, not the unit's "

@@ -121,6 +121,7 @@ class _Outputs:
     streams: dict[str, Any] = field(default_factory=dict)
     encoder: Any = None
     packets: int = 0
+    counts: dict[str, int] = field(default_factory=dict)  # this segment's packets copied, per track kind
 
     def open_video(self, camera: Any, audio: Any) -> None:
         self.video = av.open(str(self.folder / f"{self.stem}.mp4"), "w", format="mp4",
@@ -166,6 +167,7 @@ def _streams(container: Any) -> dict[str, Any]:
 
 
 def _mux_segment(outs: _Outputs, seg: CopySegment, media: bytes) -> None:
+    outs.counts = {"camera": 0, "audio": 0, "thermal": 0}
     try:
         src: Any = av.open(io.BytesIO(media), "r", format="matroska")
     except av.error.FFmpegError as exc:
@@ -192,6 +194,7 @@ def _mux_segment(outs: _Outputs, seg: CopySegment, media: bytes) -> None:
                 packet.stream = outs.streams[kind]
                 (outs.thermal if kind == "thermal" else outs.video).mux(packet)
                 outs.packets += kind == "camera"
+                outs.counts[kind] += 1
         except av.error.FFmpegError as exc:
             raise ViewingCopyError(f"seq {seg.seq}: the decrypted media does not remux: {exc}") from exc
 
@@ -235,6 +238,7 @@ def write_copies(folder: Path, device_id: str, recording_id: str, segments: list
                          "plaintext_sha256": plain["sha256"] if isinstance(plain, dict) else None,
                          "decrypted_sha256": hashlib.sha256(media).hexdigest(),
                          "residue": residue, "camera_packets": len(holes), "holes": [list(h) for h in holes],
+                         "audio_packets": outs.counts["audio"], "thermal_packets": outs.counts["thermal"],
                          "clock": _clock(seg.manifest)})
     finally:
         outs.close()
