@@ -25,7 +25,8 @@ from cryptography.hazmat.primitives import serialization
 from agent.cli import main as bodycam
 from agent.evidence.viewcopy import demux
 from hq.keygen import make_ca
-from tests.case_export_util import export_a_recording
+from tests.case_export_util import export_a_recording, export_case_of, held_recording
+from tests.playback_daemon import DecryptDaemon
 from tests.playback_util import FPS
 
 SECONDS = 5.0
@@ -165,3 +166,27 @@ def test_verify_proves_the_copy_and_names_tampering(exported: tuple[Path, str], 
 
     fails_naming("stripped", _strip_credentials, f"{stem}.mp4", f"{stem}.mp4: no C2PA content credentials (removed)")
     fails_naming("thermal", change_thermal, f"{stem}.thermal.mkv", "the thermal track: packet 5 is not the recorded")
+
+
+def test_the_export_decrypts_through_the_decrypt_component(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A service host without hq.key: the viewing copies are made through bodycam-hq decryptd."""
+    data, rec = held_recording(tmp_path, 2.0)
+    vault = tmp_path / "vault"
+    vault.mkdir(mode=0o700)
+    (data / "keys" / "hq.key").rename(vault / "hq.key")
+    run = tmp_path / "run"
+    run.mkdir(mode=0o750)
+    daemon = DecryptDaemon(vault / "hq.key", run / "decryptd.sock")
+    try:
+        out, stem, said = export_case_of(data, rec, tmp_path / "court", "--decrypt-socket", str(daemon.socket))
+    finally:
+        assert daemon.stop() == 0
+    assert "viewing copies: 1 recording(s)" in said
+    assert b"decrypted" in daemon.log.read_bytes()
+    capsys.readouterr()
+    assert bodycam(["verify", str(out)]) == 0
+    assert f"{stem}.mp4: its 20 H.264 packets are the unit's" in capsys.readouterr().out
+    # without the key and without the component: the originals only, and the export says so
+    _, _, said = export_case_of(data, rec, tmp_path / "originals")
+    assert "no viewing copies: give --decrypt-socket" in said
+    assert json.loads((tmp_path / "originals" / "case.json").read_text())["viewing_copies"] is None
