@@ -54,6 +54,13 @@ def _room(ctx: WebContext) -> OpsRoom:
     return room
 
 
+def may_watch_live(ctx: WebContext, request: Request) -> bool:
+    """Whether to offer "Watch live": this node brokers live view and the user's roles may watch
+    (operators and supervisors, or supervisors only; the live panel checks again on the server)."""
+    live = ctx.service.live
+    return live is not None and live.may_watch(str(r) for r in current_user(request).roles)
+
+
 # -- pages -------------------------------------------------------------------------------------
 
 @require(*SEES_POSITIONS)
@@ -61,7 +68,7 @@ async def map_page(request: Request) -> Response:
     ctx = context_of(request)
     info = _room(ctx).tiles.info
     return render(ctx, request, "fleet_map.html", title="Map", basemap=info,
-                  no_contact_s=int(_room(ctx).ops.policy.no_contact_s))
+                  no_contact_s=int(_room(ctx).ops.policy.no_contact_s), watch=may_watch_live(ctx, request))
 
 
 @require(*SEES_POSITIONS)
@@ -69,7 +76,8 @@ async def units_page(request: Request) -> Response:
     ctx = context_of(request)
     units = await run_in_threadpool(_room(ctx).ops.units, current_user(request).name, positions=False,
                                     context="units")
-    return render(ctx, request, "fleet_units.html", title="Units", units=units, now_ns=ctx.now_ns())
+    return render(ctx, request, "fleet_units.html", title="Units", units=units, now_ns=ctx.now_ns(),
+                  watch=may_watch_live(ctx, request))
 
 
 @require(*SEES_POSITIONS)
@@ -81,7 +89,7 @@ async def unit_page(request: Request) -> Response:
     except OpsError:
         return render(ctx, request, "error.html", 404, title="Not found", message="There is no such unit.")
     return render(ctx, request, "fleet_unit.html", title=f"Unit {device_id}", unit=page, now_ns=ctx.now_ns(),
-                  basemap=_room(ctx).tiles.info, iso=iso_utc)
+                  basemap=_room(ctx).tiles.info, iso=iso_utc, watch=may_watch_live(ctx, request))
 
 
 @require(*SEES_POSITIONS)

@@ -112,6 +112,8 @@ def test_an_operator_opening_the_panel_starts_a_unit_over_the_request_channel_an
         agent = rig.start_agent(data, cfg)
         assert agent.ctl("start")["ok"]
         http, csrf = http_sign_in(server, "olivia")
+        units = http.get(f"{server.url}/ops/units").text  # where an operator finds "Watch live"
+        assert 'href="/ops/live/it-live-3" aria-label="Watch it-live-3 live"' in units
         viewer = OpsViewer(http, server.url, csrf, "it-live-3").start(timeout_s=60)
         try:
             wait_until(lambda: len(viewer.seen.frames) >= 15, 40, "the requested stream to reach the viewer")

@@ -144,3 +144,11 @@ def test_an_auditor_exports_a_users_trail_as_csv_and_pdf_and_the_export_is_audit
     assert [(r["detail"]["format"], r["detail"]["user"], r["outcome"]) for r in exports] == [
         ("csv", "olivia", "ok"), ("pdf", "olivia", "ok")]
     assert ada.get(server.url + "/ops/audit/export.xls").status_code == 404
+
+
+def test_watch_live_is_offered_only_where_headquarters_brokers_live_view(server: OpsServer) -> None:
+    http = _session(server)
+    assert _sign_in(server, http, "olivia").status_code == 303
+    for page in ("/ops/units", "/ops/map"):
+        answer = http.get(server.url + page)
+        assert answer.status_code == 200 and "Watch live" not in answer.text and 'data-watch="yes"' not in answer.text

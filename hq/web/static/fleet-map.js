@@ -8,6 +8,7 @@
   if (!box || !window.L) return;
   const prefix = box.dataset.prefix;
   const noContactS = Number(box.dataset.noContactS) || 300;
+  const watch = box.dataset.watch === "yes"; // this user may watch live, and headquarters brokers it
   const status = document.getElementById("live-status");
   const tbody = document.querySelector("#unit-table tbody");
   const count = document.getElementById("unit-count");
@@ -59,6 +60,15 @@
       (unit.battery_pct != null ? "; battery " + Math.round(unit.battery_pct) + " %" : "") +
       (unit.alerts.length ? "; alerts: " + unit.alerts.map(function (x) { return x.title; }).join(", ") : "");
     div.append(a, p);
+    if (watch) {
+      // the live panel asks the unit to stream (a unit not recording or out of coverage may not)
+      const w = document.createElement("a");
+      w.href = prefix + "/live/" + encodeURIComponent(unit.device_id);
+      w.className = "watch-live";
+      w.textContent = "Watch live";
+      w.setAttribute("aria-label", "Watch " + unit.device_id + " live");
+      div.append(w);
+    }
     return div;
   }
 

@@ -112,6 +112,8 @@
   }
 
   function join() {
+    // a unit that is not streaming is asked to start (headquarters waits up to 20 s for it)
+    show("live-state", "asking the unit to stream…");
     post(base + "/" + encodeURIComponent(device) + "/join").then(function (grant) {
       stats.token = grant.token;
       pc = new RTCPeerConnection({ iceServers: grant.ice_servers.map(function (s) {

@@ -1,6 +1,7 @@
-"""The live panel in real chromium: two operators watch one unit through headquarters and Janus; an auditor
-cannot; joins and leaves are audited; glass-to-glass latency is read from the burned-in clock on a canvas;
-after a loss burst the picture comes back; the recording made meanwhile verifies."""
+"""The live panel in real chromium: two operators open it with "Watch live" (from the units list and from the
+map's popup), which asks a unit that is not in auto mode to stream; both watch it through headquarters and
+Janus; an auditor cannot; joins and leaves are audited; glass-to-glass latency is read from the burned-in
+clock on a canvas; after a loss burst the picture comes back; the recording made meanwhile verifies."""
 
 from __future__ import annotations
 
@@ -33,10 +34,19 @@ def _page(chrome: Any) -> Any:
     return context.new_page()
 
 
-def _watch(chrome: Any, server: OpsServer, user: str) -> Any:
+def _watch(chrome: Any, server: OpsServer, user: str, start: str) -> Any:
+    """``user`` signs in and opens the live panel by clicking "Watch live" on ``start``: the units
+    list, the unit's page or the unit's popup on the map."""
     page = _page(chrome)
     sign_in(page, server, user)
-    page.goto(f"{server.url}/ops/live/{UNIT}")
+    page.goto(f"{server.url}/ops/{start}")
+    if start == "map":  # once a heartbeat has put the unit on the map
+        page.wait_for_function("id => window.bodycamMap && window.bodycamMap.position(id)", arg=UNIT, timeout=60_000)
+        page.locator("#unit-table button", has_text=UNIT).click()  # centres the map and opens the popup
+        page.locator(".leaflet-popup").get_by_role("link", name=f"Watch {UNIT} live").click()
+    else:
+        page.get_by_role("link", name=f"Watch {UNIT} live").click()
+    page.wait_for_url(f"{server.url}/ops/live/{UNIT}")
     return page
 
 
@@ -50,11 +60,12 @@ def test_two_operators_watch_an_auditor_cannot_and_the_recording_verifies(
     try:
         server: OpsServer = rig.hq
         assert rig.impairment is not None
-        data, cfg = rig.unit(UNIT, ice_relay_only=True, auto_while_recording=True)
+        # not auto_while_recording: olivia's join asks the unit to stream over the request channel
+        data, cfg = rig.unit(UNIT, ice_relay_only=True)
         agent = rig.start_agent(data, cfg)
         assert agent.ctl("start")["ok"]
-        olivia = _watch(chrome, server, "olivia")
-        sam = _watch(chrome, server, "sam")
+        olivia = _watch(chrome, server, "olivia", "units")
+        sam = _watch(chrome, server, "sam", "map")
         for page in (olivia, sam):
             wait_until(lambda p=page: p.evaluate("window.bodycamLive ? window.bodycamLive.decodedCodes : 0") >= 30,
                        90, "the panel to decode 30 time-coded frames")
@@ -102,7 +113,9 @@ def test_two_operators_watch_an_auditor_cannot_and_the_recording_verifies(
     doc = verify_json(data)
     assert doc["_exit"] == 0 and doc["ok"], json.dumps(doc["problems"], indent=1)
     ms = manifests(data)
-    assert [m["event"] for m in ms if m["type"] == "event"].count("live-start") >= 1
+    starts = [m["detail"] for m in ms if m["type"] == "event" and m["event"] == "live-start"]
+    assert starts and starts[0]["trigger"] == "request"  # olivia's join started it over the request channel
+    assert rig.audit("unit-request")[0][:1] == ("olivia",)
     # Zero dropped frames while streaming is test_live.py's and make bench's to prove: here chromium
     # decodes two streams on the same two cores, and what that costs is the test machine's, not the unit's.
 
