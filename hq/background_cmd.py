@@ -17,6 +17,7 @@ from agent.humanize import utc
 from agent.textsafe import safe_text
 from hq.app import open_index
 from hq.audit import Auditor
+from hq.cmdutil import actor
 from hq.export import ExportError, parse_time
 from hq.requests import DEFAULT_TTL_S, RequestError, UnitRequests
 
@@ -38,12 +39,11 @@ def cmd_request(args: argparse.Namespace) -> int:
         hq_key = load_receipt_private(keys / "receipt.key")
     except KeyFileError as exc:
         return _fail("request", f"{exc} (requests are signed with headquarters' receipt key; --keys DIR)")
-    from hq.cli import _actor  # the command's module imports this one
 
     with open_index(args.data_dir, args.database_url) as index:
         service = UnitRequests(index, hq_key, Auditor(index, "hq-cli", time.time_ns), time.time_ns)
         try:
-            request = service.queue(args.unit, KIND, {"from_utc_ns": start, "to_utc_ns": end}, _actor(),
+            request = service.queue(args.unit, KIND, {"from_utc_ns": start, "to_utc_ns": end}, actor(),
                                     args.reason, ttl_s=args.ttl_h * 3600)
         except RequestError as exc:
             return _fail("request", str(exc), 1)

@@ -14,6 +14,7 @@ from agent.diag import DiagError, generate_technician_key, load_technician_key
 from agent.humanize import plural, utc
 from hq.app import open_index
 from hq.audit import Auditor
+from hq.cmdutil import actor
 
 CA_KEY = "technician-ca.key"
 CA_PUB = "technician-ca.pub"
@@ -68,11 +69,10 @@ def cmd_issue(args: argparse.Namespace) -> int:
         return _fail("issue", str(exc))
     out.write_bytes(cert + b"\n")
     fp = key_fingerprint(public)
-    from hq.cli import _actor  # the command's module imports this one
 
     with open_index(args.data_dir, args.database_url) as index:
         Auditor(index, "hq-cli", time.time_ns).record(
-            "technician-issue", _actor(), args.name, "ok", key_sha256=fp, devices=sorted(set(args.device_id)),
+            "technician-issue", actor(), args.name, "ok", key_sha256=fp, devices=sorted(set(args.device_id)),
             not_after_utc_ns=not_after)
     print(f"certificate for {args.name} (key SHA-256 {fp[:16]}...) written to {out}")
     print(f"opens {plural(len(set(args.device_id)), 'unit')} ({', '.join(sorted(set(args.device_id)))}) "
