@@ -242,7 +242,11 @@ def write_copies(folder: Path, device_id: str, recording_id: str, segments: list
                          "clock": _clock(seg.manifest)})
     finally:
         outs.close()
-    if outs.video is None:
+    if outs.video is None:  # no camera in any segment: no copy, and nothing of one left behind
+        for row in rows:
+            (folder / row["residue"]).unlink(missing_ok=True)
+        for name in (f"{recording_id}.thermal.mkv", f"{recording_id}.thermal.mp4"):
+            (folder / name).unlink(missing_ok=True)
         return None
     record = {
         "format": FORMAT, "device_id": device_id, "recording_id": recording_id,
