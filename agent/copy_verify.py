@@ -11,8 +11,10 @@ are compared with the copies' ones, in order.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ from typing import Any
 from agent.evidence.format import segment_filename
 from agent.evidence.manifest import ManifestError, parse_manifest_record
 from agent.evidence.segment import SegmentError, scan
-from agent.evidence.viewcopy import CopyError, Track, demux, rebuild
+from agent.evidence.viewcopy import CopyError, Track, camera_rate, demux, offsets_ms, rebuild, timecode
 from agent.textsafe import safe_text
 
 
@@ -75,16 +77,18 @@ def _check_one(record_path: Path, record: dict[str, Any], hashes: dict[int, str]
         return
     audio: list[bytes] = []
     thermal: list[bytes] = []
+    signed_all = [_signed(device_dir / segment_filename(int(s["seq"]))) for s in segments]
+    offsets = offsets_ms([m["manifest"] for m in signed_all])
     at = 0
     unbound = []
     left_out: list[str] = []
     before = len(found.problems)
-    for s in segments:
+    for s, signed, offset in zip(segments, signed_all, offsets, strict=True):
         seq, n = int(s["seq"]), int(s["camera_packets"])
         share = copy.packets[at:at + n]
+        shown_at = copy.times_ms[at:at + n]
         where = f"{name}: H.264 packets {at}..{at + n - 1} (seq {seq})"
         at += n
-        signed = _signed(device_dir / segment_filename(seq))
         if signed["hash"] != s["manifest_sha256"] or hashes.get(seq) != signed["hash"]:
             found.problems.append(safe_text(f"{name}: seq {seq} is not a verified entry of the unit's chain"))
             continue
@@ -109,6 +113,10 @@ def _check_one(record_path: Path, record: dict[str, Any], hashes: dict[int, str]
         if original is None or original.packets != share:
             found.problems.append(safe_text(f"{where}: not the recorded segment's H.264 packets in order"))
             continue
+        late = _late(original.times_ms, shown_at, offset)
+        if late is not None:
+            found.problems.append(safe_text(f"{where}: packet {at - n + late[0]} is shown at {late[1]} ms, the unit "
+                                            f"recorded it at {late[2]} ms on the recording's timeline"))
         if original.extradata != copy.extradata:
             found.problems.append(safe_text(f"{name}: its H.264 decoder set-up (avcC) is not the recorded one"))
         for kind, into in (("audio", audio), ("thermal", thermal)):
@@ -120,6 +128,7 @@ def _check_one(record_path: Path, record: dict[str, Any], hashes: dict[int, str]
                 left_out.append(f"seq {seq}: {len(have) - copied} {kind} packet(s)")
     if len(found.problems) > before:
         return
+    _check_time_code(found, name, copy.tags, signed_all[0]["manifest"])
     _compare(found, f"{name}: its audio", demux(viewing / str(record["video"]), "audio"), audio)
     if record.get("thermal"):
         lossless = f"{record['device_id']}/{viewing.name}/{record['thermal']['lossless']}"
@@ -144,3 +153,29 @@ def _compare(found: CopyFindings, what: str, copy: Track | None, recorded: list[
     elif have != recorded:
         first = next(i for i, (a, b) in enumerate(zip(have, recorded, strict=True)) if a != b)
         found.problems.append(safe_text(f"{what}: packet {first} is not the recorded one"))
+
+
+def _late(recorded_ms: list[int | None], shown_ms: list[int | None], offset_ms: int) -> tuple[int, int, int] | None:
+    """The first packet the copy shows at another time than the unit recorded (1 ms of rounding
+    allowed): (index, shown, recorded), or None."""
+    for i, (rec, shown) in enumerate(zip(recorded_ms, shown_ms, strict=True)):
+        if rec is None or shown is None:
+            continue
+        if abs(shown - (rec + offset_ms)) > 1:
+            return i, shown, rec + offset_ms
+    return None
+
+
+def _check_time_code(found: CopyFindings, name: str, tags: dict[str, str], first: dict[str, Any]) -> None:
+    """The copy's time code and creation time are the first segment's signed UTC start."""
+    start_ns = int(first["time"]["utc_start_ns"])
+    want = timecode(start_ns, camera_rate(first))
+    got = tags.get("timecode", "")
+    m = re.fullmatch(r"(\d\d:\d\d:\d\d)[:;](\d+)", got)  # ffmpeg writes as many frame digits as it needs
+    if m is None or m.group(1) != want[:8] or int(m.group(2)) != int(want[9:]):
+        found.problems.append(safe_text(f"{name}: its time code {got or 'is missing'}, the unit's recorded start "
+                                        f"is {want}"))
+    created = datetime.datetime.fromtimestamp(start_ns // 1_000_000_000, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    if not tags.get("creation_time", "").startswith(created):
+        found.problems.append(safe_text(f"{name}: its creation time {tags.get('creation_time')!r} is not the unit's "
+                                        f"recorded start {created}Z"))

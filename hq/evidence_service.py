@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Protocol
 
+from agent.evidence.viewcopy import offsets_ms
 from hq.audit import Auditor
 from hq.decrypt_client import DecryptClientError
 from hq.export import receipt_summary
@@ -122,23 +123,12 @@ def recording_target(device_id: str, recording_id: str) -> str:
 
 def timeline(entries: list[Evidence]) -> list[Segment]:
     """The segments of one recording placed on its timeline: by the monotonic clock within one boot
-    (exact), by UTC across boots (a recording resumed after a restart)."""
-    out: list[Segment] = []
-    first: dict[str, Any] | None = None
-    for e in entries:
-        if e.kind != "segment" or e.manifest is None:
-            continue
-        m = json.loads(e.manifest)
-        t = m["time"]
-        if first is None:
-            first = m
-        if m.get("boot_id") == first["boot_id"]:
-            offset_ns = int(t["mono_start_ns"]) - int(first["time"]["mono_start_ns"])
-        else:
-            offset_ns = int(t["utc_start_ns"]) - int(first["time"]["utc_start_ns"])
-        duration_ns = int(t["mono_end_ns"]) - int(t["mono_start_ns"])
-        out.append(Segment(e.seq, offset_ns // 1_000_000, duration_ns // 1_000_000, e, m))
-    return out
+    (exact), by UTC across boots (a recording resumed after a restart); ``offsets_ms``."""
+    held = [(e, json.loads(e.manifest)) for e in entries if e.kind == "segment" and e.manifest is not None]
+    if not held:
+        return []
+    return [Segment(e.seq, offset, (int(m["time"]["mono_end_ns"]) - int(m["time"]["mono_start_ns"])) // 1_000_000,
+                    e, m) for (e, m), offset in zip(held, offsets_ms([m for _, m in held]), strict=True)]
 
 
 def marks_of(segments: list[Segment]) -> list[Mark]:

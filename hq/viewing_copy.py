@@ -30,7 +30,7 @@ import av
 
 from agent.evidence.decrypt import DecryptError, open_sealed_metadata, open_stream
 from agent.evidence.keys import HqPrivateKey
-from agent.evidence.viewcopy import CopyError, Track, cut, demux, holes_of
+from agent.evidence.viewcopy import CopyError, Track, camera_rate, cut, demux, holes_of, timecode
 from hq.rendition import DEFAULT_SPAN_CK, colour_picture, thermal_encoder
 
 FORMAT = "bodycam-viewing-copy-v1"
@@ -82,29 +82,10 @@ def _iso(ns: int) -> str:
     return datetime.datetime.fromtimestamp(ns / 1e9, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def timecode(utc_ns: int, rate: Fraction) -> str:
-    """SMPTE time of day ``HH:MM:SS:FF`` (UTC) at ``utc_ns``, frames counted at ``rate``."""
-    day_ns = utc_ns % 86_400_000_000_000
-    seconds, rest_ns = divmod(day_ns, 1_000_000_000)
-    fps = max(1, round(rate))
-    frame = min(fps - 1, rest_ns * fps // 1_000_000_000)
-    return f"{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}:{frame:02d}"
-
-
 def _clock(manifest: dict[str, Any]) -> dict[str, Any]:
     t = manifest["time"]
     return {"utc_start": _iso(int(t["utc_start_ns"])), "source": t.get("source"), "synced": t.get("synced"),
             "uncertainty_ns": t.get("uncertainty_ns"), "gnss_offset_ns": t.get("gnss_offset_ns")}
-
-
-def _camera_rate(manifest: dict[str, Any]) -> Fraction:
-    for track in manifest.get("tracks") or ():
-        if track.get("kind") == "video":
-            try:
-                return Fraction(str((track.get("params") or {}).get("rate", "30/1")))
-            except (ValueError, ZeroDivisionError):
-                break
-    return Fraction(30)
 
 
 @dataclass
@@ -208,7 +189,7 @@ def write_copies(folder: Path, device_id: str, recording_id: str, segments: list
     first = segments[0].manifest
     start_ns = int(first["time"]["utc_start_ns"])
     clock = _clock(first)
-    tc = timecode(start_ns, _camera_rate(first))
+    tc = timecode(start_ns, camera_rate(first))
     meta = {"creation_time": _iso(start_ns), "title": f"{device_id} recording {recording_id}",
             "comment": "bodycam viewing copy: the unit's H.264 packets as recorded (docs/court-export.md)",
             "com.bodycam.device_id": device_id, "com.bodycam.recording_id": recording_id,

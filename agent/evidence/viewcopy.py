@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,8 @@ class Track:
     extradata: bytes
     packets: list[bytes]
     positions: list[int]  # the demuxer's byte position of each packet (-1 if unknown)
+    times_ms: list[int | None]  # each packet's presentation time in ms (None if it has none)
+    tags: dict[str, str]  # the container's metadata, then the track's
 
 
 def demux(source: bytes | Path, kind: str, fmt: str | None = None) -> Track | None:
@@ -49,17 +52,20 @@ def demux(source: bytes | Path, kind: str, fmt: str | None = None) -> Track | No
             return None
         packets: list[bytes] = []
         positions: list[int] = []
+        times: list[int | None] = []
         try:
             for packet in container.demux(stream):
                 if packet.size == 0:
                     continue
                 packets.append(bytes(packet))
                 positions.append(-1 if packet.pos is None else int(packet.pos))
+                times.append(None if packet.pts is None else round(packet.pts * packet.time_base * 1000))
         except av.error.FFmpegError as exc:
             if not packets:
                 raise CopyError(f"does not demux: {exc}") from exc
             # a segment salvaged after a power cut ends mid-cluster: what it holds is what counts
-        return Track(stream.codec_context.name, bytes(stream.codec_context.extradata or b""), packets, positions)
+        return Track(stream.codec_context.name, bytes(stream.codec_context.extradata or b""), packets, positions,
+                     times, {**dict(container.metadata), **dict(stream.metadata)})
 
 
 def _kind(stream: Any) -> str | None:
@@ -115,3 +121,38 @@ def rebuild(residue: bytes, holes: list[tuple[int, int]], packets: list[bytes]) 
         end = offset + length
     parts.append(residue[taken:])
     return b"".join(parts)
+
+
+def timecode(utc_ns: int, rate: Fraction) -> str:
+    """SMPTE time of day ``HH:MM:SS:FF`` (UTC) at ``utc_ns``, frames counted at ``rate``: the
+    viewing copy's ``tmcd`` start."""
+    day_ns = utc_ns % 86_400_000_000_000
+    seconds, rest_ns = divmod(day_ns, 1_000_000_000)
+    fps = max(1, round(rate))
+    frame = min(fps - 1, rest_ns * fps // 1_000_000_000)
+    return f"{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}:{frame:02d}"
+
+
+def camera_rate(manifest: dict[str, Any]) -> Fraction:
+    """The frame rate of the first video track a segment's signed manifest lists (30 if none says)."""
+    for track in manifest.get("tracks") or ():
+        if isinstance(track, dict) and track.get("kind") == "video":
+            try:
+                return Fraction(str((track.get("params") or {}).get("rate", "30/1")))
+            except (ValueError, ZeroDivisionError):
+                break
+    return Fraction(30)
+
+
+def offsets_ms(manifests: list[dict[str, Any]]) -> list[int]:
+    """Where each segment starts on its recording's timeline, from the unit's signed times: by the
+    monotonic clock within one boot (exact), by UTC across boots (as headquarters' playback)."""
+    first = manifests[0]
+    out = []
+    for m in manifests:
+        if m.get("boot_id") == first.get("boot_id"):
+            ns = int(m["time"]["mono_start_ns"]) - int(first["time"]["mono_start_ns"])
+        else:
+            ns = int(m["time"]["utc_start_ns"]) - int(first["time"]["utc_start_ns"])
+        out.append(ns // 1_000_000)
+    return out

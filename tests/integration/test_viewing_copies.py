@@ -107,11 +107,21 @@ def _strip_credentials(mp4: Path) -> None:
     _remux(mp4, drop=None)  # every packet kept: only the C2PA manifest store goes
 
 
-def _remux(mp4: Path, drop: int | None) -> None:
+def _slow_down(mp4: Path) -> None:
+    _remux(mp4, drop=None, stretch_from=30)  # from the 31st frame on, shown later and slower
+
+
+def _another_time_code(mp4: Path) -> None:
+    _remux(mp4, drop=None, timecode="09:59:00:00")
+
+
+def _remux(mp4: Path, drop: int | None, stretch_from: int | None = None, timecode: str = "10:00:00:00") -> None:
     copy = mp4.with_name("tmp.mp4")
-    with av.open(str(mp4)) as src, av.open(str(copy), "w", format="mp4") as dst:
+    with av.open(str(mp4)) as src, av.open(str(copy), "w", format="mp4", options={"write_tmcd": "1"}) as dst:
+        dst.metadata["creation_time"] = src.metadata["creation_time"]
         v, a = src.streams.video[0], src.streams.audio[0]
         ov, oa = dst.add_stream_from_template(v), dst.add_stream_from_template(a)
+        ov.metadata["timecode"] = timecode
         n = 0
         for p in src.demux(v, a):
             if p.size == 0:
@@ -120,6 +130,8 @@ def _remux(mp4: Path, drop: int | None) -> None:
                 n += 1
                 if n == drop:
                     continue
+                if stretch_from is not None and n > stretch_from and p.pts is not None and p.dts is not None:
+                    p.pts, p.dts = p.pts * 2, p.dts * 2
             p.stream = ov if p.stream is v else oa
             dst.mux(p)
     copy.replace(mp4)
@@ -164,6 +176,9 @@ def test_verify_proves_the_copy_and_names_tampering(exported: tuple[Path, str], 
         raw[at + len(track.packets[5]) - 3] ^= 0x10
         mkv.write_bytes(bytes(raw))
 
+    fails_naming("slowed", _slow_down, f"{stem}.mp4", "(seq 3): packet 30 is shown at 6000 ms, the unit recorded it "
+                 "at 3000 ms")
+    fails_naming("time code", _another_time_code, f"{stem}.mp4", "its time code 09:59:00:0")
     fails_naming("stripped", _strip_credentials, f"{stem}.mp4", f"{stem}.mp4: no C2PA content credentials (removed)")
     fails_naming("thermal", change_thermal, f"{stem}.thermal.mkv", "the thermal track: packet 5 is not the recorded")
 
