@@ -25,6 +25,7 @@ class PreEventBuffer:
         self._packets: deque[EncodedPacket] = deque()
         self._anchor_keys: deque[int] = deque()
         self._cut_ns: int | None = None
+        self._newest_end_ns: int | None = None
         self.bytes = 0
 
     def __len__(self) -> int:
@@ -35,6 +36,7 @@ class PreEventBuffer:
             return
         self._packets.append(packet)
         self.bytes += len(packet.data)
+        self._newest_end_ns = max(packet.end_ns, self._newest_end_ns or packet.end_ns)
         if packet.track == self.anchor and packet.keyframe:
             self._anchor_keys.append(packet.pts_ns)
         if packet.track == self.anchor or self.anchor is None:
@@ -61,6 +63,11 @@ class PreEventBuffer:
             return self._anchor_keys[0] if self._anchor_keys else None
         return self._packets[0].pts_ns if self._packets else None
 
+    def span_ns(self) -> int:
+        """How much footage a drain would give now: from the start point to the newest packet's end."""
+        start = self.start_ns()
+        return 0 if start is None or self._newest_end_ns is None else max(0, self._newest_end_ns - start)
+
     def drain(self) -> list[EncodedPacket]:
         """Everything buffered from the start point on, each keyed track from its own first keyframe."""
         start = self.start_ns()
@@ -82,6 +89,7 @@ class PreEventBuffer:
         self._packets.clear()
         self._anchor_keys.clear()
         self._cut_ns = None
+        self._newest_end_ns = None
         self.bytes = 0
 
     def drop_track(self, track: str) -> None:

@@ -398,6 +398,8 @@ class RecorderEngine:
             dropped=self._drops_total,
             pre_event_configured_s=self._s.pre_event_ns / 1e9,
             pre_event_buffered_packets=len(self._pre),
+            pre_event_buffered_s=round(self._pre.span_ns() / 1e9, 3),
+            pre_event_buffered_bytes=self._pre.bytes,
             head=(self._chain.head_seq, self._chain.head_hash),
             gnss=self._last_fix,
             gnss_offset_ns=self._chain.gnss_offset_ns,

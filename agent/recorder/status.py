@@ -31,6 +31,8 @@ class RecorderStatus:
     segment: SegmentStatus | None
     pre_event_configured_s: float
     pre_event_buffered_packets: int
+    pre_event_buffered_s: float
+    pre_event_buffered_bytes: int
     chain_head_seq: int
     chain_head: str
     segments_sealed: int
@@ -58,6 +60,8 @@ class RecorderStatus:
             "pre_event": {
                 "configured_s": self.pre_event_configured_s,
                 "buffered_packets": self.pre_event_buffered_packets,
+                "buffered_s": self.pre_event_buffered_s,
+                "buffered_bytes": self.pre_event_buffered_bytes,
             },
             "chain": {"head_seq": self.chain_head_seq, "head": self.chain_head},
             "segments_sealed": self.segments_sealed,
@@ -86,6 +90,8 @@ def snapshot(
     dropped: dict[str, int],
     pre_event_configured_s: float,
     pre_event_buffered_packets: int,
+    pre_event_buffered_s: float,
+    pre_event_buffered_bytes: int,
     head: tuple[int, str],
     gnss: GnssFix | None,
     gnss_offset_ns: int | None,
@@ -107,6 +113,8 @@ def snapshot(
         ),
         pre_event_configured_s=pre_event_configured_s,
         pre_event_buffered_packets=pre_event_buffered_packets,
+        pre_event_buffered_s=pre_event_buffered_s,
+        pre_event_buffered_bytes=pre_event_buffered_bytes,
         chain_head_seq=head[0],
         chain_head=head[1],
         segments_sealed=pipeline.sealed,

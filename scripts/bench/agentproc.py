@@ -389,6 +389,8 @@ class AgentRun:
         """Start recording through ``bodycam ctl``, record, stop, and measure the agent meanwhile."""
         ready = self.wait_ready(media_tracks)
         time.sleep(plan.settle_s)
+        buffered = self.status().get("pre_event") or {}
+        at_start = self.memory_kib()
         before_start = self.cpu_s()
         latency, reply = self._start_via_ctl()
         first, st0 = self._sample(), self.status()
@@ -414,9 +416,17 @@ class AgentRun:
             "cpu": self._cpu_figures(first, last, before_start, before_exit),
             "memory": {
                 "peak_rss_kib": peak_hwm,
-                "peak_rss_mib": round(peak_hwm / 1024, 1) if peak_hwm else None,
+                "peak_rss_mib": _mib(peak_hwm),
                 "ru_maxrss_kib": self.rusage.ru_maxrss if self.rusage else None,
                 "what": "VmHWM from /proc/PID/status after the recording stopped; ru_maxrss from wait4 at exit",
+                "rss_before_start_mib": _mib(at_start["vm_rss_kib"]),
+                "pre_event_before_start": {
+                    "configured_s": buffered.get("configured_s"), "buffered_s": buffered.get("buffered_s"),
+                    "buffered_mib": _mib((buffered.get("buffered_bytes") or 0) // 1024 or None),
+                    "buffered_packets": buffered.get("buffered_packets"),
+                    "what": "the pre-event buffer as the agent reported it just before the recording started "
+                            "(its footage span and encoded bytes) and the agent's resident memory then (VmRSS)",
+                },
             },
             "exit_code": code,
             "stop_reply_ok": bool(stop_reply.get("ok")),
@@ -493,3 +503,7 @@ def frame_accounting(
     out["dropped_total"] = sum(t["dropped_status"] or 0 for t in out["tracks"].values())
     out["dropped_goal"] = 0
     return out
+
+
+def _mib(kib: int | None) -> float | None:
+    return round(kib / 1024, 1) if kib else None

@@ -99,11 +99,15 @@ def agent_rows(section: Mapping[str, Any]) -> list[Row]:
             continue
         dropped = _get(section, key, "frames", "dropped_total")
         goal = _get(section, key, "frames", "dropped_goal")
-        filled = _get(section, key, "pre_event_filled_s_at_start")
+        filled = _get(section, key, "memory", "pre_event_before_start", "buffered_s")
+        if filled is None:  # results of a bench from before the agent reported its buffer
+            filled = _get(section, key, "pre_event_filled_s_at_start")
+        held_mib = _get(section, key, "memory", "pre_event_before_start", "buffered_mib")
+        held = f", {_num(held_mib, ' MiB', 1)} of it" if held_mib is not None else ""
         out += [
             Row(f"{label}: CPU per second of footage", _num(_get(section, key, "cpu", "cpu_s_per_footage_s"),
                                                             " s/s", 3), "-", None, None),
-            Row(f"{label}: peak memory (pre-event {_num(filled, ' s', 0)} filled)",
+            Row(f"{label}: peak memory (pre-event {_num(filled, ' s', 0)} buffered{held})",
                 _num(_get(section, key, "memory", "peak_rss_mib"), " MiB", 1), "-", None, None),
             Row(f"{label}: frames dropped", _num(dropped), _num(goal), None,
                 _verdict(dropped, _at_most(goal)) if goal is not None else None),

@@ -200,7 +200,9 @@ def _bench_doc() -> dict[str, Any]:
     return {"sections": {
         "evidence": {"sealing": {"goal_ratio": 0.9, "chunk_1024k": chunk(950.0), "chunk_64k": chunk(500.0)},
                      "verification": {"public": {"mb_per_s": 600.0}}},
-        "agent": {"process": {"cpu": {"cpu_s_per_footage_s": 0.4}, "memory": {"peak_rss_mib": 150.0},
+        "agent": {"process": {"cpu": {"cpu_s_per_footage_s": 0.4},
+                              "memory": {"peak_rss_mib": 150.0, "pre_event_before_start": {"buffered_s": 120.4,
+                                                                                           "buffered_mib": 78.5}},
                               "frames": {"dropped_total": 3, "dropped_goal": 0}},
                   "one_core": {"cpu": {"cpu_s_per_footage_s": 0.5}, "pre_event_filled_s_at_start": 2.0,
                                "frames": {"dropped_total": 0, "dropped_goal": 0}}},
@@ -221,7 +223,9 @@ def test_the_verdict_table_judges_each_figure_against_its_recorded_goal() -> Non
     assert (dropped.measured, dropped.met) == ("3", False)
     one_core = table["agent 1080p30 street, 1 core: frames dropped"]
     assert (one_core.measured, one_core.met) == ("0", True)
-    assert table["agent 1080p30 street, 1 core: peak memory (pre-event 2 s filled)"].measured == "missing"
+    assert table["agent 1080p30 street, 1 core: peak memory (pre-event 2 s buffered)"].measured == "missing"
+    full = table["agent 1080p30 street: peak memory (pre-event 120 s buffered, 78.5 MiB of it)"]
+    assert full.measured == "150.0 MiB"
     assert table["vs_ffmpeg: section failed"].met is False
     assert table["sync: rate under a bandwidth cap"].met is True
     assert table["sync: chunks re-sent per cut (worst run)"].met is True

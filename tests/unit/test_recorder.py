@@ -130,9 +130,11 @@ def test_storage_levels_warn_drop_pre_event_refuse_and_stop(tmp_path: Path) -> N
     rig.tick(30)
     rig.rec.step_command("storage_level", "storage", level="low", free_bytes=3 << 30)
     assert rig.rec.status()["pre_event"]["buffered_packets"] > 0  # LOW only warns
+    assert rig.rec.status()["pre_event"]["buffered_s"] >= 2 and rig.rec.status()["pre_event"]["buffered_bytes"] > 0
     rig.rec.step_command("storage_level", "storage", level="critical", free_bytes=500 << 20)
     rig.tick(5)
     assert rig.rec.status()["pre_event"]["buffered_packets"] == 0  # the pre-event buffer is given up
+    assert rig.rec.status()["pre_event"]["buffered_s"] == 0 and rig.rec.status()["pre_event"]["buffered_bytes"] == 0
     rig.rec.step_command("start")  # recordings still start at CRITICAL
     rig.tick(10)
     rig.rec.step_command("storage_level", "storage", level="full", free_bytes=200 << 20)
