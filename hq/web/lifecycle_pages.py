@@ -156,7 +156,8 @@ def export_jobs(ctx: WebContext, lc: LifecycleService, decrypter: Decrypter | No
         signer = None
         if decrypter is not None and lc.keys_dir is not None:
             signer = ensure_credentials(lc.keys_dir, datetime.datetime.fromtimestamp(ctx.now_ns() / 1e9, datetime.UTC))
-        result = export_case(lc, ctx.index, lc.store, job.case_id, out, hq_pub=None, exported_by=job.requested_by,
+        hq_pub = None if lc.keys_dir is None else lc.keys_dir / "hq.pub"
+        result = export_case(lc, ctx.index, lc.store, job.case_id, out, hq_pub=hq_pub, exported_by=job.requested_by,
                              now_ns=ctx.now_ns(), decrypter=decrypter, signer=signer)
         archive = shutil.make_archive(str(out), "zip", root_dir=exports, base_dir=out.name)
         os.chmod(archive, 0o600)

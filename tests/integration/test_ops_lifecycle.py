@@ -94,6 +94,7 @@ def test_a_supervisor_holds_queues_restores_and_exports(server: OpsServer) -> No
     assert archive.status_code == 200 and archive.headers["content-type"] == "application/zip"
     with zipfile.ZipFile(io.BytesIO(archive.content)) as z:
         assert any(n.endswith("/case.json") for n in z.namelist())
+        assert any(n.endswith("/receipts/hq.pub") for n in z.namelist())  # receipts checkable offline
     sue = _session(server, "sue")  # another supervisor sees the case but not the export's download
     assert link not in sue.get(server.url + "/ops/exports").text
     assert sue.get(server.url + link).status_code == 403
