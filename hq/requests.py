@@ -146,6 +146,9 @@ class UnitRequests:
         self.kinds = dict(KINDS if kinds is None else kinds)
         self.delivery = delivery or Delivery()
         self.on_queued: Callable[[str], None] = lambda device_id: None
+        # told (device_id, the result's fields) after a unit's result is kept: live view stops
+        # waiting for a unit that refused to stream. Called on the request's thread; must not raise.
+        self.result_listeners: list[Callable[[str, dict[str, Any]], None]] = []
 
     def pseudonym(self, actor: str) -> str:
         """The id the unit is told for ``actor`` (``requested_by`` of their requests)."""
@@ -238,4 +241,10 @@ class UnitRequests:
         fresh = self._index.answer_request(request_id, result["outcome"], body, self._now_ns())
         outcome = "ok" if result["outcome"] in ("done", "partial") else "failed"
         self._audit.record("unit-request-result", device_id, device_id, outcome if fresh else "duplicate", **detail)
+        if fresh:
+            for listener in self.result_listeners:
+                try:
+                    listener(device_id, result)
+                except Exception:
+                    log.exception("a listener of request results failed (%s)", request_id)
         return result

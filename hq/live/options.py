@@ -85,6 +85,7 @@ def attach_live(args: argparse.Namespace, service: HqService) -> LiveService | N
         turn = TurnSettings(tuple(args.turn_url), _secret(args.turn_secret_file, "--turn-secret-file"))
     live = LiveService(JanusBroker(janus), service.audit, ChannelRequests(service.requests),
                        service.requests.pseudonym, LivePolicy(supervisors_only=args.live_supervisors_only), turn)
+    service.requests.result_listeners.append(live.unit_answered)  # a unit that refuses is not waited for
     sweeper = Sweeper(live)
     service.live = live
     service.on_close(sweeper.stop)

@@ -119,6 +119,7 @@ class LiveService:
         self._pubs: dict[str, Publication] = {}  # device -> its publication
         self._resources: dict[str, str] = {}  # WHIP resource id -> device
         self._viewers: dict[str, Viewer] = {}
+        self._refused: dict[str, str] = {}  # device -> why it refused the live.start a join waits on
 
     # -- units ----------------------------------------------------------------------------------
 
@@ -212,15 +213,20 @@ class LiveService:
             raise LiveError(409, "not-streaming", "the unit is not streaming and no request channel is configured")
         with self._lock:
             count = self._count(device_id)
+            self._refused.pop(device_id, None)
         self._tell_unit(device_id, "live.start", user, count + 1)
         deadline = time.monotonic() + self.policy.start_wait_s
         with self._lock:
-            while device_id not in self._pubs:
+            while device_id not in self._pubs and device_id not in self._refused:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
                 self._published.wait(left)
             pub = self._pubs.get(device_id)
+            refusal = self._refused.get(device_id) if pub is None else None
+        if refusal is not None:
+            self._audit.record("live-join", user, device_id, "failed", reason="unit-refused", unit_said=refusal)
+            raise LiveError(409, "unit-refused", f"the unit will not stream: {refusal}")
         if pub is None:
             self._audit.record("live-join", user, device_id, "failed", reason="unit-did-not-start")
             raise LiveError(504, "unit-silent", f"the unit did not start its stream within "
@@ -238,6 +244,19 @@ class LiveService:
                 raise LiveError(504, "unit-silent", f"the unit's stream carried no media within "
                                                     f"{self.policy.start_wait_s:g} s (check TURN)")
             time.sleep(MEDIA_POLL_S)
+
+    def unit_answered(self, device_id: str, result: dict[str, Any]) -> None:
+        """A unit's signed result of a request (``hq.requests.UnitRequests.result_listeners``): a
+        refused or failed ``live.start`` ends the wait of the viewers asking for it at once."""
+        if result.get("kind") != "live.start" or result.get("outcome") not in ("refused", "failed"):
+            return
+        detail = result.get("detail") or {}
+        said = str(detail.get("reason") or detail.get("error") or result["outcome"])[:200]
+        if "no handler for live.start" in said:
+            said = "live view is off on this unit ([live] enabled = false)"
+        with self._lock:
+            self._refused[device_id] = said
+            self._published.notify_all()
 
     def answer(self, user: str, token: str, answer_sdp: str) -> None:
         viewer = self._viewer(user, token)

@@ -108,10 +108,18 @@ def test_an_operator_opening_the_panel_starts_a_unit_over_the_request_channel_an
     rig = LiveRig(tmp_path, serve=lambda hq_dir, args: OpsServer.start(hq_dir, extra_args=args))
     try:
         server: OpsServer = rig.hq
+        http, csrf = http_sign_in(server, "olivia")
+        # a unit with live view off refuses the request, and the operator is told so at once
+        off = rig.start_agent(*rig.unit("it-live-off", enabled=False))
+        refused = OpsViewer(http, server.url, csrf, "it-live-off").post("/ops/live/it-live-off/join", {})
+        assert refused.status_code == 409, refused.text
+        assert "live view is off on this unit" in refused.json()["error"]["message"]
+        off.terminate()
+        assert off.wait(60) == 0, off.log()
+
         data, cfg = rig.unit("it-live-3", ice_relay_only=True, idle_stop_s=2.0)
         agent = rig.start_agent(data, cfg)
         assert agent.ctl("start")["ok"]
-        http, csrf = http_sign_in(server, "olivia")
         units = http.get(f"{server.url}/ops/units").text  # where an operator finds "Watch live"
         assert 'href="/ops/live/it-live-3" aria-label="Watch it-live-3 live"' in units
         viewer = OpsViewer(http, server.url, csrf, "it-live-3").start(timeout_s=60)
@@ -132,12 +140,15 @@ def test_an_operator_opening_the_panel_starts_a_unit_over_the_request_channel_an
         rig.close()
 
     who = pseudonym(load_receipt_private(rig.hq_dir / "keys" / "receipt.key"), "olivia")
-    live_requests = [(a, d["kind"], d["requested_by"]) for a, _, o, d in rig.audit("unit-request")
-                     if o == "ok" and d["kind"].startswith("live.")]
+    live_requests = [(a, d["kind"], d["requested_by"]) for a, t, o, d in rig.audit("unit-request")
+                     if o == "ok" and t == "it-live-3"]
     assert live_requests[0] == ("olivia", "live.start", who) and live_requests[-1] == ("olivia", "live.stop", who)
-    results = [d for _, _, _, d in rig.audit("unit-request-result")]
-    assert [(r["kind"], r["result"]) for r in results][0] == ("live.start", "done")
-    assert [(a, o, d["pseudonym"]) for a, _, o, d in rig.audit("live-join")] == [("olivia", "ok", who)]
+    results = [(t, d["kind"], d["result"]) for _, t, _, d in rig.audit("unit-request-result")]
+    assert results[0] == ("it-live-off", "live.start", "refused")
+    assert ("it-live-3", "live.start", "done") in results
+    assert [(a, t, o, d.get("reason")) for a, t, o, d in rig.audit("live-join")] == [
+        ("olivia", "it-live-off", "failed", "unit-refused"), ("olivia", "it-live-3", "ok", None)]
+    assert rig.audit("live-join")[1][3]["pseudonym"] == who
     assert [(a, d["reason"]) for a, _, _, d in rig.audit("live-leave")] == [("olivia", "left")]
 
     ms = manifests(data)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
@@ -168,3 +169,30 @@ def test_a_viewer_joins_a_new_stream_once_its_media_flows_and_is_refused_if_it_n
                 live.join("alice", ["operator"], "u1", known_unit=True)
             assert err.value.status == 504 and broker.subscribed == 0
             assert [(r[3], r[4]["reason"]) for r in audit.records if r[0] == "live-join"] == [("failed", "no-media")]
+
+
+class RefusingUnit(Channel):
+    """A unit whose live view is off: its refusal of live.start comes back a little later, from
+    another thread, as the request channel's result does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live: LiveService | None = None
+
+    def ask(self, device_id: str, kind: str, args: dict[str, Any], actor: str) -> None:
+        super().ask(device_id, kind, args, actor)
+        live = self.live
+        assert live is not None
+        result = {"kind": kind, "outcome": "refused", "detail": {"reason": "this unit has no handler for live.start"}}
+        threading.Timer(0.2, live.unit_answered, (device_id, result)).start()
+
+
+def test_a_unit_that_refuses_to_stream_is_not_waited_for() -> None:
+    audit, unit = Audit(), RefusingUnit()
+    live = LiveService(Broker(), audit, unit, lambda user: "p-1", LivePolicy(start_wait_s=60))
+    unit.live = live
+    with pytest.raises(LiveError) as err:
+        live.join("alice", ["operator"], "u1", known_unit=True)  # would wait 60 s without the refusal
+    assert (err.value.status, err.value.code) == (409, "unit-refused")
+    assert "live view is off on this unit" in err.value.message
+    assert [(r[3], r[4]["reason"]) for r in audit.records if r[0] == "live-join"] == [("failed", "unit-refused")]
