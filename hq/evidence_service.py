@@ -24,11 +24,12 @@ from hq.decrypt_client import DecryptClientError
 from hq.export import receipt_summary
 from hq.index import Index
 from hq.records import VERIFICATION, Evidence, RecordingFilter, RecordingSummary, valid_device_id
-from hq.rendition import Piece, RenditionError, thermal_rendition, video_rendition
+from hq.rendition import Piece, RenditionError, StreamInfo, thermal_rendition, video_rendition
 from hq.storage import EvidenceStore, StorageError
 
 MAX_PAGE = 100
 MAX_RECORDING_ID = 64
+NO_DECRYPTD = "playback needs bodycam-hq decryptd: start it and pass --decryptd-socket"
 
 
 class EvidenceError(Exception):
@@ -105,6 +106,24 @@ class RecordingView:
     @property
     def has_thermal(self) -> bool:
         return any(t.get("kind") == "thermal" for s in self.segments for t in s.tracks)
+
+
+class Playback:
+    """A playback's fragmented MP4, piece by piece (an iterator of bytes), with what a player needs
+    before the first byte: ``start_ms``, where the stream's time 0 lies on the recording's timeline,
+    and ``codecs`` (RFC 6381)."""
+
+    def __init__(self, stream: Iterator[bytes], info: StreamInfo) -> None:
+        first = next(stream)  # made before anything is sent: a refusal is raised here
+        self._stream = itertools.chain((first,), stream)
+        self.start_ms = info.start_ms or 0
+        self.codecs = info.codecs
+
+    def __iter__(self) -> Playback:
+        return self
+
+    def __next__(self) -> bytes:
+        return next(self._stream)
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,7 +269,7 @@ class EvidenceService:
         return fixes, notes
 
     def play(self, actor: str, view: RecordingView, from_seq: int | None = None,
-             rendition: str = "video") -> Iterator[bytes]:
+             rendition: str = "video") -> Playback:
         """Audit the playback start, then the fragmented MP4 from segment ``from_seq`` (default: the
         first) to the end, made as the segments are decrypted. The first segment is decrypted and
         muxed before this returns, so a refusal is raised here, not in the middle of a stream."""
@@ -267,10 +286,9 @@ class EvidenceService:
             self._custody("playback", actor, f"{view.device_id}/{view.recording_id}", rendition=rendition,
                           seqs=[s.seq for s in segments])
         pieces = (self._piece(decrypter, view.device_id, s, actor, target) for s in segments)
-        make = thermal_rendition if rendition == "thermal" else video_rendition
-        stream = self._guarded(make(pieces), actor, target)
-        first = next(stream)
-        return itertools.chain((first,), stream)
+        info = StreamInfo()
+        made = thermal_rendition(pieces, info=info) if rendition == "thermal" else video_rendition(pieces, info=info)
+        return Playback(self._guarded(made, actor, target), info)
 
     def _guarded(self, stream: Iterator[bytes], actor: str, target: str) -> Iterator[bytes]:
         try:
@@ -307,6 +325,5 @@ class EvidenceService:
 
     def _need_decrypter(self) -> Decrypter:
         if self._decrypter is None:
-            raise EvidenceError("unavailable", "playback needs the decrypt component: start `bodycam-hq decryptd` "
-                                "and give the web application its socket")
+            raise EvidenceError("unavailable", NO_DECRYPTD)
         return self._decrypter

@@ -7,9 +7,11 @@ yielded piece by piece as it is made, so playback starts before the last segment
 and encodes a colour-mapped picture of it as H.264; the original stays untouched in the store.
 
 Seeking is by segment: a rendition starts at its first piece's first camera keyframe (a segment
-starts at one, docs/evidence-format.md 10.3) and its time 0 is that keyframe, so a player adds the
-segment's offset on the recording's timeline to ``currentTime`` and seeks within the segment
-itself. (The MP4 muxer starts every fragmented file at 0, so the offset cannot travel inside it.)
+starts at one, docs/evidence-format.md 10.3; a recording's first segment, holding the pre-event
+buffer, may start with sound and thermal before it) and its time 0 is that keyframe. The MP4 muxer
+starts every fragmented file at 0, so that time cannot travel inside it: the renditions fill in a
+``StreamInfo`` before their first piece, where time 0 lies on the recording's timeline and the
+codecs (RFC 6381) a Media Source player declares, and the player offsets the stream by it.
 """
 
 from __future__ import annotations
@@ -37,6 +39,33 @@ DEFAULT_SPAN_CK = (28315, 31815)  # 10 to 45 degrees Celsius: people against a s
 
 class RenditionError(Exception):
     """A segment's media cannot be made playable; the message says which and why."""
+
+
+@dataclass(slots=True)
+class StreamInfo:
+    """Filled in by a rendition before it yields its first bytes: where its time 0 lies on the
+    recording's timeline (ms) and its codecs as a browser's ``MediaSource`` wants them
+    (``avc1.64001f,opus``)."""
+
+    start_ms: int | None = None
+    codecs: str = ""
+
+
+def codec_string(codec_context: Any) -> str:
+    """The RFC 6381 name of a stream's codec: ``avc1.PPCCLL`` from H.264's parameter set (avcC or
+    Annex B extradata), ``opus``, ``mp4a.40.2``; empty when unknown (the player then says so)."""
+    name = codec_context.name
+    if name in ("h264", "libx264"):
+        x = bytes(codec_context.extradata or b"")
+        if len(x) >= 4 and x[0] == 1:  # avcC: version, profile, compatibility, level
+            return f"avc1.{x[1]:02x}{x[2]:02x}{x[3]:02x}"
+        at = x.find(b"\x00\x00\x01")
+        while at >= 0 and at + 6 <= len(x):
+            if x[at + 3] & 0x1F == 7:  # an SPS: profile, constraint flags, level follow its header
+                return f"avc1.{x[at + 4]:02x}{x[at + 5]:02x}{x[at + 6]:02x}"
+            at = x.find(b"\x00\x00\x01", at + 3)
+        return ""
+    return {"opus": "opus", "aac": "mp4a.40.2", "mp3": "mp4a.40.34", "flac": "flac"}.get(name, "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,8 +124,11 @@ def _open(piece: Piece) -> Any:
         raise RenditionError(f"seq {piece.seq}: the decrypted media does not open: {exc}") from exc
 
 
-def video_rendition(pieces: Iterable[Piece], camera: str | None = None) -> Iterator[bytes]:
-    """Fragmented MP4 of the camera (the first, or the one titled ``camera``) and the audio."""
+def video_rendition(pieces: Iterable[Piece], camera: str | None = None,
+                    info: StreamInfo | None = None) -> Iterator[bytes]:
+    """Fragmented MP4 of the camera (the first, or the one titled ``camera``) and the audio;
+    ``info`` is filled in before the first bytes."""
+    info = info if info is not None else StreamInfo()
     sink = _Sink()
     out: Any = None
     streams: dict[str, Any] = {}
@@ -116,6 +148,9 @@ def video_rendition(pieces: Iterable[Piece], camera: str | None = None) -> Itera
         if not started:
             packets = _from_first_keyframe(packets)
             started = bool(packets)
+            if started:
+                info.start_ms = next(p.at_ms for p in packets if p.kind == "video")
+                info.codecs = ",".join(c for c in (codec_string(st.codec_context) for st in streams.values()) if c)
         for p in packets:
             p.packet.stream = streams[p.kind]
             out.mux(p.packet)
@@ -190,8 +225,11 @@ def colour_picture(frame: Any, at_ms: int, enc: Any, span_ck: tuple[int, int] = 
     return picture
 
 
-def thermal_rendition(pieces: Iterable[Piece], span_ck: tuple[int, int] = DEFAULT_SPAN_CK) -> Iterator[bytes]:
-    """Fragmented MP4 of the thermal track, colour-mapped and encoded as H.264 (every frame kept)."""
+def thermal_rendition(pieces: Iterable[Piece], span_ck: tuple[int, int] = DEFAULT_SPAN_CK,
+                      info: StreamInfo | None = None) -> Iterator[bytes]:
+    """Fragmented MP4 of the thermal track, colour-mapped and encoded as H.264 (every frame kept);
+    ``info`` is filled in before the first bytes."""
+    info = info if info is not None else StreamInfo()
     sink = _Sink()
     out: Any = None
     enc: Any = None
@@ -208,8 +246,12 @@ def thermal_rendition(pieces: Iterable[Piece], span_ck: tuple[int, int] = DEFAUL
                     if out is None:
                         out = av.open(sink, "w", format="mp4", options=FRAGMENTED)
                         enc = thermal_encoder(out, frame, {"preset": "ultrafast", "tune": "zerolatency", "g": "9"})
+                    if info.start_ms is None:
+                        info.start_ms = at_ms
                     for packet in enc.encode(colour_picture(frame, at_ms, enc, span_ck)):
                         out.mux(packet)
+                    if not info.codecs:
+                        info.codecs = codec_string(enc.codec_context)
             except av.error.FFmpegError as exc:
                 raise RenditionError(f"seq {piece.seq}: the thermal track does not decode: {exc}") from exc
         yield sink.take()

@@ -174,6 +174,11 @@ class HqService:
         self.on_key_refused: Callable[[str, Callable[[str], bool]], None] | None = None
         self.requests = UnitRequests(index, receipt_key, self.audit, now_ns)
 
+    @property
+    def store(self) -> EvidenceStore:
+        """Where this service keeps evidence: for the layers built on it (hq/web's playback)."""
+        return self._store
+
     def close(self) -> None:
         """Stop ingesting: uploads being ingested finish, queued ones stay complete in the index;
         then what ``on_close`` registered (live view's viewers and streams)."""

@@ -17,7 +17,8 @@ heartbeats), live (a unit streaming through headquarters, coturn and Janus while
 glass-to-glass latency, recovery after a loss burst, extra CPU, recorder drops), tlog (the
 transparency log's appends a second on SQLite and PostgreSQL against the fleet's rate, and the
 sizes of its proofs after a day and a year), ops_map (the operations room's map with 1,000 units
-in chromium: time to first render, heartbeat-to-marker latency).
+in chromium: time to first render, heartbeat-to-marker latency), playback (a recording played in
+chromium through the decrypt daemon: time from pressing play to the first frame, median and p95).
 A failing section is reported as {"error": ...}; the others still run.
 """
 
@@ -36,7 +37,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # for tests.evidence_util, which builds evidence chains
 
-from bench import agent_run, evidence, hq_conn, hq_fleet, live, ops_map, sync, tlog, vs_ffmpeg  # noqa: E402
+from bench import agent_run, evidence, hq_conn, hq_fleet, live, ops_map, playback, sync, tlog, vs_ffmpeg  # noqa: E402
 from bench.common import Result, machine, run_section  # noqa: E402
 from bench.summary import estimate_s, render, rows, verdict  # noqa: E402
 
@@ -44,7 +45,8 @@ from agent import __version__  # noqa: E402
 
 log = logging.getLogger("bench")
 
-SECTIONS = ("evidence", "agent", "vs_ffmpeg", "sync", "hq_connections", "hq_fleet", "live", "tlog", "ops_map")
+SECTIONS = ("evidence", "agent", "vs_ffmpeg", "sync", "hq_connections", "hq_fleet", "live", "tlog", "ops_map",
+            "playback")
 
 
 def git_commit() -> str | None:
@@ -97,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
             "live": lambda: live.run(args.quick),
             "tlog": lambda: tlog.run(args.quick),
             "ops_map": lambda: ops_map.run(args.quick),
+            "playback": lambda: playback.run(args.quick),
         }
         for name in SECTIONS:
             if name in wanted:

@@ -4,9 +4,10 @@ headquarters index and store, for the evidence search and playback tests."""
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -149,3 +150,29 @@ def ingest(index: Index, evidence: EvidenceStore, root: Path, rec: Recording, no
         shutil.copyfile(path, area.path(uid))
         outcome = ingestor.ingest(upload)
         assert outcome.action == "store", outcome
+
+
+def plaintext_on_disk(folders: Iterable[Path], since_s: float, probes: list[bytes],
+                      basetemp: Path | None = None) -> list[tuple[Path, list[int]]]:
+    """Every regular file under ``folders`` written since ``since_s`` (up to 64 MiB) that holds any
+    of ``probes`` (runs of decrypted media), with the indices of those it holds. Other pytest
+    runs' folders beside ``basetemp`` (this run's) are not searched: a test running at the same
+    time may write the same deterministic media on purpose (a court export's viewing copies)."""
+    others = set() if basetemp is None else {d for d in basetemp.parent.iterdir() if d != basetemp}
+    found = []
+    for folder in folders:
+        for dirpath, dirnames, names in os.walk(folder):
+            dirnames[:] = [d for d in dirnames if Path(dirpath) / d not in others]
+            for name in names:
+                path = Path(dirpath) / name
+                try:
+                    st = path.lstat()
+                    if not path.is_file() or path.is_symlink() or st.st_mtime < since_s or st.st_size > 2**26:
+                        continue
+                    data = path.read_bytes()
+                except OSError:
+                    continue
+                held = [i for i, probe in enumerate(probes) if probe in data]
+                if held:
+                    found.append((path, held))
+    return found

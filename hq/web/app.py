@@ -17,7 +17,7 @@ from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
-from hq.web import audit_export, audit_pages, auth, fleet, home, lifecycle_pages, live_pages
+from hq.web import audit_export, audit_pages, auth, evidence, fleet, home, lifecycle_pages, live_pages
 from hq.web.context import STATIC, WebContext
 from hq.web.pages import render
 from hq.web.security import WebGuard
@@ -30,6 +30,7 @@ FEATURES: tuple[ModuleType, ...] = (
     live_pages,
     lifecycle_pages,
     fleet,
+    evidence,
 )
 
 

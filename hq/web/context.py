@@ -14,6 +14,8 @@ from hq.accounts.records import User
 from hq.accounts.service import AccountService
 from hq.accounts.sessions import SessionPolicy
 from hq.audit import Auditor
+from hq.decrypt_client import DecryptClient
+from hq.evidence_service import EvidenceService
 from hq.guard import Origins
 from hq.index import Index
 from hq.ops_room import OpsRoom
@@ -35,11 +37,15 @@ class WebSettings:
 
     sessions: SessionPolicy = field(default_factory=SessionPolicy)
     secure_cookies: bool = True
+    # ``bodycam-hq decryptd``'s unix socket: playback and GNSS trails ask it to decrypt (this
+    # process never holds headquarters' private key). None: search and pages work, playback 503s.
+    decryptd_socket: Path | None = None
 
 
 @dataclass(slots=True)
 class WebContext:
-    """The service, the index, the audit log, the clock and the settings, for every feature's routes.
+    """The service, the index, the audit log, the clock and the settings, for every feature's routes;
+    ``evidence`` is search, recording views and playback (hq/evidence_service.py) over them.
 
     ``audit`` writes as component ``hq-web``. Its methods block: call ``record``/``viewed`` (which
     run them in a worker thread) from request handlers.
@@ -53,6 +59,7 @@ class WebContext:
     settings: WebSettings
     origins: Origins
     behind_proxy: bool
+    evidence: EvidenceService
     ops: OpsRoom | None = None  # the map, units, alerts and live updates (hq/ops_room.py)
     nav: list[NavItem] = field(default_factory=list)
     templates: Jinja2Templates = field(default_factory=lambda: Jinja2Templates(directory=str(TEMPLATES)))
@@ -77,5 +84,8 @@ def web_context(service: HqService, settings: WebSettings, origins: Origins, beh
     """The context of one node's web application, over its service's index and clock."""
     audit = Auditor(service.index, "hq-web", service.now_ns)
     accounts = AccountService(service.index.accounts(), audit, service.now_ns, sessions=settings.sessions)
+    socket = settings.decryptd_socket
+    evidence = EvidenceService(service.index, service.store, None if socket is None else DecryptClient(socket), audit,
+                               service.now_ns, custody=None if service.lifecycle is None else service.lifecycle.custody)
     return WebContext(service=service, index=service.index, accounts=accounts, audit=audit, now_ns=service.now_ns,
-                      settings=settings, origins=origins, behind_proxy=behind_proxy, ops=ops)
+                      settings=settings, origins=origins, behind_proxy=behind_proxy, evidence=evidence, ops=ops)

@@ -25,6 +25,7 @@ SECTION_WALL_S: dict[str, tuple[int, int]] = {
     "live": (75, 45),
     "tlog": (90, 30),
     "ops_map": (240, 120),
+    "playback": (90, 40),
 }
 
 
@@ -237,6 +238,15 @@ def ops_map_rows(section: Mapping[str, Any]) -> list[Row]:
     ]
 
 
+def playback_rows(section: Mapping[str, Any]) -> list[Row]:
+    median = _get(section, "press_to_first_frame_s", "median")
+    goal = _get(section, "press_to_first_frame_s", "goal_median")
+    return [Row(f"playback: play pressed to first frame (median; p95 "
+                f"{_num(_get(section, 'press_to_first_frame_s', 'p95'), ' s', 3)})", _num(median, " s", 3),
+                f"<= {goal} s" if goal is not None else "-", None,
+                _verdict(median, _at_most(goal)) if goal is not None else None)]
+
+
 SECTION_ROWS: dict[str, Callable[[Mapping[str, Any]], list[Row]]] = {
     "evidence": evidence_rows,
     "agent": agent_rows,
@@ -247,6 +257,7 @@ SECTION_ROWS: dict[str, Callable[[Mapping[str, Any]], list[Row]]] = {
     "live": live_rows,
     "tlog": tlog_rows,
     "ops_map": ops_map_rows,
+    "playback": playback_rows,
 }
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
 import tempfile
 import threading
 import time
@@ -25,7 +24,7 @@ from hq.index import SqliteIndex
 from hq.lifecycle_index import SqlLifecycle
 from hq.records import RecordingFilter
 from hq.storage import FileEvidenceStore
-from tests.playback_util import FPS, Recording, ingest, luma, record
+from tests.playback_util import FPS, Recording, ingest, luma, plaintext_on_disk, record
 
 T0_NS = 1_790_000_000_000_000_000
 
@@ -186,7 +185,7 @@ def test_the_thermal_track_plays_colour_mapped(hq: Hq) -> None:
     assert hot.sum() > cold.sum() + 150  # the person is brighter than the street around
 
 
-def test_no_plaintext_reaches_the_disk(hq: Hq) -> None:
+def test_no_plaintext_reaches_the_disk(hq: Hq, tmp_path_factory: pytest.TempPathFactory) -> None:
     since = time.time() - 1
     view = hq.service.recording("sup1", hq.rec.device_id, hq.rec.recording_id)
     buf = io.BytesIO()
@@ -196,18 +195,8 @@ def test_no_plaintext_reaches_the_disk(hq: Hq) -> None:
     probes = [plaintext[i : i + 48] for i in range(1000, len(plaintext) - 48, len(plaintext) // 7)]
     mp4 = b"".join(hq.service.play("sup1", view))
     assert any(p in mp4 for p in probes[1:])  # the probes are media bytes that playback carries
-    for folder in (hq.root, Path(tempfile.gettempdir())):
-        for dirpath, _, names in os.walk(folder):
-            for name in names:
-                path = Path(dirpath) / name
-                try:
-                    st = path.lstat()
-                    if not path.is_file() or path.is_symlink() or st.st_mtime < since or st.st_size > 2**26:
-                        continue
-                    data = path.read_bytes()
-                except OSError:
-                    continue
-                assert not any(p in data for p in probes), f"plaintext found in {path}"
+    folders = (hq.root, Path(tempfile.gettempdir()))
+    assert plaintext_on_disk(folders, since, probes, tmp_path_factory.getbasetemp()) == []
 
 
 def test_playback_without_the_daemon_says_what_to_start(hq: Hq) -> None:
