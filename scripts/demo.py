@@ -12,7 +12,8 @@ in that export, and the exact commands are printed.
 When standard input is a terminal (or with ``--stay yes``), headquarters and the unit then keep
 running: the unit is started again (heartbeats every 10 s, its simulated GNSS moving), and the demo
 prints the operations room's URL and a one-time sign-in link for a demo admin (``demo-admin``, every
-role), until Ctrl-C. Otherwise (``--stay no``, or stdin not a terminal: tests, CI) it stops there.
+role), until Ctrl-C; the incident's recording plays on its Evidence page (``bodycam-hq decryptd``,
+started beside headquarters, decrypts it). Otherwise (``--stay no``, or stdin not a terminal: tests, CI) it stops there.
 
 Ctrl-C before that stops the unit cleanly (it seals what it recorded) and then headquarters, prints
 one line saying where things stand, and exits 130. Running it again resumes: keys, identity and enrolment
@@ -173,6 +174,7 @@ class Demo:
         self.interrupted = False  # set by the SIGINT handler: a plain flag is safe there
         self.url = ""
         self.server: subprocess.Popen[bytes] | None = None
+        self.decryptd: subprocess.Popen[bytes] | None = None  # playback's only holder of hq.key
         self.agent: subprocess.Popen[bytes] | None = None
         self.phase = "while setting up"
 
@@ -220,9 +222,14 @@ class Demo:
             if code:
                 return code
         self.check()
+        socket = self.root / "decrypt" / "decryptd.sock"
+        with (self.root / "decryptd.log").open("ab") as decrypt_log:
+            self.decryptd = spawn([self.bodycam_hq, "decryptd", "--hq-key", str(self.hq / "keys" / "hq.key"),
+                                   "--socket", str(socket)], stdout=decrypt_log, stderr=subprocess.STDOUT)
         with (self.root / "hq.log").open("ab") as hq_log:
             self.server = spawn(
-                [self.bodycam_hq, "serve", "--data-dir", str(self.hq), "--listen", "127.0.0.1:0"],
+                [self.bodycam_hq, "serve", "--data-dir", str(self.hq), "--listen", "127.0.0.1:0",
+                 "--decryptd-socket", str(socket)],
                 stdout=subprocess.PIPE,
                 stderr=hq_log,
             )
@@ -329,14 +336,16 @@ class Demo:
 
     def stop_all(self) -> None:
         self.stop_agent()
-        server, self.server = self.server, None
-        if server is not None:
-            server.terminate()
-            try:
-                server.wait(30)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
+        for name in ("server", "decryptd"):
+            proc = getattr(self, name)
+            setattr(self, name, None)
+            if proc is not None:
+                proc.terminate()
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
 
     def unsent(self) -> tuple[int, int] | None:
         """(entries on the unit, of which not acknowledged by headquarters), or None if unknown.
@@ -426,6 +435,8 @@ Sign in   {link.stdout.strip()}
 The browser will not know headquarters' own CA: accept the warning for this loopback demo, or
 import {self.hq / "keys" / "ca.pem"}. Another link:
   {self.bodycam_hq} user link {DEMO_ADMIN} --data-dir {self.hq} --url {self.url}
+Evidence  the incident's recording plays there, decrypted by bodycam-hq decryptd (its log:
+          {self.root / "decryptd.log"}), the only process that holds hq.key.
 The unit ({DEVICE_ID}) sends a heartbeat every 10 s (its log: {self.root / "unit.log"});
 `{self.bodycam} ctl --data-dir {self.unit} status` shows it.
 """

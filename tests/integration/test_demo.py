@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import re
 import signal
 import ssl
 import subprocess
@@ -14,6 +15,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from scripts.demo import DEVICE_ID
 from tests.integration.agent_util import BIN, verify_json
 
 REPO = Path(__file__).resolve().parents[2]
@@ -87,12 +89,15 @@ def test_the_demo_refuses_a_bad_script_in_one_line(tmp_path: Path) -> None:
 
 
 def _get(url: str, ca: Path, cookie: str = "") -> http.client.HTTPResponse:
+    return _fetch(url, ca, cookie)[0]
+
+
+def _fetch(url: str, ca: Path, cookie: str = "") -> tuple[http.client.HTTPResponse, bytes]:
     parts = urlsplit(url)
-    conn = http.client.HTTPSConnection(parts.netloc, context=ssl.create_default_context(cafile=str(ca)), timeout=30)
+    conn = http.client.HTTPSConnection(parts.netloc, context=ssl.create_default_context(cafile=str(ca)), timeout=60)
     conn.request("GET", parts.path, headers={"Cookie": cookie} if cookie else {})
     response = conn.getresponse()
-    response.read()
-    return response
+    return response, response.read()
 
 
 def test_staying_up_serves_the_operations_room_with_a_one_time_link_until_ctrl_c(tmp_path: Path) -> None:
@@ -118,6 +123,13 @@ def test_staying_up_serves_the_operations_room_with_a_one_time_link_until_ctrl_c
         units = _get(opened[0] + "units", ca, cookie)
         assert units.status == 200
         assert _get(link, ca).status == 401, "a one-time link signed in twice"
+        # the incident's recording is found and plays: the demo started decryptd beside headquarters
+        found, page = _fetch(opened[0] + "evidence", ca, cookie)
+        recording = re.search(r'data-recording="([0-9a-f-]+)"', page.decode())
+        assert found.status == 200 and recording, page.decode()[-2000:]
+        played, mp4 = _fetch(f"{opened[0]}evidence/{DEVICE_ID}/{recording.group(1)}/play.mp4", ca, cookie)
+        assert played.status == 200 and played.getheader("Content-Type") == "video/mp4", mp4[:300]
+        assert mp4[4:8] == b"ftyp" and len(mp4) > 10_000
 
         # the unit runs again: it answers its control socket after the incident
         deadline = time.monotonic() + 60
