@@ -122,10 +122,14 @@ class Agent:
         # record after the fact (agent/background): off unless [background] enabled
         self.background = build_background(config, data_dir, store=self.store, signer=self.keystore,
                                            hq_public=hq_public, boot_id=self.boot_id, firmware=__version__,
-                                           clock=clock)
+                                           clock=clock,
+                                           audio_track=next((t for t in self.sensors.tracks if t.kind == "audio"),
+                                                            None))
         if self.background is not None:
             exporter = RingExporter(self.background.ring, self.chain)
             self.recorder.add_command(EXPORT_COMMAND, exporter.export)
+            if self.background.settings.audio:  # the recorder judges mute; the ring keeps only unmuted audio
+                self.recorder.tap_audio(self.background.offer_audio)
         self.workers: list[SensorWorker] = build_workers(
             self.sensors,
             clock,

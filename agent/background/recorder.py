@@ -1,10 +1,14 @@
 """The background recording (record after the fact): one camera's frames, decimated to a low rate
-and scaled down, encoded by an encoder of its own and sealed into the background ring.
+and scaled down, encoded by an encoder of its own and sealed into the background ring; with
+``[background] audio = "on"``, the microphone's packets too, never while the unit is muted.
 
 The camera's sensor thread only calls :meth:`BackgroundRecorder.offer`, which decides in
 constant time whether the frame is due (pure ``keep_frame``) and appends a reference to a short
 queue that drops its oldest frame when full: it never blocks, copies or encodes, so the main
-recording cannot be held up by this one. Everything else runs on the ``background`` thread.
+recording cannot be held up by this one. Audio comes already encoded (the recording's own
+packets, no second encoder) through :meth:`offer_audio`, from the recorder thread, which passes
+the mute state it judged the packet by: a muted packet is never kept, and the ring segment it
+would have gone into is flagged ``muted``. Everything else runs on the ``background`` thread.
 """
 
 from __future__ import annotations
@@ -29,6 +33,9 @@ from hal.clock import Clock
 log = logging.getLogger(__name__)
 
 QUEUE_FRAMES = 4  # at 10 fps, 0.4 s of slack for the encoder; older frames are dropped first
+# Audio waits for the video it goes with (it is muxed in time order): a few seconds of 20 ms packets.
+AUDIO_QUEUE_PACKETS = 400
+AUDIO_WAIT_NS = NS_PER_S // 2  # video waits at most this much footage for its audio (a silent microphone)
 CHECKPOINT_S = 1.0  # as the main recording's evidence.flush_interval_s default
 TRIM_EVERY_S = 60.0
 
@@ -42,6 +49,7 @@ class BackgroundSettings:
     bitrate_bps: int
     keep_s: float
     segment_s: float
+    audio: bool = False
 
 
 class BackgroundRecorder:
@@ -51,8 +59,16 @@ class BackgroundRecorder:
     (``remove`` and the trim take one lock, so two never delete at once)."""
 
     def __init__(self, settings: BackgroundSettings, ring: BackgroundRing, clock: Clock,
-                 make_encoder: Callable[[], VideoEncoder] | None = None) -> None:
+                 make_encoder: Callable[[], VideoEncoder] | None = None, audio_track: TrackSpec | None = None) -> None:
+        """``audio_track``: the microphone's track, whose packets ``offer_audio`` receives (needed
+        when ``settings.audio``)."""
+        if settings.audio and audio_track is None:
+            raise ValueError("background audio needs the microphone's track")
         self.settings = settings
+        self._audio_track = audio_track if settings.audio else None
+        # (packet, muted): a muted packet is never written, only flags the segment its time falls in
+        self._audio: collections.deque[tuple[EncodedPacket, bool]] = collections.deque(maxlen=AUDIO_QUEUE_PACKETS)
+        self._audio_heard_ns = 0  # the end of the newest audio packet offered, muted or not
         self.ring = ring
         self._clock = clock
         self._make_encoder = make_encoder or self._default_encoder
@@ -64,7 +80,9 @@ class BackgroundRecorder:
         self._trim_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="background", daemon=True)
         self._status_lock = threading.Lock()
-        self._status: dict[str, Any] = {"offered": 0, "dropped": 0, "encoded": 0, "sealed": 0, "last_error": None}
+        self._status: dict[str, Any] = {"offered": 0, "dropped": 0, "encoded": 0, "sealed": 0, "last_error": None,
+                                        "audio": self._audio_track is not None, "audio_packets": 0,
+                                        "audio_dropped": 0, "audio_muted": 0, "audio_late": 0}
 
     def _default_encoder(self) -> VideoEncoder:
         s = self.settings
@@ -86,6 +104,19 @@ class BackgroundRecorder:
         with self._status_lock:
             self._status["offered"] += 1
             self._status["dropped"] += dropped
+
+    def offer_audio(self, packet: EncodedPacket, muted: bool) -> None:
+        """From the recorder thread: an audio packet and whether the unit was muted when the
+        recording judged it. Muted packets are never kept; never blocks."""
+        if self._audio_track is None or packet.track != self._audio_track.name:
+            return
+        with self._ready:
+            self._audio_heard_ns = max(self._audio_heard_ns, packet.end_ns)
+            dropped = len(self._audio) == self._audio.maxlen
+            self._audio.append((packet, muted))
+        with self._status_lock:
+            self._status["audio_muted" if muted else "audio_packets"] += 1
+            self._status["audio_dropped"] += dropped
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -124,6 +155,7 @@ class BackgroundRecorder:
     def _run(self) -> None:
         encoder: VideoEncoder | None = None
         writing: _Writing | None = None
+        pending: collections.deque[EncodedPacket] = collections.deque()  # video waiting for its audio
         next_trim_ns = 0
         while True:
             frame = self._take()
@@ -132,8 +164,8 @@ class BackgroundRecorder:
             try:
                 if encoder is None:
                     encoder = self._make_encoder()
-                for packet in encoder.encode(frame):
-                    writing = self._write(writing, encoder.spec, packet)
+                pending.extend(encoder.encode(frame))
+                writing = self._release(writing, encoder.spec, pending, final=False)
                 with self._status_lock:
                     self._status["encoded"] += 1
                 now = self._clock.monotonic_ns()
@@ -147,14 +179,33 @@ class BackgroundRecorder:
                 if writing is not None:
                     self.ring.discard(writing.seg.open)
                 writing, encoder = None, None
+                pending.clear()
         if encoder is not None:
             try:
-                for packet in encoder.flush():
-                    writing = self._write(writing, encoder.spec, packet)
+                pending.extend(encoder.flush())
+                writing = self._release(writing, encoder.spec, pending, final=True)
                 if writing is not None:
+                    self._write_audio(writing, writing.seg.end_ns)
                     self._seal(writing, encoder.spec)
             except Exception:
                 log.exception("background recording: sealing the last segment failed")
+
+    def _release(self, writing: _Writing | None, spec: TrackSpec, pending: collections.deque[EncodedPacket],
+                 final: bool) -> _Writing | None:
+        """Write the video packets whose audio has arrived (or that waited AUDIO_WAIT_NS of
+        footage, or all when ``final``), each after the audio from before it: the microphone's
+        packets reach the recorder a chunk later than the camera's frames reach this thread."""
+        while pending:
+            with self._ready:
+                heard_ns = self._audio_heard_ns
+            waited_ns = pending[-1].pts_ns - pending[0].pts_ns
+            if not (final or self._audio_track is None or pending[0].pts_ns <= heard_ns
+                    or waited_ns >= AUDIO_WAIT_NS):
+                break
+            packet = pending.popleft()
+            writing = self._write_audio(writing, packet.pts_ns)
+            writing = self._write(writing, spec, packet)
+        return writing
 
     def _write(self, writing: _Writing | None, spec: TrackSpec, packet: EncodedPacket) -> _Writing | None:
         if writing is not None and packet.keyframe and \
@@ -174,10 +225,37 @@ class BackgroundRecorder:
             seg.open.last_checkpoint_ns = packet.pts_ns
         return writing
 
+    def _write_audio(self, writing: _Writing | None, until_ns: int) -> _Writing | None:
+        """Mux the audio waiting from before ``until_ns`` (the next video packet) into the open
+        segment, in time order; a muted packet only flags the segment its time falls in
+        ``muted``. Audio from before the segment's start has nowhere to go."""
+        with self._ready:
+            due: list[tuple[EncodedPacket, bool]] = []
+            while self._audio and self._audio[0][0].pts_ns < until_ns:
+                due.append(self._audio.popleft())
+        late = 0
+        for packet, muted in due:
+            if writing is None:
+                continue  # before the ring's first keyframe: no segment holds this time
+            if packet.pts_ns < writing.seg.start_ns:
+                late += not muted  # from before this segment, arrived after the last one was sealed
+            elif muted:
+                writing.seg.flags.add("muted")
+            else:
+                writing.muxer.write(packet)
+                writing.seg.frames[packet.track] = writing.seg.frames.get(packet.track, 0) + packet.frames
+        if late:
+            with self._status_lock:
+                self._status["audio_late"] += late
+        return writing
+
+    def _tracks(self, spec: TrackSpec) -> list[TrackSpec]:
+        return [spec] + ([self._audio_track] if self._audio_track is not None else [])
+
     def _open(self, spec: TrackSpec, packet: EncodedPacket) -> _Writing:
         utc = self._clock.utc_ns() - (self._clock.monotonic_ns() - packet.pts_ns)
         opened = self.ring.open_segment(packet.pts_ns, utc)
-        muxer = SegmentMuxer(opened, [spec], packet.pts_ns, title="bodycam background")
+        muxer = SegmentMuxer(opened, self._tracks(spec), packet.pts_ns, title="bodycam background")
         return _Writing(Segment(opened, muxer, "", "background", packet.pts_ns), muxer)
 
     def _seal(self, writing: _Writing, spec: TrackSpec) -> None:
@@ -188,9 +266,9 @@ class BackgroundRecorder:
             self.ring.discard(seg.open)
             raise
         utc_end = seg.open.utc_start_ns + (seg.end_ns - seg.start_ns)
-        flags = [] if self._clock.quality().synced else ["clock-unsynced"]
-        self.ring.seal(seg.open, mono_end_ns=seg.end_ns, utc_end_ns=utc_end, tracks=[track_manifest(spec, seg)],
-                       flags=flags)
+        flags = sorted(seg.flags | (set() if self._clock.quality().synced else {"clock-unsynced"}))
+        self.ring.seal(seg.open, mono_end_ns=seg.end_ns, utc_end_ns=utc_end,
+                       tracks=[track_manifest(t, seg) for t in self._tracks(spec)], flags=flags)
         with self._status_lock:
             self._status["sealed"] += 1
 

@@ -8,6 +8,7 @@ from agent.background.recorder import BackgroundRecorder, BackgroundSettings
 from agent.background.ring import BackgroundRing
 from agent.config import Config, ConfigError
 from agent.evidence.keys import HqPublicKey
+from agent.media.packets import TrackSpec
 from agent.store import Store
 from hal.clock import Clock
 from hal.keystore import KeyStore
@@ -27,15 +28,22 @@ def background_camera(config: Config) -> str:
 
 
 def build_background(config: Config, data_dir: Path, *, store: Store, signer: KeyStore, hq_public: HqPublicKey,
-                     boot_id: str, firmware: str, clock: Clock) -> BackgroundRecorder | None:
+                     boot_id: str, firmware: str, clock: Clock,
+                     audio_track: TrackSpec | None = None) -> BackgroundRecorder | None:
+    """The background recording, or None when it is off. ``audio_track`` is the microphone's
+    (None: no microphone), whose packets the caller taps into ``offer_audio`` when audio is on."""
     bg = config.background
     if not bg.enabled:
         return None
     if bg.width % 2 or bg.height % 2:
         raise ConfigError("background.width" if bg.width % 2 else "background.height", "must be even (H.264 4:2:0)")
+    audio = bg.audio == "on"
+    if audio and audio_track is None:
+        raise ConfigError("background.audio", 'is "on" but no microphone records: set [microphone] enabled = true, '
+                          'or background.audio = "off"')
     ring = BackgroundRing(data_dir, store=store, signer=signer, hq_public=hq_public, device_id=config.device.id,
                           boot_id=boot_id, firmware=firmware, config_sha256=config.digest, clock=clock,
                           chunk_bytes=config.evidence.chunk_bytes)
     settings = BackgroundSettings(background_camera(config), bg.width, bg.height, bg.fps, bg.bitrate_bps,
-                                  bg.keep_h * 3600, bg.segment_s)
-    return BackgroundRecorder(settings, ring, clock)
+                                  bg.keep_h * 3600, bg.segment_s, audio)
+    return BackgroundRecorder(settings, ring, clock, audio_track=audio_track if audio else None)

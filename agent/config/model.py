@@ -245,12 +245,16 @@ class LiveConfig:
     ice_relay_only: bool = setting(False, "media only through headquarters' TURN relay (carrier NAT)")
 
 
+BACKGROUND_AUDIO = ("off", "on")
+
+
 @dataclass(frozen=True, slots=True)
 class BackgroundConfig:
     """Record after the fact: a low-resolution background recording of one camera, encrypted and
     hash-chained in its own ring (``agent.background``), kept ``keep_h`` hours and uploaded only
     when headquarters asks for a range (docs/sync-protocol.md, ``background.upload``). Off by
-    default: turning it on is a policy decision. No audio (what buyers' policies mostly allow)."""
+    default: turning it on is a policy decision. Audio is a second one (``audio = "on"``: the
+    microphone's packets as the recording encodes them), and never while the unit is muted."""
 
     enabled: bool = setting(False, "record in the background, kept on the unit for keep_h hours")
     camera: str = setting("", "the camera to record (default: the first enabled one)",
@@ -262,6 +266,8 @@ class BackgroundConfig:
     keep_h: float = setting(72.0, "hours kept in the ring (storage pressure frees it sooner)", minval=0.01,
                             maxval=24.0 * 30)
     segment_s: float = setting(60.0, "seconds per ring file", minval=2.0, maxval=600.0)
+    audio: str = setting("off", "on: the microphone too (never while muted); needs [microphone] enabled",
+                         choices=BACKGROUND_AUDIO)
 
 
 # The H.264 encoders a camera may ask for; "auto" probes the hardware ones first (agent.media.encoder_select).

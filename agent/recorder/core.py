@@ -107,6 +107,14 @@ class Recorder:
             raise RuntimeError(f"command {name!r}: added twice, or after start")
         self._engine.extra_commands[name.replace("-", "_")] = handler
 
+    def tap_audio(self, tap: Callable[[EncodedPacket, bool], None]) -> None:
+        """Before ``start``: ``tap(packet, muted)`` sees every audio packet on the recorder thread,
+        with the mute state the recording judged it by (the background recording keeps what is not
+        muted). It must not block."""
+        if self._thread.is_alive():
+            raise RuntimeError("audio tap added after start")
+        self._engine.audio_taps.append(tap)
+
     def typed_status(self) -> RecorderStatus | None:
         """The last published snapshot (None before ``start`` or the first ``step``)."""
         with self._status_lock:

@@ -60,6 +60,8 @@ class RecorderEngine:
         # Commands other parts of the unit need run on this thread, the chain's one writer
         # (Recorder.add_command): handler(actor, **args) -> answer.
         self.extra_commands: dict[str, Callable[..., dict[str, Any]]] = {}
+        # (Recorder.tap_audio): sees every audio packet with the mute state it met, on this thread.
+        self.audio_taps: list[Callable[[EncodedPacket, bool], None]] = []
         self._kind = {t.name: t.kind for t in tracks}
         self._state_file = state_file
         self._indicators = indicators
@@ -136,8 +138,11 @@ class RecorderEngine:
         self._frames_total[p.track] = self._frames_total.get(p.track, 0) + p.frames
         if p.track in self.mode.failed_sensors:  # it delivers again: no longer a failed sensor
             self._apply(machine.sensor_recovered(self.mode, p.track, signed=False))
-        if self.mode.muted and self._kind.get(p.track) == "audio":
-            return
+        if self._kind.get(p.track) == "audio":
+            for tap in self.audio_taps:  # judged by the same mute state as the evidence, at the same instant
+                tap(p, self.mode.muted)
+            if self.mode.muted:
+                return
         ready = self._aligner.offer(p)
         if ready is not None:
             self._route(ready)

@@ -1,5 +1,5 @@
 """Record after the fact, end to end: a simulated unit keeps a background ring while not
-recording; a supervisor asks headquarters for a range (the real CLI); the unit takes the signed
+recording (with its audio); a supervisor asks headquarters for a range (the real CLI); the unit takes the signed
 request over its long poll, copies what its ring holds of the range into its chain and uploads it;
 headquarters holds it as verifiable evidence flagged ``background`` and the unit's signed answer
 says what was there and what had rotated out."""
@@ -49,7 +49,7 @@ def test_a_supervisor_gets_a_range_of_background_recording_and_what_rotated_out_
         path = provision_for_hq(unit, hq_dir, hq.url, UNIT)
         cfg = load_config(path)
         cfg = dataclasses.replace(cfg, background=dataclasses.replace(
-            cfg.background, enabled=True, width=320, height=180, segment_s=2.0))
+            cfg.background, enabled=True, width=320, height=180, segment_s=2.0, audio="on"))
         path.write_text(render_config(cfg))
         agent = AgentProcess(unit, path)
         agent.wait_ready()
@@ -98,6 +98,8 @@ def test_a_supervisor_gets_a_range_of_background_recording_and_what_rotated_out_
         assert found.manifest_record is not None
         manifest = parse_manifest_record(found.manifest_record).manifest
         assert "background" in manifest["flags"] and manifest["trigger"] == "background"
+        audio = {t["name"]: t for t in manifest["tracks"]}.get("audio")
+        assert audio is not None and audio["frames"] > 0, manifest["tracks"]  # audio = "on", never muted here
         assert manifest["background"]["request_id"] in {first["request_id"], second["request_id"]}
     # what a court gets: the export, background entries included, verifies and decodes
     out = tmp_path / "export"

@@ -4,9 +4,11 @@ unit's chain and verifies there, flagged ``background``, with headquarters' key.
 
 from __future__ import annotations
 
+import io
 import time
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric import x25519
@@ -15,16 +17,22 @@ from agent.background.export import RingExporter
 from agent.background.policy import NS_PER_S, cover, expired, keep_frame, to_free
 from agent.background.recorder import BackgroundRecorder, BackgroundSettings
 from agent.background.ring import BackgroundRing
+from agent.background.setup import build_background
 from agent.chainlog import ChainLog
+from agent.config import ConfigError, parse_config
 from agent.evidence import canonical
+from agent.evidence.decrypt import open_segment
 from agent.evidence.format import CTX_MANIFEST, REC_MANIFEST
 from agent.evidence.manifest import parse_manifest_record
 from agent.evidence.segment import scan
 from agent.evidence.segscan import RECORD_HEAD
 from agent.evidence.verify import verify_path
+from agent.media.audio import AudioEncoder
+from agent.media.packets import EncodedPacket, TrackSpec
 from agent.storage_policy import StorageThresholds, ring_first
 from agent.store import RingEntry, Store
 from agent.verify_cmd import background_lines
+from hal.audio import AudioChunk
 from hal.camera import VideoFrame
 from tests.evidence_util import MemorySigner
 from tests.fakes import FakeClock
@@ -190,3 +198,63 @@ def test_a_background_segment_without_its_provenance_is_a_problem(unit: dict[str
     path.write_bytes(data[:cut] + RECORD_HEAD.pack(REC_MANIFEST, len(body)) + body)
     report = verify_path(path.parent, unit["signer"].public_key())  # type: ignore[attr-defined]
     assert any("background" in p.reason for p in report.problems), [p.reason for p in report.problems]
+
+
+def audio_packets(seconds: int, start_ns: int = 5 * NS_PER_S) -> tuple[TrackSpec, list[EncodedPacket]]:
+    """Real Opus packets of a tone, as the microphone's sensor thread gives the recorder."""
+    encoder = AudioEncoder("audio", 48_000, 1)
+    packets: list[EncodedPacket] = []
+    tone = (np.sin(np.arange(4800) * 2 * np.pi * 440 / 48_000) * 8000).astype(np.int16).reshape(-1, 1)
+    for i in range(seconds * 10):
+        packets += encoder.encode(AudioChunk(i, start_ns + i * NS_PER_S // 10, 0, 48_000, 1, i * 4800, tone))
+    return encoder.spec, packets
+
+
+def test_background_audio_is_kept_except_while_muted(unit: dict[str, object]) -> None:
+    clock, store, ring, chain = unit["clock"], unit["store"], unit["ring"], unit["chain"]
+    assert isinstance(clock, FakeClock) and isinstance(store, Store)
+    assert isinstance(ring, BackgroundRing) and isinstance(chain, ChainLog)
+    spec, audio = audio_packets(6)
+    muted_from, muted_to = 7 * NS_PER_S, 8 * NS_PER_S  # the officer muted for a second
+    bg = BackgroundRecorder(BackgroundSettings("chest", 160, 120, 10, 100_000, 3600, 2.0, audio=True), ring,
+                            clock, audio_track=spec)
+    bg.start()
+    frames = camera_frames(30 * 6)
+    for frame in frames:
+        while audio and audio[0].pts_ns <= frame.mono_ns + NS_PER_S // 10:  # audio reaches the recorder a chunk late
+            packet = audio.pop(0)
+            bg.offer_audio(packet, muted=muted_from <= packet.pts_ns < muted_to)
+        bg.offer(frame)
+        time.sleep(0.001)
+    bg.stop()
+    status = bg.get_status()
+    assert status["last_error"] is None and status["audio_muted"] == 50 and status["audio_dropped"] == 0
+    entries = store.ring_entries()
+    manifests = [ring.manifest_of(e).manifest for e in entries]
+    assert all([t["name"] for t in m["tracks"]] == ["background", "audio"] for m in manifests)
+    flagged = [("muted" in m["flags"]) for m in manifests]
+    overlaps = [e.mono_start_ns < muted_to and e.mono_end_ns > muted_from for e in entries]
+    assert flagged == overlaps and any(flagged) and not all(flagged)
+    kept_samples = sum(next(t for t in m["tracks"] if t["name"] == "audio")["frames"] for m in manifests)
+    assert 0 < kept_samples <= (300 - 50) * 960  # never a muted packet
+    hq = unit["hq"]
+    heard: list[int] = []
+    for e in entries:
+        plain = bytearray()
+        open_segment(Path(str(unit["dir"])) / e.path, hq, plain.extend)  # type: ignore[arg-type]
+        with av.open(io.BytesIO(bytes(plain))) as container:
+            stream = container.streams.audio[0]
+            heard += [e.mono_start_ns + int(p.pts * stream.time_base * NS_PER_S)
+                      for p in container.demux(stream) if p.pts is not None]
+    assert heard and not any(muted_from + NS_PER_S // 20 <= t < muted_to - NS_PER_S // 20 for t in heard)
+    report = verify_path(Path(str(unit["dir"])) / "background", unit["signer"].public_key(),  # type: ignore[attr-defined]
+                         hq_key=hq)  # type: ignore[arg-type]
+    assert report.ok, [p.reason for p in report.problems]
+
+
+def test_background_audio_on_needs_a_microphone() -> None:
+    config = parse_config('[device]\nid = "u"\n[microphone]\nenabled = false\n[background]\nenabled = true\n'
+                          'audio = "on"\n')
+    with pytest.raises(ConfigError, match='background.audio: is "on" but no microphone records'):
+        build_background(config, Path("/nonexistent"), store=None, signer=None, hq_public=None,  # type: ignore[arg-type]
+                         boot_id="b", firmware="t", clock=FakeClock())

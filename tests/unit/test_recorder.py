@@ -115,6 +115,23 @@ def test_stealth_and_mute_are_signed_events_and_flags(tmp_path: Path) -> None:
     assert 0 < audio["frames"] < audio_before_stop * 0.6
 
 
+def test_the_audio_tap_sees_every_audio_packet_with_the_mute_it_met(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, pre_event_s=0)
+    seen: list[tuple[str, int, bool]] = []
+    rig.rec.tap_audio(lambda packet, muted: seen.append((packet.track, packet.pts_ns, muted)))
+    rig.tick(5)  # ready, not recording: the background recording hears these too
+    rig.rec.step_command("mute", on=True)
+    rig.tick(5)
+    rig.rec.step_command("mute", on=False)
+    rig.tick(5)
+    assert {track for track, _, _ in seen} == {"audio"}
+    assert rig.audio.get_status()["packets_out"] == len(seen)  # every packet, muted or not
+    states = [muted for _, _, muted in seen]
+    assert states[0] is False and True in states and states[-1] is False
+    first_muted = states.index(True)
+    assert all(states[first_muted:first_muted + 20]) and not any(states[:first_muted])
+
+
 def test_state_is_persisted_while_recording(tmp_path: Path) -> None:
     rig = Rig(tmp_path)
     rig.rec.step_command("start")
