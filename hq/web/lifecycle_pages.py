@@ -23,6 +23,7 @@ from hq.accounts.records import Role
 from hq.case_export import export_case
 from hq.credentials import ensure_credentials
 from hq.db import HqIndexError
+from hq.decrypt_client import DecryptClient
 from hq.evidence_service import Decrypter
 from hq.export import ExportError, iso
 from hq.export_jobs import ExportJob, ExportJobError, ExportJobs, ExportOutcome
@@ -235,7 +236,8 @@ def _download(ctx: WebContext, jobs: ExportJobs | None) -> Callable[[Request], A
 def routes(ctx: WebContext) -> list[BaseRoute]:
     rec = "/recordings/{device_id}/{recording_id}/lifecycle"
     lifecycle = ctx.service.lifecycle
-    jobs = None if lifecycle is None else export_jobs(ctx, lifecycle, None)
+    socket = ctx.settings.decryptd_socket  # viewing copies need the decrypt component, as playback does
+    jobs = None if lifecycle is None else export_jobs(ctx, lifecycle, None if socket is None else DecryptClient(socket))
     return [
         Route("/cases", cases_page, methods=["GET", "HEAD"]),
         Route("/cases", require(*WHO)(_act(_case_back, lambda lc, who, f, r: lc.open_case(

@@ -5,21 +5,27 @@ requester only); an operator is refused; every step is audited."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import re
 import time
 import zipfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import requests
 
+from agent.cli import main as bodycam
+from agent.evidence.keys import load_hq_private
 from hq.index import SqliteIndex
 from hq.records import Evidence
 from hq.storage import FileEvidenceStore
 from tests.browser_util import OpsServer
 from tests.evidence_util import ChainBuilder
+from tests.playback_daemon import DecryptDaemon
+from tests.playback_util import ingest, record
 
 REC = "7c9e6679-7425-40de-944b-e07fc1f90ae7"
 
@@ -86,13 +92,7 @@ def test_a_supervisor_holds_queues_restores_and_exports(server: OpsServer) -> No
     assert exported.status_code == 303, exported.text.split("<main")[1][:800]
     job = exported.headers["Location"].split("#job-")[1]
     link = f"/ops/exports/{job}/download"
-    deadline = time.monotonic() + 60
-    while link not in (status := sam.get(server.url + "/ops/exports").text):  # the export runs off the request
-        assert time.monotonic() < deadline and "failed" not in status, status.split("<main")[1][:800]
-        time.sleep(0.2)
-    archive = sam.get(server.url + link)
-    assert archive.status_code == 200 and archive.headers["content-type"] == "application/zip"
-    with zipfile.ZipFile(io.BytesIO(archive.content)) as z:
+    with zipfile.ZipFile(io.BytesIO(_download(server, sam, job))) as z:
         assert any(n.endswith("/case.json") for n in z.namelist())
         assert any(n.endswith("/receipts/hq.pub") for n in z.namelist())  # receipts checkable offline
     sue = _session(server, "sue")  # another supervisor sees the case but not the export's download
@@ -117,3 +117,46 @@ def test_the_pages_refuse_bad_input_in_one_line(server: OpsServer) -> None:
     answer = _post(server, sam, "/cases", case_id="../etc", title="x")
     assert answer.status_code == 409 and "case id" in answer.text
     assert sam.get(server.url + "/ops/cases/nope").status_code == 404
+
+
+def test_an_export_from_the_room_has_viewing_copies_that_verify(tmp_path: Path) -> None:
+    """With the decrypt component, the queued export holds each recording's viewing copies with
+    their C2PA credentials, and the downloaded zip verifies offline."""
+    run = tmp_path / "run"
+    run.mkdir(mode=0o750)
+    sock = run / "decryptd.sock"
+    server = OpsServer.start(tmp_path / "hq", users={"sam": ("supervisor",)},
+                             extra_args=["--decryptd-socket", str(sock)])
+    daemon = DecryptDaemon(server.data / "keys" / "hq.key", sock)
+    try:
+        rec = record(tmp_path / "unit", seconds=2.0, hq_key=load_hq_private(server.data / "keys" / "hq.key"))  # type: ignore[arg-type]
+        with SqliteIndex(server.data / "index.sqlite") as index:
+            ingest(index, FileEvidenceStore(server.data), server.data, rec, time.time_ns())
+        sam = _session(server, "sam")
+        assert _post(server, sam, "/cases", case_id="2026-0078", title="assault").status_code == 303
+        assert _post(server, sam, "/cases/2026-0078/add", device_id=rec.device_id,
+                     recording_id=rec.recording_id).status_code == 303
+        job = _post(server, sam, "/cases/2026-0078/export").headers["Location"].split("#job-")[1]
+        archive = _download(server, sam, job)
+    finally:
+        assert daemon.stop() == 0
+        server.stop()
+    with zipfile.ZipFile(io.BytesIO(archive)) as z:
+        z.extractall(tmp_path / "court")
+    (folder,) = (tmp_path / "court").iterdir()
+    said = io.StringIO()
+    with contextlib.redirect_stdout(said):
+        assert bodycam(["verify", str(folder)]) == 0
+    text = said.getvalue()
+    assert "its 20 H.264 packets are the unit's" in text and "2 MP4(s) validated by the C2PA reader" in text, text
+
+
+def _download(server: OpsServer, http: requests.Session, job: str) -> bytes:
+    link = f"/ops/exports/{job}/download"
+    deadline = time.monotonic() + 120
+    while link not in (status := http.get(server.url + "/ops/exports").text):  # the export runs off the request
+        assert time.monotonic() < deadline and "failed" not in status, status.split("<main")[1][:800]
+        time.sleep(0.2)
+    archive = http.get(server.url + link)
+    assert archive.status_code == 200 and archive.headers["content-type"] == "application/zip"
+    return archive.content
