@@ -3,8 +3,9 @@ recording (H.264 camera, FFV1 thermal, Opus audio) sealed to headquarters' key a
 ``bodycam-hq export --case`` decrypting with ``hq.key``, ffprobe reading the MP4s (time code
 track, metadata, every frame), ``bodycam verify`` proving offline that the copy's packets are the
 unit's, the C2PA reader validating each MP4, and tampered copies (one H.264 packet changed, a
-frame dropped, the credentials stripped) failing with the reason even when case.json is
-rewritten to match."""
+frame dropped, slowed down, another time code, the credentials stripped) failing with the reason
+even when case.json is rewritten to match; the same through decryptd, and from PostgreSQL and a
+real S3 bucket under Object Lock."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import hashlib
 import json
 import shutil
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,11 +25,21 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from agent.cli import main as bodycam
+from agent.evidence.keys import generate_hq_key, load_hq_private
 from agent.evidence.viewcopy import demux
+from hq.app import lifecycle_service
+from hq.case_export import export_case
+from hq.credentials import ensure_credentials
+from hq.index import SqlIndex
 from hq.keygen import make_ca
+from hq.s3store import S3EvidenceStore, connect
+from hq.storeurl import parse_store_url
+from hq.viewing_copy import KeyDecrypter
 from tests.case_export_util import export_a_recording, export_case_of, held_recording
 from tests.playback_daemon import DecryptDaemon
-from tests.playback_util import FPS
+from tests.playback_util import FPS, record
+from tests.playback_util import ingest as ingest_recording
+from tests.s3_util import S3Server, fresh_bucket
 
 SECONDS = 5.0
 
@@ -205,3 +217,30 @@ def test_the_export_decrypts_through_the_decrypt_component(tmp_path: Path, capsy
     _, _, said = export_case_of(data, rec, tmp_path / "originals")
     assert "no viewing copies: give --decrypt-socket" in said
     assert json.loads((tmp_path / "originals" / "case.json").read_text())["viewing_copies"] is None
+
+
+def test_a_fleet_headquarters_exports_viewing_copies_from_s3(db_url: str, s3_server: S3Server, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """The same export from the fleet's stores: the index on each engine (a real PostgreSQL too),
+    the segments in a real S3 bucket under Object Lock."""
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    generate_hq_key(keys / "hq.key", keys / "hq.pub")
+    rec = record(tmp_path / "unit", seconds=2.0, hq_key=load_hq_private(keys / "hq.key"))  # type: ignore[arg-type]
+    config = parse_store_url(s3_server.store_url(fresh_bucket(), retention_days=1))
+    store = S3EvidenceStore(connect(config, s3_server.session()), config, time.time_ns)
+    store.prepare()
+    out = tmp_path / "court"
+    with SqlIndex.open(db_url, auto_migrate=True) as index:
+        ingest_recording(index, store, tmp_path / "hq", rec, time.time_ns())
+        lc = lifecycle_service(index, store)
+        lc.open_case("sgt", "2026-9", "fleet")
+        lc.add_to_case("sgt", "2026-9", rec.device_id, rec.recording_id)
+        result = export_case(lc, index, store, "2026-9", out, hq_pub=keys / "hq.pub", exported_by="sgt",
+                             now_ns=time.time_ns(), decrypter=KeyDecrypter(load_hq_private(keys / "hq.key")),
+                             signer=ensure_credentials(keys, datetime.datetime.now(datetime.UTC)))
+    assert result.viewing_copies == 1
+    capsys.readouterr()
+    assert bodycam(["verify", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert "its 20 H.264 packets are the unit's" in said and "2 MP4(s) validated by the C2PA reader" in said, said
