@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import re
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -59,6 +60,7 @@ LIVE_MAX_VIEWERS = 10_000
 LIVE_MAX_ICE_SERVERS = 4
 LIVE_STOP_REASONS = ("no-viewers", "requested")
 _ICE_SCHEMES = ("stun", "turn", "turns")
+LIVE_NODE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 
 
 def _live_viewers(kind: str, params: Mapping[str, Any]) -> int:
@@ -85,19 +87,33 @@ def _ice_server(server: Any) -> dict[str, Any]:
 def check_live_start(params: Mapping[str, Any]) -> dict[str, Any]:
     """``live.start``: ``{"viewers": int, "ice_servers": [{"urls": [...], "username", "credential"}]}``:
     a viewer wants the unit's live stream (hq/live/); the TURN credentials are the unit's, for this stream."""
-    if "viewers" not in params or not set(params) <= {"viewers", "ice_servers"}:
-        raise RequestError("live.start takes viewers and, optionally, ice_servers")
+    if "viewers" not in params or not set(params) <= {"viewers", "ice_servers", "node"}:
+        raise RequestError("live.start takes viewers and, optionally, ice_servers and node")
     ice = params.get("ice_servers", [])
     if not isinstance(ice, list) or len(ice) > LIVE_MAX_ICE_SERVERS:
         raise RequestError(f"live.start: ice_servers is a list of at most {LIVE_MAX_ICE_SERVERS} servers")
-    return {"viewers": _live_viewers("live.start", params), "ice_servers": [_ice_server(s) for s in ice]}
+    return {"viewers": _live_viewers("live.start", params), "ice_servers": [_ice_server(s) for s in ice],
+            **_live_node("live.start", params)}
 
 
 def check_live_stop(params: Mapping[str, Any]) -> dict[str, Any]:
-    """``live.stop``: ``{"viewers": int, "reason": "no-viewers" | "requested"}``."""
-    if set(params) != {"viewers", "reason"} or params["reason"] not in LIVE_STOP_REASONS:
-        raise RequestError(f"live.stop takes viewers and a reason ({', '.join(LIVE_STOP_REASONS)})")
-    return {"viewers": _live_viewers("live.stop", params), "reason": params["reason"]}
+    """``live.stop``: ``{"viewers": int, "reason": "no-viewers" | "requested", "node"?: str}``."""
+    if not {"viewers", "reason"} <= set(params) <= {"viewers", "reason", "node"} or \
+            params["reason"] not in LIVE_STOP_REASONS:
+        raise RequestError(f"live.stop takes viewers, a reason ({', '.join(LIVE_STOP_REASONS)}) and, "
+                           "optionally, node")
+    return {"viewers": _live_viewers("live.stop", params), "reason": params["reason"],
+            **_live_node("live.stop", params)}
+
+
+def _live_node(kind: str, params: Mapping[str, Any]) -> dict[str, str]:
+    """``node``: which headquarters process counts these viewers (the unit adds up every node's)."""
+    if "node" not in params:
+        return {}
+    node = params["node"]
+    if not isinstance(node, str) or not LIVE_NODE.match(node):
+        raise RequestError(f"{kind}: node is 1 to 32 letters, digits, '-' or '_'")
+    return {"node": node}
 
 
 # The kinds headquarters may send, each with its parameter check. One line per kind.

@@ -101,6 +101,7 @@ class LiveController:
         self._was_recording = False
         self._auto_spent = False
         self._last_ice: tuple[IceServer, ...] = ()
+        self._counts: dict[str, int] = {}  # viewers per headquarters node, for the stream running
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.streams = 0
@@ -116,18 +117,22 @@ class LiveController:
         viewers = args.get("viewers", 0)
         if not isinstance(viewers, int) or isinstance(viewers, bool) or not 0 <= viewers <= 10_000:
             raise LiveRequestError("viewers: expected a count 0..10000")
+        node = str(args.get("node", ""))[:32]
         now = self._clock.monotonic_ns()
         with self._lock:
             if kind == "live.start":
                 ice = ice_servers_from(args.get("ice_servers"))
                 if self._stream is None:
+                    self._counts = {node: max(0, viewers)}
                     self._start(rules.started(now, operator, viewers), ice)
                 else:
-                    self._stream = rules.viewers_changed(self._stream, viewers, now)
+                    self._counts, total = rules.counted(self._counts, node, viewers)
+                    self._stream = rules.viewers_changed(self._stream, total, now)
             elif kind == "live.stop":
                 if self._stream is not None:
                     if args.get("reason") == "no-viewers":  # the idle rule decides, a viewer may return
-                        self._stream = rules.viewers_changed(self._stream, 0, now)
+                        self._counts, total = rules.counted(self._counts, node, 0)
+                        self._stream = rules.viewers_changed(self._stream, total, now)
                     else:
                         self._end(StopReason.REQUESTED, operator)
             else:
@@ -193,7 +198,7 @@ class LiveController:
 
     def _end(self, why: StopReason, by: str) -> None:
         stream, publisher = self._stream, self._publisher
-        self._stream, self._publisher = None, None
+        self._stream, self._publisher, self._counts = None, None, {}
         if stream is None:
             return
         if publisher is not None:

@@ -57,6 +57,13 @@ def viewers_changed(stream: Stream, viewers: int, now_ns: int) -> Stream:
     return dataclasses.replace(stream, viewers=0, viewerless_since_ns=since)
 
 
+def counted(counts: dict[str, int], node: str, viewers: int) -> tuple[dict[str, int], int]:
+    """Each headquarters node (or worker) counts the viewers it serves; a stream's viewers are the
+    sum of the latest count of every node (``node`` "" for a headquarters that does not say)."""
+    new = {**counts, node: max(0, viewers)}
+    return new, sum(new.values())
+
+
 def should_stop(rules: Rules, stream: Stream, recording: bool, was_recording: bool, now_ns: int) -> StopReason | None:
     """Why ``stream`` must stop now, or None. ``was_recording``: the recording state the last time
     the rules looked (a stop of the recording, not its absence, ends a stream)."""

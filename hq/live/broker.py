@@ -19,7 +19,7 @@ class Publication:
     """A unit's stream in the media server: its handle and the publisher id viewers subscribe to."""
 
     device_id: str
-    handle: int
+    handle: int  # 0: published through another node (found in the media server, not ours to end)
     feed: int
     room: int
     generation: int
@@ -45,6 +45,8 @@ class MediaBroker(Protocol):
     def unsubscribe(self, sub: Subscription) -> None: ...
 
     def alive(self, pub: Publication) -> bool: ...
+
+    def find(self, device_id: str) -> Publication | None: ...
 
 
 def room_of(device_id: str) -> int:
@@ -97,7 +99,7 @@ class JanusBroker:
         return Publication(device_id, handle, int(data["id"]), room, self._janus.generation), jsep["sdp"]
 
     def unpublish(self, pub: Publication) -> None:
-        if pub.generation == self._janus.generation:
+        if pub.handle and pub.generation == self._janus.generation:
             self._janus.detach(pub.handle)
 
     def subscribe(self, pub: Publication) -> Subscription:
@@ -121,14 +123,30 @@ class JanusBroker:
     def unsubscribe(self, sub: Subscription) -> None:
         self._janus.detach(sub.handle)
 
-    def alive(self, pub: Publication) -> bool:
-        if pub.generation != self._janus.generation:
-            return False
+    def _publishers(self, room: int) -> list[dict[str, Any]]:
+        """The room's participants whose media is up (none when the room does not exist yet)."""
         handle = self._janus.attach()
         try:
-            data: dict[str, Any] = self._janus.request(handle, {"request": "listparticipants", "room": pub.room})
+            data: dict[str, Any] = self._janus.request(handle, {"request": "listparticipants", "room": room})
         except JanusError:
-            return False
+            return []
         finally:
             self._janus.detach(handle)
-        return any(p.get("id") == pub.feed and p.get("publisher") for p in data.get("participants", []))
+        return [p for p in data.get("participants", []) if p.get("publisher")]
+
+    def alive(self, pub: Publication) -> bool:
+        if pub.handle and pub.generation != self._janus.generation:
+            return False
+        return any(p.get("id") == pub.feed for p in self._publishers(pub.room))
+
+    def find(self, device_id: str) -> Publication | None:
+        """A stream of ``device_id`` that another node brokered (the media server is the one
+        place every node sees): the unit's room holds its publisher, named by its device id."""
+        try:
+            self._janus.session()
+            pubs = [p for p in self._publishers(room_of(device_id)) if p.get("display") == device_id]
+        except JanusError:
+            return None
+        if not pubs:
+            return None
+        return Publication(device_id, 0, int(pubs[0]["id"]), room_of(device_id), self._janus.generation)

@@ -33,6 +33,7 @@ from hq.live.broker import BrokerError, MediaBroker, Publication, Subscription
 
 VIEWER_ROLES = frozenset({"operator", "supervisor"})
 MEDIA_POLL_S = 0.2  # how often a join asks the media server whether a new stream carries media yet
+FIND_EVERY_S = 0.5  # how often a waiting join looks for a stream another node brokered
 SUPERVISOR_ROLES = frozenset({"supervisor"})
 
 
@@ -120,6 +121,7 @@ class LiveService:
         self._resources: dict[str, str] = {}  # WHIP resource id -> device
         self._viewers: dict[str, Viewer] = {}
         self._refused: dict[str, str] = {}  # device -> why it refused the live.start a join waits on
+        self.node = secrets.token_hex(4)  # this process's tag on its viewer counts (nodes, workers)
 
     # -- units ----------------------------------------------------------------------------------
 
@@ -203,9 +205,15 @@ class LiveService:
         ice = [turn_credentials(self._turn, user, now // 1_000_000_000)] if self._turn else []
         return Grant(token, sub.offer_sdp, ice, self.policy.token_ttl_s)
 
-    def _publication_or_ask(self, user: str, device_id: str) -> Publication:
+    def _publication(self, device_id: str) -> Publication | None:
+        """The unit's stream: published through this node, or found in the media server (another
+        node brokered it: units' WHIP requests go to any node)."""
         with self._lock:
             pub = self._pubs.get(device_id)
+        return pub if pub is not None else self._broker.find(device_id)
+
+    def _publication_or_ask(self, user: str, device_id: str) -> Publication:
+        pub = self._publication(device_id)
         if pub is not None:
             return pub
         if self._requests is None:
@@ -216,14 +224,19 @@ class LiveService:
             self._refused.pop(device_id, None)
         self._tell_unit(device_id, "live.start", user, count + 1)
         deadline = time.monotonic() + self.policy.start_wait_s
-        with self._lock:
-            while device_id not in self._pubs and device_id not in self._refused:
+        pub, refusal = None, None
+        while pub is None and refusal is None:
+            with self._lock:
                 left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                self._published.wait(left)
-            pub = self._pubs.get(device_id)
-            refusal = self._refused.get(device_id) if pub is None else None
+                if device_id not in self._pubs and device_id not in self._refused and left > 0:
+                    # woken by a publish through this node; another node's is found by looking
+                    self._published.wait(min(left, FIND_EVERY_S))
+                refusal = self._refused.get(device_id)
+            pub = self._publication(device_id)
+            if pub is None and refusal is None and time.monotonic() >= deadline:
+                break
+        if pub is not None:
+            refusal = None
         if refusal is not None:
             self._audit.record("live-join", user, device_id, "failed", reason="unit-refused", unit_said=refusal)
             raise LiveError(409, "unit-refused", f"the unit will not stream: {refusal}")
@@ -316,7 +329,8 @@ class LiveService:
     def _tell_unit(self, device_id: str, kind: str, user: str, viewers: int, **extra: Any) -> None:
         if self._requests is None:
             return
-        args: dict[str, Any] = {"viewers": viewers, **extra}  # the channel names who asked
+        # the channel names who asked; ``node``: the unit adds up the counts of every node
+        args: dict[str, Any] = {"viewers": viewers, "node": self.node, **extra}
         if kind == "live.start":
             args["ice_servers"] = self.unit_ice_servers(device_id)
         try:
@@ -325,9 +339,10 @@ class LiveService:
             self._audit.record("live-request", user, device_id, "failed", kind=kind, reason=str(exc)[:200])
 
     def status(self, device_id: str) -> dict[str, Any]:
+        """Whether the unit streams (through any node) and how many watch it through this node."""
+        streaming = self._publication(device_id) is not None
         with self._lock:
-            pub = self._pubs.get(device_id)
-            return {"streaming": pub is not None, "viewers": self._count(device_id)}
+            return {"streaming": streaming, "viewers": self._count(device_id)}
 
     def close(self) -> None:
         with self._lock:

@@ -4,6 +4,7 @@ over a real coturn relay, while it records; viewers decode its burned-in clock; 
 from __future__ import annotations
 
 import json
+import shutil
 import statistics
 import time
 from pathlib import Path
@@ -162,3 +163,64 @@ def test_an_operator_opening_the_panel_starts_a_unit_over_the_request_channel_an
     assert doc["_exit"] == 0 and doc["ok"], json.dumps(doc["problems"], indent=1)
     segs = [m for m in ms if m["type"] == "segment"]
     assert segs and sum(t["dropped"] for s in segs for t in s["tracks"]) == 0
+
+
+def test_a_viewer_on_another_node_watches_a_unit_publishing_through_the_first(
+        tmp_path: Path, fresh_postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two headquarters nodes on one PostgreSQL and one Janus: olivia joins through node 2, whose
+    request reaches the unit over its poll held by node 1; the unit publishes through node 1 and node 2
+    finds the stream in the media server. sam watches through node 1. The unit adds up both nodes'
+    viewer counts, so olivia leaving node 2 does not stop the stream sam watches."""
+    from agent.evidence.keys import load_receipt_private
+    from hq.requests import pseudonym
+
+    monkeypatch.setenv("BODYCAM_HQ_DATABASE_URL", fresh_postgres_url)  # the unit is enrolled in the shared index
+    started: list[tuple[str, ...]] = []
+
+    def node_1(hq_dir: Path, args: tuple[str, ...]) -> OpsServer:
+        started.append(args)
+        return OpsServer.start(hq_dir, database_url=fresh_postgres_url, extra_args=args)
+
+    rig = LiveRig(tmp_path, serve=node_1)
+    # a node of its own data dir with the same keys, as docs/deployment-hq.md deploys several
+    (tmp_path / "hq2").mkdir()
+    shutil.copytree(rig.hq_dir / "keys", tmp_path / "hq2" / "keys")
+    node2 = OpsServer(tmp_path / "hq2", fresh_postgres_url, users=rig.hq.users)
+    try:
+        node2.serve(started[0])
+        data, cfg = rig.unit("it-live-4", ice_relay_only=True, idle_stop_s=2.0)  # enrolled through node 1
+        agent = rig.start_agent(data, cfg)
+        assert agent.ctl("start")["ok"]
+        olivia = OpsViewer(*_signed_in(node2, "olivia"), "it-live-4").start(timeout_s=60)
+        sam = OpsViewer(*_signed_in(rig.hq, "sam"), "it-live-4").start(timeout_s=60)
+        try:
+            wait_until(lambda: len(olivia.seen.frames) >= 15 and len(sam.seen.frames) >= 15, 40,
+                       "both nodes' viewers to decode the stream")
+        finally:
+            olivia.stop()
+        seen = len(sam.seen.frames)
+        time.sleep(5.0)  # past the unit's idle_stop_s: node 2 has no viewer left, node 1 has sam
+        assert "live view: stopped" not in agent.log()
+        wait_until(lambda: len(sam.seen.frames) >= seen + 30, 20, "sam to go on receiving")
+        sam.stop()
+        wait_until(lambda: "live view: stopped (no-viewers)" in agent.log(), 30, "the stream to stop")
+        agent.terminate()
+        assert agent.wait(60) == 0, agent.log()
+    finally:
+        node2.stop()
+        rig.close()
+
+    publishes = [(r["actor"], r["outcome"]) for r in rig.hq.audit("live-publish")]
+    assert publishes == [("it-live-4", "ok")]  # one stream, through node 1 only
+    joins = [(r["actor"], r["outcome"]) for r in rig.hq.audit("live-join")]
+    assert sorted(joins) == [("olivia", "ok"), ("sam", "ok")]
+    who = pseudonym(load_receipt_private(rig.hq_dir / "keys" / "receipt.key"), "olivia")
+    events = [m for m in manifests(data) if m["type"] == "event" and m["event"].startswith("live-")]
+    assert [m["event"] for m in events] == ["live-start", "live-stop"]
+    assert events[0]["detail"]["by"] == who and events[0]["detail"]["trigger"] == "request"
+    assert (events[1]["detail"]["reason"], events[1]["detail"]["peak_viewers"]) == ("no-viewers", 2)
+
+
+def _signed_in(server: OpsServer, user: str) -> tuple[Any, str, str]:
+    http, csrf = http_sign_in(server, user)
+    return http, server.url, csrf

@@ -23,6 +23,7 @@ class Broker:
         self.subscribed = 0
         self.unsubscribed = 0
         self.started: list[str] = []
+        self.elsewhere: dict[str, Publication] = {}  # streams another node brokered, as the media server shows
 
     def publish(self, device_id: str, offer_sdp: str, bitrate_bps: int) -> tuple[Publication, str]:
         self.published.append(device_id)
@@ -43,6 +44,9 @@ class Broker:
 
     def alive(self, pub: Publication) -> bool:
         return True
+
+    def find(self, device_id: str) -> Publication | None:
+        return self.elsewhere.get(device_id)
 
 
 class Audit:
@@ -196,3 +200,28 @@ def test_a_unit_that_refuses_to_stream_is_not_waited_for() -> None:
     assert (err.value.status, err.value.code) == (409, "unit-refused")
     assert "live view is off on this unit" in err.value.message
     assert [(r[3], r[4]["reason"]) for r in audit.records if r[0] == "live-join"] == [("failed", "unit-refused")]
+
+
+def test_a_stream_another_node_brokers_is_watched_and_counts_are_tagged_with_this_node() -> None:
+    live, broker, audit, channel, _ = _service()
+    broker.elsewhere = {"u1": Publication("u1", 0, 7, 9, 1)}  # the unit published through node 1
+    grant = live.join("alice", ["operator"], "u1", known_unit=True)
+    assert grant.offer_sdp == "v=0 offer" and broker.published == []
+    assert live.status("u1") == {"streaming": True, "viewers": 1}
+    assert [(k, a["viewers"], a["node"]) for _, k, a in channel.asked] == [("live.start", 1, live.node)]
+    live.leave("alice", grant.token)
+    assert channel.asked[-1][1:] == ("live.stop", {"viewers": 0, "node": live.node, "reason": "no-viewers"})
+    other, *_ = _service()
+    assert other.node != live.node  # each process its own tag
+
+
+def test_a_join_waiting_for_the_unit_finds_its_stream_published_through_another_node() -> None:
+    broker, audit = Broker(), Audit()
+
+    class PublishesElsewhere(Channel):
+        def ask(self, device_id: str, kind: str, args: dict[str, Any], actor: str) -> None:
+            super().ask(device_id, kind, args, actor)
+            threading.Timer(0.3, broker.elsewhere.__setitem__, (device_id, Publication(device_id, 0, 7, 9, 1))).start()
+
+    live = LiveService(broker, audit, PublishesElsewhere(), lambda user: "p-1", LivePolicy(start_wait_s=60))
+    assert live.join("alice", ["operator"], "u1", known_unit=True).offer_sdp == "v=0 offer"

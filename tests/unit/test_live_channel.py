@@ -37,10 +37,13 @@ def test_live_start_and_stop_are_kinds_with_checked_parameters() -> None:
     assert check_live_start({"viewers": 0, "ice_servers": [{"urls": "stun:h:3478"}]})["ice_servers"] == [
         {"urls": ["stun:h:3478"], "username": "", "credential": ""}]
     assert check_live_stop({"viewers": 0, "reason": "no-viewers"}) == {"viewers": 0, "reason": "no-viewers"}
+    assert check_live_start({"viewers": 1, "node": "a1b2"})["node"] == "a1b2"  # which node counts them
+    assert check_live_stop({"viewers": 0, "reason": "requested", "node": "a1b2"})["node"] == "a1b2"
     bad_starts: list[dict[str, Any]] = [
         {}, {"viewers": -1}, {"viewers": True}, {"viewers": 1, "operator": "olivia"},
         {"viewers": 1, "ice_servers": [TURN] * 5}, {"viewers": 1, "ice_servers": [{"urls": ["http://x"]}]},
         {"viewers": 1, "ice_servers": [{**TURN, "username": 7}]}, {"viewers": 1, "ice_servers": "turn:x"},
+        {"viewers": 1, "node": ""}, {"viewers": 1, "node": "a b"}, {"viewers": 1, "node": 7},
     ]
     for bad in bad_starts:
         with pytest.raises(RequestError, match="live.start"):

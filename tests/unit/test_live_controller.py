@@ -128,3 +128,20 @@ def test_requests_a_unit_refuses() -> None:
     with pytest.raises(LiveRequestError, match="unknown"):
         u.live.request("live.pause", {})
     assert Publisher.made == []
+
+
+def test_viewers_of_several_headquarters_nodes_add_up_and_one_nodes_last_leaving_does_not_stop_it() -> None:
+    u = Unit()
+    u.live.request("live.start", {"operator": "op-1", "viewers": 1, "node": "n1"})
+    u.live.request("live.start", {"operator": "op-2", "viewers": 2, "node": "n2"})
+    assert u.live.get_status()["viewers"] == 3
+    u.live.request("live.stop", {"operator": "op-2", "viewers": 0, "reason": "no-viewers", "node": "n2"})
+    assert u.live.get_status()["viewers"] == 1
+    u.after(30)
+    assert u.live.get_status()["streaming"]  # node n1's viewer still watches
+    u.live.request("live.stop", {"operator": "op-1", "viewers": 0, "reason": "no-viewers", "node": "n1"})
+    u.after(10.5)
+    assert not u.live.get_status()["streaming"]
+    assert u.posted[-1]["detail"]["peak_viewers"] == 3 and u.posted[-1]["detail"]["reason"] == "no-viewers"
+    u.live.request("live.start", {"operator": "op-1", "viewers": 1, "node": "n1"})  # a new stream counts afresh
+    assert u.live.get_status()["viewers"] == 1
