@@ -71,7 +71,7 @@ async def search_page(request: Request) -> Response:
     page = f.offset // f.limit + 1
     link = {k: v for k, v in shown.items() if v}
     return render(ctx, request, "evidence_search.html", title="Evidence", form=shown, error="", results=found,
-                  page=page, pages=max(1, -(-found.total // f.limit)), iso=iso_utc,
+                  page=page, pages=max(1, -(-found.total // f.limit)), iso=iso_utc, clock=clock,
                   prev_q=urlencode({**link, "page": page - 1}) if page > 1 else "",
                   next_q=urlencode({**link, "page": page + 1}) if page * f.limit < found.total else "")
 

@@ -45,6 +45,8 @@ def test_search_and_pages_work_without_decryptd_and_playback_says_what_to_start(
     base = f"{held.server.url}/ops/evidence"
     found = http.get(base, params={"unit": held.rec.device_id, "marks": "yes", "status": "verified"})
     assert found.status_code == 200 and held.rec.recording_id in found.text
+    unit = http.get(f"{held.server.url}/ops/units/{held.rec.device_id}")
+    assert unit.status_code == 200 and f'/ops/evidence?unit={held.rec.device_id}" id="unit-recordings"' in unit.text
     none = http.get(base, params={"unit": held.rec.device_id, "marks": "no"})
     assert none.status_code == 200 and 'id="no-results"' in none.text
     page = http.get(f"{base}/{held.rec.device_id}/{held.rec.recording_id}")

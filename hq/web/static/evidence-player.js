@@ -261,7 +261,8 @@
       for (const [id, note] of Object.entries(answer.doc.notes)) {
         document.querySelectorAll('.mark-note[data-mark="' + id + '"]').forEach((cell) => { cell.textContent = note; });
       }
-      trailStatus.textContent = fixes.length ? fixes.length + " GNSS fixes." : "No GNSS fix in this recording.";
+      trailStatus.textContent = fixes.length === 1 ? "1 GNSS fix." : fixes.length ? fixes.length + " GNSS fixes."
+        : "No GNSS fix in this recording.";
       const box = document.getElementById("trail-map");
       if (!box || !window.L || !fixes.length) return;
       const map = L.map(box, { minZoom: Number(box.dataset.minZoom), maxZoom: Number(box.dataset.maxZoom) });

@@ -179,6 +179,32 @@ def test_a_supervisor_finds_opens_and_plays_the_recording_through_its_burned_clo
     at_ms, found, expected, err = _burned_times(page, rig, 1)[0]
     assert err < 25 and abs(found - expected) <= ONE_FRAME_MS and abs(at_ms - mark_ms) < 1500
 
+    # the search, the view, the trail and the playback are in the audit trail, as sam, on the recording
+    target = f"recording:{UNIT}/{rig.recording_id}"
+    for event in ("view-evidence", "view-position-trail", "view-playback"):
+        records = [r for r in rig.server.audit(event) if r["actor"] == "sam" and r["target"] == target]
+        assert records and all(r["outcome"] == "ok" and r["component"] == "hq-web" for r in records), event
+    assert [r for r in rig.server.audit("evidence-search") if r["actor"] == "sam" and r["target"] == f"device:{UNIT}"]
+
+
+def test_playing_from_a_mark_streams_from_its_segment_on_the_recording_clock(rig: Rig, page: Any) -> None:
+    sign_in(page, rig.server, "sam")
+    page.goto(f"{rig.server.url}/ops/evidence/{UNIT}/{rig.recording_id}")
+    seek = page.locator("#marks button.seek").first
+    mark_ms = int(seek.get_attribute("data-at-ms"))
+    seek.click()  # nothing loaded yet: the player asks for the segment holding the mark
+    wait_until(lambda: page.evaluate("window.bodycamPlayer.firstFrameAt !== null"), 60, "the first frame")
+    timeline = page.evaluate("JSON.parse(document.getElementById('player').dataset.timeline)")
+    holding = [s for s in timeline["segments"] if s["offset_ms"] <= mark_ms][-1]
+    assert holding["seq"] != timeline["segments"][0]["seq"]  # a later segment, so this is a real seek
+    assert page.evaluate("window.bodycamPlayer.seq") == holding["seq"]
+    at_ms, found, expected, err = _burned_times(page, rig, 1)[0]
+    assert err < 25 and abs(found - expected) <= ONE_FRAME_MS and abs(at_ms - mark_ms) < 1000
+    # the camera and the thermal rendition, each audited with the segments it decrypts from there
+    plays = [r["detail"] for r in rig.server.audit("view-playback") if r["actor"] == "sam"][-2:]
+    assert {p["rendition"] for p in plays} == {"video", "thermal"}
+    assert all(p["segments"][0] == holding["seq"] for p in plays)
+
 
 def test_an_operator_and_an_auditor_are_refused_and_the_refusals_audited(rig: Rig, page: Any) -> None:
     base = f"{rig.server.url}/ops/evidence"
@@ -193,16 +219,6 @@ def test_an_operator_and_an_auditor_are_refused_and_the_refusals_audited(rig: Ri
     for name in ("olivia", "ada"):
         assert (name, f"path:/ops/evidence/{UNIT}/{rig.recording_id}/play.mp4") in refused
     assert not [r for r in rig.server.audit("view-playback") if r["actor"] in ("olivia", "ada")]
-
-
-def test_the_search_the_view_and_the_playback_are_in_the_audit_trail(rig: Rig) -> None:
-    target = f"recording:{UNIT}/{rig.recording_id}"
-    for event in ("view-evidence", "view-position-trail", "view-playback"):
-        records = [r for r in rig.server.audit(event) if r["actor"] == "sam" and r["target"] == target]
-        assert records and all(r["outcome"] == "ok" and r["component"] == "hq-web" for r in records), event
-    plays = [r for r in rig.server.audit("view-playback") if r["actor"] == "sam"]
-    assert {r["detail"]["rendition"] for r in plays} >= {"video"}
-    assert [r for r in rig.server.audit("evidence-search") if r["actor"] == "sam" and r["target"] == f"device:{UNIT}"]
 
 
 def _plaintext(rig: Rig, seq: int) -> bytes:
