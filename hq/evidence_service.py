@@ -186,6 +186,10 @@ def parse_filter(params: Mapping[str, str]) -> RecordingFilter:
     status = p.get("status")
     if status is not None and status not in VERIFICATION:
         raise EvidenceError("bad-request", f"status: one of {', '.join(VERIFICATION)}, or empty")
+    background = {"background": True, "recorded": False, None: None}.get(p.get("source"), "bad")
+    if background == "bad":
+        raise EvidenceError("bad-request", "source: background (ranges asked of a unit's background ring), "
+                            "recorded, or empty")
     try:
         page = int(p.get("page", "1"))
         size = int(p.get("per_page", "25"))
@@ -198,7 +202,7 @@ def parse_filter(params: Mapping[str, str]) -> RecordingFilter:
     if from_ns is not None and to_ns is not None and to_ns < from_ns:
         raise EvidenceError("bad-request", "to is before from")
     return RecordingFilter(device, from_ns, to_ns, rec.lower() if rec else None, marked,  # type: ignore[arg-type]
-                           status, size, (page - 1) * size)
+                           status, size, (page - 1) * size, background)  # type: ignore[arg-type]
 
 
 class EvidenceService:

@@ -29,7 +29,7 @@ from agent.evidence.tlogproof import encode_inclusion, receipt_leaf
 from agent.evidence.verify import check_file
 from hq.audit import Auditor
 from hq.index import Index
-from hq.records import Evidence, Quarantined, Upload
+from hq.records import BACKGROUND_PREFIX, Evidence, Quarantined, Upload
 from hq.storage import EvidenceStore, UploadStore, file_sha256
 from hq.tlog import Leaf, TransparencyLog
 from hq.tus import MAX_SEQ
@@ -124,7 +124,14 @@ class Checked:
 
 
 def recording_of(manifest: dict[str, Any]) -> str | None:
-    """The recording an entry belongs to: a segment's ``recording_id``, an event's detail's."""
+    """The recording an entry belongs to: a segment's ``recording_id``, an event's detail's; a copy
+    from the unit's background ring (flag ``background``) belongs to the range headquarters asked
+    for, ``background-<request id>``, so the copies of one request are found and played as one."""
+    origin = manifest.get("background")
+    request_id = origin.get("request_id") if isinstance(origin, dict) else None
+    if manifest.get("type") == "segment" and "background" in (manifest.get("flags") or ()) \
+            and isinstance(request_id, str) and request_id:
+        return BACKGROUND_PREFIX + request_id
     where = manifest if manifest.get("type") == "segment" else manifest.get("detail")
     value = where.get("recording_id") if isinstance(where, dict) else None
     return value if isinstance(value, str) and value else None

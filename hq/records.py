@@ -112,10 +112,16 @@ class AuditRecord:
 VERIFICATION = ("verified", "warnings", "incomplete")
 
 
+# The recording a copy from a unit's background ring belongs to (docs/evidence-format.md 8.9):
+# the range headquarters asked for, ``background-<request id>``; the unit's manifests say null.
+BACKGROUND_PREFIX = "background-"
+
+
 @dataclass(frozen=True, slots=True)
 class RecordingFilter:
     """What a search for recordings asks: each member None means "any". ``marked`` True finds
-    recordings with at least one mark; ``status`` one of ``VERIFICATION``."""
+    recordings with at least one mark; ``status`` one of ``VERIFICATION``; ``background`` True the
+    ranges headquarters asked of units' background rings (recording ids ``BACKGROUND_PREFIX``...)."""
 
     device_id: str | None = None
     from_ns: int | None = None
@@ -125,6 +131,7 @@ class RecordingFilter:
     status: str | None = None
     limit: int = 25
     offset: int = 0
+    background: bool | None = None  # True: ranges copied from a unit's background ring; False: the others
 
 
 @dataclass(frozen=True, slots=True)

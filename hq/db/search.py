@@ -8,7 +8,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from hq.db.schema import devices, evidence
-from hq.records import RecordingFilter, RecordingSummary
+from hq.records import BACKGROUND_PREFIX, RecordingFilter, RecordingSummary
 
 
 def _grouped(f: RecordingFilter) -> sa.Select[tuple[object, ...]]:
@@ -36,6 +36,9 @@ def _grouped(f: RecordingFilter) -> sa.Select[tuple[object, ...]]:
         query = query.where(e.device_id == f.device_id)
     if f.recording_id is not None:
         query = query.where(e.recording_id.startswith(f.recording_id, autoescape=True))
+    if f.background is not None:
+        copied = e.recording_id.startswith(BACKGROUND_PREFIX, autoescape=True)
+        query = query.where(copied if f.background else sa.not_(copied))
     if f.from_ns is not None:
         query = query.having(sa.func.max(e.utc_end_ns) >= f.from_ns)
     if f.to_ns is not None:

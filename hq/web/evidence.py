@@ -35,7 +35,7 @@ from hq.web.roles import context_of, current_user, require
 WHO = (Role.SUPERVISOR,)
 NAV = (NavItem("Evidence", "/evidence", frozenset(WHO), "Search recordings; play them with their marks and trail"),)
 STATUS = {"bad-request": 400, "not-found": 404, "unavailable": 503}
-FIELDS = ("unit", "from", "to", "recording", "marks", "status")
+FIELDS = ("unit", "from", "to", "recording", "marks", "status", "source")
 RENDITIONS = ("video", "thermal")
 # where the stream's time 0 lies on the recording's timeline, and its codecs: the player's
 # MediaSource offsets the stream by the one and declares the other (hq/rendition.py)

@@ -15,6 +15,8 @@ from agent.config import load_config, render_config
 from agent.evidence.manifest import parse_manifest_record
 from agent.evidence.segment import scan
 from agent.store import RingEntry, Store
+from hq.index import SqliteIndex
+from hq.records import RecordingFilter
 from tests.fakes import FakeClock
 from tests.integration.agent_util import AgentProcess, run_cli
 from tests.integration.hq_util import HqProcess, hq_keygen, provision_for_hq, wait_until
@@ -85,6 +87,14 @@ def test_a_supervisor_gets_a_range_of_background_recording_and_what_rotated_out_
         assert {r["seq"] for r in flagged} == copied
         assert all("background" in r["flags"] for r in flagged)
         assert {r["background_request"] for r in flagged} == {first["request_id"], second["request_id"]}
+        # the operations room's search finds each request's range as one recording
+        with SqliteIndex(hq_dir / "index.sqlite") as index:
+            found, total = index.search_recordings(RecordingFilter(background=True))
+            others = index.search_recordings(RecordingFilter(background=False))[0]
+        assert {r.recording_id: r.segments for r in found} == {
+            f"background-{first['request_id']}": len(first["result"]["detail"]["entries"]),
+            f"background-{second['request_id']}": len(second["result"]["detail"]["entries"])}
+        assert total == 2 and not any(r.recording_id.startswith("background-") for r in others)
         status = agent.ctl("status")["data"]
         assert status["state"] == "ready"  # none of this needed a recording
         agent.terminate()

@@ -83,8 +83,10 @@ def test_search_by_unit_time_recording_marks_and_status(hq: Hq) -> None:
     assert hq.service.search("sup1", RecordingFilter(from_ns=start + 60 * 10**9)).total == 0
     assert hq.service.search("sup1", RecordingFilter(to_ns=start + 10**9)).total == 1
     assert hq.service.search("sup1", RecordingFilter(device_id="unit-other")).total == 0
+    assert hq.service.search("sup1", parse_filter({"source": "recorded"})).total == 1
+    assert hq.service.search("sup1", parse_filter({"source": "background"})).total == 0
     searches = _audit(hq, "evidence-search")
-    assert len(searches) == 7 and searches[0][:3] == ("sup1", f"device:{rec.device_id}", "ok")
+    assert len(searches) == 9 and searches[0][:3] == ("sup1", f"device:{rec.device_id}", "ok")
     assert searches[0][3]["results"] == 1
 
 
@@ -105,8 +107,11 @@ def test_a_gap_in_the_chain_makes_a_recording_incomplete(tmp_path: Path, recorde
 def test_the_filter_of_a_form_says_what_is_wrong_in_one_line() -> None:
     assert parse_filter({"unit": "", "from": "2026-12-03T10:00", "marks": "yes", "page": "2"}) == RecordingFilter(
         from_ns=1_796_292_000 * 10**9, marked=True, offset=25)
+    assert parse_filter({"source": "background"}) == RecordingFilter(background=True)
+    assert parse_filter({"source": "recorded"}) == RecordingFilter(background=False)
     for params, says in (({"unit": "a/b"}, "unit:"), ({"from": "yesterday"}, "not a date"),
-                         ({"status": "fine"}, "status:"), ({"per_page": "1000"}, "per_page"),
+                         ({"source": "x"}, "source:"), ({"status": "fine"}, "status:"),
+                         ({"per_page": "1000"}, "per_page"),
                          ({"from": "2026-12-03", "to": "2026-12-01"}, "before"), ({"recording": "x;"}, "recording")):
         with pytest.raises(EvidenceError) as err:
             parse_filter(params)

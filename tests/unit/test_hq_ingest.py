@@ -16,7 +16,7 @@ from agent.evidence.keys import fingerprint, public_der, public_pem
 from agent.evidence.receipt import verify_receipt
 from hq.audit import Auditor
 from hq.index import SqliteIndex
-from hq.ingest import Checked, Held, Ingestor, Outcome, decide
+from hq.ingest import Checked, Held, Ingestor, Outcome, decide, recording_of
 from hq.records import Upload
 from hq.storage import FileEvidenceStore, UploadArea
 from tests.evidence_util import ChainBuilder, MemorySigner
@@ -254,3 +254,12 @@ def test_ingest_and_receipts_go_to_the_custody_ledger(tmp_path: Path) -> None:
         first = lc.index.custody_log()[0].detail
         assert first["file_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
         assert lc.index.verify_custody().intact
+
+
+def test_a_copy_from_the_background_ring_belongs_to_the_range_asked_for() -> None:
+    copy = {"type": "segment", "recording_id": None, "flags": ["background"],
+            "background": {"ring_seq": 3, "ring_manifest_sha256": "ab" * 32, "request_id": "cd" * 16}}
+    assert recording_of(copy) == "background-" + "cd" * 16
+    assert recording_of({"type": "segment", "recording_id": "r-1", "flags": []}) == "r-1"
+    assert recording_of({**copy, "flags": []}) is None  # no flag, no claim to a range
+    assert recording_of({"type": "event", "detail": {"recording_id": "r-1"}}) == "r-1"
