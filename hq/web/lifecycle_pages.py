@@ -210,7 +210,8 @@ def _exports_page(ctx: WebContext, jobs: ExportJobs | None) -> Callable[[Request
         found = [] if jobs is None else await run_in_threadpool(jobs.jobs, None if everyone else user.name)
         await ctx.viewed(user, "exports", "exports", jobs=len(found))
         return render(ctx, request, "exports.html", title="Court exports", jobs=[_job_row(j, user.name) for j in found],
-                      workers=jobs.workers if jobs else 0, queue_max=jobs.queue_max if jobs else 0, everyone=everyone)
+                      workers=jobs.workers if jobs else 0, queue_max=jobs.queue_max if jobs else 0, everyone=everyone,
+                      decrypts=ctx.settings.decryptd_socket is not None)
     return page
 
 
