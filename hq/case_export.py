@@ -68,6 +68,8 @@ def export_case(lc: LifecycleService, index: Index, store: EvidenceStore, case_i
         raise ExportError(f"case {case_id} holds no recording (bodycam-hq case add)")
     if out.exists() and any(out.iterdir()):
         raise ExportError(f"{out} exists and is not empty")
+    out.mkdir(mode=0o700, parents=True, exist_ok=True)
+    out.chmod(0o700)  # the viewing copies are decrypted footage: the exporting user's alone until handed over
     by_device: dict[str, list[Evidence]] = {}
     for rec in recordings:
         by_device.setdefault(rec.device_id, []).extend(lc.index.entries(rec.device_id, rec.recording_id, deleted=True))

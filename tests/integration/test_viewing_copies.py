@@ -13,6 +13,7 @@ import datetime
 import hashlib
 import json
 import shutil
+import stat
 import subprocess
 import time
 from collections.abc import Callable
@@ -60,6 +61,7 @@ def exported(tmp_path: Path) -> tuple[Path, str]:
 
 def test_the_viewing_copy_is_the_recorded_h264_with_time_codes(exported: tuple[Path, str]) -> None:
     out, stem = exported
+    assert stat.S_IMODE(out.stat().st_mode) == 0o700  # decrypted footage: the exporting user's alone
     # the C2PA reference reader validates each MP4 on its own, under headquarters' export root
     root = (out / "credentials" / "export-ca.pem").read_text()
     context = c2pa.Context.from_dict({"verify": {"verify_trust": True}, "trust": {"trust_anchors": root}})
