@@ -102,6 +102,8 @@ def summary(st: dict[str, Any]) -> str:
         ("dropped", ", ".join(f"{k} {v}" for k, v in sorted((st.get("dropped") or {}).items()) if v) or "none"),
         ("sync", _sync(st.get("sync") or {})),
     ]
+    if st.get("background") is not None:
+        rows.append(("background", _background(st["background"])))
     problems = [f"storage: {storage['alarm']}"] if storage.get("alarm") else []
     problems += [f"recorder: {st['last_error']}"] if st.get("last_error") else []
     problems += [f"sensor {name}: {w.get('last_error')}" for name, w in sorted((st.get("sensors") or {}).items())
@@ -129,6 +131,19 @@ def _gnss(fix: dict[str, Any] | None) -> str:
         return "no fix"
     acc = fix.get("h_acc_m")
     return _FIX_NAMES.get(fix["mode"], "fix") + ("" if acc is None else f", accuracy {acc:.1f} m")
+
+
+def _background(bg: dict[str, Any]) -> str:
+    """Record after the fact: what it records, and how much of its ring the unit holds."""
+    ring = bg.get("ring") or {}
+    oldest, newest = ring.get("oldest_utc_ns"), ring.get("newest_utc_ns")
+    held = hours((newest - oldest) / 3.6e12) if oldest is not None and newest is not None else hours(0.0)
+    text = (f"{bg.get('camera')} at {bg.get('width')}x{bg.get('height')}, {bg.get('fps')} fps"
+            f"{', with audio' if bg.get('audio') else ''}; ring {held} of {hours(bg.get('keep_h'))} "
+            f"({plural(ring.get('entries') or 0, 'file')}, {size(ring.get('bytes'))}), from {utc(oldest)}")
+    if bg.get("last_error"):
+        text += f"; last error: {bg['last_error']}"
+    return text
 
 
 def _sync(sync: dict[str, Any]) -> str:

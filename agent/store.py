@@ -396,6 +396,13 @@ class Store:
                 " AND utc_end_ns > ? AND utc_start_ns < ? ORDER BY seq", (from_utc_ns, to_utc_ns)).fetchall()
         return [RingEntry(*r) for r in rows]
 
+    def ring_stats(self) -> tuple[int, int, int | None, int | None]:
+        """(entries, bytes, UTC start of the oldest, UTC end of the newest) of the ring on disk."""
+        with self._reading("Summing up the background ring") as db:
+            row = db.conn.execute("SELECT count(*), coalesce(sum(bytes), 0), min(utc_start_ns), max(utc_end_ns)"
+                                  " FROM background_ring WHERE deleted_utc_ns IS NULL").fetchone()
+        return int(row[0]), int(row[1]), row[2], row[3]
+
     def ring_deleted(self, seq: int) -> None:
         with self._transaction(f"Marking background ring entry {seq} removed") as db:
             db.conn.execute("UPDATE background_ring SET deleted_utc_ns = ? WHERE seq = ?", (self._clock.utc_ns(), seq))

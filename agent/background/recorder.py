@@ -132,8 +132,13 @@ class BackgroundRecorder:
             self._thread.join(timeout_s)
 
     def get_status(self) -> dict[str, Any]:
+        """Counters, the settings, and what the ring holds on disk (one indexed query)."""
+        entries, size, oldest, newest = self.ring.stats()
+        s = self.settings
         with self._status_lock:
-            return {**self._status, "camera": self.settings.camera, "ring_head_seq": self.ring.head_seq}
+            return {**self._status, "camera": s.camera, "ring_head_seq": self.ring.head_seq,
+                    "width": s.width, "height": s.height, "fps": s.fps, "keep_h": s.keep_s / 3600,
+                    "ring": {"entries": entries, "bytes": size, "oldest_utc_ns": oldest, "newest_utc_ns": newest}}
 
     def entries(self) -> list[RingEntry]:
         """The ring's entries on disk, oldest first (any thread)."""

@@ -130,6 +130,10 @@ class BackgroundRing:
                      "y" if len(entries) == 1 else "ies", why, freed)
         return freed
 
+    def stats(self) -> tuple[int, int, int | None, int | None]:
+        """(entries, bytes, UTC start of the oldest, UTC end of the newest) on disk (any thread)."""
+        return self._store.ring_stats()
+
     def entries(self, from_utc_ns: int = 0, to_utc_ns: int = 2**63 - 1) -> list[RingEntry]:
         """Entries still on disk that overlap [from, to], oldest first (any thread)."""
         return self._store.ring_entries(from_utc_ns, to_utc_ns)

@@ -58,6 +58,7 @@ class UnitStatus:
     sync: Mapping[str, Any]
     power: PowerStatus | None
     config_sha256: str | None = None
+    background: Mapping[str, Any] | None = None  # the background recording's, when it is on
 
     @property
     def state(self) -> str:
@@ -73,6 +74,8 @@ class UnitStatus:
         st["storage"] = {**self.storage, "index": dict(self.index)}
         if self.power is not None:
             st["power"] = self.power.as_dict()
+        if self.background is not None:
+            st["background"] = dict(self.background)
         return st
 
     def heartbeat(self) -> dict[str, Any]:
@@ -140,4 +143,5 @@ def collect_status(parts: UnitParts) -> UnitStatus:
         sync=sync_status(parts),
         power=read_power(getattr(parts.sensors, "power", None)),
         config_sha256=parts.config.digest,
+        background=None if (bg := getattr(parts, "background", None)) is None else bg.get_status(),
     )

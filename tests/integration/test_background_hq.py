@@ -97,6 +97,11 @@ def test_a_supervisor_gets_a_range_of_background_recording_and_what_rotated_out_
         assert total == 2 and not any(r.recording_id.startswith("background-") for r in others)
         status = agent.ctl("status")["data"]
         assert status["state"] == "ready"  # none of this needed a recording
+        bg = status["background"]
+        assert bg["audio"] and bg["audio_packets"] > 0 and bg["audio_muted"] == 0
+        assert bg["ring"]["entries"] >= 3 and bg["ring"]["bytes"] > 0 and bg["last_error"] is None
+        shown = run_cli("ctl", "--data-dir", str(unit), "status")
+        assert "\nbackground  chest at 320x180, 10 fps, with audio; ring " in shown.stdout, shown.stdout
         agent.terminate()
         assert agent.wait(60) == 0, agent.log()
     finally:

@@ -77,6 +77,18 @@ def test_ctl_status_is_a_short_summary_for_a_person() -> None:
     assert "--json" in lines[-1]
 
 
+def test_ctl_status_shows_the_background_recording_when_it_is_on() -> None:
+    assert "background" not in ctl_cmd.summary(AGENT_STATUS)
+    hour_ns = 3600 * 10**9
+    bg = {"camera": "chest", "width": 848, "height": 480, "fps": 10, "audio": True, "keep_h": 72.0,
+          "last_error": None, "ring": {"entries": 3, "bytes": 45_000_000, "oldest_utc_ns": 1_700_000_000 * 10**9,
+                                       "newest_utc_ns": 1_700_000_000 * 10**9 + 5 * hour_ns}}
+    line = next(x for x in ctl_cmd.summary({**AGENT_STATUS, "background": bg}).splitlines()
+                if x.startswith("background"))
+    assert line.split(None, 1)[1] == ("chest at 848x480, 10 fps, with audio; ring 5 h 00 min of 3 days 0 h "
+                                      "(3 files, 45.0 MB), from 2023-11-14 22:13:20 UTC")
+
+
 def test_the_likely_cause_of_a_wrong_ca_or_hq_pub_is_named() -> None:
     assert "ca.pem" in str(sync_hint("TLS certificate refused: unable to get local issuer certificate"))
     receipt = "receipt signature does not verify with the pinned receipt key"
