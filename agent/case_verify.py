@@ -131,6 +131,12 @@ def _check_custody(path: Path, found: CaseFindings) -> None:
     found.notes.append(f"custody: {len(records)} record(s), each hash holds")
 
 
+def findings_dict(found: CaseFindings) -> dict[str, Any]:
+    """``bodycam verify --json`` on a case export: the same findings as the printed report."""
+    return {"ok": found.ok, "problems": [safe_text(p) for p in found.problems], "notes": found.notes,
+            "devices": {d: r.as_dict() for d, r in found.devices.items()}}
+
+
 def print_findings(out: TextIO, folder: Path, found: CaseFindings) -> None:
     print(f"Case export: {folder}", file=out)
     for device_id, report in found.devices.items():

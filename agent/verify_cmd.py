@@ -11,7 +11,7 @@ from typing import TextIO
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from agent import verify_tlog
-from agent.case_verify import check_case, is_case_export, print_findings
+from agent.case_verify import check_case, findings_dict, is_case_export, print_findings
 from agent.cliargs import device_id
 from agent.evidence.anchor import AnchorError, check_anchors, read_anchor, runs
 from agent.evidence.chain import Finding
@@ -71,7 +71,10 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if path.is_dir() and is_case_export(path):
         case = check_case(path, args.tsa_ca, decode=check_media, c2pa_ca=args.c2pa_ca)
-        print_findings(out, path, case)
+        if args.json:
+            print(json.dumps(findings_dict(case), indent=2, sort_keys=True), file=out)
+        else:
+            print_findings(out, path, case)
         return 0 if case.ok else 1
     if args.device_pub is not None:
         key_path, key_note = args.device_pub, "given on the command line"

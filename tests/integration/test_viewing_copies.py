@@ -159,6 +159,10 @@ def test_verify_proves_the_copy_and_names_tampering(exported: tuple[Path, str], 
     said = capsys.readouterr().out
     assert f"{stem}.mp4: its 50 H.264 packets are the unit's, byte for byte and in order" in said, said
     assert "content credentials: 2 MP4(s) validated by the C2PA reader" in said and "RESULT: OK" in said
+    assert bodycam(["verify", str(out), "--json"]) == 0  # the same findings for tools
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["ok"] is True and doc["problems"] == [] and doc["devices"]["unit-p1"]["ok"] is True
+    assert any("H.264 packets are the unit's" in n for n in doc["notes"])
     # an expert trusting only another root is told the credentials do not chain to it
     other = tmp_path / "other-ca.pem"
     other.write_bytes(make_ca(datetime.datetime.now(datetime.UTC), "someone else")[1].public_bytes(
