@@ -15,7 +15,6 @@ still work.
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 from urllib.parse import urlencode
 
@@ -49,12 +48,6 @@ def clock(ms: int) -> str:
     h, rest = divmod(s, 3600)
     m, sec = divmod(rest, 60)
     return (f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}") + f".{tenths}"
-
-
-def _form_time(at_ns: int | None) -> str:
-    if at_ns is None:
-        return ""
-    return dt.datetime.fromtimestamp(at_ns / 1e9, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 @require(*WHO)
