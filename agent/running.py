@@ -118,7 +118,10 @@ class Agent:
         # live view (agent/live): its feed taps the streamed camera's sensor thread, never blocking it
         self.live = build_live(config, data_dir, self.keystore, clock,
                                [t.name for t in self.sensors.tracks if t.kind == "video"],
-                               self.recorder.post_command, self._recording)
+                               self.recorder.post_command, self._recording,
+                               microphone=any(t.kind == "audio" for t in self.sensors.tracks))
+        if self.live is not None and self.live.audio is not None:  # the recorder judges mute, as for evidence
+            self.recorder.tap_audio(self.live.audio.offer)
         # record after the fact (agent/background): off unless [background] enabled
         self.background = build_background(config, data_dir, store=self.store, signer=self.keystore,
                                            hq_public=hq_public, boot_id=self.boot_id, firmware=__version__,

@@ -21,7 +21,7 @@ import sqlite3
 import threading
 import time
 import types
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, Self
 
@@ -114,6 +114,7 @@ class Seen:
 
     frames: list[tuple[float, int, int]] = dataclasses.field(default_factory=list)
     undecodable: int = 0
+    sound: list[tuple[float, float]] = dataclasses.field(default_factory=list)  # (arrival ms, peak 0..1)
 
     def latencies_ms(self) -> list[float]:
         return [arrived - (burned % (1 << 48)) for arrived, burned, _ in self.frames
@@ -211,17 +212,27 @@ class JanusViewer(AiortcViewer):
 
 
 
-async def read_frames(track: Any, done: asyncio.Event, seen: Seen,
-                      on_frame: Callable[[float, int, int], None] | None = None) -> None:
-    """Decode ``track`` until ``done``: each frame's burned-in time code and index into ``seen``."""
+async def _frames_of(track: Any, done: asyncio.Event) -> AsyncIterator[Any]:
+    """``track``'s decoded frames until ``done`` or the track ends."""
     while not done.is_set():
         try:
-            frame = await asyncio.wait_for(track.recv(), 1.0)
+            yield await asyncio.wait_for(track.recv(), 1.0)
         except TimeoutError:
             continue
         except Exception:
             return
+
+
+async def read_frames(track: Any, done: asyncio.Event, seen: Seen,
+                      on_frame: Callable[[float, int, int], None] | None = None) -> None:
+    """Decode ``track`` until ``done``: each frame's burned-in time code and index into ``seen``;
+    an audio track's frames as (arrival, peak level) into ``seen.sound``."""
+    async for frame in _frames_of(track, done):
         arrived = time.time() * 1000
+        if track.kind == "audio":
+            samples = frame.to_ndarray()
+            seen.sound.append((arrived, float(np.abs(samples).max()) / 32768.0 if samples.size else 0.0))
+            continue
         code = sim_timecode.read(np.ascontiguousarray(frame.to_ndarray(format="gray")))
         if code is None:
             seen.undecodable += 1

@@ -243,6 +243,8 @@ class LiveConfig:
     idle_stop_s: float = setting(10.0, "stop this long after the last viewer left", minval=0.0, maxval=3600.0)
     notice: str = setting("both", "how the wearer is told someone watches", choices=LIVE_NOTICES)
     ice_relay_only: bool = setting(False, "media only through headquarters' TURN relay (carrier NAT)")
+    audio: str = setting("off", "on: the microphone too (the recording's Opus, never while muted); policy",
+                         choices=("off", "on"))
 
 
 BACKGROUND_AUDIO = ("off", "on")

@@ -9,6 +9,7 @@ from typing import Any
 
 from agent.config.model import LiveConfig
 from agent.live import rules
+from agent.live.audio import LiveAudioFeed
 from agent.live.bitrate import Bounds
 from agent.live.encoder import LiveEncoder
 from agent.live.feed import LiveFeed
@@ -85,9 +86,10 @@ class LiveController:
 
     def __init__(self, settings: LiveConfig, feed: LiveFeed, whip: Whip, clock: Clock,
                  post_command: Callable[..., None], recording: Callable[[], bool],
-                 publisher_factory: Callable[..., Any] = LivePublisher) -> None:
+                 publisher_factory: Callable[..., Any] = LivePublisher, audio: LiveAudioFeed | None = None) -> None:
         self._cfg = settings
         self._feed = feed
+        self._audio = audio
         self._whip = whip
         self._clock = clock
         self._post = post_command
@@ -187,12 +189,14 @@ class LiveController:
         def ended(reason: str) -> None:
             self._ended(publisher, reason)
 
-        publisher = self._new_publisher(self._feed, encoder, self._whip, bounds, ice, cfg.ice_relay_only, ended)
+        publisher = self._new_publisher(self._feed, encoder, self._whip, bounds, ice, cfg.ice_relay_only, ended,
+                                        audio=self._audio)
         self._stream, self._publisher, self._last_ice = stream, publisher, ice or self._last_ice
         self.streams += 1
         self._post("live", f"live:{stream.operator}", on=True, notice=cfg.notice,
                    detail={"by": stream.operator, "viewers": stream.viewers, "trigger": "auto" if stream.auto
-                           else "request", "width": cfg.width, "height": cfg.height, "fps": round(cfg.fps)})
+                           else "request", "width": cfg.width, "height": cfg.height, "fps": round(cfg.fps),
+                           "audio": self._audio is not None})
         log.info("live view: starting for %s (%d viewer(s))", stream.operator, stream.viewers)
         publisher.start()
 

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from agent.live.audio import LiveAudioFeed
 from agent.live.bitrate import Bounds, next_bitrate
 from agent.live.encoder import LiveEncoder, LiveEncoderError
 from agent.live.feed import LiveFeed
@@ -85,8 +86,10 @@ class LivePublisher:
     """
 
     def __init__(self, feed: LiveFeed, encoder: LiveEncoder, whip: Whip, bounds: Bounds,
-                 ice_servers: tuple[IceServer, ...], relay_only: bool, on_end: Callable[[str], None]) -> None:
+                 ice_servers: tuple[IceServer, ...], relay_only: bool, on_end: Callable[[str], None],
+                 audio: LiveAudioFeed | None = None) -> None:
         self._feed = feed
+        self._audio = audio  # the recording's unmuted Opus packets, when [live] audio = "on"
         self._encoder = encoder
         self._whip = whip
         self._bounds = bounds
@@ -101,6 +104,8 @@ class LivePublisher:
 
     def start(self) -> None:
         self._feed.open()
+        if self._audio is not None:
+            self._audio.open()
         self._thread = threading.Thread(target=self._run, name="live", daemon=True)
         self._thread.start()
 
@@ -111,6 +116,8 @@ class LivePublisher:
             with contextlib.suppress(RuntimeError):  # the loop already closed
                 loop.call_soon_threadsafe(stopping.set)
         self._feed.close()
+        if self._audio is not None:
+            self._audio.close()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout_s)
 
@@ -120,6 +127,7 @@ class LivePublisher:
 
     def status(self) -> dict[str, object]:
         return {**dataclasses.asdict(self._stats), "feed": self._feed.get_status(),
+                "audio": None if self._audio is None else self._audio.get_status(),
                 "encoder": {"frames": self._encoder.frames, "keyframes": self._encoder.keyframes,
                             "reopened": self._encoder.reopened}}
 
@@ -140,6 +148,8 @@ class LivePublisher:
             log.exception("live view failed")
         finally:
             self._feed.close()
+            if self._audio is not None:
+                self._audio.close()
             self._encoder.close()
             self._ended.set()
             self._on_end(reason)
@@ -165,6 +175,10 @@ class LivePublisher:
             h264 = [c for c in caps.codecs if c.mimeType.lower() in ("video/h264", "video/rtx")]
             transceiver.setCodecPreferences(h264)
             _tap_rtcp(transceiver.sender, self._on_rtcp)
+            if self._audio is not None:
+                sound = pc.addTransceiver(_audio_track_class()(self._audio, self._stopping), direction="sendonly")
+                opus = [c for c in RTCRtpSender.getCapabilities("audio").codecs if c.mimeType.lower() == "audio/opus"]
+                sound.setCodecPreferences(opus)
             self._set(state="offering")
             await pc.setLocalDescription(await pc.createOffer())
             offer = await asyncio.to_thread(self._whip.publish, pc.localDescription.sdp)
@@ -177,6 +191,8 @@ class LivePublisher:
             await self._adapt_until_stopped(pc, transceiver.sender)
         finally:
             self._feed.close()
+            if self._audio is not None:
+                self._audio.close()
             await pc.close()
             if resource is not None:
                 try:
@@ -280,3 +296,35 @@ def _track_class() -> type:
             return self._pending.pop(0)
 
     return LiveTrack
+
+
+def _audio_track_class() -> type:
+    """The aiortc audio track class: the recording's Opus packets as they are (aiortc only
+    packetises them, ``OpusEncoder.pack``); silence on the wire while the wearer has muted."""
+    from fractions import Fraction
+
+    import av
+    from aiortc import MediaStreamTrack
+
+    ns = Fraction(1, 1_000_000_000)
+
+    class LiveAudioTrack(MediaStreamTrack):  # type: ignore[misc]
+        kind = "audio"
+
+        def __init__(self, audio: LiveAudioFeed, stopping: asyncio.Event) -> None:
+            super().__init__()
+            self._audio, self._stopping = audio, stopping
+
+        async def recv(self) -> Any:
+            from aiortc.mediastreams import MediaStreamError
+
+            while True:
+                if self._stopping.is_set() or not self._audio.active:
+                    raise MediaStreamError
+                packet = await asyncio.to_thread(self._audio.take, FEED_WAIT_S)
+                if packet is not None:
+                    out = av.Packet(packet.data)
+                    out.pts, out.time_base = packet.pts_ns, ns
+                    return out
+
+    return LiveAudioTrack

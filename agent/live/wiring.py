@@ -11,6 +11,7 @@ from typing import Any
 
 from agent.config import resolve_path
 from agent.config.model import Config, ConfigError
+from agent.live.audio import LiveAudioFeed
 from agent.live.controller import ClientWhip, LiveController
 from agent.live.feed import LiveFeed
 from hal.clock import Clock
@@ -24,15 +25,24 @@ class LiveSetup:
     camera: str
     feed: LiveFeed
     controller: LiveController
+    audio: LiveAudioFeed | None = None  # [live] audio = "on": tapped from the recorder (Recorder.tap_audio)
 
 
 def build_live(config: Config, data_dir: Path, keystore: KeyStore, clock: Clock, cameras: list[str],
-               post_command: Callable[..., None], recording: Callable[[], bool]) -> LiveSetup | None:
+               post_command: Callable[..., None], recording: Callable[[], bool],
+               microphone: bool = False) -> LiveSetup | None:
     """Live view for this unit, or None when ``live.enabled`` is false. A camera name that is not
-    a camera is a ConfigError; so is live view without headquarters or without aiortc installed."""
+    a camera is a ConfigError; so is live view without headquarters or without aiortc installed,
+    and live audio without a microphone recording Opus (``microphone``: one records)."""
     cfg = config.live
     if not cfg.enabled:
         return None
+    if cfg.audio == "on" and not microphone:
+        raise ConfigError("live.audio", 'is "on" but no microphone records: set [microphone] enabled = true, '
+                                        'or live.audio = "off"')
+    if cfg.audio == "on" and config.recording.audio_codec != "opus":
+        raise ConfigError("live.audio", "sends the recording's own sound, which WebRTC carries only as Opus: "
+                                        'set recording.audio_codec = "opus", or live.audio = "off"')
     camera = cfg.camera or (cameras[0] if cameras else "")
     if camera not in cameras:
         raise ConfigError("live.camera", f"{camera!r} is not an enabled camera ({', '.join(cameras) or 'none'})")
@@ -52,7 +62,8 @@ def build_live(config: Config, data_dir: Path, keystore: KeyStore, clock: Clock,
         return HqClient(config.hq.url, ca, config.device.id, keystore, clock)
 
     feed = LiveFeed(cfg.fps, cfg.queue_frames)
-    controller = LiveController(cfg, feed, ClientWhip(client), clock, post_command, recording)
-    log.info("live view: on request from headquarters, camera %r at %dx%d %g fps", camera, cfg.width, cfg.height,
-             cfg.fps)
-    return LiveSetup(camera, feed, controller)
+    audio = LiveAudioFeed() if cfg.audio == "on" else None
+    controller = LiveController(cfg, feed, ClientWhip(client), clock, post_command, recording, audio=audio)
+    log.info("live view: on request from headquarters, camera %r at %dx%d %g fps%s", camera, cfg.width, cfg.height,
+             cfg.fps, ", with sound (never while muted)" if audio else ", no sound")
+    return LiveSetup(camera, feed, controller, audio)

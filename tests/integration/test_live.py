@@ -224,3 +224,34 @@ def test_a_viewer_on_another_node_watches_a_unit_publishing_through_the_first(
 def _signed_in(server: OpsServer, user: str) -> tuple[Any, str, str]:
     http, csrf = http_sign_in(server, user)
     return http, server.url, csrf
+
+
+def test_live_sound_when_configured_and_none_while_the_wearer_has_muted(rig: LiveRig) -> None:
+    data, cfg = rig.unit("it-live-5", auto_while_recording=True, audio="on")
+    agent = rig.start_agent(data, cfg)
+    assert agent.ctl("start")["ok"]
+    viewer = JanusViewer(rig.janus.url, rig.janus.api_secret, "it-live-5").start()
+    try:
+        wait_until(lambda: len(viewer.seen.sound) >= 50 and len(viewer.seen.frames) >= 15, 40,
+                   "the viewer to hear and see the unit")
+        assert max(peak for _, peak in viewer.seen.sound) > 0.01  # the simulated microphone, not silence
+        assert agent.ctl("mute", on=True)["ok"]
+        time.sleep(1.0)  # what was on its way when the wearer muted
+        heard, seen = len(viewer.seen.sound), len(viewer.seen.frames)
+        time.sleep(3.0)
+        muted_ms = time.time() * 1000
+        loud_while_muted = [p for at, p in viewer.seen.sound[heard:] if p > 0.01]
+        assert loud_while_muted == [], loud_while_muted[:5]  # nothing of the microphone reaches the viewer
+        assert len(viewer.seen.frames) >= seen + 15  # the picture goes on
+        assert agent.ctl("mute", on=False)["ok"]
+        wait_until(lambda: any(at > muted_ms and p > 0.01 for at, p in viewer.seen.sound), 20, "the sound to return")
+    finally:
+        viewer.stop()
+    status = agent.ctl("status")["data"]
+    assert status["dropped"] == dict.fromkeys(status["dropped"], 0), status["dropped"]
+    agent.terminate()
+    assert agent.wait(60) == 0, agent.log()
+    start = next(m for m in manifests(data) if m["type"] == "event" and m["event"] == "live-start")
+    assert start["detail"]["audio"] is True
+    doc = verify_json(data)
+    assert doc["_exit"] == 0 and doc["ok"], json.dumps(doc["problems"], indent=1)

@@ -93,7 +93,7 @@ def test_the_adapter_queues_short_lived_signed_requests_named_by_the_channels_ps
 
 
 class Publisher:
-    def __init__(self, *args: Any) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.started = False
 
     def start(self) -> None:

@@ -19,7 +19,7 @@ class Publisher:
     made: list[Publisher] = []
 
     def __init__(self, feed: Any, encoder: Any, whip: Any, bounds: Any, ice: Any, relay_only: bool,
-                 on_end: Any) -> None:
+                 on_end: Any, audio: Any = None) -> None:
         self.ice, self.on_end, self.started, self.stopped = ice, on_end, False, False
         Publisher.made.append(self)
 

@@ -144,6 +144,14 @@
   }
 
   document.getElementById("live-leave").addEventListener("click", leave);
+  // the page starts muted (browsers play sound only after a click); units send sound only when
+  // their policy says so ([live] audio), and never while the wearer has muted
+  const sound = document.getElementById("live-sound");
+  sound.addEventListener("click", function () {
+    video.muted = !video.muted;
+    sound.setAttribute("aria-pressed", String(!video.muted));
+    sound.textContent = video.muted ? "Sound on" : "Sound off";
+  });
   window.addEventListener("pagehide", leave);
   video.muted = true;
   watchFrames();
