@@ -168,16 +168,18 @@ class ChainBuilder:
             started=started,
         )
 
-    def salvaged(self, flags: list[str], cut_after_final: bool = False) -> Path:
+    def salvaged(self, flags: list[str], cut_after_final: bool = False, payload: bytes | None = None) -> Path:
         """A segment cut short by a power loss and salvaged as the chain log does, with ``flags``
         as given (the agent passes recovered and clock-unsynced). Cut after two checkpoints and a
-        torn chunk, or (``cut_after_final``) after its final chunk, before its manifest."""
+        torn chunk, or (``cut_after_final``) after its final chunk, before its manifest. With
+        ``payload`` (e.g. real media), both checkpoints attest it whole: the salvage keeps it all."""
         buf = io.BytesIO()
         started = {"mono_ns": self.mono_ns, "utc_ns": 1_790_000_000_000_000_000 + self.mono_ns, "recording_id": "r"}
         w = self.writer(buf, started)
-        w.write(os.urandom(70_000))
+        half = None if payload is None else len(payload) // 2
+        w.write(os.urandom(70_000) if payload is None else payload[:half])
         w.checkpoint(self.mono_ns + 1)
-        w.write(os.urandom(1000))
+        w.write(os.urandom(1000) if payload is None else payload[half:])
         if cut_after_final:
             fields = {"recording_id": "r", "trigger": "button", "container": "x", "tracks": [], "marks": []}
             t = time_fields(0, 1)

@@ -26,17 +26,31 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from agent.cli import main as bodycam
-from agent.evidence.keys import generate_hq_key, load_hq_private
+from agent.evidence.format import RECOVERED_FLAGS
+from agent.evidence.keys import (
+    fingerprint,
+    generate_hq_key,
+    load_hq_private,
+    load_receipt_private,
+    public_der,
+    public_pem,
+)
 from agent.evidence.viewcopy import demux
 from hq.app import lifecycle_service
+from hq.audit import Auditor
 from hq.case_export import export_case
+from hq.cli import main as hq_main
 from hq.credentials import ensure_credentials
-from hq.index import SqlIndex
+from hq.index import SqlIndex, SqliteIndex
+from hq.ingest import Ingestor
 from hq.keygen import make_ca
+from hq.records import Upload
 from hq.s3store import S3EvidenceStore, connect
+from hq.storage import FileEvidenceStore, UploadArea
 from hq.storeurl import parse_store_url
 from hq.viewing_copy import KeyDecrypter
 from tests.case_export_util import export_a_recording, export_case_of, held_recording
+from tests.evidence_util import ChainBuilder, matroska
 from tests.playback_daemon import DecryptDaemon
 from tests.playback_util import FPS, record
 from tests.playback_util import ingest as ingest_recording
@@ -250,3 +264,39 @@ def test_a_fleet_headquarters_exports_viewing_copies_from_s3(db_url: str, s3_ser
     assert bodycam(["verify", str(out)]) == 0
     said = capsys.readouterr().out
     assert "its 20 H.264 packets are the unit's" in said and "2 MP4(s) validated by the C2PA reader" in said, said
+
+
+def test_a_segment_salvaged_after_a_power_loss_is_copied_and_said_to_rest_on_the_export(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The unit never knew a salvaged segment's plaintext: its packets are copied, checked against
+    what headquarters decrypted, and the report says they rest on the export, not the unit."""
+    data = tmp_path / "H"
+    assert hq_main(["keygen", "--data-dir", str(data)]) == 0
+    unit = ChainBuilder(tmp_path / "unit", device_id="unit-8", recording_id="r",
+                        hq_key=load_hq_private(data / "keys" / "hq.key"))  # type: ignore[arg-type]
+    tracks = {"container": "matroska", "tracks": [{"name": "chest", "kind": "video", "codec": "h264", "frames": 20,
+                                                   "dropped": 0, "params": {"rate": "10/1"}}]}
+    paths = [unit.segment(payload=matroska("h264", 20), fields=tracks),
+             unit.salvaged(RECOVERED_FLAGS, payload=matroska("h264", 20))]
+    with SqliteIndex(data / "index.sqlite") as index:
+        pub = unit.signer.public_key()
+        index.enroll("unit-8", public_pem(pub).decode(), fingerprint(public_der(pub)), 0)
+        store, uploads = FileEvidenceStore(data), UploadArea(data)
+        ingestor = Ingestor(index, store, uploads, load_receipt_private(data / "keys" / "receipt.key"),
+                            Auditor(index, "hq-ingest", lambda: 0), time.time_ns)
+        for seq, path in enumerate(paths):
+            raw = path.read_bytes()
+            upload = Upload(f"{seq + 1:032x}", "unit-8", seq, path.name, hashlib.sha256(raw).hexdigest(), len(raw),
+                            "receiving", 0, 0)
+            index.add_upload(upload)
+            shutil.copyfile(path, uploads.path(upload.upload_id))
+            assert ingestor.ingest(upload).action == "store"
+    assert hq_main(["case", "open", "2026-8", "--title", "t", "--data-dir", str(data)]) == 0
+    assert hq_main(["case", "add", "2026-8", "--device-id", "unit-8", "--recording", "r", "--data-dir", str(data)]) == 0
+    out = tmp_path / "court"
+    assert hq_main(["export", "--case", "2026-8", "--out", str(out), "--data-dir", str(data)]) == 0
+    capsys.readouterr()
+    assert bodycam(["verify", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert "unit-8/viewing/r.mp4: its 40 H.264 packets are the unit's" in said, said
+    assert "seq [1] were salvaged after a power loss" in said, said
