@@ -6,9 +6,12 @@ random ``api_secret``, every other plugin, transport, event handler and logger d
 folder goes with the test's ``tmp_path``. ``url`` is the API's base URL
 (``http://127.0.0.1:PORT/janus``) and ``api_secret`` the secret headquarters passes.
 
-Media: Janus 1.1 never gathers ICE candidates on a loopback interface (its enforce list cannot
-name ``lo``), so its media sockets are on this host's own address (``host_address()``), reached by
-peers on this host only through the TURN relay or directly; nothing else of it listens off loopback.
+Media: Janus 1.1 never gathers ICE candidates on a loopback interface, so its media sockets are on
+this host's own address (``host_address()``), reached by peers on this host only through the TURN
+relay or directly; nothing else of it listens off loopback. Tried with Janus 1.1.2: ``nat:
+ice_enforce_list = "lo"`` (or ``"127.0.0.1"``) is accepted ("Adding 'lo' to the ICE enforce
+list") but the answer's candidates stay on the host's addresses; ``nat_1_1_mapping = "127.0.0.1"``
+only rewrites the advertised address, not the socket's, so peers could not reach it.
 """
 
 from __future__ import annotations

@@ -7,7 +7,9 @@ decoder), median and p95; the time the picture takes to come back after a 2 s lo
 unit's link (a user-space UDP relay in front of TURN, tests/udp_impair.py): from the burst's end
 to the first decoded frame captured after it; the agent's extra CPU seconds per second while
 streaming (the same recording with live view off, then streaming); and the recorder's dropped
-frames while streaming (goal 0).
+frames while streaming (goal 0); and how long a unit that is not in auto mode takes from a
+``live.start`` queued at headquarters (as another node would: the node holding the unit's poll
+finds it on its next look at the index) to the first frame a viewer decodes.
 """
 
 from __future__ import annotations
@@ -31,6 +33,38 @@ LATENCY_GOAL_P95_MS = 500
 BURST_S = 2.0
 KEYFRAME_INTERVAL_S = 1.0
 RECOVERY_GOAL_S = KEYFRAME_INTERVAL_S + 1.0
+REQUEST_GOAL_S = 5.0  # docs/deployment-hq.md: about 1 s to the unit, then its WebRTC connect
+
+
+def _request_to_first_frame_s(rig: LiveRig) -> float | None:
+    """Queue a signed live.start for a recording unit that is not in auto mode; seconds until a
+    viewer decodes its first frame (None: none within 30 s)."""
+    from agent.evidence.keys import load_receipt_private
+    from hq.audit import Auditor
+    from hq.index import open_index
+    from hq.requests import UnitRequests
+
+    data, cfg = rig.unit("bench-live-req", ice_relay_only=True)
+    agent = rig.start_agent(data, cfg)
+    viewer: JanusViewer | None = None
+    try:
+        agent.ctl("start")
+        time.sleep(3.0)  # its request poll is open
+        key = load_receipt_private(rig.hq_dir / "keys" / "receipt.key")
+        with open_index(rig.hq_dir) as index:
+            requests = UnitRequests(index, key, Auditor(index, "bench", time.time_ns), time.time_ns)
+            t0 = time.monotonic()
+            requests.queue("bench-live-req", "live.start", {"viewers": 1}, "bench", "bench: live view", ttl_s=30)
+        viewer = JanusViewer(rig.janus.url, rig.janus.api_secret, "bench-live-req").start()
+        deadline = t0 + 30
+        while not viewer.seen.frames and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return round(time.monotonic() - t0, 3) if viewer.seen.frames else None
+    finally:
+        if viewer is not None:
+            viewer.stop()
+        agent.terminate()
+        agent.wait(60)
 
 
 def _cpu_s(agent: AgentProcess) -> float:
@@ -64,6 +98,7 @@ def run(quick: bool) -> Result:
             base_cpu, base_drops, base = _recording_cpu(rig, "bench-live-off", seconds, enabled=False)
             base.terminate()
             base.wait(60)
+            request_s = _request_to_first_frame_s(rig)
             viewer: JanusViewer | None = None
             try:
                 data, cfg = rig.unit("bench-live-on", auto_while_recording=True, ice_relay_only=True)
@@ -103,6 +138,7 @@ def run(quick: bool) -> Result:
             "goal_median": LATENCY_GOAL_MEDIAN_MS, "goal_p95": LATENCY_GOAL_P95_MS,
         },
         "recovery_after_burst_s": recovery_s, "burst_s": BURST_S, "recovery_goal_s": RECOVERY_GOAL_S,
+        "request_to_first_frame_s": request_s, "request_goal_s": REQUEST_GOAL_S,
         "agent_cpu_s_per_s": {"recording": round(base_cpu, 3), "recording_and_streaming": round(live_cpu, 3),
                               "extra_for_streaming": round(live_cpu - base_cpu, 3)},
         "recorder_dropped_while_streaming": sum(dropped.values()),
@@ -112,6 +148,8 @@ def run(quick: bool) -> Result:
         "what": {
             "glass_to_glass_ms": "capture (the burned-in UTC ms) to decoded at an aiortc viewer on this host: "
                                  "live encoder, WHIP publisher, TURN relay, Janus, decoder",
+            "request_to_first_frame_s": "a live.start queued in the index (found by the node holding the unit's "
+                                        "poll on its next look) to the first frame an aiortc viewer decodes",
             "recovery_after_burst_s": "after every packet of the unit's link was dropped for burst_s: the end of "
                                       "the burst to the first decoded frame captured after it",
             "agent_cpu_s_per_s": "bodycam run's CPU seconds per wall second, recording 1280x720 30 fps with and "
