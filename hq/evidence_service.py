@@ -104,6 +104,12 @@ class RecordingView:
         return last.offset_ms + last.duration_ms
 
     @property
+    def cameras(self) -> list[str]:
+        """The names of the recording's camera tracks, in the order the unit lists them."""
+        names = [str(t.get("name")) for s in self.segments for t in s.tracks if t.get("kind") == "video"]
+        return list(dict.fromkeys(names))
+
+    @property
     def has_thermal(self) -> bool:
         return any(t.get("kind") == "thermal" for s in self.segments for t in s.tracks)
 
@@ -273,10 +279,11 @@ class EvidenceService:
         return fixes, notes
 
     def play(self, actor: str, view: RecordingView, from_seq: int | None = None,
-             rendition: str = "video") -> Playback:
+             rendition: str = "video", camera: str | None = None) -> Playback:
         """Audit the playback start, then the fragmented MP4 from segment ``from_seq`` (default: the
-        first) to the end, made as the segments are decrypted. The first segment is decrypted and
-        muxed before this returns, so a refusal is raised here, not in the middle of a stream."""
+        first) to the end, made as the segments are decrypted; ``camera`` names one of the
+        recording's cameras (default: the first). The first segment is decrypted and muxed before
+        this returns, so a refusal is raised here, not in the middle of a stream."""
         decrypter = self._need_decrypter()
         segments = [s for s in view.segments if from_seq is None or s.seq >= from_seq]
         target = recording_target(view.device_id, view.recording_id)
@@ -284,14 +291,17 @@ class EvidenceService:
             raise EvidenceError("not-found", f"segment {from_seq} is not part of recording {view.recording_id}")
         if rendition == "thermal" and not view.has_thermal:
             raise EvidenceError("not-found", "this recording has no thermal track")
+        if camera is not None and camera not in view.cameras:
+            raise EvidenceError("not-found", f"camera: one of {', '.join(view.cameras) or 'none'}")
         self._audit.record("view-playback", actor, target, "ok", rendition=rendition,
-                           segments=[s.seq for s in segments])
+                           segments=[s.seq for s in segments], **({"camera": camera} if camera else {}))
         if self._custody is not None:
             self._custody("playback", actor, f"{view.device_id}/{view.recording_id}", rendition=rendition,
                           seqs=[s.seq for s in segments])
         pieces = (self._piece(decrypter, view.device_id, s, actor, target) for s in segments)
         info = StreamInfo()
-        made = thermal_rendition(pieces, info=info) if rendition == "thermal" else video_rendition(pieces, info=info)
+        made = (thermal_rendition(pieces, info=info) if rendition == "thermal"
+                else video_rendition(pieces, camera, info=info))
         return Playback(self._guarded(made, actor, target), info)
 
     def _guarded(self, stream: Iterator[bytes], actor: str, target: str) -> Iterator[bytes]:

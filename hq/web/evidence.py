@@ -114,9 +114,11 @@ async def trail_json(request: Request) -> Response:
 
 @require(*WHO)
 async def play(request: Request) -> Response:
-    """``?rendition=video|thermal&from_seq=N``: the fragmented MP4 from segment N (default the first)."""
+    """``?rendition=video|thermal&from_seq=N&camera=NAME``: the fragmented MP4 from segment N
+    (default the first) of camera NAME (default the first)."""
     ctx = context_of(request)
     rendition = request.query_params.get("rendition", "video")
+    camera = request.query_params.get("camera") or None
     seq_text = request.query_params.get("from_seq", "")
     try:
         if rendition not in RENDITIONS:
@@ -125,7 +127,8 @@ async def play(request: Request) -> Response:
             raise EvidenceError("bad-request", "from_seq: the sequence number of one of the recording's segments")
         view = await _view(request)
         stream = await run_in_threadpool(
-            ctx.evidence.play, current_user(request).name, view, int(seq_text) if seq_text else None, rendition)
+            ctx.evidence.play, current_user(request).name, view, int(seq_text) if seq_text else None, rendition,
+            camera)
     except EvidenceError as exc:
         return _refused(ctx, request, exc)
     # a sync iterator: Starlette pulls each piece in a worker thread, so decrypting never blocks the loop

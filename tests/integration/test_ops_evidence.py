@@ -5,6 +5,8 @@ auditor and a supervisor may search, as the supervisor role allows."""
 
 from __future__ import annotations
 
+import html
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -51,6 +53,7 @@ def test_search_and_pages_work_without_decryptd_and_playback_says_what_to_start(
     assert none.status_code == 200 and 'id="no-results"' in none.text
     page = http.get(f"{base}/{held.rec.device_id}/{held.rec.recording_id}")
     assert page.status_code == 200
+    assert 'id="recording-audit"' not in page.text  # the audit trail is the auditor's
     assert 'id="no-decryptd"' in page.text and page.text.count('<tr><th scope="row">') >= len(held.rec.segments())
     for path in ("play.mp4", "play.mp4?rendition=thermal", "trail.json"):
         answer = http.get(f"{base}/{held.rec.device_id}/{held.rec.recording_id}/{path}")
@@ -79,7 +82,12 @@ def test_bad_input_gets_one_line_and_an_unknown_recording_404(held: Held) -> Non
     assert missing.status_code == 404 and "no recording 0000dead" in missing.text
 
 
-def test_an_auditor_who_is_also_a_supervisor_may_search(held: Held) -> None:
+def test_an_auditor_who_is_also_a_supervisor_may_search_and_read_who_played_it(held: Held) -> None:
     http = _session(held.server, "ava")
     answer = http.get(f"{held.server.url}/ops/evidence", params={"unit": held.rec.device_id})
     assert answer.status_code == 200 and held.rec.recording_id in answer.text
+    page = http.get(f"{held.server.url}/ops/evidence/{held.rec.device_id}/{held.rec.recording_id}")
+    link = re.search(r'id="recording-audit" href="([^"]+)"', page.text)
+    assert link, page.text
+    trail = http.get(held.server.url + html.unescape(link.group(1)))
+    assert trail.status_code == 200 and "view-evidence" in trail.text and ">ava<" in trail.text

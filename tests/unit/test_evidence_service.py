@@ -180,6 +180,18 @@ def test_playback_from_a_segment_starts_at_its_keyframe(hq: Hq) -> None:
         hq.service.play("sup1", view, from_seq=view.events[0][0].seq)
 
 
+def test_a_camera_is_chosen_by_name_and_an_unknown_one_refused(hq: Hq) -> None:
+    view = hq.service.recording("sup1", hq.rec.device_id, hq.rec.recording_id)
+    assert view.cameras == ["chest"]
+    played = hq.service.play("sup1", view, camera="chest")
+    assert played.start_ms == 0 and played.codecs.startswith("avc1.")
+    assert len(_frames(b"".join(played))[0]) == 50
+    with pytest.raises(EvidenceError, match="camera: one of chest") as err:
+        hq.service.play("sup1", view, camera="helmet")
+    assert err.value.kind == "not-found"
+    assert [d.get("camera") for *_, d in _audit(hq, "view-playback")] == ["chest"]  # the refusal started nothing
+
+
 def test_the_thermal_track_plays_colour_mapped(hq: Hq) -> None:
     view = hq.service.recording("sup1", hq.rec.device_id, hq.rec.recording_id)
     mp4 = b"".join(hq.service.play("sup1", view, rendition="thermal"))

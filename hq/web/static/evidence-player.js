@@ -19,6 +19,7 @@
   const atUtc = document.getElementById("at-utc");
   const status = document.getElementById("player-status");
   const line = document.getElementById("timeline");
+  const cameraSelect = document.getElementById("camera");  // only when the recording has several
   const AHEAD_S = 60, BEHIND_S = 30;  // what a MediaSource keeps around the playhead
   const state = { seq: null, baseMs: 0, pressedAt: null, firstFrameAt: null, firstFrameMediaS: null,
                   loads: 0, error: null, dragging: false, mode: window.MediaSource ? "mse" : "src" };
@@ -139,8 +140,9 @@
     state.loads += 1;
     state.error = null;
     const url = root.dataset.src + "?from_seq=" + encodeURIComponent(seg.seq);
+    const camera = cameraSelect ? "&camera=" + encodeURIComponent(cameraSelect.value) : "";
     say("Decrypting from segment " + seg.seq + "…");
-    feed(video, url + "&rendition=video", function () {
+    feed(video, url + "&rendition=video" + camera, function () {
       say("");
       const first = video.buffered.length ? video.buffered.start(0) * 1000 + state.baseMs : targetMs;
       seekWithin(Math.max(targetMs, first));
@@ -213,6 +215,14 @@
     state.dragging = false;
     seek(Number(position.value), !video.paused || state.seq === null);
   });
+  if (cameraSelect) {
+    cameraSelect.addEventListener("change", function () {
+      document.getElementById("camera-name").textContent = cameraSelect.value;
+      if (state.seq === null) return;  // the choice applies when play is pressed
+      const ms = nowMs();
+      load(segmentAt(ms), ms, !video.paused);
+    });
+  }
   document.querySelectorAll("button.seek").forEach(function (b) {
     b.addEventListener("click", function () {
       if (state.pressedAt === null) { state.pressedAt = performance.now(); firstFrame(); }
