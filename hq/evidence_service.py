@@ -297,7 +297,7 @@ class EvidenceService:
                            segments=[s.seq for s in segments], **({"camera": camera} if camera else {}))
         if self._custody is not None:
             self._custody("playback", actor, f"{view.device_id}/{view.recording_id}", rendition=rendition,
-                          seqs=[s.seq for s in segments])
+                          seqs=[s.seq for s in segments], **({"camera": camera} if camera else {}))
         pieces = (self._piece(decrypter, view.device_id, s, actor, target) for s in segments)
         info = StreamInfo()
         made = (thermal_rendition(pieces, info=info) if rendition == "thermal"

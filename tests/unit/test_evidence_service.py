@@ -190,6 +190,8 @@ def test_a_camera_is_chosen_by_name_and_an_unknown_one_refused(hq: Hq) -> None:
         hq.service.play("sup1", view, camera="helmet")
     assert err.value.kind == "not-found"
     assert [d.get("camera") for *_, d in _audit(hq, "view-playback")] == ["chest"]  # the refusal started nothing
+    custody = SqlLifecycle(hq.index).custody_log(f"{hq.rec.device_id}/{hq.rec.recording_id}")
+    assert [r.detail.get("camera") for r in custody if r.event_type == "playback"] == ["chest"]
 
 
 def test_the_thermal_track_plays_colour_mapped(hq: Hq) -> None:
