@@ -69,6 +69,7 @@ class BackgroundRecorder:
         # (packet, muted): a muted packet is never written, only flags the segment its time falls in
         self._audio: collections.deque[tuple[EncodedPacket, bool]] = collections.deque(maxlen=AUDIO_QUEUE_PACKETS)
         self._audio_heard_ns = 0  # the end of the newest audio packet offered, muted or not
+        self._muted_ns: list[int] = []  # background thread only: times of muted packets not yet sealed
         self.ring = ring
         self._clock = clock
         self._make_encoder = make_encoder or self._default_encoder
@@ -224,7 +225,7 @@ class BackgroundRecorder:
         writing.muxer.write(packet)
         seg = writing.seg
         seg.frames["background"] = seg.frames.get("background", 0) + 1
-        seg.end_ns = packet.pts_ns + packet.duration_ns
+        seg.end_ns = max(seg.end_ns, packet.pts_ns + packet.duration_ns)
         if packet.pts_ns - seg.open.last_checkpoint_ns >= int(CHECKPOINT_S * NS_PER_S):
             seg.open.writer.checkpoint(packet.pts_ns)
             seg.open.last_checkpoint_ns = packet.pts_ns
@@ -232,8 +233,9 @@ class BackgroundRecorder:
 
     def _write_audio(self, writing: _Writing | None, until_ns: int) -> _Writing | None:
         """Mux the audio waiting from before ``until_ns`` (the next video packet) into the open
-        segment, in time order; a muted packet only flags the segment its time falls in
-        ``muted``. Audio from before the segment's start has nowhere to go."""
+        segment, in time order, the segment's end following it; a muted packet is only noted, and
+        flags the segment whose time it falls in ``muted`` when that is sealed. Audio from before
+        the segment's start has nowhere to go."""
         with self._ready:
             due: list[tuple[EncodedPacket, bool]] = []
             while self._audio and self._audio[0][0].pts_ns < until_ns:
@@ -242,13 +244,15 @@ class BackgroundRecorder:
         for packet, muted in due:
             if writing is None:
                 continue  # before the ring's first keyframe: no segment holds this time
-            if packet.pts_ns < writing.seg.start_ns:
+            seg = writing.seg
+            if packet.pts_ns < seg.start_ns:
                 late += not muted  # from before this segment, arrived after the last one was sealed
             elif muted:
-                writing.seg.flags.add("muted")
+                self._muted_ns.append(packet.pts_ns)
             else:
                 writing.muxer.write(packet)
-                writing.seg.frames[packet.track] = writing.seg.frames.get(packet.track, 0) + packet.frames
+                seg.frames[packet.track] = seg.frames.get(packet.track, 0) + packet.frames
+                seg.end_ns = max(seg.end_ns, packet.end_ns)
         if late:
             with self._status_lock:
                 self._status["audio_late"] += late
@@ -265,6 +269,9 @@ class BackgroundRecorder:
 
     def _seal(self, writing: _Writing, spec: TrackSpec) -> None:
         seg = writing.seg
+        if any(seg.start_ns <= t < seg.end_ns for t in self._muted_ns):
+            seg.flags.add("muted")
+        self._muted_ns = [t for t in self._muted_ns if t >= seg.end_ns]  # the next segment's, if any
         try:
             writing.muxer.close()
         except MediaError:
