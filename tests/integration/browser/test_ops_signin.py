@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -91,8 +90,10 @@ def test_idle_session_ends_and_is_audited(tmp_path: Path, page: Any) -> None:
     server = OpsServer.start(tmp_path / "hq", users={"ivan": ("operator",)}, extra_args=["--session-idle-s", "2"])
     try:
         sign_in(page, server, "ivan")
-        time.sleep(3)
-        page.goto(server.url + "/ops/")
+        # the page reloads itself one second after the idle time (ops.js), onto the sign-in page; a
+        # goto of our own at that moment raced that reload and failed under load
+        page.get_by_role("heading", name="Sign in").wait_for(timeout=20_000)
+        page.goto(server.url + "/ops/")  # and the server itself refuses the ended session
         assert page.get_by_role("heading", name="Sign in").is_visible()
         timeouts = server.audit("session-timeout")
         assert timeouts and timeouts[-1]["actor"] == "ivan" and timeouts[-1]["detail"]["reason"] == "idle"
