@@ -206,6 +206,28 @@ def http_sign_in(server: OpsServer, user: str) -> tuple[Any, str]:
     return http, m.group(1)
 
 
+# What the unit's live encoder sends (agent/live/encoder.py): H.264 constrained baseline, which a
+# WebRTC peer names by profile-level-id 42e0xx (profile_idc 0x42, constraint_set1).
+LIVE_PROFILE_PREFIX = "42e0"
+
+
+def webrtc_video_codecs(page: Any) -> list[tuple[str, str]]:
+    """(MIME type, fmtp line) of every video codec this browser receives over WebRTC."""
+    found = page.evaluate("RTCRtpReceiver.getCapabilities('video').codecs"
+                          ".map(c => [c.mimeType, c.sdpFmtpLine || ''])")
+    return [(str(m), str(f)) for m, f in found]
+
+
+def receives_live_h264(codecs: Sequence[tuple[str, str]]) -> bool:
+    """Whether ``codecs`` include H.264 constrained baseline in packetization mode 1, as the unit sends."""
+    for mime, fmtp in codecs:
+        params = dict(p.split("=", 1) for p in fmtp.split(";") if "=" in p)
+        if mime.lower() == "video/h264" and params.get("profile-level-id", "").lower().startswith(LIVE_PROFILE_PREFIX) \
+                and params.get("packetization-mode") == "1":
+            return True
+    return False
+
+
 def screenshot(page: Any, name: str) -> Path:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOTS / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}.png"
