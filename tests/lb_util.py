@@ -4,6 +4,9 @@
 (foreground, no daemon) and waits until its frontend accepts connections; ``stop()`` ends it.
 Backends are plain-HTTP nodes on 127.0.0.1, health-checked with ``GET /healthz`` every 200 ms, so
 a killed node leaves the rotation within about a second and clients are sent to the others.
+A check waits up to ``timeout check`` (2 s) for the answer: without it HAProxy takes ``inter``
+(200 ms) as the check's timeout, and a node merely slow under load (a loaded machine) is marked
+down, both at once at times, and every request in the meantime is answered ``503``.
 HAProxy adds ``X-Forwarded-For`` and ``X-Forwarded-Proto``; the nodes build the signed
 ``@target-uri`` from their configured public origin, never from these headers.
 
@@ -44,6 +47,7 @@ defaults
     timeout client 120s
     timeout server 120s
     timeout http-request 30s
+    timeout check 2s
     retries 2
     option redispatch
 

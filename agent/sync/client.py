@@ -10,8 +10,10 @@ import http.client
 import json
 import logging
 import re
+import select
 import socket
 import ssl
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -160,6 +162,8 @@ class HqClient:
         self._clock = clock
         self._timeouts = timeouts
         self._conn: http.client.HTTPSConnection | None = None
+        self._idle_since_s = 0.0  # time.monotonic() when the kept-alive connection last answered
+        self._aborted = False  # abort() was called during the current request
 
     @property
     def uploads_url(self) -> str:
@@ -173,6 +177,7 @@ class HqClient:
 
     def abort(self) -> None:
         """From another thread: make a request blocked on the network fail now."""
+        self._aborted = True
         conn = self._conn
         sock = None if conn is None else conn.sock
         if sock is not None:
@@ -221,7 +226,10 @@ class HqClient:
         }
         timeout = self._timeouts.ingest_s if last else self._timeouts.io_s
         extra_s = paced_s + (self._timeouts.ingest_s if last else 0.0)
-        answer = self._request("PATCH", url, doing, headers, chunk, timeout_s=timeout, pace=pace, extra_s=extra_s)
+        # Not sent again on a failed connection: headquarters may have kept part of the chunk, and
+        # the worker resumes from headquarters' offset (HEAD) as after any cut.
+        answer = self._request("PATCH", url, doing, headers, chunk, timeout_s=timeout, pace=pace, extra_s=extra_s,
+                               resend=False)
         if answer.status == 409:
             raise OffsetMismatch(f"{doing}: headquarters is at another offset", 409)
         if answer.status == 460:
@@ -271,8 +279,9 @@ class HqClient:
     def whip_publish(self, offer_sdp: str) -> tuple[str, str]:
         """POST the SDP offer to headquarters' WHIP endpoint: (answer SDP, resource URL)."""
         doing = "Offering live view"
+        # Not sent twice: a first copy that arrived would hold a stream resource no one ends.
         answer = self._request("POST", urljoin(self._base, WHIP_PATH), doing,
-                               {"Content-Type": "application/sdp"}, offer_sdp.encode())
+                               {"Content-Type": "application/sdp"}, offer_sdp.encode(), resend=False)
         self._expect(doing, answer, (201,))
         location = answer.headers.get("location", "")
         url = urljoin(urljoin(self._base, WHIP_PATH), location)
@@ -380,22 +389,58 @@ class HqClient:
         timeout_s: float | None = None,
         pace: Pace | None = None,
         extra_s: float = 0.0,
+        resend: bool = True,
     ) -> Answer:
         """One request and its answer within the overall deadline (``Timeouts.request_s`` plus
-        ``extra_s``); the answer's body is read up to :data:`MAX_ANSWER_BYTES`."""
+        ``extra_s``); the answer's body is read up to :data:`MAX_ANSWER_BYTES`.
+
+        A kept-alive connection that headquarters (or a load balancer, or a NAT on the way) closed
+        while it was idle fails the next request sent on it before any byte of an answer comes:
+        that request is sent once more, signed anew (a fresh nonce), on a fresh connection, within
+        what is left of the deadline (docs/sync-protocol.md, "Connections"), unless not ``resend``."""
+        self._aborted = False
+        seconds = self._timeouts.request_s + extra_s
+        started_s = time.monotonic()
+        idle_s = started_s - self._idle_since_s
+        if self._conn is not None and _dropped(self._conn.sock):
+            log.debug("the kept-alive connection to headquarters was closed after %.1f s idle; opening another",
+                      idle_s)
+            self.close()
+        reused = self._conn is not None
+        first = self._attempt(method, url, doing, headers, body, timeout_s, pace, seconds)
+        if isinstance(first, Answer):
+            return first
+        left_s = seconds - (time.monotonic() - started_s)
+        if not (resend and reused) or self._aborted or left_s <= 0:
+            raise TransientError(f"{doing}: {_describe(first.cause)}") from first.cause
+        log.info("%s: the kept-alive connection (idle %.1f s) failed before any answer (%s); "
+                 "sending once more on a fresh connection", doing, idle_s, _describe(first.cause))
+        second = self._attempt(method, url, doing, headers, body, timeout_s, pace, left_s)
+        if isinstance(second, Answer):
+            return second
+        raise TransientError(f"{doing}: {_describe(second.cause)}") from second.cause
+
+    def _attempt(self, method: str, url: str, doing: str, headers: dict[str, str], body: bytes,
+                 timeout_s: float | None, pace: Pace | None, seconds: float) -> Answer | _Unanswered:
+        """Send the request once, freshly signed: the answer, or :class:`_Unanswered` when the
+        connection failed before any byte of the answer came; other failures raise
+        :class:`TransientError`."""
         target = urlsplit(url)
         path = target.path + (f"?{target.query}" if target.query else "")
         headers = {"Tus-Resumable": TUS_VERSION, **headers}
         headers.update(sign_request(method, url, headers, body, self._device_id, self._keystore,
                                     self._clock.utc_ns() // 1_000_000_000))
         headers["Content-Length"] = str(len(body))
-        deadline = Deadline(self._timeouts.request_s + extra_s, self.abort)
+        deadline = Deadline(seconds, self.abort)
+        phase = "sending"  # then "waiting" for the status line, then "reading" the answer
         try:
             with deadline:
                 conn = self._connection(self._timeouts.io_s if timeout_s is None else timeout_s)
                 payload: bytes | Iterator[bytes] = body if pace is None or not body else _paced(body, pace)
                 conn.request(method, path, body=payload, headers=headers)
+                phase = "waiting"
                 resp = conn.getresponse()
+                phase = "reading"
                 data = resp.read(MAX_ANSWER_BYTES + 1)
             answer = Answer(resp.status, {k.lower(): v for k, v in resp.getheaders()}, data)
             if deadline.expired:
@@ -407,10 +452,13 @@ class HqClient:
                 raise http.client.IncompleteRead(data, resp.length)
             if resp.will_close:
                 self.close()
+            self._idle_since_s = time.monotonic()
         except (OSError, http.client.HTTPException) as e:
             self.close()
             if deadline.expired:
-                raise TransientError(f"{doing}: no complete answer within the {deadline.seconds:g} s deadline") from e
+                raise TransientError(f"{doing}: no complete answer within the {seconds:g} s deadline") from e
+            if phase != "reading" and _before_answer(e, sent=phase == "waiting"):
+                return _Unanswered(e)
             raise TransientError(f"{doing}: {_describe(e)}") from e
         except BaseException:
             self.close()  # an abandoned send (stop requested mid-chunk) leaves the stream unusable
@@ -431,6 +479,42 @@ def parse_ice_links(header: str) -> list[dict[str, str]]:
             out.append({"url": m.group(1), "username": params.get("username", ""),
                         "credential": params.get("credential", "")})
     return out[:8]
+
+
+@dataclass(frozen=True, slots=True)
+class _Unanswered:
+    """A request's connection failed (``cause``) before any byte of an answer came."""
+
+    cause: OSError | http.client.HTTPException
+
+
+def _before_answer(e: OSError | http.client.HTTPException, *, sent: bool) -> bool:
+    """Did the connection fail before any byte of the answer came? Sending failed (refused,
+    reset, EOF, broken pipe), or, once ``sent``, it closed or reset before the status line. A
+    timeout is not such a failure: headquarters may be working on the request."""
+    if isinstance(e, TimeoutError | ssl.SSLCertVerificationError):
+        return False
+    if isinstance(e, http.client.RemoteDisconnected):  # closed before the status line
+        return True
+    if not sent:
+        return isinstance(e, OSError)
+    return isinstance(e, ConnectionError | ssl.SSLEOFError | ssl.SSLZeroReturnError)
+
+
+def _dropped(sock: socket.socket | None) -> bool:
+    """Has the peer closed (or sent anything to) this idle connection? An idle HTTP/1.1
+    connection has nothing to read, so anything readable is its end: a FIN, a reset, a TLS
+    close_notify. The check urllib3 makes before it reuses a pooled connection."""
+    if sock is None:
+        return True
+    if isinstance(sock, ssl.SSLSocket) and sock.pending():
+        return True
+    poller = select.poll()  # not select(): a unit's process may hold descriptors above 1023
+    poller.register(sock, select.POLLIN | select.POLLPRI)
+    try:
+        return bool(poller.poll(0))
+    except OSError:
+        return True
 
 
 def _paced(body: bytes, pace: Pace) -> Iterator[bytes]:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import stat
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from hypothesis import given
@@ -109,6 +111,40 @@ def test_a_trickled_answer_fails_at_the_overall_deadline(unit: Unit) -> None:
     assert all(sent < whole for sent, whole in unit.hq.trickled), unit.hq.trickled
     unit.hq.faults.trickle_s = 0.0
     assert c.head(url).length == 10  # the next request opens a fresh connection
+
+
+def test_a_kept_alive_connection_closed_while_idle_is_replaced_before_sending(unit: Unit) -> None:
+    c = client(unit)
+    unit.hq.faults.close_after_answer = True  # as an idle timeout: the answer, then the close
+    c.heartbeat(heartbeat_body({}, unit.chain.signer))
+    time.sleep(0.2)  # let the close arrive, as it has when the next heartbeat is due
+    c.heartbeat(heartbeat_body({}, unit.chain.signer))
+    assert len(unit.hq.heartbeats) == 2 and len(unit.hq.requests) == 2  # nothing sent on the closed one
+
+
+def test_a_request_cut_unanswered_on_a_kept_alive_connection_is_sent_once_more_signed_anew(unit: Unit) -> None:
+    c = client(unit)
+    c.heartbeat(heartbeat_body({}, unit.chain.signer))
+    unit.hq.faults.drop_unanswered = 1  # verified (its nonce seen), then closed without an answer
+    assert c.heartbeat(heartbeat_body({}, unit.chain.signer))["ok"] is True  # a reused nonce would be a 401
+    assert len(unit.hq.heartbeats) == 2 and len(unit.hq.requests) == 3
+    unit.hq.faults.drop_unanswered = 2  # once only: the second failure is the caller's
+    with pytest.raises(TransientError, match="Sending heartbeat"):
+        c.heartbeat(heartbeat_body({}, unit.chain.signer))
+    assert len(unit.hq.requests) == 5
+    unit.hq.faults.drop_unanswered = 1  # on a connection opened for the request: not sent again
+    with pytest.raises(TransientError, match="Sending heartbeat"):
+        c.heartbeat(heartbeat_body({}, unit.chain.signer))
+    assert len(unit.hq.requests) == 6 and len(unit.hq.heartbeats) == 2
+
+
+def test_a_slow_answer_on_a_kept_alive_connection_is_not_sent_again(unit: Unit) -> None:
+    c = client(unit, timeouts=Timeouts(connect_s=2.0, io_s=0.3, ingest_s=0.3, request_s=5.0))
+    url = c.create(10, {"device_id": unit.chain.device_id, "seq": "4", "filename": "s.bcs", "sha256": "02" * 32})
+    unit.hq.faults.slow_s = 1.0  # headquarters may be working on it: a timeout is never resent
+    with pytest.raises(TransientError, match="timed out"):
+        c.append(url, 0, b"01234", last=False)
+    assert unit.hq.requests.count(("PATCH", urlsplit(url).path)) == 1
 
 
 def test_a_trickled_tls_handshake_fails_at_the_overall_deadline(unit: Unit) -> None:

@@ -124,6 +124,8 @@ class Faults:
     conflict_seq: set[int] = field(default_factory=set)  # 409 on create for these seqs
     on_patch: Callable[[Upload], None] | None = None
     ingest_pending: int = 0  # answer "Bodycam-Ingest: pending" to the completion and this many - 1 HEADs
+    drop_unanswered: int = 0  # read and verify the next N requests, then close without an answer
+    close_after_answer: bool = False  # close each connection after its answer, not saying so (idle close)
 
 
 class FakeHq:
@@ -237,6 +239,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if body and self.command != "HEAD":
             self.wfile.write(body)
+        if self.server_hq.faults.close_after_answer:
+            self.close_connection = True
         if short:  # a clean TLS close (close_notify), so the client sees a plain end of stream
             self.close_connection = True
             with contextlib.suppress(OSError):
@@ -280,11 +284,16 @@ class _Handler(BaseHTTPRequestHandler):
             return None
         try:
             target = f"https://{self.headers['Host']}{self.path}"
-            return verify_request(self.command, target, dict(self.headers.items()), body, hq.device_keys.get,
-                                  hq.now_s(), hq._nonces.seen)
+            device = verify_request(self.command, target, dict(self.headers.items()), body, hq.device_keys.get,
+                                    hq.now_s(), hq._nonces.seen)
         except SignatureError as e:
             self._error(401, e.reason, e.message)
             return None
+        if hq.faults.drop_unanswered > 0:  # as a load balancer closing an idle connection mid-request
+            hq.faults.drop_unanswered -= 1
+            self._drop()
+            return None
+        return device
 
     def _upload(self) -> Upload | None:
         up = self.server_hq.uploads.get(self.path.rsplit("/", 1)[-1])
