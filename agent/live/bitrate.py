@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 LOSS_HIGH = 0.10  # above: cut the rate in proportion (as Google Congestion Control's loss controller)
 LOSS_LOW = 0.02  # below: probe upwards
@@ -37,3 +38,21 @@ def next_bitrate(current_bps: int, bounds: Bounds, loss_fraction: float | None, 
     if remb_bps is not None and remb_bps > 0:
         rate = min(rate, remb_bps)
     return bounds.clamp(rate)
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """The newest receiver report the sender holds (aiortc keeps the last one until another arrives)."""
+
+    received: datetime  # when it arrived
+    loss_fraction: float | None
+    rtt_s: float | None
+
+
+def news(report: Report | None, acted_on: Report | None) -> tuple[float | None, float | None]:
+    """(loss, round trip) of ``report`` if it is not the one already acted on, else (None, None):
+    while the link is silent (a loss burst that takes the reports too) the last clean report must
+    not keep raising the rate, nor the last lossy one keep cutting it; :func:`next_bitrate` holds."""
+    if report is None or (acted_on is not None and report.received == acted_on.received):
+        return None, None
+    return report.loss_fraction, report.rtt_s

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from agent.live.audio import LiveAudioFeed
-from agent.live.bitrate import Bounds, next_bitrate
+from agent.live.bitrate import Bounds, Report, news, next_bitrate
 from agent.live.encoder import LiveEncoder, LiveEncoderError
 from agent.live.feed import LiveFeed
 
@@ -217,18 +217,21 @@ class LivePublisher:
             await asyncio.sleep(0.05)
 
     async def _adapt_until_stopped(self, pc: Any, sender: Any) -> None:
-        """Every second: the bitrate from the receiver reports and REMB; end on stop or failure."""
+        """Every second: the bitrate from a new receiver report and REMB (none new: hold); end on stop or failure."""
         assert self._stopping is not None
+        acted_on: Report | None = None
         while not self._stopping.is_set():
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), ADAPT_INTERVAL_S)
             if pc.connectionState in ("failed", "closed"):
                 raise LiveError(f"live view: the media connection {pc.connectionState}")
-            loss, rtt = None, None
+            report = None
             for stat in (await sender.getStats()).values():
                 if stat.type == "remote-inbound-rtp":
-                    loss = stat.fractionLost / 256 if stat.fractionLost is not None else None
-                    rtt = stat.roundTripTime
+                    report = Report(stat.timestamp, None if stat.fractionLost is None else stat.fractionLost / 256,
+                                    stat.roundTripTime)
+            loss, rtt = news(report, acted_on)
+            acted_on = report or acted_on
             rate = next_bitrate(self._encoder.bitrate_bps, self._bounds, loss, rtt, self._stats.remb_bps)
             self._encoder.bitrate_bps = rate
             self._set(loss_fraction=loss, rtt_s=rtt, bitrate_bps=rate)

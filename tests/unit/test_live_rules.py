@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import threading
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
-from agent.live.bitrate import Bounds, next_bitrate
+from agent.live.bitrate import Bounds, Report, news, next_bitrate
 from agent.live.feed import LiveFeed
 from agent.live.rules import Rules, StopReason, should_auto_start, should_stop, started, viewers_changed
 from agent.recorder import mode as machine
@@ -62,6 +63,22 @@ def test_bitrate_falls_with_loss_and_round_trip_and_climbs_on_a_clean_link() -> 
     assert next_bitrate(310_000, b, 0.9, 0.05, None) == 300_000
     assert next_bitrate(700_000, b, 0.0, 0.05, 400_000) == 400_000  # the media server's estimate caps it
     assert next_bitrate(500_000, b, None, None, None) == 500_000
+
+
+def test_only_a_new_receiver_report_moves_the_bitrate_a_silent_link_holds_it() -> None:
+    b = Bounds(300_000, 800_000)
+    t0 = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
+    clean = Report(t0, 0.0, 0.01)
+    assert news(None, None) == (None, None)  # no report yet
+    assert news(clean, None) == (0.0, 0.01)
+    # a loss burst takes the reports too: the same clean report again is no news, the rate holds
+    assert news(clean, clean) == (None, None)
+    assert next_bitrate(500_000, b, *news(clean, clean), None) == 500_000
+    lossy = Report(t0 + timedelta(seconds=3), 0.8, 0.01)
+    assert news(lossy, clean) == (0.8, 0.01)  # the report after the burst counts once
+    assert next_bitrate(500_000, b, *news(lossy, lossy), None) == 500_000
+    # an equal report that arrived later is news (the link is alive and still clean)
+    assert news(Report(t0 + timedelta(seconds=1), 0.0, 0.01), clean) == (0.0, 0.01)
 
 
 def _frame(i: int, mono_ns: int) -> VideoFrame:
