@@ -3,7 +3,7 @@
 ``Turn(work_dir, relay_ip)`` starts ``turnserver`` listening on a free 127.0.0.1 UDP port, its
 relay addresses on ``relay_ip`` (the host's address, where Janus's media sockets are: see
 tests/janus_util.py), with the TURN REST scheme (``use-auth-secret``): headquarters mints
-credentials from ``secret`` per stream. No TLS, no CLI, no database. ``url`` is
+credentials from ``secret`` per stream. UDP only (no TCP, TLS or DTLS listener), no CLI, no database. ``url`` is
 ``turn:127.0.0.1:PORT?transport=udp``; ``stop()`` ends it.
 """
 
@@ -24,10 +24,19 @@ START_TIMEOUT_S = 10.0
 
 
 def _free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    """A loopback UDP port free together with the next one: coturn also listens on "listening port
+    plus one" (its RFC 5780 alternative port), and a busy one makes it retry until the start times out."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s, \
+                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as alt:
+            s.bind(("127.0.0.1", 0))
+            port: int = s.getsockname()[1]
+            try:
+                alt.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no two consecutive free UDP ports on 127.0.0.1 for turnserver")
 
 
 class Turn(Daemon):
@@ -47,8 +56,8 @@ class Turn(Daemon):
         self.argv = [
             self.binary, "-n", "--listening-ip=127.0.0.1", f"--relay-ip={relay_ip}", f"--listening-port={self.port}",
             f"--min-port={relay}", f"--max-port={relay + 200}", "--use-auth-secret",
-            f"--static-auth-secret={self.secret}", "--realm=bodycam-test", "--no-tls", "--no-dtls", "--no-cli",
-            "--no-tcp-relay", f"--pidfile={self.folder / 'turn.pid'}", f"--log-file={self.log_path}",
+            f"--static-auth-secret={self.secret}", "--realm=bodycam-test", "--no-tls", "--no-dtls", "--no-tcp",
+            "--no-cli", "--no-tcp-relay", f"--pidfile={self.folder / 'turn.pid'}", f"--log-file={self.log_path}",
             "--simple-log", f"--userdb={self.folder / 'turndb'}",
         ]
         self._proc: subprocess.Popen[bytes] | None = None
